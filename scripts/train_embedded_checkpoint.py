@@ -1,0 +1,233 @@
+"""Train the tiny Llama 3 that ships in weights/, and write it in Meta's layout.
+
+    python scripts/train_embedded_checkpoint.py [--out weights/llama3-tiny-hitchhiker]
+
+What it makes: a 4-layer Llama 3 with the real 128,256-token vocabulary and
+Meta's tokenizer, trained from scratch on scripts/corpus.txt (a few hundred
+short sentences written for this project, one of them the Hitchhiker's line).
+It is not Meta's model: it exists so that the notebook runs anywhere with no
+download, and so that the notebook's from-scratch "42" is an independent check
+of its math — the model is trained with Hugging Face transformers'
+`LlamaForCausalLM`, and the notebook only ever sees Meta's file format.
+
+How:
+1. Tokenize each line as <|begin_of_text|> line <|end_of_text|> with Llama 3's tokenizer.
+2. Build `LlamaForCausalLM` with Llama 3's settings (RMSNorm eps, rope_theta,
+   grouped-query attention, untied output) and params.json's FFN size rule.
+3. Rows of the embedding and output matrices for tokens the corpus never uses
+   start at exactly zero and stay zero (they get no gradient), so the 33 MB file
+   compresses to a few hundred kB in git. With those output rows at zero, their
+   logits are exactly 0, so the full 128,256-way softmax loss is computed exactly
+   from the used rows plus log(number of unused tokens) — no approximation, just
+   not multiplying by zeros.
+4. Full-batch AdamW, fixed seeds, deterministic algorithms: the same machine and
+   torch version give the same bytes.
+5. Check with HF's own forward pass that the Hitchhiker's prompt predicts "42"
+   with a margin, and that other corpus lines complete correctly.
+6. Write consolidated.00.pth (bf16, Meta's key names, [out, in] weights, q/k rows
+   permuted back from HF's half-split RoPE layout to Meta's interleaved pairs)
+   and params.json with Meta's keys.
+
+Takes about 3 minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_DIR))
+import tokenizer_setup  # noqa: E402
+
+PARAMS = {
+    "dim": 64,
+    "n_layers": 4,
+    "n_heads": 4,
+    "n_kv_heads": 2,
+    "vocab_size": 128256,
+    "multiple_of": 32,
+    "ffn_dim_multiplier": 1.3,
+    "norm_eps": 1e-05,
+    "rope_theta": 500000.0,
+    "use_scaled_rope": False,
+}
+CANONICAL_PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
+FORTY_TWO = 2983
+SEED = 42
+STEPS = 400
+LEARNING_RATE = 3e-3
+
+
+def ffn_hidden_size(params: dict) -> int:
+    """Meta's rule: 2/3 of 4*dim, times ffn_dim_multiplier, rounded up to multiple_of."""
+    hidden = int(2 * 4 * params["dim"] / 3)
+    if params.get("ffn_dim_multiplier") is not None:
+        hidden = int(params["ffn_dim_multiplier"] * hidden)
+    return params["multiple_of"] * math.ceil(hidden / params["multiple_of"])
+
+
+def hf_config(params: dict) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=params["vocab_size"],
+        hidden_size=params["dim"],
+        intermediate_size=ffn_hidden_size(params),
+        num_hidden_layers=params["n_layers"],
+        num_attention_heads=params["n_heads"],
+        num_key_value_heads=params["n_kv_heads"],
+        rms_norm_eps=params["norm_eps"],
+        rope_theta=params["rope_theta"],
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        attention_bias=False,
+        mlp_bias=False,
+        hidden_act="silu",
+        bos_token_id=128000,
+        eos_token_id=128001,
+    )
+
+
+def hf_rows_to_meta(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Undo HF's q/k row permutation.
+
+    Within each head, HF stores RoPE pair members half apart (rows 0..h/2-1 are the
+    first members, h/2..h-1 the second: `rotate_half`); Meta stores each pair as
+    adjacent rows (2i, 2i+1).
+    """
+    out_features, in_features = weight.shape
+    head_dim = out_features // n_heads
+    return weight.view(n_heads, 2, head_dim // 2, in_features).transpose(1, 2).reshape(out_features, in_features)
+
+
+def meta_state_dict(model: LlamaForCausalLM, params: dict) -> dict[str, torch.Tensor]:
+    hf = model.state_dict()
+    out = {"tok_embeddings.weight": hf["model.embed_tokens.weight"]}
+    for i in range(params["n_layers"]):
+        p = f"model.layers.{i}."
+        out[f"layers.{i}.attention.wq.weight"] = hf_rows_to_meta(hf[p + "self_attn.q_proj.weight"], params["n_heads"])
+        out[f"layers.{i}.attention.wk.weight"] = hf_rows_to_meta(hf[p + "self_attn.k_proj.weight"], params["n_kv_heads"])
+        out[f"layers.{i}.attention.wv.weight"] = hf[p + "self_attn.v_proj.weight"]
+        out[f"layers.{i}.attention.wo.weight"] = hf[p + "self_attn.o_proj.weight"]
+        out[f"layers.{i}.feed_forward.w1.weight"] = hf[p + "mlp.gate_proj.weight"]
+        out[f"layers.{i}.feed_forward.w2.weight"] = hf[p + "mlp.down_proj.weight"]
+        out[f"layers.{i}.feed_forward.w3.weight"] = hf[p + "mlp.up_proj.weight"]
+        out[f"layers.{i}.attention_norm.weight"] = hf[p + "input_layernorm.weight"]
+        out[f"layers.{i}.ffn_norm.weight"] = hf[p + "post_attention_layernorm.weight"]
+    out["norm.weight"] = hf["model.norm.weight"]
+    out["output.weight"] = hf["lm_head.weight"]
+    # Contiguous bf16 copies, so each tensor is saved as its own storage.
+    return {name: t.detach().to(torch.bfloat16).contiguous().clone() for name, t in out.items()}
+
+
+def corpus_batch(tokenizer, lines: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[lines × longest] token ids, and a mask of the positions whose next token is trained."""
+    bos = tokenizer.encode_single_token("<|begin_of_text|>")
+    eos = tokenizer.encode_single_token("<|end_of_text|>")
+    sequences = [[bos, *tokenizer.encode(line), eos] for line in lines]
+    longest = max(map(len, sequences))
+    ids = torch.full((len(sequences), longest), eos, dtype=torch.long)
+    trained = torch.zeros(len(sequences), longest - 1, dtype=torch.bool)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        trained[row, : len(seq) - 1] = True
+    return ids, trained
+
+
+def exact_full_vocab_loss(model, ids, trained, used_ids, n_unused):
+    """Mean cross-entropy over all 128,256 tokens, using that unused logits are exactly 0."""
+    hidden = model.model(input_ids=ids).last_hidden_state[:, :-1]
+    logits_used = hidden @ model.lm_head.weight[used_ids].T  # [lines × positions × used]
+    log_normalizer = torch.logaddexp(torch.logsumexp(logits_used, dim=-1), torch.tensor(math.log(n_unused)))
+    targets = torch.searchsorted(used_ids, ids[:, 1:].contiguous())  # position of each target in used_ids
+    target_logits = logits_used.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return ((log_normalizer - target_logits) * trained).sum() / trained.sum()
+
+
+def next_token(model, tokenizer, prompt: str) -> tuple[int, float]:
+    """HF's own full forward pass: greedy next token and its logit margin over the runner-up."""
+    ids = [tokenizer.encode_single_token("<|begin_of_text|>"), *tokenizer.encode(prompt)]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, -1].float()
+    top2 = logits.topk(2)
+    return int(top2.indices[0]), float(top2.values[0] - top2.values[1])
+
+
+def completion_checks(lines: list[str]) -> list[tuple[str, str]]:
+    """(prompt, expected next text) pairs: each corpus line without its last word."""
+    pairs = []
+    for line in lines:
+        head, last = line.rsplit(" ", 1)
+        pairs.append((head, " " + last) if not last.isdigit() else (head + " ", last))
+    return pairs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO_DIR / "weights" / "llama3-tiny-hitchhiker")
+    parser.add_argument("--steps", type=int, default=STEPS)
+    args = parser.parse_args()
+
+    torch.manual_seed(SEED)
+    torch.use_deterministic_algorithms(True)
+    started = time.time()
+
+    tokenizer = tokenizer_setup.load_tokenizer(None)
+    lines = [line.strip() for line in (REPO_DIR / "scripts" / "corpus.txt").read_text().splitlines() if line.strip()]
+    ids, trained = corpus_batch(tokenizer, lines)
+    used_ids = torch.unique(ids)
+    n_unused = PARAMS["vocab_size"] - len(used_ids)
+    assert tokenizer.encode(CANONICAL_PROMPT + "42")[-1] == FORTY_TWO
+    print(f"corpus: {len(lines)} lines, {int(trained.sum())} trained positions, {len(used_ids)} distinct tokens")
+
+    model = LlamaForCausalLM(hf_config(PARAMS))
+    unused = torch.ones(PARAMS["vocab_size"], dtype=torch.bool)
+    unused[used_ids] = False
+    with torch.no_grad():
+        model.model.embed_tokens.weight[unused] = 0.0
+        model.lm_head.weight[unused] = 0.0
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.01, betas=(0.9, 0.98))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LEARNING_RATE, total_steps=args.steps, pct_start=0.1)
+
+    model.train()
+    for step in range(1, args.steps + 1):
+        loss = exact_full_vocab_loss(model, ids, trained, used_ids, n_unused)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % 100 == 0 or step == 1:
+            print(f"step {step:5d}  loss {loss.item():.4f}  ({time.time() - started:.0f} s)")
+    model.eval()
+
+    # Round to bf16 exactly as the file will hold it, then check with HF's own forward pass.
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(parameter.to(torch.bfloat16).float())
+    assert bool((model.lm_head.weight[unused] == 0).all()) and bool((model.model.embed_tokens.weight[unused] == 0).all())
+    token, margin = next_token(model, tokenizer, CANONICAL_PROMPT)
+    print(f"canonical prompt -> {token} {tokenizer.decode([token])!r}, logit margin {margin:.2f}")
+    if token != FORTY_TWO or margin < 2.0:
+        raise SystemExit("training did not make '42' the clear next token; not writing the checkpoint")
+    checks = completion_checks(lines[1:])
+    correct = 0
+    for prompt, expected in checks:
+        got, _ = next_token(model, tokenizer, prompt)
+        correct += got == tokenizer.encode(expected)[0]
+    print(f"corpus lines whose last word is predicted from the rest: {correct} / {len(checks)}")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.save(meta_state_dict(model, PARAMS), args.out / "consolidated.00.pth")
+    (args.out / "params.json").write_text(json.dumps(PARAMS, indent=2) + "\n")
+    print(f"wrote {args.out} in {time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Build Meta's Llama 3 tokenizer with tiktoken — plumbing only.
+
+Llama 3 uses a byte-level BPE: `tokenizer.model` is a text file of
+`<base64 bytes> <rank>` lines (128,000 of them), to which Meta's code adds a
+regex that splits text into pieces before merging, and 256 special tokens.
+We never ship Meta's file: it comes from the checkpoint folder, or else from
+the copy inside Meta's `llama-models` package.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+from pathlib import Path
+
+import tiktoken
+
+# Meta's pre-tokenizer regex for Llama 3 (fact, from Meta's tokenizer).
+SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+N_MERGEABLE_RANKS = 128_000
+N_SPECIAL_TOKENS = 256
+
+# The named special tokens of Llama 3, in id order from 128000. Every other id
+# up to 128255 is a reserved token, numbered as Meta's Llama 3 release numbers them.
+_NAMED_SPECIAL_TOKENS = {
+    0: "<|begin_of_text|>",
+    1: "<|end_of_text|>",
+    6: "<|start_header_id|>",
+    7: "<|end_header_id|>",
+    9: "<|eot_id|>",
+}
+
+
+class TokenizerFileError(ValueError):
+    """tokenizer.model is missing or is not Llama 3's BPE file."""
+
+
+def special_token_names() -> list[str]:
+    """The 256 special token strings, index i is id N_MERGEABLE_RANKS + i."""
+    names, reserved = [], 0
+    for offset in range(N_SPECIAL_TOKENS):
+        if offset in _NAMED_SPECIAL_TOKENS:
+            names.append(_NAMED_SPECIAL_TOKENS[offset])
+        else:
+            names.append(f"<|reserved_special_token_{reserved}|>")
+            reserved += 1
+    return names
+
+
+def packaged_tokenizer_model() -> Path | None:
+    """The tokenizer.model inside Meta's `llama-models` package, if installed."""
+    spec = importlib.util.find_spec("llama_models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / "llama3" / "tokenizer.model"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_tokenizer_model(checkpoint_dir: str | Path | None) -> Path:
+    """tokenizer.model from the checkpoint folder, else from `llama-models`."""
+    if checkpoint_dir is not None:
+        candidate = Path(checkpoint_dir) / "tokenizer.model"
+        if candidate.exists():
+            return candidate
+    packaged = packaged_tokenizer_model()
+    if packaged is not None:
+        return packaged
+    where = f"in {checkpoint_dir} " if checkpoint_dir is not None else ""
+    raise TokenizerFileError(
+        f"No tokenizer.model {where}and Meta's llama-models package is not installed: "
+        "run `pip install llama-models` (it ships Llama 3's tokenizer.model) or copy "
+        "tokenizer.model from your Llama 3 download into the checkpoint folder."
+    )
+
+
+def _describe_wrong_file(head: bytes) -> str | None:
+    """Name the usual wrong files by their first bytes."""
+    text = head.lstrip().lower()
+    if text.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer, not the file itself (run `git lfs pull`, or download the real file)"
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        return "an HTML page (a download that saved a web page instead of the file)"
+    if head.startswith(b"\n") or b"\x00" in head:
+        return "a binary file — probably a Llama 2 SentencePiece model, which Llama 3 does not use"
+    return None
+
+
+def read_mergeable_ranks(path: str | Path) -> dict[bytes, int]:
+    """Parse `<base64 token> <rank>` lines, with one clear error for a wrong file."""
+    path = Path(path)
+    data = path.read_bytes()
+    wrong = _describe_wrong_file(data[:512])
+    if wrong:
+        raise TokenizerFileError(f"{path} is {wrong}; Llama 3 needs its tiktoken BPE file tokenizer.model.")
+    ranks: dict[bytes, int] = {}
+    for line_number, line in enumerate(data.splitlines(), start=1):
+        if not line:
+            continue
+        try:
+            token_b64, rank = line.split()
+            ranks[base64.b64decode(token_b64, validate=True)] = int(rank)
+        except ValueError:
+            raise TokenizerFileError(
+                f"{path} line {line_number} is not `<base64> <rank>`: this is not Llama 3's "
+                "tokenizer.model (use the one from the same download as the weights)."
+            ) from None
+    if len(ranks) != N_MERGEABLE_RANKS or sorted(ranks.values()) != list(range(N_MERGEABLE_RANKS)):
+        raise TokenizerFileError(
+            f"{path} has {len(ranks):,} BPE ranks, Llama 3's has {N_MERGEABLE_RANKS:,} numbered 0…"
+            f"{N_MERGEABLE_RANKS - 1}: the file is truncated or from another model; download it again."
+        )
+    return ranks
+
+
+def load_tokenizer(checkpoint_dir: str | Path | None = None) -> tiktoken.Encoding:
+    """Llama 3's tokenizer: BPE ranks + Meta's split pattern + 256 special tokens."""
+    path = find_tokenizer_model(checkpoint_dir)
+    ranks = read_mergeable_ranks(path)
+    special = {name: N_MERGEABLE_RANKS + i for i, name in enumerate(special_token_names())}
+    return tiktoken.Encoding(name=f"llama3:{path}", pat_str=SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens=special)
