@@ -52,13 +52,21 @@ def find_checkpoint_dir(value: str | None = None) -> Path:
         raise CheckpointError(f"{folder} is a file, not a folder: set LLAMA3_CKPT to the folder that holds it (for Meta's download, the `original/` folder).")
     names = {p.name for p in folder.iterdir()}
     if not names:
-        raise CheckpointError(f"Checkpoint folder {folder} is empty: point LLAMA3_CKPT at the folder where consolidated.00.pth and params.json were downloaded.")
+        raise CheckpointError(
+            f"Checkpoint folder {folder} is empty: point LLAMA3_CKPT at the folder where consolidated.00.pth and params.json were downloaded."
+        )
     shards = sorted(n for n in names if n.startswith("consolidated.") and n.endswith(".pth"))
     if not shards:
         if "config.json" in names or any(n.endswith(".safetensors") for n in names):
             hint = f" (try {folder / 'original'})" if (folder / "original").is_dir() else ""
-            raise CheckpointError(f"{folder} is in Hugging Face format (config.json / *.safetensors); this notebook reads Meta's original layout — point LLAMA3_CKPT at its `original/` subfolder{hint}.")
+            raise CheckpointError(
+                f"{folder} is in Hugging Face format (config.json / *.safetensors); this notebook reads Meta's original layout — point LLAMA3_CKPT at its `original/` subfolder{hint}."
+            )
         raise CheckpointError(f"{folder} has no consolidated.00.pth: point LLAMA3_CKPT at the `original/` folder of a Llama 3 download.")
+    if len(shards) > 1:
+        raise CheckpointError(
+            f"{folder} holds {len(shards)} shards ({shards[0]} … {shards[-1]}); this notebook reads single-file checkpoints so far (8B, 3.x 1B/3B): point LLAMA3_CKPT at one of those."
+        )
     if "params.json" not in names:
         raise CheckpointError(f"{folder} has {shards[0]} but no params.json: copy params.json from the same download into that folder.")
     return folder
@@ -72,15 +80,19 @@ def read_params(checkpoint_dir: Path) -> dict:
     except (OSError, UnicodeDecodeError) as error:
         raise CheckpointError(f"Cannot read {path} ({error}): copy params.json from the same download as the weights.") from None
     except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}): copy params.json from the same download as the weights.") from None
+        raise CheckpointError(
+            f"{path} is not valid JSON ({error.msg} at line {error.lineno}): copy params.json from the same download as the weights."
+        ) from None
     if not isinstance(params, dict):
         raise CheckpointError(f"{path} holds a JSON {type(params).__name__}, not an object of model settings: copy params.json from the same download.")
-    for key, kind in REQUIRED_PARAMS.items():
+    for key in REQUIRED_PARAMS:
         if key not in params:
             raise CheckpointError(f"{path} has no {key!r}: add it (Llama 3 8B has {key}: {_EXAMPLE_8B[key]}) or use the params.json from the same download.")
     for key, kind in {**REQUIRED_PARAMS, **OPTIONAL_PARAMS}.items():
         if key in params and params[key] is not None and not _is_kind(params[key], kind):
-            raise CheckpointError(f"{path}: {key} is {params[key]!r}, it must be {'a number' if kind is float else 'an integer' if kind is int else 'true or false'}.")
+            raise CheckpointError(
+                f"{path}: {key} is {params[key]!r}, it must be {'a number' if kind is float else 'an integer' if kind is int else 'true or false'}."
+            )
     for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of"):
         if params.get(key) is not None and params[key] <= 0:
             raise CheckpointError(f"{path}: {key} is {params[key]}, it must be a positive integer.")
@@ -91,7 +103,9 @@ def read_params(checkpoint_dir: Path) -> dict:
         raise CheckpointError(f"{path}: dim {params['dim']} is not divisible by n_heads {params['n_heads']}, so heads cannot split it; fix params.json.")
     n_kv_heads = params.get("n_kv_heads") or params["n_heads"]
     if params["n_heads"] % n_kv_heads:
-        raise CheckpointError(f"{path}: n_heads {params['n_heads']} is not divisible by n_kv_heads {n_kv_heads}, so query heads cannot share key/value heads; fix params.json.")
+        raise CheckpointError(
+            f"{path}: n_heads {params['n_heads']} is not divisible by n_kv_heads {n_kv_heads}, so query heads cannot share key/value heads; fix params.json."
+        )
     if (params["dim"] // params["n_heads"]) % 2:
         raise CheckpointError(f"{path}: head size dim/n_heads = {params['dim'] // params['n_heads']} is odd, and RoPE rotates pairs; fix params.json.")
     return params
@@ -125,7 +139,9 @@ def choose_device(name: str | None = None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CheckpointError(f"LLAMA3_DEVICE={name} but this PyTorch sees no CUDA GPU: use LLAMA3_DEVICE=auto or cpu (or install a CUDA build of PyTorch).")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise CheckpointError(f"LLAMA3_DEVICE={name} but only {torch.cuda.device_count()} CUDA GPU(s) exist: use cuda:0 … cuda:{torch.cuda.device_count() - 1}.")
+        raise CheckpointError(
+            f"LLAMA3_DEVICE={name} but only {torch.cuda.device_count()} CUDA GPU(s) exist: use cuda:0 … cuda:{torch.cuda.device_count() - 1}."
+        )
     if device.type == "mps" and not mps_ok:
         raise CheckpointError(f"LLAMA3_DEVICE={name} but Apple's MPS is not available here: use LLAMA3_DEVICE=auto or cpu.")
     if device.type not in ("cpu", "cuda", "mps"):

@@ -1,0 +1,46 @@
+# The two commands a reader needs: `make run` and `make test`. Everything else is for maintainers.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint notebook checkpoint benchmark clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed
+	$(BIN)/python -m pip install -r requirements-test.txt
+	$(BIN)/python -c "import matplotlib.pyplot"  # build matplotlib's font cache once, outside the notebook
+	touch $@
+
+## run: execute the notebook headless on the embedded checkpoint (or LLAMA3_CKPT) and print the prediction
+run: $(VENV)/.installed
+	$(BIN)/python scripts/run_notebook.py
+
+## test: lint, then pytest — nbval re-executes the notebook against its stored outputs, plus tests/
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## notebook: re-execute the committed notebook on CPU and normalize it (the stored outputs nbval compares)
+notebook: $(VENV)/.installed-test
+	LLAMA3_CKPT= LLAMA3_DEVICE=cpu LLAMA3_DTYPE=auto $(BIN)/python scripts/run_notebook.py --inplace
+
+## checkpoint: retrain the embedded checkpoint (about 3 minutes on 2 CPU cores)
+checkpoint: $(VENV)/.installed-test
+	$(BIN)/python scripts/train_embedded_checkpoint.py
+
+## benchmark: time the notebook on the embedded checkpoint
+benchmark: $(VENV)/.installed
+	$(BIN)/python benchmarks/notebook_runtime.py
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,27 @@
+"""Shared test fixtures: run the notebook itself and read its tensors back."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_DIR))
+
+from notebook_run import run_notebook  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def embedded_run(tmp_path_factory):
+    """The notebook executed on the embedded checkpoint in float32, with its key tensors."""
+    return run_notebook(tmp_path_factory.mktemp("embedded"), env={"LLAMA3_CKPT": "", "LLAMA3_DTYPE": "float32", "LLAMA3_DEVICE": "cpu"})
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in ("LLAMA3_CKPT", "LLAMA3_DEVICE", "LLAMA3_DTYPE"):
+        monkeypatch.delenv(name, raising=False)
+    return os.environ

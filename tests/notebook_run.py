@@ -1,0 +1,53 @@
+"""Execute llama3-from-scratch.ipynb in a fresh kernel and fetch the notebook's own tensors.
+
+Tests never re-implement the model: they run the notebook's cells unchanged and then,
+in the same kernel, save the variables the cells created.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import torch
+from nbclient import NotebookClient
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+NOTEBOOK = REPO_DIR / "llama3-from-scratch.ipynb"
+
+# Variables the notebook defines that tests compare.
+FETCH = """
+import torch as _torch
+_torch.save({
+    "prompt_tokens": prompt_tokens,
+    "next_token_id": next_token_id,
+    "token_embeddings": token_embeddings.float().cpu(),
+    "residual_after_attention": [t.float().cpu() for t in residual_after_attention],
+    "residual_after_ffn": [t.float().cpu() for t in residual_after_ffn],
+    "final_normed": final_normed.float().cpu(),
+    "logits": logits.float().cpu(),
+    "compute_dtype": str(compute_dtype),
+}, PATH)
+"""
+
+
+def run_notebook(workdir: Path, env: dict[str, str], timeout: int = 1200) -> dict:
+    """Run every cell with `env` set for the kernel; return the fetched values and the executed notebook."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    fetched = Path(workdir) / "fetched.pt"
+    notebook.cells.append(nbformat.v4.new_code_cell(FETCH.replace("PATH", repr(str(fetched)))))
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(REPO_DIR)}})
+        client.execute()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    values = torch.load(fetched, weights_only=True)
+    values["notebook"] = notebook
+    return values

@@ -1,0 +1,109 @@
+"""tokenizer_setup builds exactly Meta's Llama 3 tokenizer."""
+
+import json
+from pathlib import Path
+
+import pytest
+from llama_models.llama3.tokenizer import Tokenizer as MetaTokenizer
+
+import tokenizer_setup
+
+STRINGS = json.loads((Path(__file__).parent / "tokenizer_strings.json").read_text())
+PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tokenizer_setup.load_tokenizer(None)
+
+
+@pytest.fixture(scope="module")
+def meta():
+    return MetaTokenizer(tokenizer_setup.packaged_tokenizer_model())
+
+
+def test_canonical_prompt(tokenizer):
+    bos = tokenizer.encode_single_token("<|begin_of_text|>")
+    assert [bos] + tokenizer.encode(PROMPT) == [128000, 1820, 4320, 311, 279, 17139, 3488, 315, 2324, 11, 279, 15861, 11, 323, 4395, 374, 220]
+
+
+def test_42(tokenizer):
+    assert tokenizer.encode("42") == [2983]
+    assert tokenizer.encode(" 42") == [220, 2983]
+    assert tokenizer.decode([2983]) == "42"
+
+
+def test_meta_test_sentence(tokenizer):
+    ids = [128000] + tokenizer.encode("This is a test sentence.") + [128001]
+    assert ids == [128000, 2028, 374, 264, 1296, 11914, 13, 128001]
+
+
+def test_vocabulary_and_special_tokens(tokenizer):
+    assert tokenizer.n_vocab == 128256
+    expected = {
+        128000: "<|begin_of_text|>",
+        128001: "<|end_of_text|>",
+        128002: "<|reserved_special_token_0|>",
+        128005: "<|reserved_special_token_3|>",
+        128006: "<|start_header_id|>",
+        128007: "<|end_header_id|>",
+        128008: "<|reserved_special_token_4|>",
+        128009: "<|eot_id|>",
+        128010: "<|reserved_special_token_5|>",
+        128255: "<|reserved_special_token_250|>",
+    }
+    for token_id, name in expected.items():
+        assert tokenizer.encode_single_token(name) == token_id
+        assert tokenizer.decode([token_id]) == name
+    assert len(tokenizer.special_tokens_set) == 256
+
+
+@pytest.mark.parametrize("text", STRINGS, ids=range(len(STRINGS)))
+def test_same_tokens_as_meta(tokenizer, meta, text):
+    # Text that spells a special token is encoded as ordinary text by both (Meta's default).
+    assert tokenizer.encode(text, disallowed_special=()) == meta.encode(text, bos=False, eos=False)
+    assert tokenizer.decode(tokenizer.encode(text, disallowed_special=())) == text
+
+
+def test_spelled_special_tokens_need_explicit_permission(tokenizer):
+    with pytest.raises(ValueError):
+        tokenizer.encode("<|eot_id|>")
+    assert tokenizer.encode("<|eot_id|>", allowed_special="all") == [128009]
+    assert len(tokenizer.encode("<|eot_id|>", disallowed_special=())) > 1
+
+
+def test_prefers_tokenizer_in_checkpoint_folder(tmp_path):
+    copy = tmp_path / "tokenizer.model"
+    copy.write_bytes(tokenizer_setup.packaged_tokenizer_model().read_bytes())
+    assert tokenizer_setup.find_tokenizer_model(tmp_path) == copy
+    assert tokenizer_setup.find_tokenizer_model(tmp_path / "elsewhere") == tokenizer_setup.packaged_tokenizer_model()
+
+
+def test_missing_without_fallback(tmp_path, monkeypatch):
+    monkeypatch.setattr(tokenizer_setup, "packaged_tokenizer_model", lambda: None)
+    with pytest.raises(tokenizer_setup.TokenizerFileError, match="pip install llama-models"):
+        tokenizer_setup.find_tokenizer_model(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 2183982\n", "Git LFS pointer"),
+        (b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>\n", "HTML page"),
+        (b"\n\x0b\n\x05<unk>\x15\x00\x00\x00\x00\x18\x02" * 20, "SentencePiece"),
+        (b"IQ== 0\nIg== 1\n", "truncated"),
+        (b"IQ== 0\nnot a rank line at all\n", "line 2"),
+    ],
+)
+def test_wrong_files_get_one_clear_sentence(tmp_path, content, message):
+    path = tmp_path / "tokenizer.model"
+    path.write_bytes(content)
+    with pytest.raises(tokenizer_setup.TokenizerFileError, match=message):
+        tokenizer_setup.load_tokenizer(tmp_path)
+
+
+def test_truncated_real_file(tmp_path):
+    data = tokenizer_setup.packaged_tokenizer_model().read_bytes()
+    (tmp_path / "tokenizer.model").write_bytes(data[: len(data) // 2])
+    with pytest.raises(tokenizer_setup.TokenizerFileError, match="truncated"):
+        tokenizer_setup.load_tokenizer(tmp_path)
