@@ -8,7 +8,10 @@ usual mistakes into one sentence that names the fix.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import sys
 from pathlib import Path
 
 import torch
@@ -111,6 +114,38 @@ def read_params(checkpoint_dir: Path) -> dict:
     return params
 
 
+def ffn_hidden_size(params: dict) -> int:
+    """Meta's rule for the SwiGLU width (the notebook derives it too, in the open)."""
+    hidden = int(2 * 4 * params["dim"] / 3)
+    if params.get("ffn_dim_multiplier") is not None:
+        hidden = int(params["ffn_dim_multiplier"] * hidden)
+    return params["multiple_of"] * math.ceil(hidden / params["multiple_of"])
+
+
+def expected_shapes(params: dict, tied_output: bool = False) -> dict[str, tuple[int, ...]]:
+    """Every tensor name of Meta's layout with the shape params.json implies."""
+    dim, n_heads = params["dim"], params["n_heads"]
+    head_dim = dim // n_heads
+    kv_features = (params.get("n_kv_heads") or n_heads) * head_dim
+    hidden = ffn_hidden_size(params)
+    shapes = {"tok_embeddings.weight": (params["vocab_size"], dim), "norm.weight": (dim,)}
+    if not tied_output:
+        shapes["output.weight"] = (params["vocab_size"], dim)
+    for i in range(params["n_layers"]):
+        shapes |= {
+            f"layers.{i}.attention.wq.weight": (n_heads * head_dim, dim),
+            f"layers.{i}.attention.wk.weight": (kv_features, dim),
+            f"layers.{i}.attention.wv.weight": (kv_features, dim),
+            f"layers.{i}.attention.wo.weight": (dim, n_heads * head_dim),
+            f"layers.{i}.feed_forward.w1.weight": (hidden, dim),
+            f"layers.{i}.feed_forward.w2.weight": (dim, hidden),
+            f"layers.{i}.feed_forward.w3.weight": (hidden, dim),
+            f"layers.{i}.attention_norm.weight": (dim,),
+            f"layers.{i}.ffn_norm.weight": (dim,),
+        }
+    return shapes
+
+
 _EXAMPLE_8B = {"dim": 4096, "n_layers": 32, "n_heads": 32, "vocab_size": 128256, "multiple_of": 1024, "norm_eps": 1e-05, "rope_theta": 500000.0}
 
 
@@ -165,3 +200,93 @@ def choose_dtype(name: str | None, device: torch.device) -> torch.dtype:
     if name not in choices:
         raise CheckpointError(f"LLAMA3_DTYPE={name!r} is not supported: use auto, float32 or bfloat16.")
     return choices[name]
+
+
+# Context lengths Meta trained for (facts; params.json does not store them).
+CONTEXT_LLAMA3 = 8192
+CONTEXT_SCALED_ROPE = 131072
+WEIGHT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def load_weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
+    """`torch.load(consolidated.00.pth, map_location="cpu", mmap=True, weights_only=True)`, with clear errors.
+
+    mmap: tensors stay on disk until used. weights_only: a pickle that would run code is refused.
+    """
+    path = Path(checkpoint_dir) / "consolidated.00.pth"
+    try:
+        state_dict = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, ValueError, EOFError … depending on the damage
+        text = str(error)
+        if "Weights only load failed" in text or "weights_only" in text:
+            raise CheckpointError(
+                f"{path} contains pickled code or objects that are not tensors; loading refused (weights_only=True), nothing in it was run. Use the file from Meta's download."
+            ) from None
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {text.splitlines()[0][:120] if text else 'no detail'}); it is truncated, corrupt or another kind of file — download it again."
+        ) from None
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{path} holds a {type(state_dict).__name__}, not a dictionary of tensors: use consolidated.00.pth from Meta's download.")
+    return state_dict
+
+
+def check_weights(state_dict: dict[str, torch.Tensor], params: dict) -> str:
+    """Every tensor present with the shape params.json implies; returns a one-line summary."""
+    tied = "output.weight" not in state_dict
+    expected = expected_shapes(params, tied_output=tied)
+    missing = [name for name in expected if name not in state_dict]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise CheckpointError(
+            f"consolidated.00.pth has no tensor {missing[0]}{more}: the file does not match params.json (n_layers {params['n_layers']}); use both from the same download."
+        )
+    extra = [name for name in state_dict if name not in expected]
+    if extra:
+        raise CheckpointError(
+            f"consolidated.00.pth has an unexpected tensor {extra[0]}: this is not a Llama 3 checkpoint in Meta's layout, or params.json is from another model."
+        )
+    for name, shape in expected.items():
+        found = tuple(state_dict[name].shape)
+        if found != shape:
+            raise CheckpointError(
+                f"{name} has shape {list(found)} but params.json implies {list(shape)}: params.json and consolidated.00.pth come from different models; use both from the same download."
+            )
+        if state_dict[name].dtype not in WEIGHT_DTYPES:
+            raise CheckpointError(f"{name} is {state_dict[name].dtype}; this notebook reads bfloat16, float16 or float32 weights (Meta's are bfloat16).")
+    n_kv_heads = params.get("n_kv_heads") or params["n_heads"]
+    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state_dict.values()})
+    return (
+        f"checkpoint ok: {params['n_layers']} layers, dim {params['dim']}, {params['n_heads']} query heads sharing {n_kv_heads} key/value heads, "
+        f"vocab {params['vocab_size']:,}, {'tied' if tied else 'separate'} output matrix, {'/'.join(dtypes)}"
+    )
+
+
+def context_length(params: dict) -> int:
+    """Llama 3 was trained on 8,192 positions; releases with scaled RoPE (3.1+) on 131,072."""
+    return CONTEXT_SCALED_ROPE if params.get("use_scaled_rope") else CONTEXT_LLAMA3
+
+
+def check_prompt(prompt: str, tokens: list[int], params: dict) -> None:
+    """Refuse a prompt longer than the context; say what an empty or special-looking prompt means."""
+    limit = context_length(params)
+    if len(tokens) > limit:
+        raise CheckpointError(f"The prompt is {len(tokens):,} tokens, longer than this model's context of {limit:,}: shorten LLAMA3_PROMPT.")
+    if not prompt:
+        print("note: the prompt is empty, so the model sees only <|begin_of_text|> and predicts how a text starts.")
+    spelled = sorted(set(re.findall(r"<\|[A-Za-z0-9_]+\|>", prompt)))
+    if spelled:
+        print(f"note: the prompt spells {', '.join(spelled)}; that is encoded as ordinary text, not as special tokens.")
+
+
+def use_short_error_messages() -> None:
+    """In IPython/Jupyter, show this project's errors as their one sentence instead of a traceback."""
+    try:
+        shell = get_ipython()  # type: ignore[name-defined]  # noqa: F821 — defined only inside IPython
+    except NameError:
+        return
+    from tokenizer_setup import TokenizerFileError
+
+    def one_line(shell, kind, value, traceback, tb_offset=None):
+        print(f"{kind.__name__}: {value}", file=sys.stderr)
+
+    shell.set_custom_exc((CheckpointError, TokenizerFileError), one_line)

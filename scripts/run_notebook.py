@@ -11,6 +11,7 @@ Environment variables LLAMA3_CKPT, LLAMA3_DEVICE and LLAMA3_DTYPE pass through.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -76,9 +77,10 @@ def main() -> int:
     client = ProgressClient(notebook, timeout=args.timeout, kernel_name="python3", resources={"metadata": {"path": str(REPO_DIR)}})
     started = time.perf_counter()
     try:
-        client.execute()
+        # The kernel's own log (a warning about local TCP) would only clutter the progress lines.
+        client.execute(stderr=subprocess.DEVNULL)
     except CellExecutionError as error:
-        print(str(error).strip().splitlines()[-1], file=sys.stderr)
+        print(f"stopped: {error.ename}: {error.evalue}", file=sys.stderr)
         return 1
     elapsed = time.perf_counter() - started
     normalize(notebook)

@@ -45,6 +45,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_DIR))
+import checkpoint_setup  # noqa: E402
 import tokenizer_setup  # noqa: E402
 
 PARAMS = {
@@ -66,19 +67,11 @@ STEPS = 400
 LEARNING_RATE = 3e-3
 
 
-def ffn_hidden_size(params: dict) -> int:
-    """Meta's rule: 2/3 of 4*dim, times ffn_dim_multiplier, rounded up to multiple_of."""
-    hidden = int(2 * 4 * params["dim"] / 3)
-    if params.get("ffn_dim_multiplier") is not None:
-        hidden = int(params["ffn_dim_multiplier"] * hidden)
-    return params["multiple_of"] * math.ceil(hidden / params["multiple_of"])
-
-
 def hf_config(params: dict) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=params["vocab_size"],
         hidden_size=params["dim"],
-        intermediate_size=ffn_hidden_size(params),
+        intermediate_size=checkpoint_setup.ffn_hidden_size(params),
         num_hidden_layers=params["n_layers"],
         num_attention_heads=params["n_heads"],
         num_key_value_heads=params["n_kv_heads"],

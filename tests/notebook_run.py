@@ -7,6 +7,7 @@ in the same kernel, save the variables the cells created.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -14,7 +15,8 @@ import torch
 from nbclient import NotebookClient
 
 REPO_DIR = Path(__file__).resolve().parent.parent
-NOTEBOOK = REPO_DIR / "llama3-from-scratch.ipynb"
+# scripts/check_mutations.py points this at deliberately broken copies to prove the tests can fail.
+NOTEBOOK = Path(os.environ.get("NOTEBOOK_UNDER_TEST", REPO_DIR / "llama3-from-scratch.ipynb"))
 
 # Variables the notebook defines that tests compare.
 FETCH = """
@@ -41,7 +43,7 @@ def run_notebook(workdir: Path, env: dict[str, str], timeout: int = 1200) -> dic
     os.environ.update(env)
     try:
         client = NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(REPO_DIR)}})
-        client.execute()
+        client.execute(stderr=subprocess.DEVNULL)
     finally:
         for name, value in saved.items():
             if value is None:

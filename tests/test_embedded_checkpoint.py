@@ -1,7 +1,6 @@
 """The embedded checkpoint is in Meta's exact layout, within the size limits."""
 
 import json
-import math
 
 import pytest
 import torch
@@ -37,28 +36,8 @@ def test_params_meet_the_design(params):
     assert checkpoint_setup.read_params(FOLDER) == params
 
 
-def expected_shapes(p):
-    head_dim = p["dim"] // p["n_heads"]
-    hidden = int(p["ffn_dim_multiplier"] * int(2 * 4 * p["dim"] / 3))
-    hidden = p["multiple_of"] * math.ceil(hidden / p["multiple_of"])
-    shapes = {"tok_embeddings.weight": (p["vocab_size"], p["dim"]), "norm.weight": (p["dim"],), "output.weight": (p["vocab_size"], p["dim"])}
-    for i in range(p["n_layers"]):
-        shapes |= {
-            f"layers.{i}.attention.wq.weight": (p["n_heads"] * head_dim, p["dim"]),
-            f"layers.{i}.attention.wk.weight": (p["n_kv_heads"] * head_dim, p["dim"]),
-            f"layers.{i}.attention.wv.weight": (p["n_kv_heads"] * head_dim, p["dim"]),
-            f"layers.{i}.attention.wo.weight": (p["dim"], p["n_heads"] * head_dim),
-            f"layers.{i}.feed_forward.w1.weight": (hidden, p["dim"]),
-            f"layers.{i}.feed_forward.w2.weight": (p["dim"], hidden),
-            f"layers.{i}.feed_forward.w3.weight": (hidden, p["dim"]),
-            f"layers.{i}.attention_norm.weight": (p["dim"],),
-            f"layers.{i}.ffn_norm.weight": (p["dim"],),
-        }
-    return shapes
-
-
 def test_keys_shapes_and_dtype(params, state_dict):
-    shapes = expected_shapes(params)
+    shapes = checkpoint_setup.expected_shapes(params)
     assert set(state_dict) == set(shapes)
     for name, tensor in state_dict.items():
         assert tuple(tensor.shape) == shapes[name], name

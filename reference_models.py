@@ -1,0 +1,190 @@
+"""Independent Llama 3 implementations to check the notebook against — plumbing only.
+
+Two references, both loaded from the same Meta-layout checkpoint the notebook reads:
+
+* Hugging Face transformers' `LlamaForCausalLM`. HF stores each head's q/k rows in a
+  different order (RoPE pairs half a head apart instead of adjacent), so the Meta rows
+  are permuted on the way in — the same conversion as HF's own Meta→HF converter.
+* Meta's reference `Transformer` from the `llama-models` package
+  (`llama_models/llama3/model.py`), which needs fairscale and a one-process
+  torch.distributed group with model parallelism of size 1.
+
+Both return the same named tensors the notebook keeps: the token embeddings, the
+residual stream after every layer's attention and feed-forward network, the final
+norm output and the logits. Nothing here computes any part of the model itself; the
+intermediate tensors are read with forward hooks.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+
+HF_LAYER_KEYS = {
+    "attention.wq.weight": "self_attn.q_proj.weight",
+    "attention.wk.weight": "self_attn.k_proj.weight",
+    "attention.wv.weight": "self_attn.v_proj.weight",
+    "attention.wo.weight": "self_attn.o_proj.weight",
+    "feed_forward.w1.weight": "mlp.gate_proj.weight",
+    "feed_forward.w2.weight": "mlp.down_proj.weight",
+    "feed_forward.w3.weight": "mlp.up_proj.weight",
+    "attention_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+}
+
+
+def load_meta_checkpoint(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(Path(checkpoint_dir) / "consolidated.00.pth", map_location="cpu", mmap=True, weights_only=True)
+
+
+def ffn_hidden_size(state_dict: dict[str, torch.Tensor]) -> int:
+    """Read off the checkpoint (the notebook derives it from params.json; here we only need a config)."""
+    return state_dict["layers.0.feed_forward.w1.weight"].shape[0]
+
+
+def meta_rows_to_hf(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Reorder each head's q/k rows from Meta's adjacent pairs (2i, 2i+1) to HF's (i, i + head_dim/2)."""
+    out_features, in_features = weight.shape
+    head_dim = out_features // n_heads
+    return weight.view(n_heads, head_dim // 2, 2, in_features).transpose(1, 2).reshape(out_features, in_features)
+
+
+def hf_model(checkpoint_dir: Path, params: dict, dtype: torch.dtype = torch.float32):
+    """transformers' LlamaForCausalLM holding the checkpoint's weights."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    state_dict = load_meta_checkpoint(checkpoint_dir)
+    n_kv_heads = params.get("n_kv_heads") or params["n_heads"]
+    tied = "output.weight" not in state_dict
+    config = LlamaConfig(
+        vocab_size=params["vocab_size"],
+        hidden_size=params["dim"],
+        intermediate_size=ffn_hidden_size(state_dict),
+        num_hidden_layers=params["n_layers"],
+        num_attention_heads=params["n_heads"],
+        num_key_value_heads=n_kv_heads,
+        head_dim=params["dim"] // params["n_heads"],
+        rms_norm_eps=params["norm_eps"],
+        rope_theta=params["rope_theta"],
+        max_position_embeddings=8192,
+        tie_word_embeddings=tied,
+        attention_bias=False,
+        mlp_bias=False,
+        hidden_act="silu",
+    )
+    hf = {"model.embed_tokens.weight": state_dict["tok_embeddings.weight"], "model.norm.weight": state_dict["norm.weight"]}
+    hf["lm_head.weight"] = state_dict["tok_embeddings.weight" if tied else "output.weight"]
+    for i in range(params["n_layers"]):
+        for meta_key, hf_key in HF_LAYER_KEYS.items():
+            tensor = state_dict[f"layers.{i}.{meta_key}"]
+            if meta_key == "attention.wq.weight":
+                tensor = meta_rows_to_hf(tensor, params["n_heads"])
+            elif meta_key == "attention.wk.weight":
+                tensor = meta_rows_to_hf(tensor, n_kv_heads)
+            hf[f"model.layers.{i}.{hf_key}"] = tensor
+    model = LlamaForCausalLM(config)
+    model.load_state_dict({k: v.to(torch.float32) for k, v in hf.items()}, strict=True)
+    return model.to(dtype).eval()
+
+
+def hf_tensors(model, tokens: list[int]) -> dict:
+    """Run HF's forward pass and collect the notebook's named tensors with hooks."""
+    layers = model.model.layers
+    after_attention: list[torch.Tensor] = [None] * len(layers)
+    after_ffn: list[torch.Tensor] = [None] * len(layers)
+    captured: dict[str, torch.Tensor] = {}
+    handles = [
+        model.model.embed_tokens.register_forward_hook(lambda m, i, o: captured.__setitem__("token_embeddings", o[0])),
+        model.model.norm.register_forward_hook(lambda m, i, o: captured.__setitem__("final_normed", o[0])),
+    ]
+    for index, layer in enumerate(layers):
+        # The second norm's input is the residual stream after attention; the layer's output is the stream after the FFN.
+        handles.append(layer.post_attention_layernorm.register_forward_pre_hook(lambda m, args, i=index: after_attention.__setitem__(i, args[0][0])))
+        handles.append(layer.register_forward_hook(lambda m, args, out, i=index: after_ffn.__setitem__(i, (out[0] if isinstance(out, tuple) else out)[0])))
+    try:
+        with torch.no_grad():
+            logits = model(torch.tensor([tokens]), use_cache=False).logits[0, -1]
+    finally:
+        for handle in handles:
+            handle.remove()
+    return _as_float(captured, after_attention, after_ffn, logits)
+
+
+_distributed_ready = False
+
+
+def _init_model_parallel() -> None:
+    """Meta's reference needs a torch.distributed group and fairscale's model parallel state."""
+    global _distributed_ready
+    if _distributed_ready:
+        return
+    import fairscale.nn.model_parallel.initialize as fs_init
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        with socket.socket() as free:
+            free.bind(("127.0.0.1", 0))
+            port = free.getsockname()[1]
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(port))
+        dist.init_process_group("gloo", rank=0, world_size=1)
+    if not fs_init.model_parallel_is_initialized():
+        fs_init.initialize_model_parallel(1)
+    _distributed_ready = True
+
+
+def meta_model(checkpoint_dir: Path, params: dict, dtype: torch.dtype = torch.float32, max_seq_len: int = 1024):
+    """Meta's reference Transformer (llama-models) holding the checkpoint's weights."""
+    _init_model_parallel()
+    from llama_models.llama3.args import ModelArgs
+    from llama_models.llama3.model import Transformer
+
+    state_dict = load_meta_checkpoint(checkpoint_dir)
+    args = ModelArgs(**params, max_batch_size=1, max_seq_len=max_seq_len)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        model = Transformer(args)
+    finally:
+        torch.set_default_dtype(previous)
+    model.load_state_dict({k: v.to(dtype) for k, v in state_dict.items()}, strict=True)
+    return model.eval()
+
+
+def meta_tensors(model, tokens: list[int]) -> dict:
+    """Run Meta's forward pass and collect the notebook's named tensors with hooks."""
+    after_attention: list[torch.Tensor] = [None] * len(model.layers)
+    after_ffn: list[torch.Tensor] = [None] * len(model.layers)
+    captured: dict[str, torch.Tensor] = {}
+    handles = [
+        model.tok_embeddings.register_forward_hook(lambda m, i, o: captured.__setitem__("token_embeddings", o[0])),
+        model.norm.register_forward_hook(lambda m, i, o: captured.__setitem__("final_normed", o[0])),
+    ]
+    for index, layer in enumerate(model.layers):
+        handles.append(layer.ffn_norm.register_forward_pre_hook(lambda m, args, i=index: after_attention.__setitem__(i, args[0][0])))
+        handles.append(layer.register_forward_hook(lambda m, args, out, i=index: after_ffn.__setitem__(i, out[0])))
+    try:
+        with torch.no_grad():
+            logits = model(torch.tensor([tokens]), start_pos=0)[0, -1]
+    finally:
+        for handle in handles:
+            handle.remove()
+    return _as_float(captured, after_attention, after_ffn, logits)
+
+
+def _as_float(captured, after_attention, after_ffn, logits) -> dict:
+    return {
+        "token_embeddings": captured["token_embeddings"].float(),
+        "residual_after_attention": [t.float() for t in after_attention],
+        "residual_after_ffn": [t.float() for t in after_ffn],
+        "final_normed": captured["final_normed"].float(),
+        "logits": logits.float(),
+    }
+
+
+def relative_difference(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    """max |ours − reference| / max |reference|: one number per tensor, scale-free."""
+    return float((ours.float() - reference.float()).abs().max() / reference.float().abs().max().clamp_min(1e-30))

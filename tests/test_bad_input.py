@@ -1,0 +1,296 @@
+"""Every usual mistake gets one sentence that names the fix, and nothing is harmed.
+
+(Wrong tokenizer files — missing, Llama 2 SentencePiece, Git LFS pointer, HTML page,
+truncated — are covered in test_tokenizer.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+import checkpoint_setup
+from checkpoint_setup import CheckpointError
+from notebook_run import NOTEBOOK, REPO_DIR, run_notebook
+
+EMBEDDED = checkpoint_setup.EMBEDDED_CHECKPOINT
+
+
+@pytest.fixture
+def good_copy(tmp_path) -> Path:
+    """A writable copy of the embedded checkpoint to damage."""
+    folder = tmp_path / "checkpoint"
+    shutil.copytree(EMBEDDED, folder)
+    return folder
+
+
+def params_of(folder: Path) -> dict:
+    return json.loads((folder / "params.json").read_text())
+
+
+def write_params(folder: Path, params) -> None:
+    (folder / "params.json").write_text(json.dumps(params))
+
+
+# ---- the checkpoint folder -------------------------------------------------------------
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist: set LLAMA3_CKPT"):
+        checkpoint_setup.find_checkpoint_dir(str(tmp_path / "nowhere"))
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="is empty"):
+        checkpoint_setup.find_checkpoint_dir(str(tmp_path))
+
+
+def test_file_instead_of_folder(good_copy):
+    with pytest.raises(CheckpointError, match="is a file, not a folder"):
+        checkpoint_setup.find_checkpoint_dir(str(good_copy / "consolidated.00.pth"))
+
+
+def test_hugging_face_folder_points_to_original(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model-00001-of-00004.safetensors").write_bytes(b"\0" * 8)
+    (tmp_path / "original").mkdir()
+    with pytest.raises(CheckpointError, match=r"Hugging Face format .* `original/` subfolder \(try .*original\)"):
+        checkpoint_setup.find_checkpoint_dir(str(tmp_path))
+
+
+def test_folder_without_weights(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CheckpointError, match="has no consolidated.00.pth"):
+        checkpoint_setup.find_checkpoint_dir(str(tmp_path))
+
+
+def test_params_json_missing(good_copy):
+    (good_copy / "params.json").unlink()
+    with pytest.raises(CheckpointError, match="no params.json: copy params.json"):
+        checkpoint_setup.find_checkpoint_dir(str(good_copy))
+
+
+def test_default_is_the_embedded_checkpoint(clean_env):
+    assert checkpoint_setup.find_checkpoint_dir() == EMBEDDED
+    assert checkpoint_setup.find_checkpoint_dir("") == EMBEDDED
+
+
+# ---- params.json ------------------------------------------------------------------------
+
+
+def test_params_not_json(good_copy):
+    (good_copy / "params.json").write_text('{"dim": 64,')
+    with pytest.raises(CheckpointError, match="is not valid JSON"):
+        checkpoint_setup.read_params(good_copy)
+
+
+def test_params_not_an_object(good_copy):
+    write_params(good_copy, [1, 2, 3])
+    with pytest.raises(CheckpointError, match="holds a JSON list"):
+        checkpoint_setup.read_params(good_copy)
+
+
+@pytest.mark.parametrize("key", sorted(checkpoint_setup.REQUIRED_PARAMS))
+def test_params_missing_key(good_copy, key):
+    params = params_of(good_copy)
+    del params[key]
+    write_params(good_copy, params)
+    with pytest.raises(CheckpointError, match=f"has no '{key}'"):
+        checkpoint_setup.read_params(good_copy)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("dim", "64", "dim is '64', it must be an integer"),
+        ("n_heads", 4.0, "n_heads is 4.0, it must be an integer"),
+        ("rope_theta", "500000", "rope_theta is '500000', it must be a number"),
+        ("use_scaled_rope", "yes", "use_scaled_rope is 'yes', it must be true or false"),
+        ("n_layers", -2, "n_layers is -2, it must be a positive integer"),
+        ("dim", 0, "dim is 0, it must be a positive integer"),
+        ("norm_eps", -1e-5, "norm_eps is -1e-05, it must be positive"),
+        ("dim", 66, "dim 66 is not divisible by n_heads 4"),
+        ("n_kv_heads", 3, "n_heads 4 is not divisible by n_kv_heads 3"),
+    ],
+)
+def test_params_bad_values(good_copy, key, value, message):
+    write_params(good_copy, params_of(good_copy) | {key: value})
+    with pytest.raises(CheckpointError, match=message):
+        checkpoint_setup.read_params(good_copy)
+
+
+# ---- the tensors ------------------------------------------------------------------------
+
+
+def resave(folder: Path, change) -> None:
+    state_dict = {k: v.clone() for k, v in torch.load(folder / "consolidated.00.pth", weights_only=True).items()}
+    change(state_dict)
+    torch.save(state_dict, folder / "consolidated.00.pth")
+
+
+def check(folder: Path) -> str:
+    return checkpoint_setup.check_weights(checkpoint_setup.load_weights(folder), checkpoint_setup.read_params(folder))
+
+
+def test_good_checkpoint_summary():
+    assert check(EMBEDDED).startswith("checkpoint ok: 4 layers, dim 64, 4 query heads sharing 2 key/value heads")
+
+
+def test_tensor_missing(good_copy):
+    resave(good_copy, lambda sd: sd.pop("layers.3.feed_forward.w2.weight"))
+    with pytest.raises(CheckpointError, match="has no tensor layers.3.feed_forward.w2.weight"):
+        check(good_copy)
+
+
+def test_params_claims_more_layers(good_copy):
+    write_params(good_copy, params_of(good_copy) | {"n_layers": 6})
+    with pytest.raises(CheckpointError, match=r"has no tensor layers.4.attention.wq.weight and 17 more: .* n_layers 6"):
+        check(good_copy)
+
+
+def test_unexpected_tensor(good_copy):
+    resave(good_copy, lambda sd: sd.__setitem__("layers.0.attention.bias", torch.zeros(3, dtype=torch.bfloat16)))
+    with pytest.raises(CheckpointError, match="unexpected tensor layers.0.attention.bias"):
+        check(good_copy)
+
+
+def test_shape_disagrees_with_params(good_copy):
+    write_params(good_copy, params_of(good_copy) | {"n_kv_heads": 4})
+    with pytest.raises(CheckpointError, match=r"layers.0.attention.wk.weight has shape \[32, 64\] but params.json implies \[64, 64\]"):
+        check(good_copy)
+
+
+def test_wrong_dtype(good_copy):
+    resave(good_copy, lambda sd: sd.__setitem__("norm.weight", sd["norm.weight"].to(torch.int8)))
+    with pytest.raises(CheckpointError, match="norm.weight is torch.int8"):
+        check(good_copy)
+
+
+def test_truncated_file(good_copy):
+    path = good_copy / "consolidated.00.pth"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match="is not a readable PyTorch checkpoint .* download it again"):
+        checkpoint_setup.load_weights(good_copy)
+
+
+def test_corrupt_file(good_copy):
+    path = good_copy / "consolidated.00.pth"
+    data = bytearray(path.read_bytes())
+    data[len(data) - 200 :] = b"\xff" * 200  # the zip's central directory
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="is not a readable PyTorch checkpoint"):
+        checkpoint_setup.load_weights(good_copy)
+
+
+def test_not_a_torch_file(good_copy):
+    (good_copy / "consolidated.00.pth").write_text("<html>404 not found</html>")
+    with pytest.raises(CheckpointError, match="is not a readable PyTorch checkpoint"):
+        checkpoint_setup.load_weights(good_copy)
+
+
+class RunsCode:
+    """A pickle payload that would create a file when unpickled without weights_only."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_that_runs_code_is_refused(good_copy, tmp_path):
+    marker = tmp_path / "code-ran"
+    torch.save({"tok_embeddings.weight": torch.zeros(2, 2), "payload": RunsCode(marker)}, good_copy / "consolidated.00.pth")
+    with pytest.raises(CheckpointError, match=r"pickled code .* loading refused \(weights_only=True\), nothing in it was run"):
+        checkpoint_setup.load_weights(good_copy)
+    assert not marker.exists()
+
+
+# ---- devices and dtypes -------------------------------------------------------------------
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_requested_without_gpu():
+    with pytest.raises(CheckpointError, match="LLAMA3_DEVICE=cuda but this PyTorch sees no CUDA GPU: use LLAMA3_DEVICE=auto or cpu"):
+        checkpoint_setup.choose_device("cuda")
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
+def test_mps_requested_without_mps():
+    with pytest.raises(CheckpointError, match="Apple's MPS is not available here"):
+        checkpoint_setup.choose_device("mps")
+
+
+def test_unknown_device_and_dtype():
+    with pytest.raises(CheckpointError, match="is not a device name"):
+        checkpoint_setup.choose_device("gpu")
+    with pytest.raises(CheckpointError, match="LLAMA3_DTYPE='float8' is not supported: use auto, float32 or bfloat16"):
+        checkpoint_setup.choose_dtype("float8", torch.device("cpu"))
+
+
+def test_auto_device_and_dtype():
+    device = checkpoint_setup.choose_device("auto")
+    expected = torch.bfloat16 if device.type == "cuda" else torch.float32
+    assert checkpoint_setup.choose_dtype("auto", device) == expected
+
+
+# ---- prompts -------------------------------------------------------------------------------
+
+
+def test_prompt_longer_than_context():
+    with pytest.raises(CheckpointError, match="The prompt is 8,193 tokens, longer than this model's context of 8,192: shorten LLAMA3_PROMPT"):
+        checkpoint_setup.check_prompt("x", [1] * 8193, {"use_scaled_rope": False})
+    checkpoint_setup.check_prompt("x", [1] * 8193, {"use_scaled_rope": True})  # 3.1+: 131,072
+
+
+def test_empty_prompt_is_explained(capsys):
+    checkpoint_setup.check_prompt("", [128000], {})
+    assert "the prompt is empty, so the model sees only <|begin_of_text|>" in capsys.readouterr().out
+
+
+def test_spelled_special_token_is_text(capsys):
+    checkpoint_setup.check_prompt("hi <|eot_id|> there", [128000, 6151, 83739], {})
+    assert "spells <|eot_id|>; that is encoded as ordinary text" in capsys.readouterr().out
+
+
+# ---- in the notebook ----------------------------------------------------------------------------
+
+
+def test_notebook_shows_one_sentence_not_a_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLAMA3_CKPT", str(tmp_path / "nowhere"))
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO_DIR)}})
+    with pytest.raises(CellExecutionError):
+        client.execute(stderr=subprocess.DEVNULL)  # Run All stops at the failing cell
+    failing = next(cell for cell in notebook.cells if cell.cell_type == "code" and cell.outputs)
+    assert [output.output_type for output in failing.outputs] == ["stream"]
+    text = failing.outputs[0].text
+    assert text.count("\n") == 1 and text.startswith("CheckpointError: Checkpoint folder") and "set LLAMA3_CKPT" in text
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns, stat.S_IMODE(p.stat().st_mode)) for p in folder.iterdir()}
+
+
+def test_read_only_checkpoint_works_and_is_untouched(good_copy, tmp_path):
+    for path in [*good_copy.iterdir(), good_copy]:
+        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    before = snapshot(good_copy)
+    try:
+        result = run_notebook(tmp_path, {"LLAMA3_CKPT": str(good_copy), "LLAMA3_DTYPE": "float32", "LLAMA3_DEVICE": "cpu"})
+        assert result["next_token_id"] == 2983
+        assert snapshot(good_copy) == before
+    finally:
+        for path in [good_copy, *good_copy.iterdir()]:
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)
