@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint notebook checkpoint benchmark clean
+.PHONY: run test lint notebook images checkpoint benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: $(VENV)/.installed-test
 ## notebook: re-execute the committed notebook on CPU and normalize it (the stored outputs nbval compares)
 notebook: $(VENV)/.installed-test
 	LLAMA3_CKPT= LLAMA3_DEVICE=cpu LLAMA3_DTYPE=auto $(BIN)/python scripts/run_notebook.py --inplace
+
+## images: redraw the diagrams in images/ (byte-identical with the same matplotlib)
+images: $(VENV)/.installed
+	$(BIN)/python scripts/make_images.py
 
 ## checkpoint: retrain the embedded checkpoint (about 3 minutes on 2 CPU cores)
 checkpoint: $(VENV)/.installed-test
