@@ -12,6 +12,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -66,9 +67,11 @@ def find_checkpoint_dir(value: str | None = None) -> Path:
                 f"{folder} is in Hugging Face format (config.json / *.safetensors); this notebook reads Meta's original layout — point LLAMA3_CKPT at its `original/` subfolder{hint}."
             )
         raise CheckpointError(f"{folder} has no consolidated.00.pth: point LLAMA3_CKPT at the `original/` folder of a Llama 3 download.")
-    if len(shards) > 1:
+    expected_names = [f"consolidated.{i:02d}.pth" for i in range(len(shards))]
+    if shards != expected_names:
+        missing = sorted(set(expected_names) - set(shards)) or shards
         raise CheckpointError(
-            f"{folder} holds {len(shards)} shards ({shards[0]} … {shards[-1]}); this notebook reads single-file checkpoints so far (8B, 3.x 1B/3B): point LLAMA3_CKPT at one of those."
+            f"{folder} has shards {', '.join(shards)}, which are not numbered 00 … {len(shards) - 1:02d} ({missing[0]} is missing or misnamed): download the missing shard(s)."
         )
     if "params.json" not in names:
         raise CheckpointError(f"{folder} has {shards[0]} but no params.json: copy params.json from the same download into that folder.")
@@ -184,6 +187,25 @@ def choose_device(name: str | None = None) -> torch.device:
     return device
 
 
+def choose_streaming(value: str | None, device: torch.device) -> bool:
+    """LLAMA3_STREAM: whether each weight is read from the file whenever it is used.
+
+    auto: yes on the CPU (the memory-mapped file is already in RAM, as page cache, and
+    keeping converted copies would double it); no on a GPU (copy each weight once). On a
+    GPU with less memory than the model, LLAMA3_STREAM=1 runs it one weight at a time.
+    """
+    if value is None:
+        value = os.environ.get("LLAMA3_STREAM", "auto")
+    value = value.strip().lower() or "auto"
+    if value == "auto":
+        return device.type == "cpu"
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no"):
+        return False
+    raise CheckpointError(f"LLAMA3_STREAM={value!r} is not understood: use auto, 1 (stream weights from the file) or 0 (keep them on the device).")
+
+
 def choose_dtype(name: str | None, device: torch.device) -> torch.dtype:
     """LLAMA3_DTYPE: float32, bfloat16, or auto (bfloat16 on CUDA, float32 elsewhere).
 
@@ -208,12 +230,8 @@ CONTEXT_SCALED_ROPE = 131072
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
-def load_weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
-    """`torch.load(consolidated.00.pth, map_location="cpu", mmap=True, weights_only=True)`, with clear errors.
-
-    mmap: tensors stay on disk until used. weights_only: a pickle that would run code is refused.
-    """
-    path = Path(checkpoint_dir) / "consolidated.00.pth"
+def _load_one(path: Path) -> dict[str, torch.Tensor]:
+    """`torch.load(path, map_location="cpu", mmap=True, weights_only=True)`, with clear errors."""
     try:
         state_dict = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, ValueError, EOFError … depending on the damage
@@ -226,38 +244,123 @@ def load_weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
             f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {text.splitlines()[0][:120] if text else 'no detail'}); it is truncated, corrupt or another kind of file — download it again."
         ) from None
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise CheckpointError(f"{path} holds a {type(state_dict).__name__}, not a dictionary of tensors: use consolidated.00.pth from Meta's download.")
+        raise CheckpointError(f"{path} holds a {type(state_dict).__name__}, not a dictionary of tensors: use the file from Meta's download.")
     return state_dict
 
 
-def check_weights(state_dict: dict[str, torch.Tensor], params: dict) -> str:
+# How Meta's model-parallel shards (70B: 8 files) split each tensor: the axis to
+# concatenate along, or None for tensors every shard holds a copy of (facts).
+SHARD_AXIS = {
+    "tok_embeddings.weight": 0,
+    "output.weight": 0,
+    "attention.wq.weight": 0,
+    "attention.wk.weight": 0,
+    "attention.wv.weight": 0,
+    "attention.wo.weight": 1,
+    "feed_forward.w1.weight": 0,
+    "feed_forward.w3.weight": 0,
+    "feed_forward.w2.weight": 1,
+    "attention_norm.weight": None,
+    "ffn_norm.weight": None,
+    "norm.weight": None,
+}
+
+
+def shard_axis(name: str) -> int | None:
+    suffix = name.split(".", 2)[-1] if name.startswith("layers.") else name
+    if suffix not in SHARD_AXIS:
+        raise CheckpointError(f"unexpected tensor {name} in a sharded checkpoint: this is not a Llama 3 checkpoint in Meta's layout.")
+    return SHARD_AXIS[suffix]
+
+
+class ShardedWeights(Mapping):
+    """A model-parallel checkpoint (consolidated.00.pth … NN.pth) read as one state dict.
+
+    Every shard is memory-mapped; a tensor is assembled from its pieces only when it
+    is looked up, so memory holds one whole tensor at a time, never the model.
+    """
+
+    def __init__(self, shards: list[dict[str, torch.Tensor]]):
+        self.shards = shards
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        for name, first in shards[0].items():
+            axis = shard_axis(name)
+            pieces = [shard.get(name) for shard in shards]
+            if any(piece is None for piece in pieces):
+                raise CheckpointError(f"tensor {name} is missing from shard {pieces.index(None):02d}: download that shard again.")
+            shape = list(first.shape)
+            if axis is not None:
+                shape[axis] = sum(piece.shape[axis] for piece in pieces)
+            self.shapes[name] = tuple(shape)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        axis = shard_axis(name)
+        if axis is None:
+            return self.shards[0][name]
+        return torch.cat([shard[name] for shard in self.shards], dim=axis)
+
+    def __iter__(self):
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+
+def load_weights(checkpoint_dir: Path) -> Mapping[str, torch.Tensor]:
+    """The checkpoint's tensors by name, memory-mapped: tensors stay on disk until used.
+
+    One file: `torch.load(consolidated.00.pth, map_location="cpu", mmap=True, weights_only=True)`
+    (weights_only: a pickle that would run code is refused). Several files: the same for
+    each, joined by `ShardedWeights`.
+    """
+    paths = sorted(Path(checkpoint_dir).glob("consolidated.*.pth"))
+    if len(paths) <= 1:
+        return _load_one(Path(checkpoint_dir) / "consolidated.00.pth")
+    return ShardedWeights([_load_one(path) for path in paths])
+
+
+def tensor_shapes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    """Every tensor's full shape, without reading or assembling any data."""
+    if isinstance(state_dict, ShardedWeights):
+        return dict(state_dict.shapes)
+    return {name: tuple(tensor.shape) for name, tensor in state_dict.items()}
+
+
+def tensor_dtypes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.dtype]:
+    first = state_dict.shards[0] if isinstance(state_dict, ShardedWeights) else state_dict
+    return {name: tensor.dtype for name, tensor in first.items()}
+
+
+def check_weights(state_dict: Mapping[str, torch.Tensor], params: dict) -> str:
     """Every tensor present with the shape params.json implies; returns a one-line summary."""
-    tied = "output.weight" not in state_dict
+    shapes, dtypes = tensor_shapes(state_dict), tensor_dtypes(state_dict)
+    tied = "output.weight" not in shapes
     expected = expected_shapes(params, tied_output=tied)
-    missing = [name for name in expected if name not in state_dict]
+    missing = [name for name in expected if name not in shapes]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise CheckpointError(
             f"consolidated.00.pth has no tensor {missing[0]}{more}: the file does not match params.json (n_layers {params['n_layers']}); use both from the same download."
         )
-    extra = [name for name in state_dict if name not in expected]
+    extra = [name for name in shapes if name not in expected]
     if extra:
         raise CheckpointError(
             f"consolidated.00.pth has an unexpected tensor {extra[0]}: this is not a Llama 3 checkpoint in Meta's layout, or params.json is from another model."
         )
     for name, shape in expected.items():
-        found = tuple(state_dict[name].shape)
+        found = shapes[name]
         if found != shape:
             raise CheckpointError(
                 f"{name} has shape {list(found)} but params.json implies {list(shape)}: params.json and consolidated.00.pth come from different models; use both from the same download."
             )
-        if state_dict[name].dtype not in WEIGHT_DTYPES:
-            raise CheckpointError(f"{name} is {state_dict[name].dtype}; this notebook reads bfloat16, float16 or float32 weights (Meta's are bfloat16).")
+        if dtypes[name] not in WEIGHT_DTYPES:
+            raise CheckpointError(f"{name} is {dtypes[name]}; this notebook reads bfloat16, float16 or float32 weights (Meta's are bfloat16).")
     n_kv_heads = params.get("n_kv_heads") or params["n_heads"]
-    dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in state_dict.values()})
+    dtype_names = sorted({str(dtype).removeprefix("torch.") for dtype in dtypes.values()})
+    shard_note = f", {len(state_dict.shards)} shards" if isinstance(state_dict, ShardedWeights) else ""
     return (
         f"checkpoint ok: {params['n_layers']} layers, dim {params['dim']}, {params['n_heads']} query heads sharing {n_kv_heads} key/value heads, "
-        f"vocab {params['vocab_size']:,}, {'tied' if tied else 'separate'} output matrix, {'/'.join(dtypes)}"
+        f"vocab {params['vocab_size']:,}, {'tied' if tied else 'separate'} output matrix, {'/'.join(dtype_names)}{shard_note}"
     )
 
 
@@ -276,6 +379,35 @@ def check_prompt(prompt: str, tokens: list[int], params: dict) -> None:
     spelled = sorted(set(re.findall(r"<\|[A-Za-z0-9_]+\|>", prompt)))
     if spelled:
         print(f"note: the prompt spells {', '.join(spelled)}; that is encoded as ordinary text, not as special tokens.")
+
+
+# Llama 3.1+ scaled RoPE: params.json says whether (use_scaled_rope) but not by how much.
+ROPE_SCALE_FACTOR_3_1 = 8.0  # Llama 3.1 8B/70B/405B, Llama 3.3 70B
+ROPE_SCALE_FACTOR_3_2 = 32.0  # Llama 3.2 1B and 3B
+
+
+def rope_scale_factor(params: dict, value: str | None = None) -> tuple[float | None, str]:
+    """The RoPE scale factor for this checkpoint, and why; None when RoPE is not scaled.
+
+    Rule: among Meta's releases with use_scaled_rope, only Llama 3.2's text models
+    (1B: dim 2048, 3B: dim 3072) have dim ≤ 3072, and they use 32; every other one
+    (3.1 8B/70B/405B, 3.3 70B) uses 8. LLAMA3_ROPE_SCALE_FACTOR overrides the rule.
+    """
+    if not params.get("use_scaled_rope"):
+        return None, "use_scaled_rope is not set: plain Llama 3 RoPE"
+    if value is None:
+        value = os.environ.get("LLAMA3_ROPE_SCALE_FACTOR", "")
+    if value.strip():
+        try:
+            factor = float(value)
+        except ValueError:
+            factor = -1.0
+        if not factor > 0:
+            raise CheckpointError(f"LLAMA3_ROPE_SCALE_FACTOR={value!r} is not a positive number: use 8 (Llama 3.1/3.3) or 32 (Llama 3.2), or unset it.")
+        return factor, f"LLAMA3_ROPE_SCALE_FACTOR={value}"
+    if params["dim"] <= 3072:
+        return ROPE_SCALE_FACTOR_3_2, f"dim {params['dim']} ≤ 3072: a Llama 3.2 model (set LLAMA3_ROPE_SCALE_FACTOR to override)"
+    return ROPE_SCALE_FACTOR_3_1, f"dim {params['dim']} > 3072: a Llama 3.1/3.3 model (set LLAMA3_ROPE_SCALE_FACTOR to override)"
 
 
 def use_short_error_messages() -> None:

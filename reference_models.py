@@ -36,8 +36,11 @@ HF_LAYER_KEYS = {
 }
 
 
-def load_meta_checkpoint(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(Path(checkpoint_dir) / "consolidated.00.pth", map_location="cpu", mmap=True, weights_only=True)
+def load_meta_checkpoint(checkpoint_dir: Path):
+    """The checkpoint's tensors by name (one file or Meta's shards), as the notebook reads them."""
+    import checkpoint_setup
+
+    return checkpoint_setup.load_weights(Path(checkpoint_dir))
 
 
 def ffn_hidden_size(state_dict: dict[str, torch.Tensor]) -> int:
@@ -52,13 +55,28 @@ def meta_rows_to_hf(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     return weight.view(n_heads, head_dim // 2, 2, in_features).transpose(1, 2).reshape(out_features, in_features)
 
 
-def hf_model(checkpoint_dir: Path, params: dict, dtype: torch.dtype = torch.float32):
-    """transformers' LlamaForCausalLM holding the checkpoint's weights."""
+def hf_model(checkpoint_dir: Path, params: dict, dtype: torch.dtype = torch.float32, rope_scale_factor: float | None = None):
+    """transformers' LlamaForCausalLM holding the checkpoint's weights.
+
+    rope_scale_factor: Llama 3.1+ scaled RoPE (HF's rope_type "llama3"); required when
+    params.json sets use_scaled_rope, since the file does not say which factor.
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     state_dict = load_meta_checkpoint(checkpoint_dir)
     n_kv_heads = params.get("n_kv_heads") or params["n_heads"]
     tied = "output.weight" not in state_dict
+    rope_scaling = None
+    if params.get("use_scaled_rope"):
+        if rope_scale_factor is None:
+            raise ValueError("use_scaled_rope is set: pass rope_scale_factor (8 for Llama 3.1/3.3, 32 for 3.2)")
+        rope_scaling = {
+            "rope_type": "llama3",
+            "factor": rope_scale_factor,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        }
     config = LlamaConfig(
         vocab_size=params["vocab_size"],
         hidden_size=params["dim"],
@@ -69,7 +87,8 @@ def hf_model(checkpoint_dir: Path, params: dict, dtype: torch.dtype = torch.floa
         head_dim=params["dim"] // params["n_heads"],
         rms_norm_eps=params["norm_eps"],
         rope_theta=params["rope_theta"],
-        max_position_embeddings=8192,
+        rope_scaling=rope_scaling,
+        max_position_embeddings=131072 if rope_scaling else 8192,
         tie_word_embeddings=tied,
         attention_bias=False,
         mlp_bias=False,
@@ -137,7 +156,13 @@ def _init_model_parallel() -> None:
 
 
 def meta_model(checkpoint_dir: Path, params: dict, dtype: torch.dtype = torch.float32, max_seq_len: int = 1024):
-    """Meta's reference Transformer (llama-models) holding the checkpoint's weights."""
+    """Meta's reference Transformer (llama-models) holding the checkpoint's weights.
+
+    Its scaled RoPE always uses factor 8 (hard-coded in llama_models/llama3/model.py), so
+    it is a reference for Llama 3.1/3.3-style scaling only. It has no tied-output mode:
+    a checkpoint without output.weight gets the embedding table in that slot, which is
+    what tying means.
+    """
     _init_model_parallel()
     from llama_models.llama3.args import ModelArgs
     from llama_models.llama3.model import Transformer
@@ -150,7 +175,9 @@ def meta_model(checkpoint_dir: Path, params: dict, dtype: torch.dtype = torch.fl
         model = Transformer(args)
     finally:
         torch.set_default_dtype(previous)
-    model.load_state_dict({k: v.to(dtype) for k, v in state_dict.items()}, strict=True)
+    tensors = {name: state_dict[name].to(dtype) for name in state_dict}
+    tensors.setdefault("output.weight", tensors["tok_embeddings.weight"])
+    model.load_state_dict(tensors, strict=True)
     return model.eval()
 
 

@@ -59,7 +59,12 @@ MUTATIONS = {
     ),
     "mask-off-by-one": (
         "the causal mask lets each token see the next one",
-        [('mask = torch.full((length, length), float("-inf"), device=device, dtype=compute_dtype).triu(diagonal=1)', 'mask = torch.full((length, length), float("-inf"), device=device, dtype=compute_dtype).triu(diagonal=2)')],
+        [
+            (
+                'mask = torch.full((length, length), float("-inf"), device=device, dtype=compute_dtype).triu(diagonal=1)',
+                'mask = torch.full((length, length), float("-inf"), device=device, dtype=compute_dtype).triu(diagonal=2)',
+            )
+        ],
     ),
     "softmax-not-fp32": (
         "attention softmax in the compute dtype instead of float32",

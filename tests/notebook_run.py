@@ -30,6 +30,9 @@ _torch.save({
     "final_normed": final_normed.float().cpu(),
     "logits": logits.float().cpu(),
     "compute_dtype": str(compute_dtype),
+    "rope_frequencies": rope_frequencies.float().cpu(),
+    "rope_scale_factor": rope_scale_factor,
+    "chat_tokens": chat,
 }, PATH)
 """
 
@@ -37,6 +40,7 @@ _torch.save({
 def run_notebook(workdir: Path, env: dict[str, str], timeout: int = 1200) -> dict:
     """Run every cell with `env` set for the kernel; return the fetched values and the executed notebook."""
     notebook = nbformat.read(NOTEBOOK, as_version=4)
+    Path(workdir).mkdir(parents=True, exist_ok=True)
     fetched = Path(workdir) / "fetched.pt"
     notebook.cells.append(nbformat.v4.new_code_cell(FETCH.replace("PATH", repr(str(fetched)))))
     saved = {name: os.environ.get(name) for name in env}

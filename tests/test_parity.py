@@ -20,10 +20,12 @@ Tolerances, and why:
   8 bits of mantissa (~4e-3 relative per rounding), so tensors cannot match to 1e-4;
   the contract is the one a user sees — the same next token, and logits pointing the
   same way, cosine similarity ≥ 0.999.
-* bfloat16 against Meta's reference also run in bfloat16: the notebook rounds where
-  Meta's code rounds (RMSNorm and softmax in float32, results cast back), so the two
-  agree far more closely than bf16 against float32. 2e-2 relative on the logits catches
-  a norm or softmax done in bf16 instead (measured: see the note in the README).
+* bfloat16 against Meta's reference also run in bfloat16, every tensor: the notebook
+  rounds where Meta's code rounds (RMSNorm statistics and softmax in float32, results
+  cast back), so the two agree far more closely than bf16 against float32 — measured
+  here, bit for bit (difference 0). 5e-3 is just over one bf16 step (2^-8 ≈ 3.9e-3) of
+  the largest value, room for a BLAS that orders sums differently; doing RMSNorm in
+  bf16 instead moves the tensors by 1.4e-2 to 2.9e-2 (measured), and is caught.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from scripts.make_random_checkpoint import write_checkpoint
 
 FP32_TOLERANCE = 1e-4
 BF16_COSINE = 0.999
-BF16_VS_META_BF16 = 2e-2
+BF16_VS_META_BF16 = 5e-3
 
 # Random checkpoints in Meta's layout covering the axes that matter: query heads per kv
 # head 1, 3, 4, 8; head_dim 64 and 128; 1 to 3 layers; several FFN rules.
@@ -148,5 +150,6 @@ def test_bfloat16_logits_point_the_same_way(runs, checkpoint):
 def test_bfloat16_rounds_where_meta_rounds(runs, checkpoint):
     ours = runs.notebook(checkpoint, "canonical-17", "bfloat16")
     theirs = runs.reference("meta", checkpoint, ours["prompt_tokens"], torch.bfloat16)
-    difference = reference_models.relative_difference(ours["logits"], theirs["logits"])
-    assert difference <= BF16_VS_META_BF16, f"logits differ from Meta's bf16 run by {difference:.2e} relative"
+    diffs = differences(ours, theirs)
+    worst = max(diffs, key=diffs.get)
+    assert diffs[worst] <= BF16_VS_META_BF16, f"{worst} differs from Meta's bf16 run by {diffs[worst]:.2e} relative (all: {diffs})"

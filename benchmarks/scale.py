@@ -1,0 +1,178 @@
+"""Memory and time of the whole notebook at true scale, against a floor and a baseline.
+
+    python benchmarks/scale.py [--models embedded,3.2-1b,8b] [--data build/checkpoints] [--device cpu]
+
+For each model shape it
+1. makes a random-weight checkpoint with the release's exact params.json in Meta's
+   layout if it is not on disk yet (scripts/make_random_checkpoint.py; the 8B is
+   16 GB and 3.2-1B 2.5 GB — it says so before writing), except `embedded`, which ships;
+2. reads the weights file once so that every run finds it in the page cache;
+3. runs, each as a fresh process, sampling the anonymous resident memory (RssAnon,
+   from /proc) of the whole process tree — the Jupyter kernel included — every 20 ms:
+   - notebook: the whole notebook headless (scripts/run_notebook.py), LLAMA3_DTYPE=float32
+     and again with bfloat16;
+   - floor: one plain vectorized forward pass over the same memory-mapped weights
+     (benchmarks/floor_forward.py), float32 and bfloat16;
+   - eager: the same forward pass after loading the whole file into memory without
+     mmap, the way most walkthroughs do.
+4. prints one table per model with each run's wall time and peak anonymous memory,
+   and its ratio to the float32 floor, then checks the targets.
+
+File-backed pages of the memory-mapped checkpoint are page cache, which the kernel can
+drop at any time; anonymous memory is what a machine must really have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_DIR))
+import checkpoint_setup  # noqa: E402
+from scripts.make_random_checkpoint import PRESETS, write_checkpoint  # noqa: E402
+
+TARGET_8B_ANON_GB = 2.5
+TARGET_8B_TIME_RATIO = 1.5
+TARGET_EMBEDDED_SECONDS = 30.0
+
+
+def tree_anon_bytes(root: int) -> int:
+    """Sum of RssAnon over `root` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        stack.extend(children.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("RssAnon:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
+    return total
+
+
+def measure(command: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    """(wall seconds, peak anonymous bytes of the process tree, stdout)."""
+    peak = 0
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=REPO_DIR, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, tree_anon_bytes(process.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    out, err = process.communicate()
+    elapsed = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{out[-2000:]}\n{err[-2000:]}")
+    return elapsed, peak, out
+
+
+def warm_page_cache(folder: Path) -> None:
+    for path in folder.glob("consolidated.*.pth"):
+        with open(path, "rb") as f:
+            while f.read(64 << 20):
+                pass
+
+
+def checkpoint_for(name: str, data: Path) -> Path:
+    if name == "embedded":
+        return REPO_DIR / "weights" / "llama3-tiny-hitchhiker"
+    folder = data / name
+    if not (folder / "consolidated.00.pth").exists():
+        size = 2 * sum(n for n in _numels(PRESETS[name]))
+        print(f"creating a random {name} checkpoint: {size / 1e9:.1f} GB in {folder}", flush=True)
+        write_checkpoint(folder, dict(PRESETS[name]))
+    return folder
+
+
+def _numels(params: dict):
+    for shape in checkpoint_setup.expected_shapes(params).values():
+        total = 1
+        for size in shape:
+            total *= size
+        yield total
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="embedded,3.2-1b,8b")
+    parser.add_argument("--data", type=Path, default=REPO_DIR / "build" / "checkpoints")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-eager", action="store_true", help="leave out the eager baseline (it needs RAM for the whole model)")
+    args = parser.parse_args()
+    print(f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, device {args.device}\n", flush=True)
+    failures = []
+    for name in args.models.split(","):
+        folder = checkpoint_for(name, args.data)
+        warm_page_cache(folder)
+        notebook = [sys.executable, "scripts/run_notebook.py", "--out", str(REPO_DIR / "build" / f"scale-{name}.ipynb")]
+        floor = [sys.executable, "benchmarks/floor_forward.py", str(folder), "--device", args.device]
+        runs = {
+            "notebook float32": (notebook, {"LLAMA3_DTYPE": "float32"}),
+            "notebook bfloat16": (notebook, {"LLAMA3_DTYPE": "bfloat16"}),
+            "floor float32 (mmap)": ([*floor, "--dtype", "float32"], {}),
+            "floor bfloat16 (mmap)": ([*floor, "--dtype", "bfloat16"], {}),
+        }
+        if not args.skip_eager:
+            runs["eager float32 (no mmap)"] = ([*floor, "--dtype", "float32", "--eager"], {})
+        results = {}
+        for label, (command, extra_env) in runs.items():
+            env = {"LLAMA3_CKPT": str(folder), "LLAMA3_DEVICE": args.device, **extra_env}
+            results[label] = measure(command, env)
+            print(f"  {name:9} {label:24} {results[label][0]:7.1f} s  {results[label][1] / 1e9:6.2f} GB anon", flush=True)
+        base_time, base_anon = results["floor float32 (mmap)"][:2]
+        print(f"\n{name}: {sum(_numels(json.loads((folder / 'params.json').read_text()))) / 1e9:.2f}B parameters")
+        print("| run | wall time | × floor | peak anonymous memory | × floor |")
+        print("|---|---|---|---|---|")
+        for label, (seconds, anon, _) in results.items():
+            print(f"| {label} | {seconds:.1f} s | {seconds / base_time:.2f} | {anon / 1e9:.2f} GB | {anon / max(base_anon, 1):.1f} |")
+        print(flush=True)
+        notebook_time, notebook_anon = results["notebook float32"][:2]
+        if name == "8b":
+            if notebook_anon / 1e9 > TARGET_8B_ANON_GB:
+                failures.append(f"8B notebook peak anonymous memory {notebook_anon / 1e9:.2f} GB > {TARGET_8B_ANON_GB} GB")
+            if notebook_time > TARGET_8B_TIME_RATIO * base_time:
+                failures.append(f"8B notebook {notebook_time:.1f} s > {TARGET_8B_TIME_RATIO} × floor {base_time:.1f} s")
+        if name == "embedded" and notebook_time > TARGET_EMBEDDED_SECONDS:
+            failures.append(f"embedded notebook {notebook_time:.1f} s > {TARGET_EMBEDDED_SECONDS} s")
+    print("targets:", "all met" if not failures else "MISSED — " + "; ".join(failures))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The same notebook, unchanged, across the Llama 3 family: scaled RoPE, tied output, shards, chat."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from llama_models.datatypes import RawMessage
+from llama_models.llama3.chat_format import ChatFormat
+from llama_models.llama3.tokenizer import Tokenizer as MetaTokenizer
+
+import checkpoint_setup
+import reference_models
+import tokenizer_setup
+from notebook_run import run_notebook
+from scripts.make_random_checkpoint import PRESETS, write_checkpoint
+from scripts.shard_checkpoint import write_shards
+
+FP32_TOLERANCE = 1e-4  # as in test_parity.py, and for the same reasons
+PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
+SMALL = {"vocab_size": 128256, "norm_eps": 1e-05, "rope_theta": 500000.0, "multiple_of": 64, "ffn_dim_multiplier": 1.3}
+FLOAT32_CPU = {"LLAMA3_DTYPE": "float32", "LLAMA3_DEVICE": "cpu"}
+
+
+def compare(ours: dict, theirs: dict) -> None:
+    for name in ("token_embeddings", "final_normed", "logits"):
+        assert reference_models.relative_difference(ours[name], theirs[name]) <= FP32_TOLERANCE, name
+    for stage in ("residual_after_attention", "residual_after_ffn"):
+        for layer, (mine, ref) in enumerate(zip(ours[stage], theirs[stage], strict=True)):
+            assert reference_models.relative_difference(mine, ref) <= FP32_TOLERANCE, f"{stage}[{layer}]"
+
+
+# ---- which scale factor -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("preset", "factor"),
+    [("3.1-8b", 8.0), ("3.2-1b", 32.0), ("3.2-3b", 32.0), ("8b", None)],
+)
+def test_scale_factor_rule_on_real_params(preset, factor, clean_env):
+    assert checkpoint_setup.rope_scale_factor(PRESETS[preset])[0] == factor
+
+
+def test_scale_factor_rule_on_70b_and_override(clean_env):
+    llama_3_3_70b = {"dim": 8192, "n_heads": 64, "use_scaled_rope": True}
+    assert checkpoint_setup.rope_scale_factor(llama_3_3_70b)[0] == 8.0
+    assert checkpoint_setup.rope_scale_factor(llama_3_3_70b, "32")[0] == 32.0
+    with pytest.raises(checkpoint_setup.CheckpointError, match="LLAMA3_ROPE_SCALE_FACTOR='x' is not a positive number"):
+        checkpoint_setup.rope_scale_factor(llama_3_3_70b, "x")
+
+
+# ---- scaled RoPE, tied output: parity ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory):
+    """head_dim 128 (the family's), so the slow pairs that scaling changes are all there."""
+    params = {**SMALL, "dim": 512, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "use_scaled_rope": True}
+    return write_checkpoint(tmp_path_factory.mktemp("scaled") / "ckpt", params, seed=11)
+
+
+@pytest.mark.parametrize("factor", [8.0, 32.0])
+def test_scaled_rope_matches_references(scaled, factor, tmp_path):
+    long_prompt = " ".join(["the answer to the ultimate question of life, the universe, and everything is 42."] * 20)
+    ours = run_notebook(tmp_path, {**FLOAT32_CPU, "LLAMA3_CKPT": str(scaled), "LLAMA3_PROMPT": long_prompt, "LLAMA3_ROPE_SCALE_FACTOR": str(factor)})
+    assert ours["rope_scale_factor"] == factor and len(ours["prompt_tokens"]) > 300
+    params = json.loads((scaled / "params.json").read_text())
+    hf = reference_models.hf_model(scaled, params, rope_scale_factor=factor)
+    # Frequencies decide every position's angle (position × frequency), so equal frequencies
+    # mean equal rotations far past the 8,192 positions a test prompt can reach here.
+    assert torch.allclose(ours["rope_frequencies"], hf.model.rotary_emb.inv_freq.float(), rtol=1e-6, atol=0)
+    assert not torch.equal(ours["rope_frequencies"], 1.0 / 500000.0 ** (torch.arange(0, 128, 2).float() / 128))
+    compare(ours, reference_models.hf_tensors(hf, ours["prompt_tokens"]))
+    if factor == 8.0:  # Meta's reference hard-codes 8
+        compare(ours, reference_models.meta_tensors(reference_models.meta_model(scaled, params), ours["prompt_tokens"]))
+
+
+def test_default_factor_for_a_small_scaled_model_is_32(scaled, tmp_path, clean_env):
+    ours = run_notebook(tmp_path, {**FLOAT32_CPU, "LLAMA3_CKPT": str(scaled)})
+    assert ours["rope_scale_factor"] == 32.0
+
+
+def test_tied_output_matches_references(tmp_path):
+    params = {**SMALL, "dim": 256, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2}
+    folder = write_checkpoint(tmp_path / "tied", params, seed=12, tied_output=True)
+    assert "output.weight" not in torch.load(folder / "consolidated.00.pth", mmap=True, weights_only=True)
+    ours = run_notebook(tmp_path, {**FLOAT32_CPU, "LLAMA3_CKPT": str(folder), "LLAMA3_PROMPT": PROMPT})
+    assert "tied output matrix" in checkpoint_setup.check_weights(checkpoint_setup.load_weights(folder), params)
+    compare(ours, reference_models.hf_tensors(reference_models.hf_model(folder, params), ours["prompt_tokens"]))
+    compare(ours, reference_models.meta_tensors(reference_models.meta_model(folder, params), ours["prompt_tokens"]))
+
+
+# ---- shards ----------------------------------------------------------------------------------------
+
+
+def test_sharded_checkpoints_give_identical_results(tmp_path):
+    # 8 key/value heads, like the 70B, so that 8 shards hold one kv head each.
+    params = {**SMALL, "dim": 512, "n_layers": 2, "n_heads": 8, "n_kv_heads": 8}
+    whole = write_checkpoint(tmp_path / "whole", params, seed=13)
+    results = {"1": run_notebook(tmp_path / "run1", {**FLOAT32_CPU, "LLAMA3_CKPT": str(whole)})}
+    single = checkpoint_setup.load_weights(whole)
+    for n in (2, 8):
+        folder = write_shards(whole, tmp_path / f"shards{n}", n)
+        assert len(list(folder.glob("consolidated.*.pth"))) == n
+        sharded = checkpoint_setup.load_weights(folder)
+        assert isinstance(sharded, checkpoint_setup.ShardedWeights)
+        for name in single:
+            assert torch.equal(sharded[name], single[name]), name
+        results[str(n)] = run_notebook(tmp_path / f"run{n}", {**FLOAT32_CPU, "LLAMA3_CKPT": str(folder)})
+    for n in ("2", "8"):
+        for name in ("token_embeddings", "final_normed", "logits"):
+            assert torch.equal(results[n][name], results["1"][name]), (n, name)
+        for stage in ("residual_after_attention", "residual_after_ffn"):
+            assert all(torch.equal(a, b) for a, b in zip(results[n][stage], results["1"][stage], strict=True))
+
+
+def test_missing_shard_is_named(tmp_path):
+    params = {**SMALL, "dim": 256, "n_layers": 1, "n_heads": 4, "n_kv_heads": 4}
+    folder = write_shards(write_checkpoint(tmp_path / "whole", params), tmp_path / "shards", 4)
+    (folder / "consolidated.02.pth").unlink()
+    with pytest.raises(checkpoint_setup.CheckpointError, match=r"consolidated.02.pth is missing or misnamed"):
+        checkpoint_setup.find_checkpoint_dir(str(folder))
+
+
+# ---- chat format -------------------------------------------------------------------------------------
+
+
+def test_chat_tokens_match_metas_chat_format(embedded_run):
+    question = "What is the answer to the ultimate question of life, the universe, and everything?"
+    meta = ChatFormat(MetaTokenizer(tokenizer_setup.packaged_tokenizer_model()))
+    expected = meta.encode_dialog_prompt([RawMessage(role="user", content=question)]).tokens
+    assert embedded_run["chat_tokens"] == expected
