@@ -61,14 +61,14 @@ MUTATIONS = {
         "the causal mask lets each token see the next one",
         [
             (
-                'mask = torch.full((length, length), float("-inf"), device=device, dtype=compute_dtype).triu(diagonal=1)',
-                'mask = torch.full((length, length), float("-inf"), device=device, dtype=compute_dtype).triu(diagonal=2)',
+                'mask = torch.full((length, seen), float("-inf"), device=device, dtype=compute_dtype).triu(diagonal=seen - length + 1)',
+                'mask = torch.full((length, seen), float("-inf"), device=device, dtype=compute_dtype).triu(diagonal=seen - length + 2)',
             )
         ],
     ),
     "softmax-not-fp32": (
         "attention softmax in the compute dtype instead of float32",
-        [("heads = torch.softmax(scores.float(), dim=-1).to(compute_dtype) @ v", "heads = torch.softmax(scores, dim=-1) @ v")],
+        [("attention = torch.softmax(scores.float(), dim=-1).to(compute_dtype)", "attention = torch.softmax(scores, dim=-1)")],
     ),
 }
 

@@ -33,6 +33,8 @@ _torch.save({
     "rope_frequencies": rope_frequencies.float().cpu(),
     "rope_scale_factor": rope_scale_factor,
     "chat_tokens": chat,
+    "generations": generations,
+    "generations_without_cache": generations_without_cache,
 }, PATH)
 """
 

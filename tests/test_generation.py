@@ -1,0 +1,72 @@
+"""Generation with the notebook's KV cache: same tokens as recomputing, and as transformers' generate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import checkpoint_setup
+import reference_models
+import tokenizer_setup
+from notebook_run import run_notebook
+from scripts.make_random_checkpoint import write_checkpoint
+
+STOP = [128001, 128009]  # <|end_of_text|>, <|eot_id|>
+EXPECTED_ON_EMBEDDED = {
+    "the answer to the ultimate question of life, the universe, and everything is ": "42",
+    "the sun rises": " in the east every morning",
+    "once upon a time": " a small fox lived in a hollow log",
+}
+
+
+def hf_greedy(folder, prompt_tokens, max_new_tokens=24):
+    params = json.loads((folder / "params.json").read_text())
+    model = reference_models.hf_model(folder, params)
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt_tokens]), max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=STOP, pad_token_id=STOP[0])
+    new = out[0, len(prompt_tokens) :].tolist()
+    return new[: next((i for i, t in enumerate(new) if t in STOP), len(new))]
+
+
+def test_embedded_generations(embedded_run):
+    tokenizer = tokenizer_setup.load_tokenizer(None)
+    assert {text: tokenizer.decode(tokens) for text, tokens in embedded_run["generations"].items()} == EXPECTED_ON_EMBEDDED
+
+
+def test_cache_gives_the_same_tokens_as_recomputing(embedded_run):
+    assert embedded_run["generations"] == embedded_run["generations_without_cache"]
+
+
+def test_same_tokens_as_transformers_generate(embedded_run):
+    tokenizer = tokenizer_setup.load_tokenizer(None)
+    for text, tokens in embedded_run["generations"].items():
+        prompt_tokens = [128000, *tokenizer.encode(text)]
+        assert hf_greedy(checkpoint_setup.EMBEDDED_CHECKPOINT, prompt_tokens) == tokens, text
+
+
+@pytest.fixture(scope="module")
+def random_run(tmp_path_factory):
+    params = {
+        "dim": 256,
+        "n_layers": 3,
+        "n_heads": 4,
+        "n_kv_heads": 2,
+        "vocab_size": 128256,
+        "multiple_of": 64,
+        "ffn_dim_multiplier": 1.3,
+        "norm_eps": 1e-05,
+        "rope_theta": 500000.0,
+    }
+    folder = write_checkpoint(tmp_path_factory.mktemp("gen") / "ckpt", params, seed=21)
+    return folder, run_notebook(tmp_path_factory.mktemp("genrun"), {"LLAMA3_CKPT": str(folder), "LLAMA3_DTYPE": "float32", "LLAMA3_DEVICE": "cpu"})
+
+
+def test_random_checkpoint_generations_match(random_run):
+    folder, run = random_run
+    assert run["generations"] == run["generations_without_cache"]
+    assert all(len(tokens) > 0 for tokens in run["generations"].values())
+    prompt_tokens = run["prompt_tokens"]
+    canonical = run["generations"]["the answer to the ultimate question of life, the universe, and everything is "]
+    assert hf_greedy(folder, prompt_tokens) == canonical
