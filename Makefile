@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint notebook images checkpoint benchmark clean
+.PHONY: run test test-gpu lint notebook images checkpoint benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,13 +26,18 @@ test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
+## test-gpu: on a CUDA machine, nbval against the stored CPU outputs and the GPU benchmarks (scripts/gpu_check.sh)
+test-gpu:
+	bash scripts/gpu_check.sh
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 ## notebook: re-execute the committed notebook on CPU and normalize it (the stored outputs nbval compares)
 notebook: $(VENV)/.installed-test
-	LLAMA3_CKPT= LLAMA3_DEVICE=cpu LLAMA3_DTYPE=auto $(BIN)/python scripts/run_notebook.py --inplace
+	env -u LLAMA3_PROMPT -u LLAMA3_STREAM -u LLAMA3_EXTRAS -u LLAMA3_CHAT -u LLAMA3_ROPE_SCALE_FACTOR -u LLAMA3_PARITY \
+		LLAMA3_CKPT= LLAMA3_DEVICE=cpu LLAMA3_DTYPE=auto $(BIN)/python scripts/run_notebook.py --inplace
 
 ## images: redraw the diagrams in images/ (byte-identical with the same matplotlib)
 images: $(VENV)/.installed
@@ -42,9 +47,11 @@ images: $(VENV)/.installed
 checkpoint: $(VENV)/.installed-test
 	$(BIN)/python scripts/train_embedded_checkpoint.py
 
-## benchmark: time the notebook on the embedded checkpoint
-benchmark: $(VENV)/.installed
+## benchmark: runtime on the embedded checkpoint, then memory/time at 8B scale (writes ~22 GB of random checkpoints to build/), then generation speed
+benchmark: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/notebook_runtime.py
+	$(BIN)/python benchmarks/scale.py
+	$(BIN)/python benchmarks/generation.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
+import math
 import os
 import platform
 import subprocess
@@ -38,7 +38,7 @@ from pathlib import Path
 REPO_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_DIR))
 import checkpoint_setup  # noqa: E402
-from scripts.make_random_checkpoint import PRESETS, write_checkpoint  # noqa: E402
+from scripts.make_random_checkpoint import PRESETS, TIED_PRESETS, write_checkpoint  # noqa: E402
 
 TARGET_8B_ANON_GB = 2.5
 TARGET_8B_TIME_RATIO = 1.5
@@ -71,17 +71,29 @@ def tree_anon_bytes(root: int) -> int:
     return total
 
 
-def measure(command: list[str], env: dict[str, str]) -> tuple[float, int, str]:
-    """(wall seconds, peak anonymous bytes of the process tree, stdout)."""
+def gpu_memory_used() -> int:
+    """Bytes in use on GPU 0, as nvidia-smi reports them (all processes)."""
+    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"], capture_output=True, text=True)
+    return int(out.stdout.strip().splitlines()[0]) * 1024 * 1024 if out.returncode == 0 else 0
+
+
+def measure(command: list[str], env: dict[str, str], gpu: bool = False) -> tuple[float, int, str, int]:
+    """(wall seconds, peak anonymous bytes of the process tree, stdout, peak GPU bytes above idle)."""
     peak = 0
+    gpu_idle = gpu_memory_used() if gpu else 0
+    gpu_peak = gpu_idle
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPO_DIR, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     done = threading.Event()
 
     def sample():
-        nonlocal peak
+        nonlocal peak, gpu_peak
+        ticks = 0
         while not done.is_set():
             peak = max(peak, tree_anon_bytes(process.pid))
+            if gpu and ticks % 10 == 0:
+                gpu_peak = max(gpu_peak, gpu_memory_used())
+            ticks += 1
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample)
@@ -92,7 +104,7 @@ def measure(command: list[str], env: dict[str, str]) -> tuple[float, int, str]:
     sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{out[-2000:]}\n{err[-2000:]}")
-    return elapsed, peak, out
+    return elapsed, peak, out, gpu_peak - gpu_idle
 
 
 def warm_page_cache(folder: Path) -> None:
@@ -107,14 +119,15 @@ def checkpoint_for(name: str, data: Path) -> Path:
         return REPO_DIR / "weights" / "llama3-tiny-hitchhiker"
     folder = data / name
     if not (folder / "consolidated.00.pth").exists():
-        size = 2 * sum(n for n in _numels(PRESETS[name]))
+        tied = name in TIED_PRESETS
+        size = 2 * sum(_numels(PRESETS[name], tied))
         print(f"creating a random {name} checkpoint: {size / 1e9:.1f} GB in {folder}", flush=True)
-        write_checkpoint(folder, dict(PRESETS[name]))
+        write_checkpoint(folder, dict(PRESETS[name]), tied_output=tied)
     return folder
 
 
-def _numels(params: dict):
-    for shape in checkpoint_setup.expected_shapes(params).values():
+def _numels(params: dict, tied: bool = False):
+    for shape in checkpoint_setup.expected_shapes(params, tied_output=tied).values():
         total = 1
         for size in shape:
             total *= size
@@ -137,6 +150,7 @@ def main() -> int:
     args = parser.parse_args()
     print(f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, device {args.device}\n", flush=True)
     failures = []
+    gpu = args.device.startswith("cuda")
     for name in args.models.split(","):
         folder = checkpoint_for(name, args.data)
         warm_page_cache(folder)
@@ -148,21 +162,29 @@ def main() -> int:
             "floor float32 (mmap)": ([*floor, "--dtype", "float32"], {}),
             "floor bfloat16 (mmap)": ([*floor, "--dtype", "bfloat16"], {}),
         }
+        if gpu:  # weights kept on the GPU (default there) vs streamed one at a time
+            runs["notebook bfloat16, streamed"] = (notebook, {"LLAMA3_DTYPE": "bfloat16", "LLAMA3_STREAM": "1"})
         if not args.skip_eager:
             runs["eager float32 (no mmap)"] = ([*floor, "--dtype", "float32", "--eager"], {})
         results = {}
         for label, (command, extra_env) in runs.items():
             env = {"LLAMA3_CKPT": str(folder), "LLAMA3_DEVICE": args.device, **extra_env}
-            results[label] = measure(command, env)
-            print(f"  {name:9} {label:24} {results[label][0]:7.1f} s  {results[label][1] / 1e9:6.2f} GB anon", flush=True)
+            results[label] = measure(command, env, gpu)
+            gpu_note = f"  {results[label][3] / 1e9:6.2f} GB on the GPU" if gpu else ""
+            print(f"  {name:9} {label:28} {results[label][0]:7.1f} s  {results[label][1] / 1e9:6.2f} GB anon{gpu_note}", flush=True)
         base_time, base_anon = results["floor float32 (mmap)"][:2]
-        print(f"\n{name}: {sum(_numels(json.loads((folder / 'params.json').read_text()))) / 1e9:.2f}B parameters")
-        print("| run | wall time | × floor | peak anonymous memory | × floor |")
-        print("|---|---|---|---|---|")
-        for label, (seconds, anon, _) in results.items():
-            print(f"| {label} | {seconds:.1f} s | {seconds / base_time:.2f} | {anon / 1e9:.2f} GB | {anon / max(base_anon, 1):.1f} |")
+        n_parameters = sum(math.prod(shape) for shape in checkpoint_setup.tensor_shapes(checkpoint_setup.load_weights(folder)).values())
+        print(f"\n{name}: {n_parameters / 1e9:.2f}B parameters")
+        print("| run | wall time | × floor | peak anonymous memory | × floor |" + (" peak GPU memory |" if gpu else ""))
+        print("|---|---|---|---|---|" + ("---|" if gpu else ""))
+        for label, (seconds, anon, _, gpu_bytes) in results.items():
+            gpu_cell = f" {gpu_bytes / 1e9:.2f} GB |" if gpu else ""
+            print(f"| {label} | {seconds:.1f} s | {seconds / base_time:.2f} | {anon / 1e9:.2f} GB | {anon / max(base_anon, 1):.1f} |{gpu_cell}")
         print(flush=True)
         notebook_time, notebook_anon = results["notebook float32"][:2]
+        if gpu:
+            print("(on the GPU the targets below are not checked: they are for the 2-core CPU)\n")
+            continue
         if name == "8b":
             if notebook_anon / 1e9 > TARGET_8B_ANON_GB:
                 failures.append(f"8B notebook peak anonymous memory {notebook_anon / 1e9:.2f} GB > {TARGET_8B_ANON_GB} GB")

@@ -77,6 +77,10 @@ PRESETS = {
         "use_scaled_rope": True,
     },
 }
+# Llama 3.2 1B and 3B tie the output matrix to the embedding table (HF's configs say so;
+# whether Meta's .pth still carries an output.weight is not verified, and the notebook
+# handles both), so their random stand-ins leave output.weight out.
+TIED_PRESETS = {"3.2-1b", "3.2-3b"}
 LARGE_BYTES = 2 * 1024**3
 
 
@@ -146,7 +150,8 @@ def main() -> None:
             "norm_eps": 1e-05,
             "rope_theta": args.rope_theta,
         }
-    write_checkpoint(args.out, params, seed=args.seed, tied_output=args.tied_output)
+    tied = args.tied_output or args.preset in TIED_PRESETS
+    write_checkpoint(args.out, params, seed=args.seed, tied_output=tied)
     print(f"wrote {args.out}")
 
 

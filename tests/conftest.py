@@ -13,6 +13,11 @@ sys.path.insert(0, str(REPO_DIR))
 
 from notebook_run import run_notebook  # noqa: E402
 
+# The reader's own settings must not leak into the tests (nbval's kernel inherits this
+# environment): every test sets the LLAMA3_* variables it needs.
+for _name in [name for name in os.environ if name.startswith("LLAMA3_")]:
+    del os.environ[_name]
+
 
 @pytest.fixture(scope="session")
 def embedded_run(tmp_path_factory):

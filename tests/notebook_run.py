@@ -39,11 +39,16 @@ _torch.save({
 """
 
 
-def run_notebook(workdir: Path, env: dict[str, str], timeout: int = 1200) -> dict:
-    """Run every cell with `env` set for the kernel; return the fetched values and the executed notebook."""
+def run_notebook(workdir: Path, env: dict[str, str], timeout: int = 1200, extra_code: str = "") -> dict:
+    """Run every cell with `env` set for the kernel; return the fetched values and the executed notebook.
+
+    extra_code runs in the same kernel after the notebook (benchmarks time the notebook's own functions).
+    """
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     Path(workdir).mkdir(parents=True, exist_ok=True)
     fetched = Path(workdir) / "fetched.pt"
+    if extra_code:
+        notebook.cells.append(nbformat.v4.new_code_cell(extra_code))
     notebook.cells.append(nbformat.v4.new_code_cell(FETCH.replace("PATH", repr(str(fetched)))))
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU check (`make test-gpu`): nbval on CUDA against the stored CPU outputs, then the
+# benchmarks on the GPU. Logs go to $OUT (default build/gpu-check).
+#
+# Runs with whatever python3 holds a CUDA build of torch. Missing pure-Python test
+# packages can come as wheels in .whl/ (installed with --no-deps into /tmp/site).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-build/gpu-check}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+if [ -d .whl ]; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi -L | tee "$OUT/device.txt"
+$PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/device.txt"
+status=0
+
+nbval() {  # $1: log name; environment decides device and dtype
+    $PY -m pytest -o addopts="" -p no:cacheprovider --nbval --nbval-current-env \
+        --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 600 llama3-from-scratch.ipynb 2>&1 | tee "$OUT/$1" | tail -3
+}
+
+echo "== nbval on CUDA, float32: every stored CPU output must match"
+LLAMA3_DEVICE=cuda LLAMA3_DTYPE=float32 nbval nbval-cuda-float32.log || status=1
+echo "== nbval on CUDA, default dtype (bfloat16): which rounded values move (informational)"
+LLAMA3_DEVICE=cuda nbval nbval-cuda-bfloat16.log || true
+
+echo "== full notebook run time, embedded checkpoint"
+LLAMA3_DEVICE=cuda $PY benchmarks/notebook_runtime.py --repeat 3 2>&1 | tee "$OUT/runtime.log"
+echo "== scale: embedded, 3.2-1B and 8B shapes (random checkpoints are created on this machine)"
+$PY benchmarks/scale.py --device cuda --skip-eager --models "${MODELS:-embedded,3.2-1b,8b}" 2>&1 | tee "$OUT/scale.log"
+echo "== generation speed"
+$PY benchmarks/generation.py --device cuda --models "${GEN_MODELS:-embedded,8b}" 2>&1 | tee "$OUT/generation.log"
+exit $status
