@@ -66,10 +66,9 @@ MUTATIONS = {
             )
         ],
     ),
-    "softmax-not-fp32": (
-        "attention softmax in the compute dtype instead of float32",
-        [("attention = torch.softmax(scores.float(), dim=-1).to(compute_dtype)", "attention = torch.softmax(scores, dim=-1)")],
-    ),
+    # Not listed: "softmax in bf16 instead of float32". PyTorch's softmax already accumulates
+    # bf16 input in float32 and rounds once, so that change gives identical bits (checked
+    # here on CPU): an equivalent mutation, which no test can or should catch.
 }
 
 
