@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import checkpoint_setup  # noqa: E402
 
-# Facts: params.json of Meta's releases.
+# Facts: params.json of Meta's releases (3.1 8B: the 8B's, plus use_scaled_rope).
 PRESETS = {
     "8b": {
         "dim": 4096,
@@ -39,18 +39,6 @@ PRESETS = {
         "ffn_dim_multiplier": 1.3,
         "norm_eps": 1e-05,
         "rope_theta": 500000.0,
-    },
-    "3.1-8b": {
-        "dim": 4096,
-        "n_layers": 32,
-        "n_heads": 32,
-        "n_kv_heads": 8,
-        "vocab_size": 128256,
-        "multiple_of": 1024,
-        "ffn_dim_multiplier": 1.3,
-        "norm_eps": 1e-05,
-        "rope_theta": 500000.0,
-        "use_scaled_rope": True,
     },
     "3.2-1b": {
         "dim": 2048,
@@ -77,6 +65,7 @@ PRESETS = {
         "use_scaled_rope": True,
     },
 }
+PRESETS["3.1-8b"] = {**PRESETS["8b"], "use_scaled_rope": True}
 # Llama 3.2 1B and 3B tie the output matrix to the embedding table (HF's configs say so;
 # whether Meta's .pth still carries an output.weight is not verified, and the notebook
 # handles both), so their random stand-ins leave output.weight out.

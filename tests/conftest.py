@@ -25,6 +25,24 @@ def embedded_run(tmp_path_factory):
     return run_notebook(tmp_path_factory.mktemp("embedded"), env={"LLAMA3_CKPT": "", "LLAMA3_DTYPE": "float32", "LLAMA3_DEVICE": "cpu"})
 
 
+@pytest.fixture(scope="session")
+def tokenizer():
+    """Our Llama 3 tokenizer (tokenizer_setup)."""
+    import tokenizer_setup
+
+    return tokenizer_setup.load_tokenizer(None)
+
+
+@pytest.fixture(scope="session")
+def meta():
+    """Meta's reference tokenizer from llama-models, on the same tokenizer.model."""
+    from llama_models.llama3.tokenizer import Tokenizer
+
+    import tokenizer_setup
+
+    return Tokenizer(tokenizer_setup.packaged_tokenizer_model())
+
+
 @pytest.fixture
 def clean_env(monkeypatch):
     for name in ("LLAMA3_CKPT", "LLAMA3_DEVICE", "LLAMA3_DTYPE"):

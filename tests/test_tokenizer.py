@@ -4,22 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
-from llama_models.llama3.tokenizer import Tokenizer as MetaTokenizer
 
 import tokenizer_setup
 
 STRINGS = json.loads((Path(__file__).parent / "tokenizer_strings.json").read_text())
 PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tokenizer_setup.load_tokenizer(None)
-
-
-@pytest.fixture(scope="module")
-def meta():
-    return MetaTokenizer(tokenizer_setup.packaged_tokenizer_model())
 
 
 def test_canonical_prompt(tokenizer):

@@ -9,26 +9,12 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from llama_models.llama3.tokenizer import Tokenizer as MetaTokenizer
-
-import tokenizer_setup
 
 STRINGS_FILE = Path(__file__).parent / "tokenizer_parity_strings.json"
 STRINGS = json.loads(STRINGS_FILE.read_text(encoding="utf-8"))
 SHOW_MISMATCHES = 5
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tokenizer_setup.load_tokenizer(None)
-
-
-@pytest.fixture(scope="module")
-def meta():
-    return MetaTokenizer(tokenizer_setup.packaged_tokenizer_model())
 
 
 def _problems(tokenizer, meta, text):
