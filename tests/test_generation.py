@@ -70,3 +70,26 @@ def test_random_checkpoint_generations_match(random_run):
     prompt_tokens = run["prompt_tokens"]
     canonical = run["generations"]["the answer to the ultimate question of life, the universe, and everything is "]
     assert hf_greedy(folder, prompt_tokens) == canonical
+
+
+def test_sampling_options(tmp_path):
+    # top_k=1 leaves one candidate, so any temperature gives the greedy tokens; a seed makes sampling repeatable.
+    code = """
+import json as _json
+_tokens = [bos_id] + tokenizer.encode("once upon a time")
+print(_json.dumps({
+    "greedy": generate(_tokens),
+    "top_1": generate(_tokens, temperature=0.7, top_k=1),
+    "hot_a": generate(_tokens, temperature=3.0, seed=5, max_new_tokens=12),
+    "hot_b": generate(_tokens, temperature=3.0, seed=5, max_new_tokens=12),
+    "hot_c": generate(_tokens, temperature=3.0, seed=6, max_new_tokens=12),
+    "short": generate(_tokens, max_new_tokens=3),
+}))
+"""
+    run = run_notebook(tmp_path, {"LLAMA3_DTYPE": "float32", "LLAMA3_DEVICE": "cpu"}, extra_code=code)
+    result = json.loads(run["notebook"].cells[-2].outputs[-1]["text"].strip().splitlines()[-1])
+    assert result["top_1"] == result["greedy"]
+    assert result["hot_a"] == result["hot_b"] != result["hot_c"]
+    assert result["hot_a"] != result["greedy"][:12]
+    assert result["short"] == result["greedy"][:3]
+    assert 128001 not in result["greedy"]  # the end token stops generation and is not returned
