@@ -340,12 +340,12 @@ def check_weights(state_dict: Mapping[str, torch.Tensor], params: dict) -> str:
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise CheckpointError(
-            f"consolidated.00.pth has no tensor {missing[0]}{more}: the file does not match params.json (n_layers {params['n_layers']}); use both from the same download."
+            f"The checkpoint has no tensor {missing[0]}{more}: its weights do not match params.json (n_layers {params['n_layers']}); use both from the same download."
         )
     extra = [name for name in shapes if name not in expected]
     if extra:
         raise CheckpointError(
-            f"consolidated.00.pth has an unexpected tensor {extra[0]}: this is not a Llama 3 checkpoint in Meta's layout, or params.json is from another model."
+            f"The checkpoint has an unexpected tensor {extra[0]}: this is not a Llama 3 checkpoint in Meta's layout, or params.json is from another model."
         )
     for name, shape in expected.items():
         found = shapes[name]

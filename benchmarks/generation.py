@@ -21,6 +21,7 @@ from pathlib import Path
 REPO_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_DIR))
 sys.path.insert(0, str(REPO_DIR / "tests"))
+import checkpoint_setup  # noqa: E402
 from notebook_run import run_notebook  # noqa: E402
 
 TIMING = """
@@ -52,7 +53,7 @@ def main() -> int:
     print("| checkpoint | with KV cache | without cache | speed-up |")
     print("|---|---|---|---|")
     for name in args.models.split(","):
-        folder = REPO_DIR / "weights" / "llama3-tiny-hitchhiker" if name == "embedded" else args.data / name
+        folder = checkpoint_setup.EMBEDDED_CHECKPOINT if name == "embedded" else args.data / name
         with tempfile.TemporaryDirectory() as scratch:
             code = TIMING.replace("N_TOKENS", str(args.tokens))
             env = {"LLAMA3_CKPT": str(folder), "LLAMA3_DEVICE": args.device}

@@ -28,7 +28,6 @@ import argparse
 import datetime
 import math
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -37,6 +36,8 @@ from pathlib import Path
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_DIR))
+from notebook_runtime import cpu_name  # noqa: E402  (same folder)
+
 import checkpoint_setup  # noqa: E402
 from scripts.make_random_checkpoint import PRESETS, TIED_PRESETS, write_checkpoint  # noqa: E402
 
@@ -116,7 +117,7 @@ def warm_page_cache(folder: Path) -> None:
 
 def checkpoint_for(name: str, data: Path) -> Path:
     if name == "embedded":
-        return REPO_DIR / "weights" / "llama3-tiny-hitchhiker"
+        return checkpoint_setup.EMBEDDED_CHECKPOINT
     folder = data / name
     if not (folder / "consolidated.00.pth").exists():
         tied = name in TIED_PRESETS
@@ -132,13 +133,6 @@ def _numels(params: dict, tied: bool = False):
         for size in shape:
             total *= size
         yield total
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def main() -> int:
