@@ -180,7 +180,7 @@ def main() -> int:
             print(f"| {label} | {seconds:.1f} s | {seconds / base_time:.2f} | {anon / 1e9:.2f} GB | {anon / max(base_anon, 1):.1f} |{gpu_cell}")
         print(flush=True)
         if gpu or "notebook float32" not in results:
-            print("(on the GPU the targets below are not checked: they are for the 2-core CPU)\n")
+            print("(targets not checked: they are for the notebook's float32 run on the CPU)\n")
             continue
         notebook_time, notebook_anon = results["notebook float32"][:2]
         if name == "8b":
