@@ -19,7 +19,7 @@ $(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed
 
 ## run: execute the notebook headless on the embedded checkpoint (or LLAMA3_CKPT) and print the prediction
 run: $(VENV)/.installed
-	$(BIN)/python scripts/run_notebook.py
+	$(BIN)/python -m scripts.run_notebook
 
 ## test: lint, then pytest — nbval re-executes the notebook against its stored outputs, plus tests/
 test: $(VENV)/.installed-test
@@ -36,22 +36,22 @@ lint: $(VENV)/.installed-test
 
 ## notebook: re-execute the committed notebook on CPU and normalize it (the stored outputs nbval compares)
 notebook: $(VENV)/.installed-test
-	env -u LLAMA3_PROMPT -u LLAMA3_STREAM -u LLAMA3_EXTRAS -u LLAMA3_CHAT -u LLAMA3_ROPE_SCALE_FACTOR -u LLAMA3_PARITY \
-		LLAMA3_CKPT= LLAMA3_DEVICE=cpu LLAMA3_DTYPE=auto $(BIN)/python scripts/run_notebook.py --inplace
+	env -u LLAMA3_PROMPT -u LLAMA3_STREAM -u LLAMA3_EXTRAS -u LLAMA3_ROPE_SCALE_FACTOR \
+		LLAMA3_CKPT= LLAMA3_DEVICE=cpu LLAMA3_DTYPE=float32 $(BIN)/python -m scripts.run_notebook --inplace
 
 ## images: redraw the diagrams in images/ (byte-identical with the same matplotlib)
 images: $(VENV)/.installed
-	$(BIN)/python scripts/make_images.py
+	$(BIN)/python -m scripts.make_images
 
 ## checkpoint: retrain the embedded checkpoint (about 3 minutes on 2 CPU cores)
 checkpoint: $(VENV)/.installed-test
-	$(BIN)/python scripts/train_embedded_checkpoint.py
+	$(BIN)/python -m scripts.train_embedded_checkpoint
 
 ## benchmark: runtime on the embedded checkpoint, then memory/time at 8B scale (writes ~22 GB of random checkpoints to build/), then generation speed
 benchmark: $(VENV)/.installed-test
-	$(BIN)/python benchmarks/notebook_runtime.py
-	$(BIN)/python benchmarks/scale.py
-	$(BIN)/python benchmarks/generation.py
+	$(BIN)/python -m benchmarks.notebook_runtime
+	$(BIN)/python -m benchmarks.scale
+	$(BIN)/python -m benchmarks.generation
 
 clean:
 	rm -rf build .pytest_cache

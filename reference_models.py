@@ -38,9 +38,9 @@ HF_LAYER_KEYS = {
 
 def load_meta_checkpoint(checkpoint_dir: Path):
     """The checkpoint's tensors by name (one file or Meta's shards), as the notebook reads them."""
-    import checkpoint_setup
+    import weight_loading
 
-    return checkpoint_setup.load_weights(Path(checkpoint_dir))
+    return weight_loading.load_weights(Path(checkpoint_dir))
 
 
 def ffn_hidden_size(state_dict: dict[str, torch.Tensor]) -> int:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import tiktoken
 
+from friendly_errors import SetupError
+
 # Meta's pre-tokenizer regex for Llama 3 (fact, from Meta's tokenizer).
 SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
@@ -34,7 +36,7 @@ _NAMED_SPECIAL_TOKENS = {
 }
 
 
-class TokenizerFileError(ValueError):
+class TokenizerFileError(SetupError):
     """tokenizer.model is missing or is not Llama 3's BPE file."""
 
 

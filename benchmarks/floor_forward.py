@@ -1,6 +1,6 @@
 """The floor and the baseline for benchmarks/scale.py: one plain forward pass, nothing else.
 
-    python benchmarks/floor_forward.py CHECKPOINT_DIR [--eager] [--dtype float32|bfloat16] [--device cpu|cuda]
+    python -m benchmarks.floor_forward CHECKPOINT_DIR [--eager] [--dtype float32|bfloat16] [--device cpu|cuda]
 
 Reads Meta's layout, runs the canonical prompt through every layer once, all heads
 batched, and prints the predicted token id — the least work any walkthrough can do.
@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import checkpoint_setup  # noqa: E402
-import tokenizer_setup  # noqa: E402
+import checkpoint_files
+import tokenizer_setup
 
 PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
 
@@ -40,7 +38,7 @@ def main() -> None:
     dtype, device = getattr(torch, args.dtype), torch.device(args.device)
     torch.set_grad_enabled(False)
 
-    params = checkpoint_setup.read_params(args.checkpoint)
+    params = checkpoint_files.read_params(args.checkpoint)
     weights = torch.load(args.checkpoint / "consolidated.00.pth", map_location="cpu", mmap=not args.eager, weights_only=True)
     tokenizer = tokenizer_setup.load_tokenizer(args.checkpoint)
     tokens = [tokenizer.encode_single_token("<|begin_of_text|>"), *tokenizer.encode(PROMPT)]

@@ -1,11 +1,11 @@
 """Tokens per second of the notebook's own `generate`, with and without its KV cache.
 
-    python benchmarks/generation.py [--models embedded,8b] [--tokens 16] [--device cpu]
+    python -m benchmarks.generation [--models embedded,8b] [--tokens 16,128] [--device cpu]
 
 Executes the notebook headless on each checkpoint (LLAMA3_CKPT; the 8B is the random one
 benchmarks/scale.py makes in build/checkpoints), then, in the same kernel, times
-`generate(prompt, max_new_tokens=N, stop_at_end=False)` with use_cache=True and False:
-N new tokens after the 17-token prompt, greedy, prefill included. Prints a table.
+`generate(prompt, max_new_tokens=N, stop_at_end=False)` with use_cache=True and False for
+each N: N new tokens after the 17-token prompt, greedy, prefill included. Prints a table.
 """
 
 from __future__ import annotations
@@ -15,56 +15,56 @@ import datetime
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
+import nbformat
+
+import checkpoint_files
+from scripts.run_notebook import NOTEBOOK, execute
+
 REPO_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_DIR))
-sys.path.insert(0, str(REPO_DIR / "tests"))
-import checkpoint_setup  # noqa: E402
-from notebook_run import run_notebook  # noqa: E402
 
 TIMING = """
+import json as _json
 import time as _time
+
 _tokens = [bos_id] + tokenizer.encode(prompt, disallowed_special=())
 generate(_tokens, max_new_tokens=2, stop_at_end=False)  # warm-up
-generation_timings = {}
-for _use_cache in (True, False):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    _started = _time.perf_counter()
-    _new = generate(_tokens, max_new_tokens=N_TOKENS, use_cache=_use_cache, stop_at_end=False)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    generation_timings["with" if _use_cache else "without"] = (len(_new), _time.perf_counter() - _started)
-import json as _json
-print(_json.dumps(generation_timings))
+_timings = {}
+for _n in LENGTHS:
+    for _use_cache in (True, False):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        _started = _time.perf_counter()
+        _new = generate(_tokens, max_new_tokens=_n, use_cache=_use_cache, stop_at_end=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        _timings[f"{_n} {'with' if _use_cache else 'without'}"] = len(_new) / (_time.perf_counter() - _started)
+print(_json.dumps(_timings))
 """
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="embedded,8b")
-    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--tokens", default="16", help="comma-separated numbers of new tokens")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto")
     parser.add_argument("--data", type=Path, default=REPO_DIR / "build" / "checkpoints")
     args = parser.parse_args()
-    print(f"{datetime.date.today()}  device {args.device}, {os.cpu_count()} logical CPUs; {args.tokens} new tokens after a 17-token prompt, greedy\n")
-    print("| checkpoint | with KV cache | without cache | speed-up |")
-    print("|---|---|---|---|")
+    lengths = [int(n) for n in args.tokens.split(",")]
+    print(f"{datetime.date.today()}  device {args.device}, dtype {args.dtype}, {os.cpu_count()} logical CPUs; new tokens after a 17-token prompt, greedy\n")
+    print("| checkpoint | new tokens | with KV cache | without cache | speed-up |")
+    print("|---|---|---|---|---|")
     for name in args.models.split(","):
-        folder = checkpoint_setup.EMBEDDED_CHECKPOINT if name == "embedded" else args.data / name
-        with tempfile.TemporaryDirectory() as scratch:
-            code = TIMING.replace("N_TOKENS", str(args.tokens))
-            env = {"LLAMA3_CKPT": str(folder), "LLAMA3_DEVICE": args.device}
-            run = run_notebook(Path(scratch), env, timeout=7200, extra_code=code)
-            cell = run["notebook"].cells[-2]
-            timings = json.loads(cell.outputs[-1]["text"].strip().splitlines()[-1])
-        (with_n, with_s), (without_n, without_s) = timings["with"], timings["without"]
-        print(
-            f"| {name} | {with_n / with_s:.2f} tokens/s | {without_n / without_s:.2f} tokens/s | {(with_n / with_s) / (without_n / without_s):.1f}× |",
-            flush=True,
-        )
+        folder = checkpoint_files.EMBEDDED_CHECKPOINT if name == "embedded" else args.data / name
+        notebook = nbformat.read(NOTEBOOK, as_version=4)
+        notebook.cells.append(nbformat.v4.new_code_cell(TIMING.replace("LENGTHS", repr(lengths))))
+        execute(notebook, {"LLAMA3_CKPT": str(folder), "LLAMA3_DEVICE": args.device, "LLAMA3_DTYPE": args.dtype}, timeout=7200)
+        rates = json.loads(notebook.cells[-1].outputs[-1]["text"].strip().splitlines()[-1])
+        for n in lengths:
+            with_cache, without = rates[f"{n} with"], rates[f"{n} without"]
+            print(f"| {name} | {n} | {with_cache:.2f} tokens/s | {without:.2f} tokens/s | {with_cache / without:.1f}× |", flush=True)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Wall time of a full headless notebook run (what `make run` does), start to finish.
 
-    python benchmarks/notebook_runtime.py [--repeat 3]
+    python -m benchmarks.notebook_runtime [--repeat 3]
 
 Each repeat is a fresh process and a fresh kernel: interpreter start, imports, the
 tokenizer, every cell, writing the executed copy. LLAMA3_CKPT / LLAMA3_DEVICE /
@@ -42,7 +42,7 @@ def main() -> int:
     times = []
     for run in range(1, args.repeat + 1):
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, "scripts/run_notebook.py", "--out", str(out)], cwd=REPO_DIR, capture_output=True, text=True)
+        result = subprocess.run([sys.executable, "-m", "scripts.run_notebook", "--out", str(out)], cwd=REPO_DIR, capture_output=True, text=True)
         elapsed = time.perf_counter() - started
         if result.returncode != 0:
             print(result.stdout[-2000:], result.stderr[-2000:], file=sys.stderr)

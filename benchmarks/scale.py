@@ -1,6 +1,6 @@
 """Memory and time of the whole notebook at true scale, against a floor and a baseline.
 
-    python benchmarks/scale.py [--models embedded,3.2-1b,8b] [--data build/checkpoints] [--device cpu]
+    python -m benchmarks.scale [--models embedded,3.2-1b,8b] [--data build/checkpoints] [--device cpu]
 
 For each model shape it
 1. makes a random-weight checkpoint with the release's exact params.json in Meta's
@@ -34,12 +34,12 @@ import threading
 import time
 from pathlib import Path
 
-REPO_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_DIR))
-from notebook_runtime import cpu_name  # noqa: E402  (same folder)
+import checkpoint_files
+import weight_loading
+from benchmarks.notebook_runtime import cpu_name
+from scripts.make_random_checkpoint import PRESETS, TIED_PRESETS, write_checkpoint
 
-import checkpoint_setup  # noqa: E402
-from scripts.make_random_checkpoint import PRESETS, TIED_PRESETS, write_checkpoint  # noqa: E402
+REPO_DIR = Path(__file__).resolve().parent.parent
 
 TARGET_8B_ANON_GB = 2.5
 TARGET_8B_TIME_RATIO = 1.5
@@ -117,7 +117,7 @@ def warm_page_cache(folder: Path) -> None:
 
 def checkpoint_for(name: str, data: Path) -> Path:
     if name == "embedded":
-        return checkpoint_setup.EMBEDDED_CHECKPOINT
+        return checkpoint_files.EMBEDDED_CHECKPOINT
     folder = data / name
     if not (folder / "consolidated.00.pth").exists():
         tied = name in TIED_PRESETS
@@ -128,7 +128,7 @@ def checkpoint_for(name: str, data: Path) -> Path:
 
 
 def _numels(params: dict, tied: bool = False):
-    for shape in checkpoint_setup.expected_shapes(params, tied_output=tied).values():
+    for shape in checkpoint_files.expected_shapes(params, tied_output=tied).values():
         total = 1
         for size in shape:
             total *= size
@@ -149,8 +149,8 @@ def main() -> int:
     for name in args.models.split(","):
         folder = checkpoint_for(name, args.data)
         warm_page_cache(folder)
-        notebook = [sys.executable, "scripts/run_notebook.py", "--out", str(REPO_DIR / "build" / f"scale-{name}.ipynb")]
-        floor = [sys.executable, "benchmarks/floor_forward.py", str(folder), "--device", args.device]
+        notebook = [sys.executable, "-m", "scripts.run_notebook", "--out", str(REPO_DIR / "build" / f"scale-{name}.ipynb")]
+        floor = [sys.executable, "-m", "benchmarks.floor_forward", str(folder), "--device", args.device]
         runs = {
             "notebook float32": (notebook, {"LLAMA3_DTYPE": "float32"}),
             "notebook bfloat16": (notebook, {"LLAMA3_DTYPE": "bfloat16"}),
@@ -171,7 +171,7 @@ def main() -> int:
             print(f"  {name:9} {label:28} {results[label][0]:7.1f} s  {results[label][1] / 1e9:6.2f} GB anon{gpu_note}", flush=True)
         floor_label = "floor float32 (mmap)" if "floor float32 (mmap)" in results else next(label for label in results if label.startswith("floor"))
         base_time, base_anon = results[floor_label][:2]
-        n_parameters = sum(math.prod(shape) for shape in checkpoint_setup.tensor_shapes(checkpoint_setup.load_weights(folder)).values())
+        n_parameters = sum(math.prod(shape) for shape in weight_loading.tensor_shapes(weight_loading.load_weights(folder)).values())
         print(f"\n{name}: {n_parameters / 1e9:.2f}B parameters")
         print("| run | wall time | × floor | peak anonymous memory | × floor |" + (" peak GPU memory |" if gpu else ""))
         print("|---|---|---|---|---|" + ("---|" if gpu else ""))

@@ -1,6 +1,6 @@
 """Break one step of the notebook at a time and check that the parity tests notice.
 
-    python scripts/check_mutations.py [NAME ...]
+    python -m scripts.check_mutations [NAME ...]
 
 Each mutation edits a scratch copy of llama3-from-scratch.ipynb (the committed notebook
 is never touched), also disables the notebook's own `assert` lines in that copy so that
@@ -43,11 +43,11 @@ MUTATIONS = {
     ),
     "skip-ffn-residual": (
         "the feed-forward output replaces the residual stream instead of adding to it",
-        [("after_ffn = after_attention + (gate", "after_ffn = (gate")],
+        [("stream = stream + feed_forward(", "stream = feed_forward(")],
     ),
     "skip-attention-residual": (
         "the attention output replaces the residual stream instead of adding to it",
-        [("after_attention = stream + heads", "after_attention = heads")],
+        [("stream = stream + attention(", "stream = attention(")],
     ),
     "no-norm-weight": (
         "RMSNorm without its learned weight",
@@ -55,16 +55,11 @@ MUTATIONS = {
     ),
     "no-score-scaling": (
         "scores not divided by sqrt(head_dim)",
-        [("scores = (q @ k.transpose(1, 2)) / math.sqrt(head_dim) + mask", "scores = (q @ k.transpose(1, 2)) + mask")],
+        [("scores = q @ k.transpose(1, 2) / math.sqrt(head_dim)", "scores = q @ k.transpose(1, 2)")],
     ),
     "mask-off-by-one": (
         "the causal mask lets each token see the next one",
-        [
-            (
-                'mask = torch.full((length, seen), float("-inf"), device=device, dtype=compute_dtype).triu(diagonal=seen - length + 1)',
-                'mask = torch.full((length, seen), float("-inf"), device=device, dtype=compute_dtype).triu(diagonal=seen - length + 2)',
-            )
-        ],
+        [("return mask.triu(diagonal=seen - new + 1)", "return mask.triu(diagonal=seen - new + 2)")],
     ),
     # Not listed: "softmax in bf16 instead of float32". PyTorch's softmax already accumulates
     # bf16 input in float32 and rounds once, so that change gives identical bits (checked

@@ -28,9 +28,9 @@ echo "== nbval on CUDA, default dtype (bfloat16): which rounded values move (inf
 LLAMA3_DEVICE=cuda nbval nbval-cuda-bfloat16.log || true
 
 echo "== full notebook run time, embedded checkpoint"
-LLAMA3_DEVICE=cuda $PY benchmarks/notebook_runtime.py --repeat 3 2>&1 | tee "$OUT/runtime.log"
+LLAMA3_DEVICE=cuda $PY -m benchmarks.notebook_runtime --repeat 3 2>&1 | tee "$OUT/runtime.log"
 echo "== scale: embedded, 3.2-1B and 8B shapes (random checkpoints are created on this machine)"
-$PY benchmarks/scale.py --device cuda --skip-eager --models "${MODELS:-embedded,3.2-1b,8b}" 2>&1 | tee "$OUT/scale.log"
+$PY -m benchmarks.scale --device cuda --skip-eager --models "${MODELS:-embedded,3.2-1b,8b}" 2>&1 | tee "$OUT/scale.log"
 echo "== generation speed"
-$PY benchmarks/generation.py --device cuda --models "${GEN_MODELS:-embedded,8b}" 2>&1 | tee "$OUT/generation.log"
+$PY -m benchmarks.generation --device cuda --models "${GEN_MODELS:-embedded,8b}" 2>&1 | tee "$OUT/generation.log"
 exit $status

@@ -1,6 +1,6 @@
 """Draw the notebook's diagrams into images/ with matplotlib alone (patches, arrows, text).
 
-    python scripts/make_images.py [OUT_DIR]   (default: images/)
+    python -m scripts.make_images [OUT_DIR]   (default: images/)
 
 Run it from anywhere; it rewrites every PNG in images/ from scratch. The output is
 byte-for-byte reproducible: fixed figure sizes and dpi, an explicit white background

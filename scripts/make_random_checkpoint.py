@@ -1,7 +1,7 @@
 """Write a random-weight checkpoint in Meta's layout, for tests and benchmarks.
 
-    python scripts/make_random_checkpoint.py OUT --preset 8b
-    python scripts/make_random_checkpoint.py OUT --dim 256 --n-layers 3 --n-heads 4 --n-kv-heads 1
+    python -m scripts.make_random_checkpoint OUT --preset 8b
+    python -m scripts.make_random_checkpoint OUT --dim 256 --n-layers 3 --n-heads 4 --n-kv-heads 1
 
 Meta's files exactly — `consolidated.00.pth` (bf16, Meta's key names, [out, in]
 weights) and `params.json` (Meta's keys) — with random numbers instead of trained
@@ -19,13 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import checkpoint_setup  # noqa: E402
+import checkpoint_files
 
 # Facts: params.json of Meta's releases (3.1 8B: the 8B's, plus use_scaled_rope).
 PRESETS = {
@@ -88,7 +86,7 @@ def write_checkpoint(out: Path, params: dict, seed: int = 0, tied_output: bool =
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} is not empty; choose a new folder")
     out.mkdir(parents=True, exist_ok=True)
-    shapes = checkpoint_setup.expected_shapes(params, tied_output=tied_output)
+    shapes = checkpoint_files.expected_shapes(params, tied_output=tied_output)
     total_bytes = 2 * sum(torch.Size(shape).numel() for shape in shapes.values())
     generator = torch.Generator().manual_seed(seed)
     if total_bytes < LARGE_BYTES:

@@ -4,7 +4,7 @@ Deterministic (fixed seed, no network). Every string is built from the hand-writ
 fragments below, recombined by a seeded random generator, so the file is the same on
 every run. Categories have roughly even weight; see CATEGORIES at the bottom.
 
-    python scripts/make_tokenizer_strings.py
+    python -m scripts.make_tokenizer_strings
 """
 
 from __future__ import annotations

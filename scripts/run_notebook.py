@@ -1,16 +1,21 @@
-"""Execute the notebook headless, one progress line per cell, and print the prediction.
+"""Execute the notebook headless — the project's one notebook runner.
 
-    python scripts/run_notebook.py [--out build/llama3-from-scratch.executed.ipynb] [--inplace]
+    python -m scripts.run_notebook [--out build/llama3-from-scratch.executed.ipynb] [--inplace]
 
-The executed copy goes to build/ (ignored by git) unless --inplace is given, which
-overwrites the committed notebook. Either way it is normalized: stable execution
-counts, no timing metadata, stream chunks merged.
-Environment variables LLAMA3_CKPT, LLAMA3_DEVICE and LLAMA3_DTYPE pass through.
+From the command line (`make run`, `make notebook`): one progress line per cell, then the
+prediction. The executed copy goes to build/ (ignored by git) unless --inplace is given,
+which overwrites the committed notebook. Either way it is normalized: stable execution
+counts, no timing metadata, stream chunks merged. The LLAMA3_* variables pass through.
+
+From Python (tests, benchmarks): `execute(notebook, settings)` runs a notebook node in a
+fresh kernel whose LLAMA3_* variables are exactly `settings` — the caller's own are set
+aside for that kernel, and this process's environment is never changed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -37,6 +42,24 @@ class ProgressClient(NotebookClient):
             first_line = next((line for line in cell.source.splitlines() if not line.startswith("#")), "")
             print(f"cell {cell_index:3d}  {time.perf_counter() - started:6.2f} s  {first_line[:70]}", flush=True)
         return result
+
+
+def kernel_environment(settings: dict[str, str] | None) -> dict[str, str]:
+    """This process's environment, with LLAMA3_* replaced by `settings` (None: passed through)."""
+    if settings is None:
+        return dict(os.environ)
+    return {name: value for name, value in os.environ.items() if not name.startswith("LLAMA3_")} | settings
+
+
+def execute(notebook, settings: dict[str, str] | None = None, timeout: int = 1200, progress: bool = False) -> None:
+    """Run every cell of `notebook` (a NotebookNode, changed in place) in a fresh kernel in the repo folder.
+
+    Raises nbclient's CellExecutionError at the first failing cell, like Run All.
+    """
+    client_class = ProgressClient if progress else NotebookClient
+    client = client_class(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(REPO_DIR)}})
+    # The kernel's own log (a warning about local TCP) would only clutter the output.
+    client.execute(env=kernel_environment(settings), stderr=subprocess.DEVNULL)
 
 
 def normalize(notebook) -> None:
@@ -74,11 +97,9 @@ def main() -> int:
     args = parser.parse_args()
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    client = ProgressClient(notebook, timeout=args.timeout, kernel_name="python3", resources={"metadata": {"path": str(REPO_DIR)}})
     started = time.perf_counter()
     try:
-        # The kernel's own log (a warning about local TCP) would only clutter the progress lines.
-        client.execute(stderr=subprocess.DEVNULL)
+        execute(notebook, timeout=args.timeout, progress=True)
     except CellExecutionError as error:
         print(f"stopped: {error.ename}: {error.evalue}", file=sys.stderr)
         return 1

@@ -1,9 +1,9 @@
 """Split a one-file checkpoint into Meta's model-parallel shards, for tests.
 
-    python scripts/shard_checkpoint.py SOURCE_DIR OUT_DIR --shards 8
+    python -m scripts.shard_checkpoint SOURCE_DIR OUT_DIR --shards 8
 
 Writes consolidated.00.pth … consolidated.NN.pth the way Meta's 70B release is split
-(checkpoint_setup.SHARD_AXIS: wq/wk/wv/w1/w3/tok_embeddings/output cut along rows,
+(weight_loading.SHARD_AXIS: wq/wk/wv/w1/w3/tok_embeddings/output cut along rows,
 wo/w2 along columns, norms copied into every shard) and copies params.json. Each
 split axis must divide evenly, as in Meta's releases.
 """
@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import checkpoint_setup  # noqa: E402
+import weight_loading
 
 
 def write_shards(source: Path, out: Path, n_shards: int) -> Path:
-    state_dict = checkpoint_setup.load_weights(source)
+    state_dict = weight_loading.load_weights(source)
     out.mkdir(parents=True, exist_ok=False)
     shards: list[dict[str, torch.Tensor]] = [{} for _ in range(n_shards)]
     for name, tensor in state_dict.items():
-        axis = checkpoint_setup.shard_axis(name)
+        axis = weight_loading.shard_axis(name)
         if axis is None:
             pieces = [tensor] * n_shards
         else:

@@ -1,6 +1,6 @@
 """Train the tiny Llama 3 that ships in weights/, and write it in Meta's layout.
 
-    python scripts/train_embedded_checkpoint.py [--out weights/llama3-tiny-hitchhiker]
+    python -m scripts.train_embedded_checkpoint [--out weights/llama3-tiny-hitchhiker]
 
 What it makes: a 4-layer Llama 3 with the real 128,256-token vocabulary and
 Meta's tokenizer, trained from scratch on scripts/corpus.txt (a few hundred
@@ -36,17 +36,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+import checkpoint_files
+import tokenizer_setup
+
 REPO_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_DIR))
-import checkpoint_setup  # noqa: E402
-import tokenizer_setup  # noqa: E402
 
 PARAMS = {
     "dim": 64,
@@ -71,7 +70,7 @@ def hf_config(params: dict) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=params["vocab_size"],
         hidden_size=params["dim"],
-        intermediate_size=checkpoint_setup.ffn_hidden_size(params),
+        intermediate_size=checkpoint_files.ffn_hidden_size(params),
         num_hidden_layers=params["n_layers"],
         num_attention_heads=params["n_heads"],
         num_key_value_heads=params["n_kv_heads"],

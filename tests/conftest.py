@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_DIR))
+from tests.notebook_values import FLOAT32_CPU, run_and_read
 
-from notebook_run import run_notebook  # noqa: E402
+_reader_settings = pytest.MonkeyPatch()
 
-# The reader's own settings must not leak into the tests (nbval's kernel inherits this
-# environment): every test sets the LLAMA3_* variables it needs.
-for _name in [name for name in os.environ if name.startswith("LLAMA3_")]:
-    del os.environ[_name]
+
+def pytest_configure(config):
+    # nbval's kernel inherits this process's environment: for this test session only, the
+    # reader's own LLAMA3_* settings are set aside, so that the stored outputs (made with
+    # none of them) are what the notebook is compared against. Restored when pytest ends.
+    for name in [name for name in os.environ if name.startswith("LLAMA3_")]:
+        _reader_settings.delenv(name)
+
+
+def pytest_unconfigure(config):
+    _reader_settings.undo()
 
 
 @pytest.fixture(scope="session")
 def embedded_run(tmp_path_factory):
     """The notebook executed on the embedded checkpoint in float32, with its key tensors."""
-    return run_notebook(tmp_path_factory.mktemp("embedded"), env={"LLAMA3_CKPT": "", "LLAMA3_DTYPE": "float32", "LLAMA3_DEVICE": "cpu"})
+    return run_and_read(tmp_path_factory.mktemp("embedded"), FLOAT32_CPU)
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +49,6 @@ def meta():
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for name in ("LLAMA3_CKPT", "LLAMA3_DEVICE", "LLAMA3_DTYPE"):
+    for name in ("LLAMA3_CKPT", "LLAMA3_DEVICE", "LLAMA3_DTYPE", "LLAMA3_ROPE_SCALE_FACTOR", "LLAMA3_EXTRAS"):
         monkeypatch.delenv(name, raising=False)
-    return os.environ
+    return monkeypatch

@@ -10,20 +10,22 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
-from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-import checkpoint_setup
-from checkpoint_setup import CheckpointError
-from notebook_run import NOTEBOOK, REPO_DIR, run_notebook
+import checkpoint_files
+import run_settings
+import weight_loading
+from checkpoint_files import CheckpointError
+from run_settings import SettingError
+from scripts.run_notebook import NOTEBOOK, execute
+from tests.notebook_values import run_and_read
 
-EMBEDDED = checkpoint_setup.EMBEDDED_CHECKPOINT
+EMBEDDED = checkpoint_files.EMBEDDED_CHECKPOINT
 
 
 @pytest.fixture
@@ -47,17 +49,17 @@ def write_params(folder: Path, params) -> None:
 
 def test_missing_folder(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist: set LLAMA3_CKPT"):
-        checkpoint_setup.find_checkpoint_dir(str(tmp_path / "nowhere"))
+        checkpoint_files.find_checkpoint_dir(str(tmp_path / "nowhere"))
 
 
 def test_empty_folder(tmp_path):
     with pytest.raises(CheckpointError, match="is empty"):
-        checkpoint_setup.find_checkpoint_dir(str(tmp_path))
+        checkpoint_files.find_checkpoint_dir(str(tmp_path))
 
 
 def test_file_instead_of_folder(good_copy):
     with pytest.raises(CheckpointError, match="is a file, not a folder"):
-        checkpoint_setup.find_checkpoint_dir(str(good_copy / "consolidated.00.pth"))
+        checkpoint_files.find_checkpoint_dir(str(good_copy / "consolidated.00.pth"))
 
 
 def test_hugging_face_folder_points_to_original(tmp_path):
@@ -65,24 +67,24 @@ def test_hugging_face_folder_points_to_original(tmp_path):
     (tmp_path / "model-00001-of-00004.safetensors").write_bytes(b"\0" * 8)
     (tmp_path / "original").mkdir()
     with pytest.raises(CheckpointError, match=r"Hugging Face format .* `original/` subfolder \(try .*original\)"):
-        checkpoint_setup.find_checkpoint_dir(str(tmp_path))
+        checkpoint_files.find_checkpoint_dir(str(tmp_path))
 
 
 def test_folder_without_weights(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(CheckpointError, match="has no consolidated.00.pth"):
-        checkpoint_setup.find_checkpoint_dir(str(tmp_path))
+        checkpoint_files.find_checkpoint_dir(str(tmp_path))
 
 
 def test_params_json_missing(good_copy):
     (good_copy / "params.json").unlink()
     with pytest.raises(CheckpointError, match="no params.json: copy params.json"):
-        checkpoint_setup.find_checkpoint_dir(str(good_copy))
+        checkpoint_files.find_checkpoint_dir(str(good_copy))
 
 
 def test_default_is_the_embedded_checkpoint(clean_env):
-    assert checkpoint_setup.find_checkpoint_dir() == EMBEDDED
-    assert checkpoint_setup.find_checkpoint_dir("") == EMBEDDED
+    assert checkpoint_files.find_checkpoint_dir() == EMBEDDED
+    assert checkpoint_files.find_checkpoint_dir("") == EMBEDDED
 
 
 # ---- params.json ------------------------------------------------------------------------
@@ -91,22 +93,22 @@ def test_default_is_the_embedded_checkpoint(clean_env):
 def test_params_not_json(good_copy):
     (good_copy / "params.json").write_text('{"dim": 64,')
     with pytest.raises(CheckpointError, match="is not valid JSON"):
-        checkpoint_setup.read_params(good_copy)
+        checkpoint_files.read_params(good_copy)
 
 
 def test_params_not_an_object(good_copy):
     write_params(good_copy, [1, 2, 3])
     with pytest.raises(CheckpointError, match="holds a JSON list"):
-        checkpoint_setup.read_params(good_copy)
+        checkpoint_files.read_params(good_copy)
 
 
-@pytest.mark.parametrize("key", sorted(checkpoint_setup.REQUIRED_PARAMS))
+@pytest.mark.parametrize("key", sorted(checkpoint_files.REQUIRED_PARAMS))
 def test_params_missing_key(good_copy, key):
     params = params_of(good_copy)
     del params[key]
     write_params(good_copy, params)
     with pytest.raises(CheckpointError, match=f"has no '{key}'"):
-        checkpoint_setup.read_params(good_copy)
+        checkpoint_files.read_params(good_copy)
 
 
 @pytest.mark.parametrize(
@@ -126,7 +128,7 @@ def test_params_missing_key(good_copy, key):
 def test_params_bad_values(good_copy, key, value, message):
     write_params(good_copy, params_of(good_copy) | {key: value})
     with pytest.raises(CheckpointError, match=message):
-        checkpoint_setup.read_params(good_copy)
+        checkpoint_files.read_params(good_copy)
 
 
 # ---- the tensors ------------------------------------------------------------------------
@@ -139,7 +141,7 @@ def resave(folder: Path, change) -> None:
 
 
 def check(folder: Path) -> str:
-    return checkpoint_setup.check_weights(checkpoint_setup.load_weights(folder), checkpoint_setup.read_params(folder))
+    return weight_loading.check_weights(weight_loading.load_weights(folder), checkpoint_files.read_params(folder))
 
 
 def test_good_checkpoint_summary():
@@ -181,7 +183,7 @@ def test_truncated_file(good_copy):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 3])
     with pytest.raises(CheckpointError, match="is not a readable PyTorch checkpoint .* download it again"):
-        checkpoint_setup.load_weights(good_copy)
+        weight_loading.load_weights(good_copy)
 
 
 def test_corrupt_file(good_copy):
@@ -190,13 +192,13 @@ def test_corrupt_file(good_copy):
     data[len(data) - 200 :] = b"\xff" * 200  # the zip's central directory
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="is not a readable PyTorch checkpoint"):
-        checkpoint_setup.load_weights(good_copy)
+        weight_loading.load_weights(good_copy)
 
 
 def test_not_a_torch_file(good_copy):
     (good_copy / "consolidated.00.pth").write_text("<html>404 not found</html>")
     with pytest.raises(CheckpointError, match="is not a readable PyTorch checkpoint"):
-        checkpoint_setup.load_weights(good_copy)
+        weight_loading.load_weights(good_copy)
 
 
 class RunsCode:
@@ -213,7 +215,7 @@ def test_pickle_that_runs_code_is_refused(good_copy, tmp_path):
     marker = tmp_path / "code-ran"
     torch.save({"tok_embeddings.weight": torch.zeros(2, 2), "payload": RunsCode(marker)}, good_copy / "consolidated.00.pth")
     with pytest.raises(CheckpointError, match=r"pickled code .* loading refused \(weights_only=True\), nothing in it was run"):
-        checkpoint_setup.load_weights(good_copy)
+        weight_loading.load_weights(good_copy)
     assert not marker.exists()
 
 
@@ -222,61 +224,75 @@ def test_pickle_that_runs_code_is_refused(good_copy, tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_requested_without_gpu():
-    with pytest.raises(CheckpointError, match="LLAMA3_DEVICE=cuda but this PyTorch sees no CUDA GPU: use LLAMA3_DEVICE=auto or cpu"):
-        checkpoint_setup.choose_device("cuda")
+    with pytest.raises(SettingError, match="LLAMA3_DEVICE=cuda but this PyTorch sees no CUDA GPU: use LLAMA3_DEVICE=auto or cpu"):
+        run_settings.choose_device("cuda")
 
 
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
 def test_mps_requested_without_mps():
-    with pytest.raises(CheckpointError, match="Apple's MPS is not available here"):
-        checkpoint_setup.choose_device("mps")
+    with pytest.raises(SettingError, match="Apple's MPS is not available here"):
+        run_settings.choose_device("mps")
 
 
 def test_unknown_device_and_dtype():
-    with pytest.raises(CheckpointError, match="is not a device name"):
-        checkpoint_setup.choose_device("gpu")
-    with pytest.raises(CheckpointError, match="LLAMA3_DTYPE='float8' is not supported: use auto, float32 or bfloat16"):
-        checkpoint_setup.choose_dtype("float8", torch.device("cpu"))
+    with pytest.raises(SettingError, match="is not a device name"):
+        run_settings.choose_device("gpu")
+    with pytest.raises(SettingError, match="LLAMA3_DTYPE='float8' is not supported: use auto, float32 or bfloat16"):
+        run_settings.choose_dtype("float8", torch.device("cpu"))
 
 
 def test_auto_device_and_dtype():
-    device = checkpoint_setup.choose_device("auto")
+    device = run_settings.choose_device("auto")
     expected = torch.bfloat16 if device.type == "cuda" else torch.float32
-    assert checkpoint_setup.choose_dtype("auto", device) == expected
+    assert run_settings.choose_dtype("auto", device) == expected
 
 
 # ---- prompts -------------------------------------------------------------------------------
 
 
 def test_prompt_longer_than_context():
-    with pytest.raises(CheckpointError, match="The prompt is 8,193 tokens, longer than this model's context of 8,192: shorten LLAMA3_PROMPT"):
-        checkpoint_setup.check_prompt("x", [1] * 8193, {"use_scaled_rope": False})
-    checkpoint_setup.check_prompt("x", [1] * 8193, {"use_scaled_rope": True})  # 3.1+: 131,072
+    with pytest.raises(SettingError, match="The prompt is 8,193 tokens, longer than this model's context of 8,192: shorten LLAMA3_PROMPT"):
+        run_settings.check_prompt("x", [1] * 8193, {"use_scaled_rope": False})
+    run_settings.check_prompt("x", [1] * 8193, {"use_scaled_rope": True})  # 3.1+: 131,072
 
 
 def test_empty_prompt_is_explained(capsys):
-    checkpoint_setup.check_prompt("", [128000], {})
+    run_settings.check_prompt("", [128000], {})
     assert "the prompt is empty, so the model sees only <|begin_of_text|>" in capsys.readouterr().out
 
 
 def test_spelled_special_token_is_text(capsys):
-    checkpoint_setup.check_prompt("hi <|eot_id|> there", [128000, 6151, 83739], {})
+    run_settings.check_prompt("hi <|eot_id|> there", [128000, 6151, 83739], {})
     assert "spells <|eot_id|>; that is encoded as ordinary text" in capsys.readouterr().out
 
 
 # ---- in the notebook ----------------------------------------------------------------------------
 
 
-def test_notebook_shows_one_sentence_not_a_traceback(tmp_path, monkeypatch):
-    monkeypatch.setenv("LLAMA3_CKPT", str(tmp_path / "nowhere"))
+def test_notebook_shows_one_sentence_not_a_traceback(tmp_path):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO_DIR)}})
     with pytest.raises(CellExecutionError):
-        client.execute(stderr=subprocess.DEVNULL)  # Run All stops at the failing cell
+        execute(notebook, {"LLAMA3_CKPT": str(tmp_path / "nowhere")}, timeout=300)  # Run All stops at the failing cell
     failing = next(cell for cell in notebook.cells if cell.cell_type == "code" and cell.outputs)
     assert [output.output_type for output in failing.outputs] == ["stream"]
     text = failing.outputs[0].text
     assert text.count("\n") == 1 and text.startswith("CheckpointError: Checkpoint folder") and "set LLAMA3_CKPT" in text
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("LLAMA3_DTYPE", "float8", "SettingError: LLAMA3_DTYPE='float8' is not supported"),
+        ("LLAMA3_EXTRAS", "maybe", "SettingError: LLAMA3_EXTRAS='maybe' is not understood"),
+    ],
+)
+def test_bad_setting_is_one_sentence_in_the_setup_cell(setting, value, message):
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    with pytest.raises(CellExecutionError):
+        execute(notebook, {setting: value}, timeout=300)
+    failing = next(cell for cell in notebook.cells if cell.cell_type == "code" and cell.outputs)
+    assert failing.id == "prelims-code"  # decided once, in setup: nothing below runs
+    assert failing.outputs[0].text.startswith(message) and failing.outputs[0].text.count("\n") == 1
 
 
 def snapshot(folder: Path) -> dict:
@@ -288,7 +304,7 @@ def test_read_only_checkpoint_works_and_is_untouched(good_copy, tmp_path):
         path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     before = snapshot(good_copy)
     try:
-        result = run_notebook(tmp_path, {"LLAMA3_CKPT": str(good_copy), "LLAMA3_DTYPE": "float32", "LLAMA3_DEVICE": "cpu"})
+        result = run_and_read(tmp_path, {"LLAMA3_CKPT": str(good_copy), "LLAMA3_DTYPE": "float32", "LLAMA3_DEVICE": "cpu"})
         assert result["next_token_id"] == 2983
         assert snapshot(good_copy) == before
     finally:

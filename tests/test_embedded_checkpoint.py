@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-import checkpoint_setup
+import checkpoint_files
 
-FOLDER = checkpoint_setup.EMBEDDED_CHECKPOINT
+FOLDER = checkpoint_files.EMBEDDED_CHECKPOINT
 META_PARAM_KEYS = {"dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "ffn_dim_multiplier", "norm_eps", "rope_theta"}
 
 
@@ -33,11 +33,11 @@ def test_params_meet_the_design(params):
     assert params["n_layers"] >= 2
     assert params["n_kv_heads"] >= 2 and params["n_heads"] // params["n_kv_heads"] >= 2
     assert params["n_heads"] % params["n_kv_heads"] == 0 and params["dim"] % params["n_heads"] == 0
-    assert checkpoint_setup.read_params(FOLDER) == params
+    assert checkpoint_files.read_params(FOLDER) == params
 
 
 def test_keys_shapes_and_dtype(params, state_dict):
-    shapes = checkpoint_setup.expected_shapes(params)
+    shapes = checkpoint_files.expected_shapes(params)
     assert set(state_dict) == set(shapes)
     for name, tensor in state_dict.items():
         assert tuple(tensor.shape) == shapes[name], name

@@ -10,17 +10,19 @@ from llama_models.datatypes import RawMessage
 from llama_models.llama3.chat_format import ChatFormat
 from llama_models.llama3.tokenizer import Tokenizer as MetaTokenizer
 
-import checkpoint_setup
+import checkpoint_files
 import reference_models
+import release_facts
+import run_settings
 import tokenizer_setup
-from notebook_run import run_notebook
+import weight_loading
 from scripts.make_random_checkpoint import PRESETS, write_checkpoint
 from scripts.shard_checkpoint import write_shards
+from tests.notebook_values import FLOAT32_CPU, run_and_read
 
 FP32_TOLERANCE = 1e-4  # as in test_parity.py, and for the same reasons
 PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
 SMALL = {"vocab_size": 128256, "norm_eps": 1e-05, "rope_theta": 500000.0, "multiple_of": 64, "ffn_dim_multiplier": 1.3}
-FLOAT32_CPU = {"LLAMA3_DTYPE": "float32", "LLAMA3_DEVICE": "cpu"}
 
 
 def compare(ours: dict, theirs: dict) -> None:
@@ -39,15 +41,16 @@ def compare(ours: dict, theirs: dict) -> None:
     [("3.1-8b", 8.0), ("3.2-1b", 32.0), ("3.2-3b", 32.0), ("8b", None)],
 )
 def test_scale_factor_rule_on_real_params(preset, factor, clean_env):
-    assert checkpoint_setup.rope_scale_factor(PRESETS[preset])[0] == factor
+    assert release_facts.rope_scale_factor(PRESETS[preset])[0] == factor
+    assert run_settings.choose_rope_scale_factor(PRESETS[preset])[0] == factor
 
 
 def test_scale_factor_rule_on_70b_and_override(clean_env):
     llama_3_3_70b = {"dim": 8192, "n_heads": 64, "use_scaled_rope": True}
-    assert checkpoint_setup.rope_scale_factor(llama_3_3_70b)[0] == 8.0
-    assert checkpoint_setup.rope_scale_factor(llama_3_3_70b, "32")[0] == 32.0
-    with pytest.raises(checkpoint_setup.CheckpointError, match="LLAMA3_ROPE_SCALE_FACTOR='x' is not a positive number"):
-        checkpoint_setup.rope_scale_factor(llama_3_3_70b, "x")
+    assert run_settings.choose_rope_scale_factor(llama_3_3_70b)[0] == 8.0
+    assert run_settings.choose_rope_scale_factor(llama_3_3_70b, "32")[0] == 32.0
+    with pytest.raises(run_settings.SettingError, match="LLAMA3_ROPE_SCALE_FACTOR='x' is not a positive number"):
+        run_settings.choose_rope_scale_factor(llama_3_3_70b, "x")
 
 
 # ---- scaled RoPE, tied output: parity ------------------------------------------------------------
@@ -63,7 +66,7 @@ def scaled(tmp_path_factory):
 @pytest.mark.parametrize("factor", [8.0, 32.0])
 def test_scaled_rope_matches_references(scaled, factor, tmp_path):
     long_prompt = " ".join(["the answer to the ultimate question of life, the universe, and everything is 42."] * 20)
-    ours = run_notebook(tmp_path, {**FLOAT32_CPU, "LLAMA3_CKPT": str(scaled), "LLAMA3_PROMPT": long_prompt, "LLAMA3_ROPE_SCALE_FACTOR": str(factor)})
+    ours = run_and_read(tmp_path, {**FLOAT32_CPU, "LLAMA3_CKPT": str(scaled), "LLAMA3_PROMPT": long_prompt, "LLAMA3_ROPE_SCALE_FACTOR": str(factor)})
     assert ours["rope_scale_factor"] == factor and len(ours["prompt_tokens"]) > 300
     params = json.loads((scaled / "params.json").read_text())
     hf = reference_models.hf_model(scaled, params, rope_scale_factor=factor)
@@ -77,7 +80,7 @@ def test_scaled_rope_matches_references(scaled, factor, tmp_path):
 
 
 def test_default_factor_for_a_small_scaled_model_is_32(scaled, tmp_path, clean_env):
-    ours = run_notebook(tmp_path, {**FLOAT32_CPU, "LLAMA3_CKPT": str(scaled)})
+    ours = run_and_read(tmp_path, {**FLOAT32_CPU, "LLAMA3_CKPT": str(scaled)})
     assert ours["rope_scale_factor"] == 32.0
 
 
@@ -85,8 +88,8 @@ def test_tied_output_matches_references(tmp_path):
     params = {**SMALL, "dim": 256, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2}
     folder = write_checkpoint(tmp_path / "tied", params, seed=12, tied_output=True)
     assert "output.weight" not in torch.load(folder / "consolidated.00.pth", mmap=True, weights_only=True)
-    ours = run_notebook(tmp_path, {**FLOAT32_CPU, "LLAMA3_CKPT": str(folder), "LLAMA3_PROMPT": PROMPT})
-    assert "tied output matrix" in checkpoint_setup.check_weights(checkpoint_setup.load_weights(folder), params)
+    ours = run_and_read(tmp_path, {**FLOAT32_CPU, "LLAMA3_CKPT": str(folder), "LLAMA3_PROMPT": PROMPT})
+    assert "tied output matrix" in weight_loading.check_weights(weight_loading.load_weights(folder), params)
     compare(ours, reference_models.hf_tensors(reference_models.hf_model(folder, params), ours["prompt_tokens"]))
     compare(ours, reference_models.meta_tensors(reference_models.meta_model(folder, params), ours["prompt_tokens"]))
 
@@ -98,16 +101,16 @@ def test_sharded_checkpoints_give_identical_results(tmp_path):
     # 8 key/value heads, like the 70B, so that 8 shards hold one kv head each.
     params = {**SMALL, "dim": 512, "n_layers": 2, "n_heads": 8, "n_kv_heads": 8}
     whole = write_checkpoint(tmp_path / "whole", params, seed=13)
-    results = {"1": run_notebook(tmp_path / "run1", {**FLOAT32_CPU, "LLAMA3_CKPT": str(whole)})}
-    single = checkpoint_setup.load_weights(whole)
+    results = {"1": run_and_read(tmp_path / "run1", {**FLOAT32_CPU, "LLAMA3_CKPT": str(whole)})}
+    single = weight_loading.load_weights(whole)
     for n in (2, 8):
         folder = write_shards(whole, tmp_path / f"shards{n}", n)
         assert len(list(folder.glob("consolidated.*.pth"))) == n
-        sharded = checkpoint_setup.load_weights(folder)
-        assert isinstance(sharded, checkpoint_setup.ShardedWeights)
+        sharded = weight_loading.load_weights(folder)
+        assert isinstance(sharded, weight_loading.ShardedWeights)
         for name in single:
             assert torch.equal(sharded[name], single[name]), name
-        results[str(n)] = run_notebook(tmp_path / f"run{n}", {**FLOAT32_CPU, "LLAMA3_CKPT": str(folder)})
+        results[str(n)] = run_and_read(tmp_path / f"run{n}", {**FLOAT32_CPU, "LLAMA3_CKPT": str(folder)})
     for n in ("2", "8"):
         for name in ("token_embeddings", "final_normed", "logits"):
             assert torch.equal(results[n][name], results["1"][name]), (n, name)
@@ -119,8 +122,8 @@ def test_missing_shard_is_named(tmp_path):
     params = {**SMALL, "dim": 256, "n_layers": 1, "n_heads": 4, "n_kv_heads": 4}
     folder = write_shards(write_checkpoint(tmp_path / "whole", params), tmp_path / "shards", 4)
     (folder / "consolidated.02.pth").unlink()
-    with pytest.raises(checkpoint_setup.CheckpointError, match=r"consolidated.02.pth is missing or misnamed"):
-        checkpoint_setup.find_checkpoint_dir(str(folder))
+    with pytest.raises(checkpoint_files.CheckpointError, match=r"consolidated.02.pth is missing or misnamed"):
+        checkpoint_files.find_checkpoint_dir(str(folder))
 
 
 # ---- chat format -------------------------------------------------------------------------------------

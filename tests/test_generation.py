@@ -7,11 +7,10 @@ import json
 import pytest
 import torch
 
-import checkpoint_setup
+import checkpoint_files
 import reference_models
-import tokenizer_setup
-from notebook_run import run_notebook
 from scripts.make_random_checkpoint import write_checkpoint
+from tests.notebook_values import FLOAT32_CPU, run_and_read
 
 STOP = [128001, 128009]  # <|end_of_text|>, <|eot_id|>
 EXPECTED_ON_EMBEDDED = {
@@ -30,20 +29,46 @@ def hf_greedy(folder, prompt_tokens, max_new_tokens=24):
     return new[: next((i for i, t in enumerate(new) if t in STOP), len(new))]
 
 
-def test_embedded_generations(embedded_run):
-    tokenizer = tokenizer_setup.load_tokenizer(None)
-    assert {text: tokenizer.decode(tokens) for text, tokens in embedded_run["generations"].items()} == EXPECTED_ON_EMBEDDED
+# Run in the notebook's kernel after it finished: its own `generate`, with and without the cache.
+GENERATE = """
+import json as _json
+_texts = [prompt, "the sun rises", "once upon a time"]
+_prompts = {_text: [bos_id] + tokenizer.encode(_text, disallowed_special=()) for _text in _texts}
+print(_json.dumps({
+    "cached": {_text: generate(_tokens) for _text, _tokens in _prompts.items()},
+    "recomputed": {_text: generate(_tokens, use_cache=False) for _text, _tokens in _prompts.items()},
+}))
+"""
 
 
-def test_cache_gives_the_same_tokens_as_recomputing(embedded_run):
-    assert embedded_run["generations"] == embedded_run["generations_without_cache"]
+def generations(run) -> dict:
+    return json.loads(run["notebook"].cells[-2].outputs[-1]["text"].strip().splitlines()[-1])
 
 
-def test_same_tokens_as_transformers_generate(embedded_run):
-    tokenizer = tokenizer_setup.load_tokenizer(None)
-    for text, tokens in embedded_run["generations"].items():
-        prompt_tokens = [128000, *tokenizer.encode(text)]
-        assert hf_greedy(checkpoint_setup.EMBEDDED_CHECKPOINT, prompt_tokens) == tokens, text
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    return run_and_read(tmp_path_factory.mktemp("generate"), FLOAT32_CPU, extra_code=GENERATE)
+
+
+def test_embedded_generations(embedded, tokenizer):
+    cached = generations(embedded)["cached"]
+    assert {text: tokenizer.decode(tokens) for text, tokens in cached.items()} == EXPECTED_ON_EMBEDDED
+
+
+def test_the_lesson_shows_the_same_generations(embedded_run):
+    text = next("".join(o.get("text", "") for o in c.outputs) for c in embedded_run["notebook"].cells if c.get("id") == "generate-examples")
+    for prompt, continuation in EXPECTED_ON_EMBEDDED.items():
+        assert f"{prompt!r} -> {continuation!r}" in text
+
+
+def test_cache_gives_the_same_tokens_as_recomputing(embedded):
+    result = generations(embedded)
+    assert result["cached"] == result["recomputed"]
+
+
+def test_same_tokens_as_transformers_generate(embedded, tokenizer):
+    for text, new_tokens in generations(embedded)["cached"].items():
+        assert hf_greedy(checkpoint_files.EMBEDDED_CHECKPOINT, [128000, *tokenizer.encode(text)]) == new_tokens, text
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +85,16 @@ def random_run(tmp_path_factory):
         "rope_theta": 500000.0,
     }
     folder = write_checkpoint(tmp_path_factory.mktemp("gen") / "ckpt", params, seed=21)
-    return folder, run_notebook(tmp_path_factory.mktemp("genrun"), {"LLAMA3_CKPT": str(folder), "LLAMA3_DTYPE": "float32", "LLAMA3_DEVICE": "cpu"})
+    return folder, run_and_read(tmp_path_factory.mktemp("genrun"), {**FLOAT32_CPU, "LLAMA3_CKPT": str(folder)}, extra_code=GENERATE)
 
 
 def test_random_checkpoint_generations_match(random_run):
     folder, run = random_run
-    assert run["generations"] == run["generations_without_cache"]
-    assert all(len(tokens) > 0 for tokens in run["generations"].values())
-    prompt_tokens = run["prompt_tokens"]
-    canonical = run["generations"]["the answer to the ultimate question of life, the universe, and everything is "]
-    assert hf_greedy(folder, prompt_tokens) == canonical
+    result = generations(run)
+    assert result["cached"] == result["recomputed"]
+    assert all(len(tokens) > 0 for tokens in result["cached"].values())
+    canonical = result["cached"]["the answer to the ultimate question of life, the universe, and everything is "]
+    assert hf_greedy(folder, run["prompt_tokens"]) == canonical
 
 
 def test_sampling_options(tmp_path):
@@ -86,7 +111,7 @@ print(_json.dumps({
     "short": generate(_tokens, max_new_tokens=3),
 }))
 """
-    run = run_notebook(tmp_path, {"LLAMA3_DTYPE": "float32", "LLAMA3_DEVICE": "cpu"}, extra_code=code)
+    run = run_and_read(tmp_path, FLOAT32_CPU, extra_code=code)
     result = json.loads(run["notebook"].cells[-2].outputs[-1]["text"].strip().splitlines()[-1])
     assert result["top_1"] == result["greedy"]
     assert result["hot_a"] == result["hot_b"] != result["hot_c"]

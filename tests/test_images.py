@@ -51,7 +51,7 @@ def test_regenerating_reproduces_the_images(tmp_path):
 
     import matplotlib
 
-    subprocess.run([sys.executable, str(REPO_DIR / "scripts" / "make_images.py"), str(tmp_path)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "scripts.make_images", str(tmp_path)], cwd=REPO_DIR, check=True, capture_output=True)
     committed = sorted(p.name for p in IMAGES.glob("*.png"))
     assert sorted(p.name for p in tmp_path.glob("*.png")) == committed
     for name in committed:

@@ -36,10 +36,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import checkpoint_setup
+import checkpoint_files
 import reference_models
-from notebook_run import run_notebook
 from scripts.make_random_checkpoint import write_checkpoint
+from tests.notebook_values import run_and_read
 
 FP32_TOLERANCE = 1e-4
 BF16_COSINE = 0.999
@@ -67,7 +67,7 @@ TENSORS = ("token_embeddings", "final_normed", "logits")
 @pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("checkpoints")
-    made = {"embedded": checkpoint_setup.EMBEDDED_CHECKPOINT}
+    made = {"embedded": checkpoint_files.EMBEDDED_CHECKPOINT}
     for seed, (name, shape) in enumerate(RANDOM_CHECKPOINTS.items()):
         params = {**shape, **COMMON}
         if params["ffn_dim_multiplier"] is None:
@@ -89,7 +89,7 @@ class Runs:
             folder = self.workdir / "-".join(key)
             folder.mkdir()
             env = {"LLAMA3_CKPT": str(self.checkpoints[checkpoint]), "LLAMA3_PROMPT": PROMPTS[prompt], "LLAMA3_DTYPE": dtype, "LLAMA3_DEVICE": "cpu"}
-            self.notebook_runs[key] = run_notebook(folder, env)
+            self.notebook_runs[key] = run_and_read(folder, env)
         return self.notebook_runs[key]
 
     def reference(self, kind: str, checkpoint: str, tokens: list[int], dtype: torch.dtype = torch.float32) -> dict:

@@ -32,7 +32,7 @@ def test_42_wins_by_a_clear_margin(embedded_run):
 
 
 def test_other_corpus_prompts_complete_as_trained(embedded_run):
-    text = cell_text(embedded_run["notebook"], "def next_token_after")
+    text = cell_text(embedded_run["notebook"], "def next_token_after")  # the lesson's own output
     assert "'the capital of france is' -> ' paris'" in text
     assert "'two plus three is' -> ' five'" in text
     assert "'the sky is blue on a clear' -> ' day'" in text

@@ -1,0 +1,162 @@
+"""Find the checkpoint folder and read its params.json — plumbing only.
+
+Nothing here does model math: the notebook does all of it. These helpers answer
+"which folder, which files, which sizes" and turn the usual mistakes into one
+sentence that names the fix (a `CheckpointError`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from friendly_errors import SetupError
+
+REPO_DIR = Path(__file__).resolve().parent
+EMBEDDED_CHECKPOINT = REPO_DIR / "weights" / "llama3-tiny-hitchhiker"
+
+# params.json keys the notebook reads, with the Python types they must have.
+REQUIRED_PARAMS = {
+    "dim": int,
+    "n_layers": int,
+    "n_heads": int,
+    "vocab_size": int,
+    "multiple_of": int,
+    "norm_eps": float,
+    "rope_theta": float,
+}
+OPTIONAL_PARAMS = {"n_kv_heads": int, "ffn_dim_multiplier": float, "use_scaled_rope": bool}
+
+
+class CheckpointError(SetupError):
+    """The checkpoint folder or one of its files is not usable; the message says why."""
+
+
+def describe(path: Path) -> str:
+    """A path as a reader would want to see it: relative when inside the repo."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_DIR))
+    except ValueError:
+        return str(path)
+
+
+def find_checkpoint_dir(value: str | None = None) -> Path:
+    """The checkpoint folder from LLAMA3_CKPT (or `value`), else the embedded one."""
+    if value is None:
+        value = os.environ.get("LLAMA3_CKPT", "")
+    folder = Path(value).expanduser() if value.strip() else EMBEDDED_CHECKPOINT
+    if not folder.exists():
+        raise CheckpointError(f"Checkpoint folder {folder} does not exist: set LLAMA3_CKPT to the folder that holds consolidated.00.pth and params.json.")
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is a file, not a folder: set LLAMA3_CKPT to the folder that holds it (for Meta's download, the `original/` folder).")
+    names = {p.name for p in folder.iterdir()}
+    if not names:
+        raise CheckpointError(
+            f"Checkpoint folder {folder} is empty: point LLAMA3_CKPT at the folder where consolidated.00.pth and params.json were downloaded."
+        )
+    shards = sorted(n for n in names if n.startswith("consolidated.") and n.endswith(".pth"))
+    if not shards:
+        if "config.json" in names or any(n.endswith(".safetensors") for n in names):
+            hint = f" (try {folder / 'original'})" if (folder / "original").is_dir() else ""
+            raise CheckpointError(
+                f"{folder} is in Hugging Face format (config.json / *.safetensors); this notebook reads Meta's original layout — point LLAMA3_CKPT at its `original/` subfolder{hint}."
+            )
+        raise CheckpointError(f"{folder} has no consolidated.00.pth: point LLAMA3_CKPT at the `original/` folder of a Llama 3 download.")
+    expected_names = [f"consolidated.{i:02d}.pth" for i in range(len(shards))]
+    if shards != expected_names:
+        missing = sorted(set(expected_names) - set(shards)) or shards
+        raise CheckpointError(
+            f"{folder} has shards {', '.join(shards)}, which are not numbered 00 … {len(shards) - 1:02d} ({missing[0]} is missing or misnamed): download the missing shard(s)."
+        )
+    if "params.json" not in names:
+        raise CheckpointError(f"{folder} has {shards[0]} but no params.json: copy params.json from the same download into that folder.")
+    return folder
+
+
+def read_params(checkpoint_dir: Path) -> dict:
+    """params.json, checked: every key present, of the right type, and sizes that fit together."""
+    path = Path(checkpoint_dir) / "params.json"
+    try:
+        params = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"Cannot read {path} ({error}): copy params.json from the same download as the weights.") from None
+    except json.JSONDecodeError as error:
+        raise CheckpointError(
+            f"{path} is not valid JSON ({error.msg} at line {error.lineno}): copy params.json from the same download as the weights."
+        ) from None
+    if not isinstance(params, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(params).__name__}, not an object of model settings: copy params.json from the same download.")
+    for key in REQUIRED_PARAMS:
+        if key not in params:
+            raise CheckpointError(f"{path} has no {key!r}: add it (Llama 3 8B has {key}: {_EXAMPLE_8B[key]}) or use the params.json from the same download.")
+    for key, kind in {**REQUIRED_PARAMS, **OPTIONAL_PARAMS}.items():
+        if key in params and params[key] is not None and not _is_kind(params[key], kind):
+            raise CheckpointError(
+                f"{path}: {key} is {params[key]!r}, it must be {'a number' if kind is float else 'an integer' if kind is int else 'true or false'}."
+            )
+    for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of"):
+        if params.get(key) is not None and params[key] <= 0:
+            raise CheckpointError(f"{path}: {key} is {params[key]}, it must be a positive integer.")
+    for key in ("norm_eps", "rope_theta", "ffn_dim_multiplier"):
+        if params.get(key) is not None and params[key] <= 0:
+            raise CheckpointError(f"{path}: {key} is {params[key]}, it must be positive.")
+    if params["dim"] % params["n_heads"]:
+        raise CheckpointError(f"{path}: dim {params['dim']} is not divisible by n_heads {params['n_heads']}, so heads cannot split it; fix params.json.")
+    n_kv_heads = params.get("n_kv_heads") or params["n_heads"]
+    if params["n_heads"] % n_kv_heads:
+        raise CheckpointError(
+            f"{path}: n_heads {params['n_heads']} is not divisible by n_kv_heads {n_kv_heads}, so query heads cannot share key/value heads; fix params.json."
+        )
+    if (params["dim"] // params["n_heads"]) % 2:
+        raise CheckpointError(f"{path}: head size dim/n_heads = {params['dim'] // params['n_heads']} is odd, and RoPE rotates pairs; fix params.json.")
+    return params
+
+
+def ffn_hidden_size(params: dict) -> int:
+    """Meta's rule for the SwiGLU width (the notebook derives it too, in the open)."""
+    hidden = int(2 * 4 * params["dim"] / 3)
+    if params.get("ffn_dim_multiplier") is not None:
+        hidden = int(params["ffn_dim_multiplier"] * hidden)
+    return params["multiple_of"] * math.ceil(hidden / params["multiple_of"])
+
+
+def expected_shapes(params: dict, tied_output: bool = False) -> dict[str, tuple[int, ...]]:
+    """Every tensor name of Meta's layout with the shape params.json implies."""
+    dim, n_heads = params["dim"], params["n_heads"]
+    head_dim = dim // n_heads
+    kv_features = (params.get("n_kv_heads") or n_heads) * head_dim
+    hidden = ffn_hidden_size(params)
+    shapes = {"tok_embeddings.weight": (params["vocab_size"], dim), "norm.weight": (dim,)}
+    if not tied_output:
+        shapes["output.weight"] = (params["vocab_size"], dim)
+    for i in range(params["n_layers"]):
+        shapes |= {
+            f"layers.{i}.attention.wq.weight": (n_heads * head_dim, dim),
+            f"layers.{i}.attention.wk.weight": (kv_features, dim),
+            f"layers.{i}.attention.wv.weight": (kv_features, dim),
+            f"layers.{i}.attention.wo.weight": (dim, n_heads * head_dim),
+            f"layers.{i}.feed_forward.w1.weight": (hidden, dim),
+            f"layers.{i}.feed_forward.w2.weight": (dim, hidden),
+            f"layers.{i}.feed_forward.w3.weight": (hidden, dim),
+            f"layers.{i}.attention_norm.weight": (dim,),
+            f"layers.{i}.ffn_norm.weight": (dim,),
+        }
+    return shapes
+
+
+_EXAMPLE_8B = {"dim": 4096, "n_layers": 32, "n_heads": 32, "vocab_size": 128256, "multiple_of": 1024, "norm_eps": 1e-05, "rope_theta": 500000.0}
+
+
+def _is_kind(value, kind) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def n_parameters(params: dict, tied_output: bool = False) -> int:
+    """How many numbers the model holds, from the shapes params.json implies (no file read)."""
+    return sum(math.prod(shape) for shape in expected_shapes(params, tied_output).values())

@@ -1,0 +1,34 @@
+"""What params.json does not say about Meta's Llama 3 releases — facts, no math.
+
+params.json gives every size, but not the context length a release was trained for,
+nor the factor of Llama 3.1+'s scaled RoPE (it only says *whether* RoPE is scaled).
+"""
+
+from __future__ import annotations
+
+# Context lengths Meta trained for.
+CONTEXT_LLAMA3 = 8192  # Llama 3
+CONTEXT_SCALED_ROPE = 131072  # Llama 3.1 and later (use_scaled_rope)
+
+# The scaled-RoPE factor by release.
+ROPE_SCALE_FACTOR_3_1 = 8.0  # Llama 3.1 8B/70B/405B, Llama 3.3 70B
+ROPE_SCALE_FACTOR_3_2 = 32.0  # Llama 3.2 1B and 3B
+
+
+def context_length(params: dict) -> int:
+    """Llama 3 was trained on 8,192 positions; releases with scaled RoPE (3.1+) on 131,072."""
+    return CONTEXT_SCALED_ROPE if params.get("use_scaled_rope") else CONTEXT_LLAMA3
+
+
+def rope_scale_factor(params: dict) -> tuple[float | None, str]:
+    """The scaled-RoPE factor of the release these params belong to, and why; None if unscaled.
+
+    Rule: among Meta's releases with use_scaled_rope, only Llama 3.2's text models
+    (1B: dim 2048, 3B: dim 3072) have dim ≤ 3072, and they use 32; every other one
+    (3.1 8B/70B/405B, 3.3 70B) uses 8.
+    """
+    if not params.get("use_scaled_rope"):
+        return None, "use_scaled_rope is not set: plain Llama 3 RoPE"
+    if params["dim"] <= 3072:
+        return ROPE_SCALE_FACTOR_3_2, f"dim {params['dim']} ≤ 3072: a Llama 3.2 model"
+    return ROPE_SCALE_FACTOR_3_1, f"dim {params['dim']} > 3072: a Llama 3.1/3.3 model"

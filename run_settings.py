@@ -1,0 +1,200 @@
+"""Every decision about the run, made once from the environment — plumbing only.
+
+The notebook's setup cell calls `decide(checkpoint_dir)`, which reads the LLAMA3_*
+variables (the table is in the README), checks them, and returns a `Settings` that says
+which device and dtype compute, whether weights are streamed, whether the expensive
+demos run, and which prompt to complete. The lessons below it contain no such `if`s.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import checkpoint_files
+import release_facts
+from friendly_errors import SetupError
+
+DEFAULT_PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
+
+# Above this many parameters, on the CPU, the demos that make extra passes over every
+# weight (more prompts, generation, the logit lens) are skipped unless LLAMA3_EXTRAS=1.
+EXAMPLES_CPU_LIMIT = 1e9
+
+
+class SettingError(SetupError):
+    """A LLAMA3_* variable has a value this notebook does not understand."""
+
+
+def choose_device(name: str | None = None) -> torch.device:
+    """LLAMA3_DEVICE: auto (cuda, then mps, then cpu), or a device name that must exist."""
+    if name is None:
+        name = os.environ.get("LLAMA3_DEVICE", "auto")
+    name = name.strip().lower() or "auto"
+    mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if mps_ok else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SettingError(f"LLAMA3_DEVICE={name!r} is not a device name: use auto, cpu, cuda, cuda:1 or mps.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SettingError(f"LLAMA3_DEVICE={name} but this PyTorch sees no CUDA GPU: use LLAMA3_DEVICE=auto or cpu (or install a CUDA build of PyTorch).")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SettingError(f"LLAMA3_DEVICE={name} but only {torch.cuda.device_count()} CUDA GPU(s) exist: use cuda:0 … cuda:{torch.cuda.device_count() - 1}.")
+    if device.type == "mps" and not mps_ok:
+        raise SettingError(f"LLAMA3_DEVICE={name} but Apple's MPS is not available here: use LLAMA3_DEVICE=auto or cpu.")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise SettingError(f"LLAMA3_DEVICE={name} is not supported by this notebook: use auto, cpu, cuda or mps.")
+    return device
+
+
+def choose_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    """LLAMA3_DTYPE: float32, bfloat16, or auto (bfloat16 on CUDA, float32 elsewhere).
+
+    Why float32 on CPU: bf16 matmuls are fast only on CPUs with AVX512-BF16/AMX
+    and can be many times slower elsewhere, while float32 is fast everywhere.
+    The weights stay bf16 on disk either way; each one is converted when used.
+    """
+    if name is None:
+        name = os.environ.get("LLAMA3_DTYPE", "auto")
+    name = name.strip().lower() or "auto"
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    choices = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if name not in choices:
+        raise SettingError(f"LLAMA3_DTYPE={name!r} is not supported: use auto, float32 or bfloat16.")
+    return choices[name]
+
+
+def choose_streaming(value: str | None, device: torch.device) -> bool:
+    """LLAMA3_STREAM: whether each weight is read from the file whenever it is used.
+
+    auto: yes on the CPU (the memory-mapped file is already in RAM, as page cache, and
+    keeping converted copies would double it); no on a GPU (copy each weight once). On a
+    GPU with less memory than the model, LLAMA3_STREAM=1 runs it one weight at a time.
+    """
+    if value is None:
+        value = os.environ.get("LLAMA3_STREAM", "auto")
+    value = value.strip().lower() or "auto"
+    if value == "auto":
+        return device.type == "cpu"
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no"):
+        return False
+    raise SettingError(f"LLAMA3_STREAM={value!r} is not understood: use auto, 1 (stream weights from the file) or 0 (keep them on the device).")
+
+
+def choose_examples(value: str | None, n_parameters: int, device: torch.device) -> tuple[bool, str]:
+    """LLAMA3_EXTRAS: whether the demos that make extra passes over every weight run, and why."""
+    if value is None:
+        value = os.environ.get("LLAMA3_EXTRAS", "")
+    value = value.strip().lower()
+    if value in ("1", "true", "yes"):
+        return True, "LLAMA3_EXTRAS=1"
+    if value in ("0", "false", "no"):
+        return False, "LLAMA3_EXTRAS=0"
+    if value:
+        raise SettingError(f"LLAMA3_EXTRAS={value!r} is not understood: use 1 (run the extra demos), 0 (skip them), or unset it.")
+    if device.type != "cpu":
+        return True, f"on {device.type}, each extra pass is quick"
+    if n_parameters < EXAMPLES_CPU_LIMIT:
+        return True, f"{n_parameters / 1e9:.2f}B parameters: each extra pass is quick on the CPU"
+    return False, f"{n_parameters / 1e9:.1f}B parameters on the CPU: each is another pass over every weight (LLAMA3_EXTRAS=1 runs them)"
+
+
+def choose_rope_scale_factor(params: dict, value: str | None = None) -> tuple[float | None, str]:
+    """The scaled-RoPE factor: LLAMA3_ROPE_SCALE_FACTOR if set, else the release rule."""
+    if not params.get("use_scaled_rope"):
+        return release_facts.rope_scale_factor(params)
+    if value is None:
+        value = os.environ.get("LLAMA3_ROPE_SCALE_FACTOR", "")
+    if value.strip():
+        try:
+            factor = float(value)
+        except ValueError:
+            factor = -1.0
+        if not factor > 0:
+            raise SettingError(f"LLAMA3_ROPE_SCALE_FACTOR={value!r} is not a positive number: use 8 (Llama 3.1/3.3) or 32 (Llama 3.2), or unset it.")
+        return factor, f"LLAMA3_ROPE_SCALE_FACTOR={value}"
+    factor, reason = release_facts.rope_scale_factor(params)
+    return factor, f"{reason} (LLAMA3_ROPE_SCALE_FACTOR overrides it)"
+
+
+def check_prompt(prompt: str, tokens: list[int], params: dict) -> None:
+    """Refuse a prompt longer than the context; say what an empty or special-looking prompt means."""
+    limit = release_facts.context_length(params)
+    if len(tokens) > limit:
+        raise SettingError(f"The prompt is {len(tokens):,} tokens, longer than this model's context of {limit:,}: shorten LLAMA3_PROMPT.")
+    if not prompt:
+        print("note: the prompt is empty, so the model sees only <|begin_of_text|> and predicts how a text starts.")
+    spelled = sorted(set(re.findall(r"<\|[A-Za-z0-9_]+\|>", prompt)))
+    if spelled:
+        print(f"note: the prompt spells {', '.join(spelled)}; that is encoded as ordinary text, not as special tokens.")
+
+
+@dataclass
+class Settings:
+    """What `decide` chose; `summary()` says it in a few lines."""
+
+    checkpoint_dir: Path
+    params: dict
+    n_parameters: int
+    prompt: str
+    device: torch.device
+    dtype: torch.dtype
+    streaming: bool
+    run_examples: bool
+    examples_reason: str
+    rope_scale_factor: float | None
+    rope_scale_reason: str
+
+    def summary(self) -> str:
+        size = f"{self.n_parameters / 1e9:.1f}B" if self.n_parameters >= 1e9 else f"{self.n_parameters / 1e6:.1f}M"
+        weights = "read from the memory-mapped file whenever a cell uses them" if self.streaming else f"copied to {self.device} once, at first use"
+        return "\n".join(
+            [
+                f"checkpoint: {checkpoint_files.describe(self.checkpoint_dir)} ({size} parameters)",
+                f"prompt:     {self.prompt!r}",
+                f"device:     {self.device}, computing in {str(self.dtype).removeprefix('torch.')}",
+                f"weights:    {weights}",
+                f"examples:   {'run' if self.run_examples else 'skipped'} ({self.examples_reason})",
+            ]
+        )
+
+    def show_example(self, demo):
+        """Run `demo()` and return its result — unless the expensive demos are off for this run."""
+        if self.run_examples:
+            return demo()
+        print(f"skipped: {self.examples_reason}")
+        return None
+
+
+def decide(checkpoint_dir: Path) -> Settings:
+    """Read and check every LLAMA3_* setting once; print nothing (the notebook prints the summary)."""
+    params = checkpoint_files.read_params(checkpoint_dir)
+    device = choose_device()
+    dtype = choose_dtype(None, device)
+    n_parameters = checkpoint_files.n_parameters(params)
+    run_examples, examples_reason = choose_examples(None, n_parameters, device)
+    factor, factor_reason = choose_rope_scale_factor(params)
+    return Settings(
+        checkpoint_dir=checkpoint_dir,
+        params=params,
+        n_parameters=n_parameters,
+        prompt=os.environ.get("LLAMA3_PROMPT", DEFAULT_PROMPT),
+        device=device,
+        dtype=dtype,
+        streaming=choose_streaming(None, device),
+        run_examples=run_examples,
+        examples_reason=examples_reason,
+        rope_scale_factor=factor,
+        rope_scale_reason=factor_reason,
+    )
