@@ -1,9 +1,10 @@
 """Every decision about the run, made once from the environment — plumbing only.
 
-The notebook's setup cell calls `decide(checkpoint_dir)`, which reads the LLAMA3_*
-variables (the table is in the README), checks them, and returns a `Settings` that says
-which device and dtype compute, whether weights are streamed, whether the expensive
-demos run, and which prompt to complete. The lessons below it contain no such `if`s.
+The notebook's setup cell calls `decide(checkpoint_dir, params, tokenizer)`, which reads
+the LLAMA3_* variables (the table is in the README), checks them, and returns a `Settings`
+that says which device and dtype compute, whether weights are streamed, whether the
+expensive demos run, and which prompt to complete (checked against the model's context).
+The lessons below it contain no such `if`s.
 """
 
 from __future__ import annotations
@@ -177,9 +178,15 @@ class Settings:
         return None
 
 
-def decide(checkpoint_dir: Path) -> Settings:
-    """Read and check every LLAMA3_* setting once; print nothing (the notebook prints the summary)."""
-    params = checkpoint_files.read_params(checkpoint_dir)
+def decide(checkpoint_dir: Path, params: dict, tokenizer) -> Settings:
+    """Read and check every LLAMA3_* setting once (the notebook prints the summary).
+
+    The prompt is tokenized here too, only to check its length against the model's context
+    before any lesson runs; notes about an empty prompt or spelled special tokens print here.
+    """
+    prompt = os.environ.get("LLAMA3_PROMPT", DEFAULT_PROMPT)
+    bos_id = tokenizer.encode_single_token("<|begin_of_text|>")
+    check_prompt(prompt, [bos_id] + tokenizer.encode(prompt, disallowed_special=()), params)
     device = choose_device()
     dtype = choose_dtype(None, device)
     n_parameters = checkpoint_files.n_parameters(params)
@@ -189,7 +196,7 @@ def decide(checkpoint_dir: Path) -> Settings:
         checkpoint_dir=checkpoint_dir,
         params=params,
         n_parameters=n_parameters,
-        prompt=os.environ.get("LLAMA3_PROMPT", DEFAULT_PROMPT),
+        prompt=prompt,
         device=device,
         dtype=dtype,
         streaming=choose_streaming(None, device),

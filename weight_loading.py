@@ -146,8 +146,8 @@ def check_weights(state_dict: Mapping[str, torch.Tensor], params: dict) -> str:
     dtype_names = sorted({str(dtype).removeprefix("torch.") for dtype in dtypes.values()})
     shard_note = f", {len(state_dict.shards)} shards" if isinstance(state_dict, ShardedWeights) else ""
     return (
-        f"checkpoint ok: {params['n_layers']} layers, dim {params['dim']}, {params['n_heads']} query heads sharing {n_kv_heads} key/value heads, "
-        f"vocab {params['vocab_size']:,}, {'tied' if tied else 'separate'} output matrix, {'/'.join(dtype_names)}{shard_note}"
+        f"checkpoint ok: {params['n_layers']} layers, dim {params['dim']}, {params['n_heads']} query heads sharing {n_kv_heads} key/value heads,\n"
+        f"               vocab {params['vocab_size']:,}, {'tied' if tied else 'separate'} output matrix, {'/'.join(dtype_names)}{shard_note}"
     )
 
 

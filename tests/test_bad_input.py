@@ -284,9 +284,11 @@ def test_notebook_shows_one_sentence_not_a_traceback(tmp_path):
     [
         ("LLAMA3_DTYPE", "float8", "SettingError: LLAMA3_DTYPE='float8' is not supported"),
         ("LLAMA3_EXTRAS", "maybe", "SettingError: LLAMA3_EXTRAS='maybe' is not understood"),
+        ("LLAMA3_PROMPT", "word " * 9000, "SettingError: The prompt is 9,002 tokens, longer than this model's context of 8,192"),
     ],
 )
 def test_bad_setting_is_one_sentence_in_the_setup_cell(setting, value, message):
+    # Every check runs in the setup cell, before any lesson: a reader never meets it mid-lesson.
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     with pytest.raises(CellExecutionError):
         execute(notebook, {setting: value}, timeout=300)
