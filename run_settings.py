@@ -146,7 +146,6 @@ class Settings:
     """What `decide` chose; `summary()` says it in a few lines."""
 
     checkpoint_dir: Path
-    params: dict
     n_parameters: int
     prompt: str
     device: torch.device
@@ -194,7 +193,6 @@ def decide(checkpoint_dir: Path, params: dict, tokenizer) -> Settings:
     factor, factor_reason = choose_rope_scale_factor(params)
     return Settings(
         checkpoint_dir=checkpoint_dir,
-        params=params,
         n_parameters=n_parameters,
         prompt=prompt,
         device=device,
