@@ -121,18 +121,10 @@ def checkpoint_for(name: str, data: Path) -> Path:
     folder = data / name
     if not (folder / "consolidated.00.pth").exists():
         tied = name in TIED_PRESETS
-        size = 2 * sum(_numels(PRESETS[name], tied))
+        size = 2 * checkpoint_files.n_parameters(PRESETS[name], tied)
         print(f"creating a random {name} checkpoint: {size / 1e9:.1f} GB in {folder}", flush=True)
         write_checkpoint(folder, dict(PRESETS[name]), tied_output=tied)
     return folder
-
-
-def _numels(params: dict, tied: bool = False):
-    for shape in checkpoint_files.expected_shapes(params, tied_output=tied).values():
-        total = 1
-        for size in shape:
-            total *= size
-        yield total
 
 
 def main() -> int:

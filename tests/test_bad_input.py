@@ -269,32 +269,30 @@ def test_spelled_special_token_is_text(capsys):
 # ---- in the notebook ----------------------------------------------------------------------------
 
 
-def test_notebook_shows_one_sentence_not_a_traceback(tmp_path):
+def setup_cell_failure(settings: dict[str, str]):
+    """Run All with these settings; the first cell with output, where it stopped."""
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     with pytest.raises(CellExecutionError):
-        execute(notebook, {"LLAMA3_CKPT": str(tmp_path / "nowhere")}, timeout=300)  # Run All stops at the failing cell
-    failing = next(cell for cell in notebook.cells if cell.cell_type == "code" and cell.outputs)
-    assert [output.output_type for output in failing.outputs] == ["stream"]
-    text = failing.outputs[0].text
-    assert text.count("\n") == 1 and text.startswith("CheckpointError: Checkpoint folder") and "set LLAMA3_CKPT" in text
+        execute(notebook, settings, timeout=300)  # Run All stops at the failing cell
+    return next(cell for cell in notebook.cells if cell.cell_type == "code" and cell.outputs)
 
 
 @pytest.mark.parametrize(
     ("setting", "value", "message"),
     [
+        ("LLAMA3_CKPT", "/nowhere/llama3", "CheckpointError: Checkpoint folder /nowhere/llama3 does not exist: set LLAMA3_CKPT"),
         ("LLAMA3_DTYPE", "float8", "SettingError: LLAMA3_DTYPE='float8' is not supported"),
         ("LLAMA3_EXTRAS", "maybe", "SettingError: LLAMA3_EXTRAS='maybe' is not understood"),
         ("LLAMA3_PROMPT", "word " * 9000, "SettingError: The prompt is 9,002 tokens, longer than this model's context of 8,192"),
     ],
 )
-def test_bad_setting_is_one_sentence_in_the_setup_cell(setting, value, message):
+def test_bad_input_is_one_sentence_in_the_setup_cell(setting, value, message):
     # Every check runs in the setup cell, before any lesson: a reader never meets it mid-lesson.
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    with pytest.raises(CellExecutionError):
-        execute(notebook, {setting: value}, timeout=300)
-    failing = next(cell for cell in notebook.cells if cell.cell_type == "code" and cell.outputs)
-    assert failing.id == "prelims-code"  # decided once, in setup: nothing below runs
-    assert failing.outputs[0].text.startswith(message) and failing.outputs[0].text.count("\n") == 1
+    failing = setup_cell_failure({setting: value})
+    assert failing.id == "prelims-code"
+    assert [output.output_type for output in failing.outputs] == ["stream"]  # no traceback
+    text = failing.outputs[0].text
+    assert text.startswith(message) and text.count("\n") == 1
 
 
 def snapshot(folder: Path) -> dict:
