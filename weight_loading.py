@@ -158,6 +158,12 @@ class WeightReader:
     is asked for — the file's pages are already in RAM as page cache, and keeping converted
     copies would double that. streaming=False (the default on a GPU): copy it to the device
     once, at first use, and keep it there.
+
+    Streamed on the CPU in a dtype other than the file's (float32 from bf16), each request
+    converts the weight into a buffer. A fresh buffer costs a page fault per 4 KB, which for
+    the 8B's feed-forward matrices costs several times the conversion itself
+    (benchmarks/cpu_dtypes.py). So buffers are kept and reused, but only once nothing holds
+    the tensor last handed out in them: a cell that keeps `wq = weight(...)` keeps its values.
     """
 
     # Rows per block when a large matrix is streamed (see in_row_blocks).
@@ -166,11 +172,12 @@ class WeightReader:
     def __init__(self, weights: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype, streaming: bool):
         self.weights, self.device, self.dtype, self.streaming = weights, device, dtype, streaming
         self.kept: dict[str, torch.Tensor] = {}
+        self.buffers: dict[int, list[torch.UntypedStorage]] = {}  # by size in bytes
 
     def __call__(self, name: str) -> torch.Tensor:
         if name in self.kept:
             return self.kept[name]
-        tensor = self.weights[name].to(device=self.device, dtype=self.dtype)
+        tensor = self._on_device(self.weights[name])
         if not self.streaming:
             self.kept[name] = tensor
         return tensor
@@ -185,4 +192,23 @@ class WeightReader:
             yield self(name)
             return
         for rows in self.weights[name].split(self.BLOCK_ROWS):
-            yield rows.to(device=self.device, dtype=self.dtype)
+            yield self._on_device(rows)
+
+    def _on_device(self, source: torch.Tensor) -> torch.Tensor:
+        converting_on_cpu = self.device.type == "cpu" and source.dtype != self.dtype
+        if not (self.streaming and converting_on_cpu and _storage_users is not None):
+            return source.to(device=self.device, dtype=self.dtype)
+        nbytes = source.numel() * self.dtype.itemsize
+        buffers = self.buffers.setdefault(nbytes, [])
+        free = [storage for storage in buffers if _storage_users(storage._cdata) == 1]  # only this list
+        if free:
+            storage = free[0]
+        else:
+            storage = torch.UntypedStorage(nbytes)
+            buffers.append(storage)
+        return torch.empty(0, dtype=self.dtype).set_(storage, 0, source.shape).copy_(source)
+
+
+# How many tensors and storage objects hold a storage (PyTorch's own count; private, so
+# checked for: without it, streamed conversions simply get fresh buffers).
+_storage_users = getattr(torch._C, "_storage_Use_Count", None)
