@@ -56,22 +56,42 @@ def choose_device(name: str | None = None) -> torch.device:
     return device
 
 
-def choose_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    """LLAMA3_DTYPE: float32, bfloat16, or auto (bfloat16 on CUDA, float32 elsewhere).
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware: AVX-512 BF16 or AMX (x86)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
 
-    Why float32 on CPU: bf16 matmuls are fast only on CPUs with AVX512-BF16/AMX
-    and can be many times slower elsewhere, while float32 is fast everywhere.
-    The weights stay bf16 on disk either way; each one is converted when used.
+
+def choose_dtype(name: str | None, device: torch.device) -> tuple[torch.dtype, str]:
+    """LLAMA3_DTYPE: float32, bfloat16, or auto; returns the dtype and why, in a few words.
+
+    auto, measured on 2-core CPUs (README, "dtype policy"): the weights are bfloat16 on disk.
+    - A CPU with AVX-512 BF16 or AMX multiplies bf16 matrices several times faster than
+      float32 and converts nothing: bfloat16.
+    - Any other CPU (AVX2) emulates bf16 products, 5-7× slower than float32 once a pass
+      has more than a few dozen tokens: float32, each weight converted when used.
+    - CUDA: bfloat16, native on every GPU this notebook targets.
+    - Apple's MPS (reasoned, not measured here): bfloat16 on macOS 14 or newer, which runs
+      it natively and where it halves the unified memory the weights take; float32 before.
+    RMSNorm statistics, RoPE and softmax are float32 in every mode.
     """
     if name is None:
         name = os.environ.get("LLAMA3_DTYPE", "auto")
     name = name.strip().lower() or "auto"
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
     choices = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if name not in choices:
+    if name in choices:
+        return choices[name], f"LLAMA3_DTYPE={name}"
+    if name != "auto":
         raise SettingError(f"LLAMA3_DTYPE={name!r} is not supported: use auto, float32 or bfloat16.")
-    return choices[name]
+    if device.type == "cuda":
+        return torch.bfloat16, "auto: GPUs multiply bf16 natively"
+    if device.type == "mps":
+        if torch.backends.mps.is_macos_or_newer(14, 0):
+            return torch.bfloat16, "auto: MPS runs bf16 on macOS 14+"
+        return torch.float32, "auto: MPS before macOS 14 has no bf16"
+    if cpu_has_native_bf16():
+        return torch.bfloat16, "auto: this CPU multiplies bf16 natively (AVX-512 BF16 / AMX)"
+    return torch.float32, "auto: this CPU has no AVX-512 BF16 or AMX, so bf16 would be emulated"
 
 
 def choose_streaming(value: str | None, device: torch.device) -> bool:
@@ -150,6 +170,7 @@ class Settings:
     prompt: str
     device: torch.device
     dtype: torch.dtype
+    dtype_reason: str
     streaming: bool
     run_examples: bool
     examples_reason: str
@@ -163,7 +184,7 @@ class Settings:
             [
                 f"checkpoint: {checkpoint_files.describe(self.checkpoint_dir)} ({size} parameters)",
                 f"prompt:     {self.prompt!r}",
-                f"device:     {self.device}, computing in {str(self.dtype).removeprefix('torch.')}",
+                f"device:     {self.device}, computing in {str(self.dtype).removeprefix('torch.')} ({self.dtype_reason})",
                 f"weights:    {weights}",
                 f"examples:   {'run' if self.run_examples else 'skipped'} ({self.examples_reason})",
             ]
@@ -187,7 +208,7 @@ def decide(checkpoint_dir: Path, params: dict, tokenizer) -> Settings:
     bos_id = tokenizer.encode_single_token("<|begin_of_text|>")
     check_prompt(prompt, [bos_id] + tokenizer.encode(prompt, disallowed_special=()), params)
     device = choose_device()
-    dtype = choose_dtype(None, device)
+    dtype, dtype_reason = choose_dtype(None, device)
     n_parameters = checkpoint_files.n_parameters(params)
     run_examples, examples_reason = choose_examples(None, n_parameters, device)
     factor, factor_reason = choose_rope_scale_factor(params)
@@ -197,6 +218,7 @@ def decide(checkpoint_dir: Path, params: dict, tokenizer) -> Settings:
         prompt=prompt,
         device=device,
         dtype=dtype,
+        dtype_reason=dtype_reason,
         streaming=choose_streaming(None, device),
         run_examples=run_examples,
         examples_reason=examples_reason,

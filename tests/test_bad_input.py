@@ -243,8 +243,23 @@ def test_unknown_device_and_dtype():
 
 def test_auto_device_and_dtype():
     device = run_settings.choose_device("auto")
-    expected = torch.bfloat16 if device.type == "cuda" else torch.float32
-    assert run_settings.choose_dtype("auto", device) == expected
+    native = device.type == "cuda" or (device.type == "cpu" and run_settings.cpu_has_native_bf16())
+    dtype, reason = run_settings.choose_dtype("auto", device)
+    if device.type != "mps":
+        assert dtype == (torch.bfloat16 if native else torch.float32), reason
+    assert reason.startswith("auto: ")
+
+
+def test_auto_dtype_follows_the_cpu(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert run_settings.choose_dtype("auto", cpu) == (torch.float32, "auto: this CPU has no AVX-512 BF16 or AMX, so bf16 would be emulated")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert run_settings.choose_dtype("auto", cpu)[0] == torch.bfloat16
+    assert run_settings.choose_dtype("auto", torch.device("cuda"))[0] == torch.bfloat16
+    assert run_settings.choose_dtype(" BF16 ", cpu) == (torch.bfloat16, "LLAMA3_DTYPE=bf16")
+    assert run_settings.choose_dtype("float32", torch.device("cuda"))[0] == torch.float32
 
 
 # ---- prompts -------------------------------------------------------------------------------
