@@ -1,11 +1,21 @@
-"""Tokens per second of the notebook's own `generate`, with and without its KV cache.
+"""Decoding speed of the notebook's own `generate`, against a floor, with and without its KV cache.
 
-    python -m benchmarks.generation [--models embedded,8b] [--tokens 16,128] [--device cpu]
+    python -m benchmarks.generation [--models embedded,8b] [--decode 8] [--compare 16,128,512]
+                                    [--device cpu] [--dtype auto]
 
 Executes the notebook headless on each checkpoint (LLAMA3_CKPT; the 8B is the random one
-benchmarks/scale.py makes in build/checkpoints), then, in the same kernel, times
-`generate(prompt, max_new_tokens=N, stop_at_end=False)` with use_cache=True and False for
-each N: N new tokens after the 17-token prompt, greedy, prefill included. Prints a table.
+benchmarks/scale.py makes in build/checkpoints), then, in the same kernel:
+
+1. decode: `generate(prompt, max_new_tokens=N)` and `generate(prompt, max_new_tokens=1)`,
+   greedy, with the cache; one decode step takes (t_N - t_1) / (N - 1): the prefill of
+   the 17-token prompt cancels out. The floor is one token through every weight matrix of
+   the checkpoint — the seven of every layer and the output matrix, each multiplied once
+   by a single vector, vectorized, the weights read by the notebook's own `weight` reader
+   (converted when the compute dtype differs from the file's, as any decode step must) —
+   measured in the same kernel. Each time is the best of --repeats runs. Prints tokens/s
+   and the ratio of a step to the floor.
+2. compare: for each length L, `generate(prompt, max_new_tokens=L)` with use_cache=True
+   and False, prefill included, as tokens/s.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from pathlib import Path
 import nbformat
 
 import checkpoint_files
+from benchmarks.notebook_runtime import cpu_name
 from scripts.run_notebook import NOTEBOOK, execute
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -28,43 +39,89 @@ TIMING = """
 import json as _json
 import time as _time
 
+
+def _clock(work):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = _time.perf_counter()
+    work()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return _time.perf_counter() - started
+
+
+def _floor_step():
+    # one token through every weight matrix, nothing else
+    for layer in range(n_layers):
+        for name in ["attention.wq", "attention.wk", "attention.wv", "attention.wo",
+                     "feed_forward.w1", "feed_forward.w3", "feed_forward.w2"]:
+            matrix = weight(f"layers.{layer}.{name}.weight")
+            _vectors[matrix.shape[1]] @ matrix.T
+    for rows in weight.in_row_blocks(output_name):
+        _vectors[dim] @ rows.T
+
+
+_vectors = {size: torch.randn(1, size, device=device, dtype=compute_dtype)
+            for size in (dim, n_heads * head_dim, ffn_hidden)}
 _tokens = [bos_id] + tokenizer.encode(prompt, disallowed_special=())
+_results = {"dtype": str(compute_dtype).removeprefix("torch."), "prompt": len(_tokens)}
 generate(_tokens, max_new_tokens=2, stop_at_end=False)  # warm-up
-_timings = {}
-for _n in LENGTHS:
+_floor_step()
+_results["floor"] = min(_clock(_floor_step) for _ in range(REPEATS))
+_one = min(
+    _clock(lambda: generate(_tokens, max_new_tokens=1, stop_at_end=False)) for _ in range(REPEATS))
+_many = min(
+    _clock(lambda: generate(_tokens, max_new_tokens=DECODE, stop_at_end=False))
+    for _ in range(REPEATS))
+_results["prefill"], _results["step"] = _one, (_many - _one) / (DECODE - 1)
+for _n in COMPARE:
     for _use_cache in (True, False):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        _started = _time.perf_counter()
-        _new = generate(_tokens, max_new_tokens=_n, use_cache=_use_cache, stop_at_end=False)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        _timings[f"{_n} {'with' if _use_cache else 'without'}"] = len(_new) / (_time.perf_counter() - _started)
-print(_json.dumps(_timings))
+        _seconds = _clock(lambda: generate(_tokens, max_new_tokens=_n, use_cache=_use_cache,
+                                           stop_at_end=False))
+        _results[f"{_n} {'with' if _use_cache else 'without'}"] = _n / _seconds
+print(_json.dumps(_results))
 """
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="embedded,8b")
-    parser.add_argument("--tokens", default="16", help="comma-separated numbers of new tokens")
+    parser.add_argument("--decode", type=int, default=8, help="N: new tokens for the decode-step measurement (at least 2)")
+    parser.add_argument("--compare", default="16,128,512", help="comma-separated lengths for with/without the cache ('' to skip)")
+    parser.add_argument("--compare-models", default="embedded", help="the models the with/without comparison runs on")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--data", type=Path, default=REPO_DIR / "build" / "checkpoints")
     args = parser.parse_args()
-    lengths = [int(n) for n in args.tokens.split(",")]
-    print(f"{datetime.date.today()}  device {args.device}, dtype {args.dtype}, {os.cpu_count()} logical CPUs; new tokens after a 17-token prompt, greedy\n")
-    print("| checkpoint | new tokens | with KV cache | without cache | speed-up |")
-    print("|---|---|---|---|---|")
+    lengths = [int(n) for n in args.compare.split(",") if n.strip()]
+    print(f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, device {args.device}, LLAMA3_DTYPE={args.dtype}")
+    print(f"{args.decode} new tokens after the 17-token prompt, greedy; best of {args.repeats} runs each\n", flush=True)
+    decode_rows, compare_rows = [], []
     for name in args.models.split(","):
         folder = checkpoint_files.EMBEDDED_CHECKPOINT if name == "embedded" else args.data / name
+        compare = lengths if name in args.compare_models.split(",") else []
+        code = TIMING.replace("REPEATS", str(args.repeats)).replace("DECODE", str(args.decode)).replace("COMPARE", repr(compare))
         notebook = nbformat.read(NOTEBOOK, as_version=4)
-        notebook.cells.append(nbformat.v4.new_code_cell(TIMING.replace("LENGTHS", repr(lengths))))
+        notebook.cells.append(nbformat.v4.new_code_cell(code))
         execute(notebook, {"LLAMA3_CKPT": str(folder), "LLAMA3_DEVICE": args.device, "LLAMA3_DTYPE": args.dtype}, timeout=7200)
-        rates = json.loads(notebook.cells[-1].outputs[-1]["text"].strip().splitlines()[-1])
-        for n in lengths:
-            with_cache, without = rates[f"{n} with"], rates[f"{n} without"]
-            print(f"| {name} | {n} | {with_cache:.2f} tokens/s | {without:.2f} tokens/s | {with_cache / without:.1f}× |", flush=True)
+        r = json.loads(notebook.cells[-1].outputs[-1]["text"].strip().splitlines()[-1])
+        decode_rows.append(
+            f"| {name} | {r['dtype']} | {r['prefill']:.2f} s | {1 / r['step']:.2f} tokens/s ({r['step'] * 1e3:.0f} ms) "
+            f"| {r['floor'] * 1e3:.0f} ms | {r['step'] / r['floor']:.2f}× |"
+        )
+        print(decode_rows[-1], flush=True)
+        for n in compare:
+            with_cache, without = r[f"{n} with"], r[f"{n} without"]
+            compare_rows.append(f"| {name} | {r['dtype']} | {n} | {with_cache:.1f} tokens/s | {without:.1f} tokens/s | {with_cache / without:.1f}× |")
+            print(compare_rows[-1], flush=True)
+    print("\n| checkpoint | dtype | prefill + 1 token | decoding | floor: one token through every weight | step ÷ floor |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(decode_rows))
+    if compare_rows:
+        print("\n| checkpoint | dtype | new tokens (prefill included) | with KV cache | without | speed-up |")
+        print("|---|---|---|---|---|---|")
+        print("\n".join(compare_rows))
     return 0
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check (`make test-gpu`): nbval on CUDA against the stored CPU outputs, then the
-# benchmarks on the GPU. Logs go to $OUT (default build/gpu-check).
+# benchmarks on the GPU (the 8B with LLAMA3_STREAM=1 among them, in benchmarks/scale.py),
+# decoding speed, and the decode step under torch.compile. Logs go to $OUT (default build/gpu-check).
 #
 # Runs with whatever python3 holds a CUDA build of torch. Missing pure-Python test
 # packages can come as wheels in .whl/ (installed with --no-deps into /tmp/site).
@@ -31,6 +32,8 @@ echo "== full notebook run time, embedded checkpoint"
 LLAMA3_DEVICE=cuda $PY -m benchmarks.notebook_runtime --repeat 3 2>&1 | tee "$OUT/runtime.log"
 echo "== scale: embedded, 3.2-1B and 8B shapes (random checkpoints are created on this machine)"
 $PY -m benchmarks.scale --device cuda --skip-eager --models "${MODELS:-embedded,3.2-1b,8b}" 2>&1 | tee "$OUT/scale.log"
-echo "== generation speed"
-$PY -m benchmarks.generation --device cuda --models "${GEN_MODELS:-embedded,8b}" 2>&1 | tee "$OUT/generation.log"
+echo "== generation speed: decode step against its floor, and with/without the cache (embedded)"
+$PY -m benchmarks.generation --device cuda --models "${GEN_MODELS:-embedded,8b}" --decode 16 2>&1 | tee "$OUT/generation.log"
+echo "== the notebook's decode step, eager and under torch.compile (default, reduce-overhead)"
+$PY -m benchmarks.compiled_decode --device cuda --models "${GEN_MODELS:-embedded,8b}" 2>&1 | tee "$OUT/compiled.log"
 exit $status

@@ -1,0 +1,124 @@
+"""Decoding with the notebook's own `forward`, eager against `torch.compile` — for a GPU.
+
+    python -m benchmarks.compiled_decode [--models embedded,8b] [--device cuda] [--decode 16]
+                                         [--modes default,reduce-overhead] [--dtype auto] [--stream auto]
+
+On a GPU a decode step is bound by launching kernels, not by reading the weights: one
+token through a layer is some forty small operations, each a kernel launch of a few
+microseconds that does almost no work. `torch.compile` fuses the elementwise ones
+(mode "default"), and mode "reduce-overhead" also records the step as CUDA graphs, which
+replay every launch at once.
+
+Executes the notebook headless on each checkpoint, then, in the same kernel, times one
+decode step of `generate` as benchmarks/generation.py does ((t_N - t_1) / (N - 1)) with
+the notebook's `forward` as it is, then with `forward` replaced by
+`torch.compile(forward, mode=MODE, dynamic=True)` for each mode (the first generate call
+compiles; the timed ones reuse it). Reports tokens/s, and how many graphs were compiled:
+the key/value cache grows by one position every step, so a graph recorded for one
+length does not fit the next unless its shapes are symbolic.
+
+Benchmarks only: the notebook never compiles anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+
+import checkpoint_files
+from scripts.run_notebook import NOTEBOOK, execute
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+TIMING = """
+import json as _json
+import statistics as _statistics
+import time as _time
+
+import torch._dynamo as _dynamo
+
+
+def _clock(work):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = _time.perf_counter()
+    work()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return _time.perf_counter() - started
+
+
+def _step_seconds():
+    one = _statistics.median(
+        _clock(lambda: generate(_tokens, max_new_tokens=1, stop_at_end=False)) for _ in range(3))
+    many = _statistics.median(
+        _clock(lambda: generate(_tokens, max_new_tokens=DECODE, stop_at_end=False))
+        for _ in range(3))
+    return (many - one) / (DECODE - 1)
+
+
+_tokens = [bos_id] + tokenizer.encode(prompt, disallowed_special=())
+_eager_forward = forward
+_expected = generate(_tokens, max_new_tokens=DECODE, stop_at_end=False)
+_results = {"dtype": str(compute_dtype).removeprefix("torch."), "eager": _step_seconds()}
+for _mode in MODES:
+    _dynamo.reset()
+    _dynamo.utils.counters.clear()
+    forward = torch.compile(_eager_forward, mode=_mode, dynamic=True)
+    try:
+        _started = _time.perf_counter()
+        _same = generate(_tokens, max_new_tokens=DECODE, stop_at_end=False) == _expected
+        _compile = _time.perf_counter() - _started
+        _results[_mode] = {"step": _step_seconds(), "first_call": _compile, "same_tokens": _same,
+                           "graphs": int(_dynamo.utils.counters["stats"]["unique_graphs"])}
+    except Exception as _error:  # report it, keep going with the other modes
+        _results[_mode] = {"error": f"{type(_error).__name__}: {str(_error)[:300]}"}
+    finally:
+        forward = _eager_forward
+print(_json.dumps(_results))
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="embedded,8b")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--stream", default="auto", help="LLAMA3_STREAM (auto: weights kept on a GPU)")
+    parser.add_argument("--decode", type=int, default=16)
+    parser.add_argument("--modes", default="default,reduce-overhead")
+    parser.add_argument("--data", type=Path, default=REPO_DIR / "build" / "checkpoints")
+    args = parser.parse_args()
+    modes = [mode for mode in args.modes.split(",") if mode]
+    print(
+        f"{datetime.date.today()}  device {args.device}, LLAMA3_DTYPE={args.dtype}, LLAMA3_STREAM={args.stream}; {args.decode} new tokens after the 17-token prompt\n"
+    )
+    print("| checkpoint | dtype | forward | decoding | first call (compiles) | graphs compiled | same tokens |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+        folder = checkpoint_files.EMBEDDED_CHECKPOINT if name == "embedded" else args.data / name
+        code = TIMING.replace("DECODE", str(args.decode)).replace("MODES", repr(modes))
+        notebook = nbformat.read(NOTEBOOK, as_version=4)
+        notebook.cells.append(nbformat.v4.new_code_cell(code))
+        execute(notebook, {"LLAMA3_CKPT": str(folder), "LLAMA3_DEVICE": args.device, "LLAMA3_DTYPE": args.dtype, "LLAMA3_STREAM": args.stream}, timeout=3600)
+        r = json.loads(notebook.cells[-1].outputs[-1]["text"].strip().splitlines()[-1])
+        print(f"| {name} | {r['dtype']} | eager | {1 / r['eager']:.1f} tokens/s | — | — | — |", flush=True)
+        for mode in modes:
+            m = r[mode]
+            if "error" in m:
+                print(f"| {name} | {r['dtype']} | compiled, {mode} | failed: {m['error']} | | | |", flush=True)
+                continue
+            print(
+                f"| {name} | {r['dtype']} | compiled, {mode} | {1 / m['step']:.1f} tokens/s | {m['first_call']:.1f} s | {m['graphs']} | {m['same_tokens']} |",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""What each dtype costs on this CPU: the numbers behind `auto`'s choice (run_settings.choose_dtype).
+
+    python -m benchmarks.cpu_dtypes [--tokens 1,17,128,512] [--repeats 5]
+
+For the 8B's largest matrix shape, [tokens × 4096] · [4096 × 14336] (a feed-forward
+product), with the weight stored in bf16 as in Meta's files, times (best of --repeats):
+- bfloat16: the product in bf16, the weight used as it is stored;
+- float32 kept: the product in float32 with the weight already converted (weights kept);
+- float32 converted: converting the bf16 weight to float32 first, into a fresh buffer
+  (`.to(torch.float32)`), then the product — what streaming used to do;
+- float32 converted, buffer reused: the same, converting into one reused buffer — what
+  weight_loading.WeightReader does now.
+Also prints whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX) and what `auto`
+picks here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import time
+
+import torch
+
+import run_settings
+from benchmarks.notebook_runtime import cpu_name
+
+
+def best_ms(work, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return min(times) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", default="1,17,128,512")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    cpu = torch.device("cpu")
+    dtype, reason = run_settings.choose_dtype("auto", cpu)
+    print(f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, PyTorch {torch.__version__}")
+    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {run_settings.cpu_has_native_bf16()}")
+    print(f"auto picks {str(dtype).removeprefix('torch.')} ({reason})\n")
+    stored = torch.randn(14336, 4096).to(torch.bfloat16)  # as in the file
+    kept = stored.float()
+    reused = torch.empty_like(kept)
+    print("| tokens | bfloat16 | float32, weight kept | float32, converted into a fresh buffer | float32, converted into a reused buffer |")
+    print("|---|---|---|---|---|")
+    for n in [int(n) for n in args.tokens.split(",")]:
+        x32 = torch.randn(n, 4096)
+        x16 = x32.to(torch.bfloat16)
+        cells = [
+            best_ms(lambda x16=x16: x16 @ stored.T, args.repeats),
+            best_ms(lambda x32=x32: x32 @ kept.T, args.repeats),
+            best_ms(lambda x32=x32: x32 @ stored.to(torch.float32).T, args.repeats),
+            best_ms(lambda x32=x32: x32 @ reused.copy_(stored).T, args.repeats),
+        ]
+        print(f"| {n} | " + " | ".join(f"{ms:.0f} ms" for ms in cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
