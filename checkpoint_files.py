@@ -1,8 +1,10 @@
-"""Find the checkpoint folder and read its params.json — plumbing only.
+"""Find the checkpoint folder and read its sizes — plumbing only.
 
 Nothing here does model math: the notebook does all of it. These helpers answer
 "which folder, which files, which sizes" and turn the usual mistakes into one
-sentence that names the fix (a `CheckpointError`).
+sentence that names the fix (a `CheckpointError`). A folder is in Meta's layout
+(consolidated.00.pth + params.json) or Hugging Face's (config.json + safetensors,
+read by hf_checkpoint.py under Meta's names).
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ def find_checkpoint_dir(value: str | None = None) -> Path:
     folder = Path(value).expanduser() if value.strip() else EMBEDDED_CHECKPOINT
     if not folder.exists():
         raise CheckpointError(f"Checkpoint folder {folder} does not exist: set LLAMA3_CKPT to the folder that holds consolidated.00.pth and params.json.")
+    if folder.is_file() and folder.suffix == ".gguf":
+        raise CheckpointError(
+            f"{folder} is a GGUF file (llama.cpp's format): this notebook reads Meta's consolidated.00.pth or Hugging Face's safetensors; download one of those."
+        )
     if not folder.is_dir():
         raise CheckpointError(f"{folder} is a file, not a folder: set LLAMA3_CKPT to the folder that holds it (for Meta's download, the `original/` folder).")
     names = {p.name for p in folder.iterdir()}
@@ -58,12 +64,21 @@ def find_checkpoint_dir(value: str | None = None) -> Path:
         )
     shards = sorted(n for n in names if n.startswith("consolidated.") and n.endswith(".pth"))
     if not shards:
-        if "config.json" in names or any(n.endswith(".safetensors") for n in names):
-            hint = f" (try {folder / 'original'})" if (folder / "original").is_dir() else ""
+        if "config.json" in names:
+            if not any(n.endswith(".safetensors") or n == "model.safetensors.index.json" for n in names) and any(n.startswith("pytorch_model") for n in names):
+                raise CheckpointError(
+                    f"{folder} holds its weights as pytorch_model*.bin (pickles), which this notebook does not load: download the model's *.safetensors files instead, or point LLAMA3_CKPT at its original/ folder."
+                )
+            return folder  # Hugging Face's layout: hf_checkpoint checks its files
+        if any(n.endswith(".gguf") for n in names):
             raise CheckpointError(
-                f"{folder} is in Hugging Face format (config.json / *.safetensors); this notebook reads Meta's original layout — point LLAMA3_CKPT at its `original/` subfolder{hint}."
+                f"{folder} holds a GGUF file (llama.cpp's format): this notebook reads Meta's consolidated.00.pth or Hugging Face's safetensors; download one of those."
             )
-        raise CheckpointError(f"{folder} has no consolidated.00.pth: point LLAMA3_CKPT at the `original/` folder of a Llama 3 download.")
+        if any(n.endswith(".safetensors") for n in names):
+            raise CheckpointError(f"{folder} has safetensors files but no config.json: copy config.json from the same Hugging Face download into that folder.")
+        raise CheckpointError(
+            f"{folder} has no consolidated.00.pth: point LLAMA3_CKPT at the `original/` folder of a Llama 3 download, or at a Hugging Face model folder."
+        )
     expected_names = [f"consolidated.{i:02d}.pth" for i in range(len(shards))]
     if shards != expected_names:
         missing = sorted(set(expected_names) - set(shards)) or shards
@@ -75,19 +90,40 @@ def find_checkpoint_dir(value: str | None = None) -> Path:
     return folder
 
 
-def read_params(checkpoint_dir: Path) -> dict:
-    """params.json, checked: every key present, of the right type, and sizes that fit together."""
-    path = Path(checkpoint_dir) / "params.json"
+def read_json_object(path: Path, fix: str) -> dict:
+    """A JSON file that must hold an object (params.json, config.json); `fix` ends each error."""
     try:
-        params = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"Cannot read {path} ({error}): copy params.json from the same download as the weights.") from None
+        raise CheckpointError(f"Cannot read {path} ({error}): {fix}.") from None
     except json.JSONDecodeError as error:
-        raise CheckpointError(
-            f"{path} is not valid JSON ({error.msg} at line {error.lineno}): copy params.json from the same download as the weights."
-        ) from None
-    if not isinstance(params, dict):
-        raise CheckpointError(f"{path} holds a JSON {type(params).__name__}, not an object of model settings: copy params.json from the same download.")
+        raise CheckpointError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}): {fix}.") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, not an object of model settings: {fix}.")
+    return data
+
+
+def layout(checkpoint_dir: Path) -> str:
+    """ "meta" (consolidated.*.pth + params.json) or "huggingface" (config.json + safetensors)."""
+    folder = Path(checkpoint_dir)
+    if not any(folder.glob("consolidated.*.pth")) and (folder / "config.json").exists():
+        return "huggingface"
+    return "meta"
+
+
+def read_params(checkpoint_dir: Path) -> dict:
+    """The model's sizes under params.json's names, checked.
+
+    Meta's layout: params.json, every key present, of the right type. Hugging Face's:
+    config.json, translated by hf_checkpoint.read_config. Either way, sizes that fit together.
+    """
+    if layout(checkpoint_dir) == "huggingface":
+        import hf_checkpoint
+
+        params = hf_checkpoint.read_config(checkpoint_dir)
+        return check_sizes(params, Path(checkpoint_dir) / "config.json")
+    path = Path(checkpoint_dir) / "params.json"
+    params = read_json_object(path, "copy params.json from the same download as the weights")
     for key in REQUIRED_PARAMS:
         if key not in params:
             raise CheckpointError(f"{path} has no {key!r}: add it (Llama 3 8B has {key}: {_EXAMPLE_8B[key]}) or use the params.json from the same download.")
@@ -96,7 +132,15 @@ def read_params(checkpoint_dir: Path) -> dict:
             raise CheckpointError(
                 f"{path}: {key} is {params[key]!r}, it must be {'a number' if kind is float else 'an integer' if kind is int else 'true or false'}."
             )
-    for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of"):
+    return check_sizes(params, path)
+
+
+def check_sizes(params: dict, path: Path) -> dict:
+    """Sizes that are positive and fit together (heads divide the width, pairs for RoPE)."""
+    for key, value in params.items():
+        if key in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "ffn_hidden") and not _is_kind(value, int) and value is not None:
+            raise CheckpointError(f"{path}: {key} is {value!r}, it must be an integer.")
+    for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "ffn_hidden"):
         if params.get(key) is not None and params[key] <= 0:
             raise CheckpointError(f"{path}: {key} is {params[key]}, it must be a positive integer.")
     for key in ("norm_eps", "rope_theta", "ffn_dim_multiplier"):
@@ -115,7 +159,10 @@ def read_params(checkpoint_dir: Path) -> dict:
 
 
 def ffn_hidden_size(params: dict) -> int:
-    """Meta's rule for the SwiGLU width (the notebook derives it too, in the open)."""
+    """The SwiGLU width: stated by a Hugging Face config, else Meta's rule (the notebook
+    derives it too, in the open)."""
+    if params.get("ffn_hidden") is not None:
+        return params["ffn_hidden"]
     hidden = int(2 * 4 * params["dim"] / 3)
     if params.get("ffn_dim_multiplier") is not None:
         hidden = int(params["ffn_dim_multiplier"] * hidden)
@@ -157,6 +204,8 @@ def _is_kind(value, kind) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def n_parameters(params: dict, tied_output: bool = False) -> int:
+def n_parameters(params: dict, tied_output: bool | None = None) -> int:
     """How many numbers the model holds, from the shapes params.json implies (no file read)."""
+    if tied_output is None:
+        tied_output = bool(params.get("tied_output"))
     return sum(math.prod(shape) for shape in expected_shapes(params, tied_output).values())

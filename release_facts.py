@@ -10,6 +10,10 @@ from __future__ import annotations
 CONTEXT_LLAMA3 = 8192  # Llama 3
 CONTEXT_SCALED_ROPE = 131072  # Llama 3.1 and later (use_scaled_rope)
 
+# Scaled RoPE's other constants, the same in every release that scales (a Hugging Face
+# config.json states them; params.json does not).
+ROPE_LOW_FREQ_FACTOR, ROPE_HIGH_FREQ_FACTOR, ROPE_ORIGINAL_CONTEXT = 1.0, 4.0, 8192
+
 # The scaled-RoPE factor by release.
 ROPE_SCALE_FACTOR_3_1 = 8.0  # Llama 3.1 8B/70B/405B, Llama 3.3 70B
 ROPE_SCALE_FACTOR_3_2 = 32.0  # Llama 3.2 1B and 3B

@@ -132,7 +132,7 @@ def choose_examples(value: str | None, n_parameters: int, device: torch.device) 
 
 
 def choose_rope_scale_factor(params: dict, value: str | None = None) -> tuple[float | None, str]:
-    """The scaled-RoPE factor: LLAMA3_ROPE_SCALE_FACTOR if set, else the release rule."""
+    """The scaled-RoPE factor: LLAMA3_ROPE_SCALE_FACTOR if set, else config.json's, else the release rule."""
     if not params.get("use_scaled_rope"):
         return release_facts.rope_scale_factor(params)
     if value is None:
@@ -145,8 +145,18 @@ def choose_rope_scale_factor(params: dict, value: str | None = None) -> tuple[fl
         if not factor > 0:
             raise SettingError(f"LLAMA3_ROPE_SCALE_FACTOR={value!r} is not a positive number: use 8 (Llama 3.1/3.3) or 32 (Llama 3.2), or unset it.")
         return factor, f"LLAMA3_ROPE_SCALE_FACTOR={value}"
+    if "rope_scaling" in params:  # a Hugging Face config.json states it
+        return float(params["rope_scaling"]["factor"]), "stated in config.json"
     factor, reason = release_facts.rope_scale_factor(params)
     return factor, f"{reason} (LLAMA3_ROPE_SCALE_FACTOR overrides it)"
+
+
+def rope_frequency_band(params: dict) -> tuple[float, float, int]:
+    """Scaled RoPE's low/high frequency factors and original context: config.json's, else Meta's."""
+    stated = params.get("rope_scaling")
+    if stated:
+        return float(stated["low_freq_factor"]), float(stated["high_freq_factor"]), int(stated["original_max_position_embeddings"])
+    return release_facts.ROPE_LOW_FREQ_FACTOR, release_facts.ROPE_HIGH_FREQ_FACTOR, release_facts.ROPE_ORIGINAL_CONTEXT
 
 
 def check_prompt(prompt: str, tokens: list[int], params: dict) -> None:
@@ -176,6 +186,7 @@ class Settings:
     examples_reason: str
     rope_scale_factor: float | None
     rope_scale_reason: str
+    rope_frequency_band: tuple[float, float, int]
 
     def summary(self) -> str:
         size = f"{self.n_parameters / 1e9:.1f}B" if self.n_parameters >= 1e9 else f"{self.n_parameters / 1e6:.1f}M"
@@ -224,4 +235,5 @@ def decide(checkpoint_dir: Path, params: dict, tokenizer) -> Settings:
         examples_reason=examples_reason,
         rope_scale_factor=factor,
         rope_scale_reason=factor_reason,
+        rope_frequency_band=rope_frequency_band(params),
     )

@@ -4,13 +4,17 @@ Llama 3 uses a byte-level BPE: `tokenizer.model` is a text file of
 `<base64 bytes> <rank>` lines (128,000 of them), to which Meta's code adds a
 regex that splits text into pieces before merging, and 256 special tokens.
 We never ship Meta's file: it comes from the checkpoint folder, or else from
-the copy inside Meta's `llama-models` package.
+the copy inside Meta's `llama-models` package. A Hugging Face folder's
+`tokenizer.json` holds the same vocabulary in another spelling; it is read
+when present, and checked to be Llama 3's.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import importlib.util
+import json
 from pathlib import Path
 
 import tiktoken
@@ -24,6 +28,10 @@ SPLIT_PATTERN = (
 )
 N_MERGEABLE_RANKS = 128_000
 N_SPECIAL_TOKENS = 256
+
+# SHA-256 of Llama 3's 128,000 ranked tokens (see ranks_digest), computed from Meta's
+# tokenizer.model: a tokenizer.json must hold exactly this vocabulary.
+LLAMA3_RANKS_SHA256 = "647326d6a16cf9386ba723b8726e3d2196e18ec8b82e4338bf5b529c07b34974"
 
 # The named special tokens of Llama 3, in id order from 128000. Every other id
 # up to 128255 is a reserved token, numbered as Meta's Llama 3 release numbers them.
@@ -120,9 +128,79 @@ def read_mergeable_ranks(path: str | Path) -> dict[bytes, int]:
     return ranks
 
 
+def ranks_digest(ranks: dict[bytes, int]) -> str:
+    """SHA-256 over every (rank, token) in rank order: equal digests, equal vocabularies."""
+    digest = hashlib.sha256()
+    for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
+        digest.update(rank.to_bytes(4, "little") + len(token).to_bytes(2, "little") + token)
+    return digest.hexdigest()
+
+
+def byte_level_alphabet() -> dict[str, int]:
+    """The printable character byte-level BPE files write for each of the 256 bytes.
+
+    GPT-2's table (a fact): the printable Latin-1 bytes stand for themselves; the 68 others
+    (controls, space, soft hyphen …) become the characters 256, 257, … in byte order.
+    """
+    printable = {*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)}
+    alphabet, shifted = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            alphabet[chr(byte)] = byte
+        else:
+            alphabet[chr(256 + shifted)] = byte
+            shifted += 1
+    return alphabet
+
+
+def read_tokenizer_json(path: str | Path) -> tuple[dict[bytes, int], dict[str, int]]:
+    """A Hugging Face tokenizer.json as tiktoken ranks and special tokens, checked to be Llama 3's."""
+    path = Path(path)
+    fix = "use the tokenizer.json of a Llama 3 download, or delete it to use Llama 3's tokenizer.model"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TokenizerFileError(f"{path} is not readable JSON ({type(error).__name__}): {fix}.") from None
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
+        kind = model.get("type") if isinstance(model, dict) else None
+        raise TokenizerFileError(f"{path} is not a byte-level BPE tokenizer (model type {kind!r}), which Llama 3's is: {fix}.")
+    alphabet = byte_level_alphabet()
+    ranks: dict[bytes, int] = {}
+    for text, rank in model["vocab"].items():
+        try:
+            ranks[bytes(alphabet[char] for char in text)] = rank
+        except KeyError:
+            raise TokenizerFileError(
+                f"{path}: token {text!r} is not written in byte-level BPE's alphabet, so this is not Llama 3's vocabulary: {fix}."
+            ) from None
+    if ranks_digest(ranks) != LLAMA3_RANKS_SHA256:
+        raise TokenizerFileError(f"{path} holds {len(ranks):,} BPE tokens that are not Llama 3's vocabulary (another model's tokenizer): {fix}.")
+    special = {token["content"]: token["id"] for token in data.get("added_tokens", []) if token.get("id", -1) >= N_MERGEABLE_RANKS}
+    expected = {name: N_MERGEABLE_RANKS + offset for offset, name in _NAMED_SPECIAL_TOKENS.items()}
+    wrong = [name for name, token_id in expected.items() if special.get(name) != token_id]
+    if wrong or sorted(special.values()) != list(range(N_MERGEABLE_RANKS, N_MERGEABLE_RANKS + N_SPECIAL_TOKENS)):
+        what = (
+            f"{wrong[0]} is not id {expected[wrong[0]]}"
+            if wrong
+            else f"its {len(special)} special tokens are not ids {N_MERGEABLE_RANKS}…{N_MERGEABLE_RANKS + N_SPECIAL_TOKENS - 1}"
+        )
+        raise TokenizerFileError(f"{path}: {what}, as in Llama 3: {fix}.")
+    return ranks, special
+
+
 def load_tokenizer(checkpoint_dir: str | Path | None = None) -> tiktoken.Encoding:
-    """Llama 3's tokenizer: BPE ranks + Meta's split pattern + 256 special tokens."""
-    path = find_tokenizer_model(checkpoint_dir)
-    ranks = read_mergeable_ranks(path)
-    special = {name: N_MERGEABLE_RANKS + i for i, name in enumerate(special_token_names())}
+    """Llama 3's tokenizer: BPE ranks + Meta's split pattern + 256 special tokens.
+
+    From the folder's tokenizer.json (Hugging Face) if it has one, else its tokenizer.model
+    (Meta), else the tokenizer.model in `llama-models`.
+    """
+    json_path = Path(checkpoint_dir) / "tokenizer.json" if checkpoint_dir is not None else None
+    if json_path is not None and json_path.exists():
+        ranks, special = read_tokenizer_json(json_path)
+        path = json_path
+    else:
+        path = find_tokenizer_model(checkpoint_dir)
+        ranks = read_mergeable_ranks(path)
+        special = {name: N_MERGEABLE_RANKS + i for i, name in enumerate(special_token_names())}
     return tiktoken.Encoding(name=f"llama3:{path}", pat_str=SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens=special)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+import checkpoint_files
 from checkpoint_files import CheckpointError, expected_shapes
 
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -98,8 +99,13 @@ def load_weights(checkpoint_dir: Path) -> Mapping[str, torch.Tensor]:
 
     One file: `torch.load(consolidated.00.pth, map_location="cpu", mmap=True, weights_only=True)`
     (weights_only: a pickle that would run code is refused). Several files: the same for
-    each, joined by `ShardedWeights`.
+    each, joined by `ShardedWeights`. A Hugging Face folder: `hf_checkpoint.HuggingFaceWeights`,
+    the safetensors files memory-mapped, under Meta's names.
     """
+    if checkpoint_files.layout(checkpoint_dir) == "huggingface":
+        import hf_checkpoint
+
+        return hf_checkpoint.HuggingFaceWeights(checkpoint_dir, hf_checkpoint.read_config(checkpoint_dir))
     paths = sorted(Path(checkpoint_dir).glob("consolidated.*.pth"))
     if len(paths) <= 1:
         return _load_one(Path(checkpoint_dir) / "consolidated.00.pth")
@@ -108,12 +114,14 @@ def load_weights(checkpoint_dir: Path) -> Mapping[str, torch.Tensor]:
 
 def tensor_shapes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     """Every tensor's full shape, without reading or assembling any data."""
-    if isinstance(state_dict, ShardedWeights):
+    if hasattr(state_dict, "shapes"):  # ShardedWeights, HuggingFaceWeights
         return dict(state_dict.shapes)
     return {name: tuple(tensor.shape) for name, tensor in state_dict.items()}
 
 
 def tensor_dtypes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.dtype]:
+    if hasattr(state_dict, "dtypes"):  # HuggingFaceWeights
+        return dict(state_dict.dtypes)
     first = state_dict.shards[0] if isinstance(state_dict, ShardedWeights) else state_dict
     return {name: tensor.dtype for name, tensor in first.items()}
 
@@ -121,30 +129,35 @@ def tensor_dtypes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.dty
 def check_weights(state_dict: Mapping[str, torch.Tensor], params: dict) -> str:
     """Every tensor present with the shape params.json implies; returns a one-line summary."""
     shapes, dtypes = tensor_shapes(state_dict), tensor_dtypes(state_dict)
+    source = getattr(state_dict, "config_name", "params.json")
+    files = "the safetensors files" if source == "config.json" else "consolidated.00.pth"
+    describe = getattr(state_dict, "describe", str)
     tied = "output.weight" not in shapes
     expected = expected_shapes(params, tied_output=tied)
     missing = [name for name in expected if name not in shapes]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise CheckpointError(
-            f"The checkpoint has no tensor {missing[0]}{more}: its weights do not match params.json (n_layers {params['n_layers']}); use both from the same download."
+            f"The checkpoint has no tensor {describe(missing[0])}{more}: its weights do not match {source} (n_layers {params['n_layers']}); use both from the same download."
         )
     extra = [name for name in shapes if name not in expected]
     if extra:
         raise CheckpointError(
-            f"The checkpoint has an unexpected tensor {extra[0]}: this is not a Llama 3 checkpoint in Meta's layout, or params.json is from another model."
+            f"The checkpoint has an unexpected tensor {describe(extra[0])}: this is not a Llama 3 checkpoint, or {source} is from another model."
         )
     for name, shape in expected.items():
         found = shapes[name]
         if found != shape:
             raise CheckpointError(
-                f"{name} has shape {list(found)} but params.json implies {list(shape)}: params.json and consolidated.00.pth come from different models; use both from the same download."
+                f"{describe(name)} has shape {list(found)} but {source} implies {list(shape)}: {source} and {files} come from different models; use both from the same download."
             )
         if dtypes[name] not in WEIGHT_DTYPES:
-            raise CheckpointError(f"{name} is {dtypes[name]}; this notebook reads bfloat16, float16 or float32 weights (Meta's are bfloat16).")
+            raise CheckpointError(f"{describe(name)} is {dtypes[name]}; this notebook reads bfloat16, float16 or float32 weights (Meta's are bfloat16).")
     n_kv_heads = params.get("n_kv_heads") or params["n_heads"]
     dtype_names = sorted({str(dtype).removeprefix("torch.") for dtype in dtypes.values()})
     shard_note = f", {len(state_dict.shards)} shards" if isinstance(state_dict, ShardedWeights) else ""
+    if source == "config.json":
+        shard_note += f", Hugging Face layout ({len(state_dict.handles)} safetensors file{'s' if len(state_dict.handles) > 1 else ''})"
     return (
         f"checkpoint ok: {params['n_layers']} layers, dim {params['dim']}, {params['n_heads']} query heads sharing {n_kv_heads} key/value heads,\n"
         f"               vocab {params['vocab_size']:,}, {'tied' if tied else 'separate'} output matrix, {'/'.join(dtype_names)}{shard_note}"

@@ -62,11 +62,18 @@ def test_file_instead_of_folder(good_copy):
         checkpoint_files.find_checkpoint_dir(str(good_copy / "consolidated.00.pth"))
 
 
-def test_hugging_face_folder_points_to_original(tmp_path):
+def test_hugging_face_folder_with_an_empty_config(tmp_path):
+    # Hugging Face folders are read (tests/test_hugging_face.py); one that says nothing is refused.
     (tmp_path / "config.json").write_text("{}")
-    (tmp_path / "model-00001-of-00004.safetensors").write_bytes(b"\0" * 8)
-    (tmp_path / "original").mkdir()
-    with pytest.raises(CheckpointError, match=r"Hugging Face format .* `original/` subfolder \(try .*original\)"):
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 8)
+    folder = checkpoint_files.find_checkpoint_dir(str(tmp_path))
+    with pytest.raises(CheckpointError, match="describes an unnamed architecture, not LlamaForCausalLM"):
+        checkpoint_files.read_params(folder)
+
+
+def test_safetensors_without_config(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 8)
+    with pytest.raises(CheckpointError, match="has safetensors files but no config.json: copy config.json"):
         checkpoint_files.find_checkpoint_dir(str(tmp_path))
 
 

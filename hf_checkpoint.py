@@ -1,0 +1,202 @@
+"""Read a Hugging Face model folder as if it were Meta's layout — plumbing only.
+
+A Llama 3 folder from the Hugging Face hub holds `config.json`, the weights as
+`model.safetensors` (or `model-0000k-of-0000n.safetensors` listed in
+`model.safetensors.index.json`) and `tokenizer.json`. `read_config` turns config.json into
+params.json's keys; `HuggingFaceWeights` hands out the tensors under Meta's names, one at a
+time from the memory-mapped files, with the query and key rows put back in Meta's order.
+The notebook then runs unchanged; its section "Meta's files and Hugging Face's" shows
+what differs and why.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+
+from checkpoint_files import CheckpointError, read_json_object
+
+# Meta's tensor names → Hugging Face's ({i}: the layer).
+HF_NAMES = {
+    "tok_embeddings.weight": "model.embed_tokens.weight",
+    "layers.{i}.attention_norm.weight": "model.layers.{i}.input_layernorm.weight",
+    "layers.{i}.attention.wq.weight": "model.layers.{i}.self_attn.q_proj.weight",
+    "layers.{i}.attention.wk.weight": "model.layers.{i}.self_attn.k_proj.weight",
+    "layers.{i}.attention.wv.weight": "model.layers.{i}.self_attn.v_proj.weight",
+    "layers.{i}.attention.wo.weight": "model.layers.{i}.self_attn.o_proj.weight",
+    "layers.{i}.ffn_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
+    "layers.{i}.feed_forward.w1.weight": "model.layers.{i}.mlp.gate_proj.weight",
+    "layers.{i}.feed_forward.w3.weight": "model.layers.{i}.mlp.up_proj.weight",
+    "layers.{i}.feed_forward.w2.weight": "model.layers.{i}.mlp.down_proj.weight",
+    "norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+_META_NAMES = {re.compile(re.escape(hf).replace(r"\{i\}", r"(\d+)") + "$"): meta for meta, hf in HF_NAMES.items()}
+
+# config.json keys the notebook needs, each with params.json's name for it.
+CONFIG_KEYS = {
+    "hidden_size": "dim",
+    "num_hidden_layers": "n_layers",
+    "num_attention_heads": "n_heads",
+    "vocab_size": "vocab_size",
+    "intermediate_size": "ffn_hidden",
+    "rms_norm_eps": "norm_eps",
+}
+
+
+def meta_name(hf_name: str) -> str:
+    """Meta's name for a Hugging Face tensor name (unknown names come back unchanged)."""
+    for pattern, meta in _META_NAMES.items():
+        match = pattern.match(hf_name)
+        if match:
+            return meta.replace("{i}", match.group(1)) if match.groups() else meta
+    return hf_name
+
+
+def hf_name(meta: str) -> str:
+    layer = re.match(r"layers\.(\d+)\.(.*)$", meta)
+    if layer:
+        return HF_NAMES["layers.{i}." + layer.group(2)].replace("{i}", layer.group(1))
+    return HF_NAMES[meta]
+
+
+def hf_rows_to_meta(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Undo Hugging Face's reordering of one q or k matrix's rows, head by head.
+
+    In each head, Meta's rows come as RoPE pairs (0, 1), (2, 3), …; Hugging Face's
+    converter put the first of every pair in the first half and the second in the second
+    half, so that its rotate-half RoPE pairs row i with row i + head_dim/2. Putting them
+    back: [heads × 2 halves × head_dim/2 × dim] → [heads × head_dim/2 × 2 × dim].
+    """
+    rows, dim = weight.shape
+    return weight.view(n_heads, 2, rows // n_heads // 2, dim).transpose(1, 2).reshape(rows, dim)
+
+
+def read_config(folder: Path) -> dict:
+    """config.json as params.json's keys, checked; plus what params.json leaves to rules.
+
+    `ffn_hidden` (config.json states the feed-forward width), `tied_output`, and, for
+    scaled RoPE, `rope_scaling` with the file's own factor, frequency factors and original
+    context. Both spellings transformers has written are read: top-level `rope_theta` and
+    `rope_scaling` (4.x, the hub's files), or `rope_parameters` (5.x).
+    """
+    path = Path(folder) / "config.json"
+    config = read_json_object(path, "download config.json again from the same model")
+    architectures = config.get("architectures") or []
+    if "LlamaForCausalLM" not in architectures or config.get("model_type", "llama") != "llama":
+        found = ", ".join(architectures) or config.get("model_type") or "an unnamed architecture"
+        raise CheckpointError(f"{path} describes {found}, not LlamaForCausalLM: this notebook runs Llama 3 models only; point LLAMA3_CKPT at a Llama 3 folder.")
+    for key in CONFIG_KEYS:
+        if key not in config:
+            raise CheckpointError(f"{path} has no {key!r}: it is not a complete Llama configuration; download config.json again from the same model.")
+    rope = config.get("rope_parameters") or {}
+    theta = config.get("rope_theta", rope.get("rope_theta"))
+    if theta is None:
+        raise CheckpointError(f"{path} states no rope_theta (neither at the top nor in rope_parameters): download config.json again from the same model.")
+    scaling = config.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
+    params = {meta: config[key] for key, meta in CONFIG_KEYS.items()}
+    params["n_kv_heads"] = config.get("num_key_value_heads") or config["num_attention_heads"]
+    params["rope_theta"] = float(theta)
+    params["use_scaled_rope"] = scaling is not None
+    if scaling is not None:
+        kind = scaling.get("rope_type", scaling.get("type"))
+        if kind != "llama3":
+            raise CheckpointError(f"{path}: RoPE scaling of type {kind!r}; Llama 3.1+ uses 'llama3', and this notebook implements only that one.")
+        keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+        missing = [key for key in keys if key not in scaling]
+        if missing:
+            raise CheckpointError(f"{path}: the llama3 RoPE scaling has no {missing[0]!r}; download config.json again from the same model.")
+        params["rope_scaling"] = {key: scaling[key] for key in keys}
+    params["tied_output"] = bool(config.get("tie_word_embeddings", False))
+    head_dim = config.get("head_dim")
+    if head_dim is not None and head_dim * params["n_heads"] != params["dim"]:
+        raise CheckpointError(
+            f"{path}: head_dim {head_dim} × {params['n_heads']} heads ≠ hidden_size {params['dim']}; Llama 3 splits the width evenly among heads."
+        )
+    return params
+
+
+def safetensors_files(folder: Path) -> dict[str, Path]:
+    """Every tensor's Hugging Face name → the file that holds it (single file or the index)."""
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+            raise CheckpointError(f"{index} is not a readable safetensors index (no weight_map): download it again.") from None
+        missing = sorted({file for file in weight_map.values() if not (folder / file).exists()})
+        if missing:
+            raise CheckpointError(f"{folder} has no {missing[0]}, which model.safetensors.index.json lists: download the missing shard(s).")
+        return {name: folder / file for name, file in weight_map.items()}
+    single = folder / "model.safetensors"
+    if not single.exists():
+        raise CheckpointError(f"{folder} has config.json but no model.safetensors or model.safetensors.index.json: download the model's safetensors files.")
+    return {name: single for name in _open(single).keys()}
+
+
+_SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64, "I8": torch.int8, "I64": torch.int64}
+
+
+def _open(path: Path):
+    from safetensors import safe_open
+
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
+    except Exception as error:  # safetensors raises SafetensorError, OSError … depending on the damage
+        text = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({text}); it is truncated, corrupt or another kind of file — download it again."
+        ) from None
+
+
+class HuggingFaceWeights(Mapping):
+    """A Hugging Face folder's tensors under Meta's names, read when looked up.
+
+    `safe_open` memory-maps each file: looking a tensor up reads only that tensor, straight
+    from the page cache, with no copy — except q and k, whose rows are put back in Meta's
+    order (a copy of one matrix at a time).
+    """
+
+    config_name = "config.json"
+
+    def __init__(self, folder: Path, params: dict):
+        self.folder = Path(folder)
+        files = safetensors_files(self.folder)
+        self.handles = {path: _open(path) for path in sorted(set(files.values()))}
+        self.file_of = {meta_name(name): (name, files[name]) for name in files}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.dtypes: dict[str, torch.dtype] = {}
+        for name, (original, path) in self.file_of.items():
+            try:
+                view = self.handles[path].get_slice(original)
+            except Exception:
+                raise CheckpointError(f"{path.name} does not hold {original}, which the index says it does: download the model's files again.") from None
+            self.shapes[name] = tuple(view.get_shape())
+            self.dtypes[name] = _SAFETENSORS_DTYPES.get(view.get_dtype(), torch.uint8)
+        head_dim = params["dim"] // params["n_heads"]
+        self.heads = {}  # q and k matrices: how many heads their rows hold
+        for name, shape in self.shapes.items():
+            if name.endswith("attention.wq.weight") or name.endswith("attention.wk.weight"):
+                self.heads[name] = shape[0] // head_dim
+
+    def describe(self, name: str) -> str:
+        original = self.file_of[name][0] if name in self.file_of else name
+        return f"{original} (Meta's {name})" if original != name else name
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        original, path = self.file_of[name]
+        tensor = self.handles[path].get_tensor(original)
+        if name in self.heads:
+            tensor = hf_rows_to_meta(tensor, self.heads[name])
+        return tensor
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.file_of)
+
+    def __len__(self) -> int:
+        return len(self.file_of)

@@ -1,0 +1,161 @@
+"""Write a Meta-layout checkpoint as a Hugging Face model folder — for tests and benchmarks.
+
+    python -m scripts.make_hf_checkpoint META_FOLDER OUT [--shard-size 2GB] [--spelling 4|5]
+                                         [--scale-factor 8] [--stream]
+
+Default: transformers builds LlamaForCausalLM from the Meta files (reference_models.hf_model,
+which reorders the q/k rows as Hugging Face's own converter does) and writes it with
+`save_pretrained` — config.json, model.safetensors or sharded files with their index — in
+bfloat16, like the hub's files. tokenizer.json is made from Llama 3's tokenizer.model by
+transformers' TikTokenConverter. `--spelling` rewrites config.json's RoPE keys as
+transformers 4.x wrote them (top-level rope_theta, rope_scaling; the hub's files) or as 5.x
+does (rope_parameters).
+
+`--stream` writes the safetensors files directly, one shard at a time, from the
+memory-mapped Meta file, for models too large to build in memory (the 8B benchmark);
+the names, row order and config are the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+import checkpoint_files
+import release_facts
+import tokenizer_setup
+import weight_loading
+from hf_checkpoint import hf_name
+
+SPECIAL_TOKENS = tokenizer_setup.special_token_names()
+
+
+def meta_rows_to_hf(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Meta's q/k rows (pairs 2i, 2i+1) in Hugging Face's order (i, i + head_dim/2), per head."""
+    rows, dim = weight.shape
+    return weight.view(n_heads, rows // n_heads // 2, 2, dim).transpose(1, 2).reshape(rows, dim)
+
+
+def write_tokenizer_json(out: Path) -> None:
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    model = tokenizer_setup.find_tokenizer_model(None)
+    converter = TikTokenConverter(vocab_file=str(model), pattern=tokenizer_setup.SPLIT_PATTERN, extra_special_tokens=SPECIAL_TOKENS)
+    converter.converted().save(str(out / "tokenizer.json"))
+
+
+def respell_config(out: Path, spelling: str) -> None:
+    """Rewrite config.json's RoPE keys in transformers 4.x's spelling or 5.x's."""
+    path = out / "config.json"
+    config = json.loads(path.read_text())
+    rope = dict(config.pop("rope_parameters", None) or {})
+    scaling = config.pop("rope_scaling", None)
+    theta = config.pop("rope_theta", rope.pop("rope_theta", None))
+    if scaling is None and rope.get("rope_type", "default") != "default":
+        scaling = rope
+    if spelling == "4":
+        config["rope_theta"] = theta
+        config["rope_scaling"] = scaling
+    else:
+        config["rope_parameters"] = {"rope_type": "default", "rope_theta": theta} if scaling is None else {**scaling, "rope_theta": theta}
+    path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def rope_scaling(params: dict, factor: float | None) -> dict | None:
+    if not params.get("use_scaled_rope"):
+        return None
+    if factor is None:
+        factor = release_facts.rope_scale_factor(params)[0]
+    return {"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+def save_with_transformers(meta: Path, out: Path, shard_size: str | None = None, spelling: str = "5", scale_factor: float | None = None) -> Path:
+    import reference_models
+
+    params = checkpoint_files.read_params(meta)
+    factor = (rope_scaling(params, scale_factor) or {}).get("factor")
+    model = reference_models.hf_model(meta, params, dtype=torch.bfloat16, rope_scale_factor=factor)
+    model.config.architectures = ["LlamaForCausalLM"]
+    model.config.bos_token_id, model.config.eos_token_id = 128000, 128001  # Llama 3's
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, max_shard_size=shard_size or "50GB")
+    write_tokenizer_json(out)
+    respell_config(out, spelling)
+    return out
+
+
+def save_streaming(meta: Path, out: Path, shard_bytes: int = 5 * 2**30, spelling: str = "4", scale_factor: float | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    params = checkpoint_files.read_params(meta)
+    weights = weight_loading.load_weights(meta)
+    n_kv_heads = params.get("n_kv_heads") or params["n_heads"]
+    tied = "output.weight" not in weights
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": params["dim"],
+        "num_hidden_layers": params["n_layers"],
+        "num_attention_heads": params["n_heads"],
+        "num_key_value_heads": n_kv_heads,
+        "intermediate_size": checkpoint_files.ffn_hidden_size(params),
+        "rms_norm_eps": params["norm_eps"],
+        "vocab_size": params["vocab_size"],
+        "hidden_act": "silu",
+        "max_position_embeddings": release_facts.context_length(params),
+        "tie_word_embeddings": tied,
+        "torch_dtype": "bfloat16",
+        "rope_theta": params["rope_theta"],
+        "rope_scaling": rope_scaling(params, scale_factor),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    respell_config(out, spelling)
+    shards, current, size = [], {}, 0
+    for name in weights:
+        tensor = weights[name]
+        if name.endswith("attention.wq.weight"):
+            tensor = meta_rows_to_hf(tensor, params["n_heads"])
+        elif name.endswith("attention.wk.weight"):
+            tensor = meta_rows_to_hf(tensor, n_kv_heads)
+        if current and size + tensor.numel() * tensor.element_size() > shard_bytes:
+            shards.append(current)
+            current, size = {}, 0
+        current[hf_name(name)] = tensor.contiguous()
+        size += tensor.numel() * tensor.element_size()
+    shards.append(current)
+    weight_map = {}
+    for index, shard in enumerate(shards, start=1):
+        file = "model.safetensors" if len(shards) == 1 else f"model-{index:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(out / file), metadata={"format": "pt"})
+        weight_map |= {name: file for name in shard}
+    if len(shards) > 1:
+        total = sum(t.numel() * t.element_size() for shard in shards for t in shard.values())
+        (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
+    write_tokenizer_json(out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("meta", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--shard-size", default=None, help="e.g. 2GB (transformers) — with --stream, bytes per shard")
+    parser.add_argument("--spelling", choices=["4", "5"], default="4")
+    parser.add_argument("--scale-factor", type=float, default=None)
+    parser.add_argument("--stream", action="store_true")
+    args = parser.parse_args()
+    if args.out.exists() and any(args.out.iterdir()):
+        raise SystemExit(f"{args.out} is not empty; choose a new folder")
+    if args.stream:
+        save_streaming(args.meta, args.out, int(args.shard_size or 5 * 2**30), args.spelling, args.scale_factor)
+    else:
+        save_with_transformers(args.meta, args.out, args.shard_size, args.spelling, args.scale_factor)
+    print(f"wrote {args.out}: " + ", ".join(sorted(p.name for p in args.out.iterdir())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""A Hugging Face folder runs the notebook unchanged: Meta's tensors bit for bit, the same "42".
+
+The folders are written by transformers' own `save_pretrained` (scripts/make_hf_checkpoint.py)
+from Meta-layout checkpoints: the embedded one, single-file and sharded, and random ones of
+several shapes (grouped-query, tied output, scaled RoPE with a factor no rule would guess).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import checkpoint_files
+import hf_checkpoint
+import reference_models
+import tokenizer_setup
+import weight_loading
+from scripts.make_hf_checkpoint import respell_config, save_streaming, save_with_transformers
+from scripts.make_random_checkpoint import write_checkpoint
+from tests.notebook_values import FLOAT32_CPU, run_and_read
+from tests.test_bad_input import setup_cell_failure
+
+EMBEDDED = checkpoint_files.EMBEDDED_CHECKPOINT
+FP32_TOLERANCE = 1e-4
+
+SMALL = {
+    "dim": 64,
+    "n_layers": 2,
+    "n_heads": 8,
+    "n_kv_heads": 2,
+    "vocab_size": 128256,
+    "multiple_of": 32,
+    "ffn_dim_multiplier": 1.5,
+    "norm_eps": 1e-5,
+    "rope_theta": 500000.0,
+}
+SHAPES = {
+    "gqa": (SMALL, False, None),
+    "no-gqa-tied": ({**SMALL, "dim": 96, "n_heads": 6, "n_kv_heads": 6}, True, None),
+    "scaled-rope": ({**SMALL, "use_scaled_rope": True}, False, 16.0),  # neither 8 nor 32: only the file says so
+}
+
+
+@pytest.fixture(scope="session")
+def embedded_hf(tmp_path_factory):
+    return save_with_transformers(EMBEDDED, tmp_path_factory.mktemp("hf") / "single")
+
+
+@pytest.fixture(scope="session")
+def embedded_hf_sharded(tmp_path_factory):
+    return save_with_transformers(EMBEDDED, tmp_path_factory.mktemp("hf") / "sharded", shard_size="8MB", spelling="4")
+
+
+@pytest.fixture(scope="session")
+def random_pairs(tmp_path_factory):
+    """Each shape: (Meta folder, Hugging Face folder, scale factor)."""
+    pairs = {}
+    for index, (name, (params, tied, factor)) in enumerate(SHAPES.items()):
+        base = tmp_path_factory.mktemp(name)
+        meta = write_checkpoint(base / "meta", dict(params), seed=20 + index, tied_output=tied)
+        shard_size = "6MB" if name == "gqa" else None  # one random folder sharded too
+        pairs[name] = (meta, save_with_transformers(meta, base / "hf", shard_size=shard_size, scale_factor=factor), factor)
+    return pairs
+
+
+def assert_same_tensors(meta_folder, hf_folder):
+    meta, hf = weight_loading.load_weights(meta_folder), weight_loading.load_weights(hf_folder)
+    assert sorted(hf) == sorted(meta)
+    for name in meta:
+        assert hf[name].dtype == meta[name].dtype, name
+        assert torch.equal(hf[name], meta[name]), name
+
+
+def test_embedded_tensors_bit_for_bit(embedded_hf, embedded_hf_sharded):
+    assert (embedded_hf / "model.safetensors").exists()
+    assert (embedded_hf_sharded / "model.safetensors.index.json").exists()
+    assert len(list(embedded_hf_sharded.glob("model-*.safetensors"))) > 2
+    for folder in (embedded_hf, embedded_hf_sharded):
+        assert checkpoint_files.layout(folder) == "huggingface"
+        assert_same_tensors(EMBEDDED, folder)
+
+
+def test_streamed_writer_matches_transformers(tmp_path, embedded_hf):
+    """The benchmark's writer (shard by shard, for the 8B) makes the same folder as save_pretrained."""
+    folder = save_streaming(EMBEDDED, tmp_path / "streamed", shard_bytes=8 * 2**20)
+    assert len(list(folder.glob("model-*.safetensors"))) > 2
+    assert_same_tensors(EMBEDDED, folder)
+    assert hf_checkpoint.read_config(folder) == hf_checkpoint.read_config(embedded_hf)
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_random_shapes_bit_for_bit(random_pairs, shape):
+    meta, hf, factor = random_pairs[shape]
+    assert (hf / "model.safetensors.index.json").exists() == (shape == "gqa")
+    assert_same_tensors(meta, hf)
+    ours, theirs = checkpoint_files.read_params(hf), checkpoint_files.read_params(meta)
+    for key in ("dim", "n_layers", "n_heads", "vocab_size", "norm_eps", "rope_theta"):
+        assert ours[key] == theirs[key], key
+    assert ours["n_kv_heads"] == (theirs.get("n_kv_heads") or theirs["n_heads"])
+    assert checkpoint_files.ffn_hidden_size(ours) == checkpoint_files.ffn_hidden_size(theirs)
+    assert ours["tied_output"] == ("output.weight" not in weight_loading.load_weights(meta))
+    assert ours["use_scaled_rope"] == bool(theirs.get("use_scaled_rope"))
+    if factor is not None:
+        assert ours["rope_scaling"]["factor"] == factor
+
+
+def read_in_both_spellings(hf, tmp_path) -> dict[str, dict]:
+    """config.json rewritten as transformers 4.x wrote it (the hub's files: rope_theta +
+    rope_scaling) and as 5.x does (rope_parameters), each read by the loader."""
+    read = {}
+    for spelling in ("4", "5"):
+        folder = tmp_path / spelling
+        folder.mkdir()
+        (folder / "config.json").write_text((hf / "config.json").read_text())
+        respell_config(folder, spelling)
+        config = json.loads((folder / "config.json").read_text())
+        assert ("rope_parameters" in config) == (spelling == "5")
+        read[spelling] = hf_checkpoint.read_config(folder)
+    return read
+
+
+def test_both_config_spellings(tmp_path, embedded_hf):
+    read = read_in_both_spellings(embedded_hf, tmp_path)
+    assert read["4"] == read["5"]
+
+
+def test_both_spellings_of_scaled_rope(tmp_path, random_pairs):
+    _, hf, factor = random_pairs["scaled-rope"]
+    read = read_in_both_spellings(hf, tmp_path)
+    assert read["4"] == read["5"]
+    assert read["4"]["rope_scaling"] == {"factor": factor, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+def test_rows_round_trip():
+    """The loader's un-permutation inverts Hugging Face's converter (as reference_models does it)."""
+    weight = torch.arange(6 * 16 * 4, dtype=torch.float32).view(6 * 16, 4)
+    assert torch.equal(hf_checkpoint.hf_rows_to_meta(reference_models.meta_rows_to_hf(weight, 6), 6), weight)
+    assert not torch.equal(reference_models.meta_rows_to_hf(weight, 6), weight)
+
+
+def test_tokenizer_json_is_llama3(embedded_hf, tokenizer):
+    from_json = tokenizer_setup.load_tokenizer(embedded_hf)
+    assert from_json.name.endswith("tokenizer.json")
+    text = "the answer to the ultimate question of life, the universe, and everything is 42 — ¿qué? 東京 🦙\n\tend"
+    assert from_json.encode(text) == tokenizer.encode(text)
+    assert from_json.n_vocab == tokenizer.n_vocab
+    for special in ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]:
+        assert from_json.encode_single_token(special) == tokenizer.encode_single_token(special)
+
+
+@pytest.fixture(scope="session")
+def hf_run(embedded_hf_sharded, tmp_path_factory):
+    return run_and_read(tmp_path_factory.mktemp("hf-run"), {**FLOAT32_CPU, "LLAMA3_CKPT": str(embedded_hf_sharded)})
+
+
+def test_notebook_on_hf_folder_gives_the_same_tensors_and_42(hf_run, embedded_run):
+    assert hf_run["next_token_id"] == embedded_run["next_token_id"] == 2983
+    assert hf_run["prompt_tokens"] == embedded_run["prompt_tokens"]
+    for name in ("token_embeddings", "final_normed", "logits"):
+        assert torch.equal(hf_run[name], embedded_run[name]), name
+    for stage in ("residual_after_attention", "residual_after_ffn"):
+        for mine, meta in zip(hf_run[stage], embedded_run[stage], strict=True):
+            assert torch.equal(mine, meta), stage
+    setup = "".join(output.get("text", "") for output in hf_run["notebook"].cells[2].outputs)
+    assert "Hugging Face layout" in setup
+
+
+def relative_differences(ours: dict, theirs: dict) -> dict[str, float]:
+    result = {name: reference_models.relative_difference(ours[name], theirs[name]) for name in ("token_embeddings", "final_normed", "logits")}
+    for stage in ("residual_after_attention", "residual_after_ffn"):
+        for layer, (mine, reference) in enumerate(zip(ours[stage], theirs[stage], strict=True)):
+            result[f"{stage}[{layer}]"] = reference_models.relative_difference(mine, reference)
+    return result
+
+
+def from_pretrained(folder):
+    from transformers import LlamaForCausalLM
+
+    return LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def test_parity_with_transformers_from_the_same_folder(hf_run, embedded_hf_sharded):
+    theirs = reference_models.hf_tensors(from_pretrained(embedded_hf_sharded), hf_run["prompt_tokens"])
+    diffs = relative_differences(hf_run, theirs)
+    worst = max(diffs, key=diffs.get)
+    assert diffs[worst] <= FP32_TOLERANCE, f"{worst}: {diffs[worst]:.2e} relative"
+    assert int(theirs["logits"].argmax()) == hf_run["next_token_id"]
+
+
+def test_scaled_rope_uses_the_files_factor(random_pairs, tmp_path):
+    """factor 16 is in no rule: the notebook must take it from config.json, as transformers does."""
+    _, hf, factor = random_pairs["scaled-rope"]
+    ours = run_and_read(tmp_path, {**FLOAT32_CPU, "LLAMA3_CKPT": str(hf)})
+    assert ours["rope_scale_factor"] == factor
+    theirs = reference_models.hf_tensors(from_pretrained(hf), ours["prompt_tokens"])
+    diffs = relative_differences(ours, theirs)
+    worst = max(diffs, key=diffs.get)
+    assert diffs[worst] <= FP32_TOLERANCE, f"{worst}: {diffs[worst]:.2e} relative"
+    n_parameters = sum(math.prod(shape) for shape in weight_loading.tensor_shapes(weight_loading.load_weights(hf)).values())
+    assert n_parameters == checkpoint_files.n_parameters(checkpoint_files.read_params(hf))
+
+
+# ---- bad input: one sentence each, nothing written into the folder ------------------------
+
+
+@pytest.fixture
+def hf_copy(tmp_path, embedded_hf_sharded):
+    import shutil
+
+    return shutil.copytree(embedded_hf_sharded, tmp_path / "copy")
+
+
+def setup_error(folder) -> str:
+    """What the notebook's setup cell would raise for this folder (its first steps, in order)."""
+    with pytest.raises(checkpoint_files.CheckpointError) as caught:
+        found = checkpoint_files.find_checkpoint_dir(str(folder))
+        params = checkpoint_files.read_params(found)
+        weight_loading.check_weights(weight_loading.load_weights(found), params)
+    return str(caught.value)
+
+
+def test_another_architecture(hf_copy):
+    config = json.loads((hf_copy / "config.json").read_text())
+    config["architectures"], config["model_type"] = ["MistralForCausalLM"], "mistral"
+    (hf_copy / "config.json").write_text(json.dumps(config))
+    assert "describes MistralForCausalLM, not LlamaForCausalLM: this notebook runs Llama 3 models only" in setup_error(hf_copy)
+
+
+def test_pytorch_model_bin_only(tmp_path, embedded_hf):
+    (tmp_path / "config.json").write_text((embedded_hf / "config.json").read_text())
+    (tmp_path / "pytorch_model.bin").write_bytes(b"PK\x03\x04")
+    assert "holds its weights as pytorch_model*.bin (pickles), which this notebook does not load: download the model's *.safetensors" in setup_error(tmp_path)
+
+
+def test_gguf(tmp_path):
+    (tmp_path / "Meta-Llama-3-8B.Q4_K_M.gguf").write_bytes(b"GGUF\x03\x00\x00\x00")
+    assert "holds a GGUF file (llama.cpp's format)" in setup_error(tmp_path)
+    assert "is a GGUF file (llama.cpp's format)" in setup_error(tmp_path / "Meta-Llama-3-8B.Q4_K_M.gguf")
+
+
+def test_missing_shard(hf_copy):
+    shard = sorted(hf_copy.glob("model-*.safetensors"))[1]
+    shard.unlink()
+    assert f"has no {shard.name}, which model.safetensors.index.json lists: download the missing shard(s)" in setup_error(hf_copy)
+
+
+def test_tensor_of_the_wrong_shape(hf_copy):
+    from safetensors.torch import load_file, save_file
+
+    index = json.loads((hf_copy / "model.safetensors.index.json").read_text())
+    file = hf_copy / index["weight_map"]["model.layers.0.self_attn.k_proj.weight"]
+    tensors = load_file(file)
+    tensors["model.layers.0.self_attn.k_proj.weight"] = torch.zeros(64, 64, dtype=torch.bfloat16)
+    save_file(tensors, file, metadata={"format": "pt"})
+    expected = "model.layers.0.self_attn.k_proj.weight (Meta's layers.0.attention.wk.weight) has shape [64, 64] but config.json implies [32, 64]"
+    assert expected in setup_error(hf_copy)
+
+
+def test_truncated_safetensors(hf_copy):
+    shard = sorted(hf_copy.glob("model-*.safetensors"))[0]
+    shard.write_bytes(shard.read_bytes()[:1000])
+    assert "is not a readable safetensors file" in setup_error(hf_copy)
+    assert "download it again" in setup_error(hf_copy)
+
+
+def test_tokenizer_json_of_another_vocabulary(hf_copy):
+    data = json.loads((hf_copy / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    first, second = "Ġthe", "Ġand"
+    vocab[first], vocab[second] = vocab[second], vocab[first]  # two ranks swapped: another BPE
+    (hf_copy / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(tokenizer_setup.TokenizerFileError, match="not Llama 3's vocabulary"):
+        tokenizer_setup.load_tokenizer(hf_copy)
+
+
+def test_setup_cell_on_a_bad_hf_folder_is_one_sentence_and_writes_nothing(hf_copy):
+    (sorted(hf_copy.glob("model-*.safetensors"))[1]).unlink()
+    before = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in hf_copy.iterdir())
+    failing = setup_cell_failure({**FLOAT32_CPU, "LLAMA3_CKPT": str(hf_copy)})
+    assert failing.id == "prelims-code"
+    assert [output.output_type for output in failing.outputs] == ["stream"]  # no traceback
+    text = failing.outputs[0].text
+    assert text.startswith("CheckpointError: ") and text.count("\n") == 1
+    assert "which model.safetensors.index.json lists: download the missing shard(s)" in text
+    assert sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in hf_copy.iterdir()) == before
