@@ -31,26 +31,17 @@ from pathlib import Path
 import nbformat
 
 import checkpoint_files
+from benchmarks.generation import CLOCK
 from scripts.run_notebook import NOTEBOOK, execute
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 
-TIMING = """
-import json as _json
+TIMING = (
+    CLOCK
+    + """
 import statistics as _statistics
-import time as _time
 
 import torch._dynamo as _dynamo
-
-
-def _clock(work):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = _time.perf_counter()
-    work()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return _time.perf_counter() - started
 
 
 def _step_seconds():
@@ -82,6 +73,7 @@ for _mode in MODES:
         forward = _eager_forward
 print(_json.dumps(_results))
 """
+)
 
 
 def main() -> int:

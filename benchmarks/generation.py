@@ -35,7 +35,8 @@ from scripts.run_notebook import NOTEBOOK, execute
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 
-TIMING = """
+# Run in the notebook's kernel: `_clock(work)`, seconds, waiting for the GPU when there is one.
+CLOCK = """
 import json as _json
 import time as _time
 
@@ -48,7 +49,11 @@ def _clock(work):
     if device.type == "cuda":
         torch.cuda.synchronize()
     return _time.perf_counter() - started
+"""
 
+TIMING = (
+    CLOCK
+    + """
 
 def _floor_step():
     # one token through every weight matrix, nothing else
@@ -81,6 +86,7 @@ for _n in COMPARE:
         _results[f"{_n} {'with' if _use_cache else 'without'}"] = _n / _seconds
 print(_json.dumps(_results))
 """
+)
 
 
 def main() -> int:
