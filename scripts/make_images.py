@@ -740,6 +740,53 @@ def output_projection():
     save(fig, "output-projection.png")
 
 
+# ----------------------------------------------------------------------------------------------
+# bpe-merges.png
+# ----------------------------------------------------------------------------------------------
+
+# " ultimate" under Llama 3's ranks: every state of its pieces, and the rank of the token each
+# merge made (facts from tokenizer.model; tests/test_bpe.py checks them against the notebook's
+# own bpe_merges).
+BPE_STATES = [
+    [" ", "u", "l", "t", "i", "m", "a", "t", "e"],
+    [" ", "u", "l", "t", "i", "m", "at", "e"],
+    [" ", "u", "l", "t", "im", "at", "e"],
+    [" ", "u", "l", "t", "im", "ate"],
+    [" ", "ul", "t", "im", "ate"],
+    [" ", "ult", "im", "ate"],
+    [" ", "ult", "imate"],
+    [" ult", "imate"],
+    [" ultimate"],
+]
+BPE_MERGE_RANKS = [266, 318, 349, 360, 495, 3509, 8675, 17139]
+
+
+def bpe_merges():
+    W, H = 9.2, 5.9
+    fig, ax = canvas(W, H, "BPE joins the adjacent pair of lowest rank, until none is a token")
+    unit, row_h, x0, top = 0.62, 0.42, 1.35, 4.95
+    text(ax, x0 - 0.3, top + 0.42, "bytes of the piece", size=SMALL, color=MUTED, ha="left")
+    text(ax, x0 + 9 * unit + 0.35, top + 0.42, "new token: rank = id", size=SMALL, color=MUTED, ha="left")
+    for step, parts in enumerate(BPE_STATES):
+        y = top - step * (row_h + 0.1)
+        previous = BPE_STATES[step - 1] if step else None
+        new = next((k for k, part in enumerate(parts) if previous is not None and part not in previous[k : k + 1]), None)
+        text(ax, 0.55, y, "bytes" if step == 0 else f"merge {step}", size=SMALL, color=MUTED)
+        x = x0
+        for k, part in enumerate(parts):
+            width = len(part.encode()) * unit
+            kind = "result" if k == new else ("act" if step < len(BPE_STATES) - 1 else "result")
+            box(ax, x + width / 2 - 0.03, y, width - 0.08, row_h, part.replace(" ", "␣"), kind, size=SMALL, bold=False, radius=0.05, lw=1.0)
+            x += width
+        if step:
+            merged = parts[new]
+            label = f"'{merged.replace(' ', '␣')}': {BPE_MERGE_RANKS[step - 1]:,}"
+            text(ax, x0 + 9 * unit + 0.35, y, label, size=SMALL, color=COLORS["result"][1], ha="left")
+    bottom = top - (len(BPE_STATES) - 1) * (row_h + 0.1)
+    text(ax, W / 2, bottom - 0.6, 'no adjacent pair left is a token: " ultimate" is the single token 17,139', size=FS, color=INK)
+    save(fig, "bpe-merges.png")
+
+
 def main():
     global OUT_DIR
     if len(sys.argv) > 1:  # another folder, e.g. to compare with the committed images
@@ -753,6 +800,7 @@ def main():
     values_heads()
     swiglu()
     output_projection()
+    bpe_merges()
 
 
 if __name__ == "__main__":
