@@ -133,3 +133,16 @@ def top_candidates(labels: list[str], probabilities: torch.Tensor) -> None:
     axes.set_title(f"the {len(labels)} most likely next tokens")
     figure.tight_layout()
     plt.show()
+
+
+def loss_curve(losses: list[float], title: str) -> None:
+    """The training loss after every optimizer step."""
+    figure, axes = plt.subplots(figsize=(7, 3))
+    axes.plot(range(1, len(losses) + 1), losses, marker="o", markersize=3, color="tab:blue")
+    axes.set_xlabel("step")
+    axes.set_ylabel("mean loss (nats per token)")
+    axes.set_ylim(bottom=0)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    plt.show()

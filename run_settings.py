@@ -187,6 +187,7 @@ class Settings:
     rope_scale_factor: float | None
     rope_scale_reason: str
     rope_frequency_band: tuple[float, float, int]
+    said_why: bool = False  # whether a skipped demo has printed examples_reason yet
 
     def summary(self) -> str:
         size = f"{self.n_parameters / 1e9:.1f}B" if self.n_parameters >= 1e9 else f"{self.n_parameters / 1e6:.1f}M"
@@ -202,10 +203,14 @@ class Settings:
         )
 
     def show_example(self, demo):
-        """Run `demo()` and return its result — unless the expensive demos are off for this run."""
+        """Run `demo()` and return its result — unless the expensive demos are off for this run.
+
+        A skipped demo says why the first time, and "skipped, as above" after that.
+        """
         if self.run_examples:
             return demo()
-        print(f"skipped: {self.examples_reason}")
+        print("skipped, as above" if self.said_why else f"skipped: {self.examples_reason}")
+        self.said_why = True
         return None
 
 

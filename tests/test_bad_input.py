@@ -332,3 +332,14 @@ def test_read_only_checkpoint_works_and_is_untouched(good_copy, tmp_path):
     finally:
         for path in [good_copy, *good_copy.iterdir()]:
             path.chmod(path.stat().st_mode | stat.S_IWUSR)
+
+
+def test_skipped_demos_say_why_once(clean_env, capsys, tokenizer):
+    clean_env.setenv("LLAMA3_EXTRAS", "0")
+    folder = checkpoint_files.EMBEDDED_CHECKPOINT
+    settings = run_settings.decide(folder, checkpoint_files.read_params(folder), tokenizer)
+    assert settings.show_example(lambda: "ran") is None
+    assert settings.show_example(lambda: "ran") is None
+    assert capsys.readouterr().out == "skipped: LLAMA3_EXTRAS=0\nskipped, as above\n"
+    clean_env.setenv("LLAMA3_EXTRAS", "1")
+    assert run_settings.decide(folder, checkpoint_files.read_params(folder), tokenizer).show_example(lambda: "ran") == "ran"
