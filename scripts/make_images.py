@@ -787,6 +787,35 @@ def bpe_merges():
     save(fig, "bpe-merges.png")
 
 
+# ----------------------------------------------------------------------------------------------
+# training-step.png
+# ----------------------------------------------------------------------------------------------
+
+
+def training_step():
+    W, H = 9.4, 4.6
+    fig, ax = canvas(W, H, "One training step: forward, loss, backward, update")
+    y, back_y = 2.85, 1.35
+    tokens = box(ax, 0.95, y, 1.3, 0.7, "tokens", "plain", sub="[tokens]")
+    model = box(ax, 3.05, y, 1.9, 0.9, "the notebook's cells", "op", sub="weights from the copy")
+    logits = matrix(ax, 5.15, y, 0.75, 0.9, "act", "logits", "[tokens × vocab]", rows=4, cols=3)
+    loss = box(ax, 7.75, y, 2.2, 0.8, "loss", "result", sub="mean −log p(next token)")
+    arrow(ax, tokens.east(), model.west())
+    arrow(ax, model.east(), logits.west())
+    arrow(ax, logits.east(), loss.west())
+    text(ax, 2.0, y + 0.72, "1. forward", size=FS, color=INK, fontweight="bold")
+    text(ax, 6.15, y + 0.3, "2. loss", size=FS, color=INK, fontweight="bold")
+    grads = box(ax, 5.15, back_y, 2.3, 0.75, "weight.grad", "weight", sub="one number per weight: ∂loss/∂w")
+    arrow(ax, loss.south(), (loss.x, back_y), grads.east(), color=COLORS["result"][1])
+    text(ax, loss.x - 0.15, back_y + 0.62, "3. backward (autograd)", size=FS, color=INK, fontweight="bold", ha="right")
+    update = box(ax, 2.15, back_y, 2.2, 0.75, "w ← w − step", "op", sub="Adam: a step per weight")
+    arrow(ax, grads.west(), update.east(), color=COLORS["weight"][1])
+    arrow(ax, update.north(), (update.x, model.bottom), color=COLORS["op"][1])
+    text(ax, 0.35, back_y + 0.62, "4. update", size=FS, color=INK, fontweight="bold", ha="left")
+    text(ax, W / 2, 0.35, "repeat; the checkpoint file is never written — the weights are a float32 copy in memory", size=SMALL, color=MUTED)
+    save(fig, "training-step.png")
+
+
 def main():
     global OUT_DIR
     if len(sys.argv) > 1:  # another folder, e.g. to compare with the committed images
@@ -801,6 +830,7 @@ def main():
     swiglu()
     output_projection()
     bpe_merges()
+    training_step()
 
 
 if __name__ == "__main__":
