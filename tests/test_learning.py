@@ -1,0 +1,110 @@
+"""The notebook's learning section: its loss and gradients are transformers', and training leaves the file alone.
+
+An executed run of the notebook computes, in its own kernel, the loss of the prompt and the
+gradients of every weight with its `trainable_copy`, `weights_from` and `token_losses` (the
+cells themselves); transformers' LlamaForCausalLM, loaded from the same checkpoint, computes
+its loss (labels = the tokens) and gradients. Float32, within 1e-4 relative.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import checkpoint_files
+import reference_models
+from tests.notebook_values import FLOAT32_CPU, run_and_read
+
+TOLERANCE = 1e-4
+
+IN_THE_KERNEL = """
+_copy = trainable_copy()
+with weights_from(_copy), torch.enable_grad():
+    _loss = token_losses(prompt_tokens).mean()
+    _loss.backward()
+_keep = [name for name in _copy if name.startswith("layers.0.") or name == output_name]
+torch.save({"loss": _loss.detach(), "grads": {name: _copy[name].grad for name in _keep}},
+           GRADS_FILE)
+"""
+
+
+def snapshot(folder):
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def learning_run(tmp_path_factory):
+    before = snapshot(checkpoint_files.EMBEDDED_CHECKPOINT)
+    workdir = tmp_path_factory.mktemp("learning")
+    grads_file = workdir / "grads.pt"
+    values = run_and_read(workdir, FLOAT32_CPU, extra_code=IN_THE_KERNEL.replace("GRADS_FILE", repr(str(grads_file))))
+    values["learning"] = torch.load(grads_file, weights_only=True)
+    values["folder_before"], values["folder_after"] = before, snapshot(checkpoint_files.EMBEDDED_CHECKPOINT)
+    return values
+
+
+@pytest.fixture(scope="module")
+def transformers_gradients(learning_run):
+    params = checkpoint_files.read_params(checkpoint_files.EMBEDDED_CHECKPOINT)
+    model = reference_models.hf_model(checkpoint_files.EMBEDDED_CHECKPOINT, params, torch.float32)
+    tokens = torch.tensor([learning_run["prompt_tokens"]])
+    with torch.enable_grad():
+        loss = model(tokens, labels=tokens, use_cache=False).loss
+        loss.backward()
+    return params, model, loss.detach()
+
+
+HF_OF = {
+    "attention.wq.weight": "self_attn.q_proj",
+    "attention.wk.weight": "self_attn.k_proj",
+    "attention.wv.weight": "self_attn.v_proj",
+    "attention.wo.weight": "self_attn.o_proj",
+    "feed_forward.w1.weight": "mlp.gate_proj",
+    "feed_forward.w3.weight": "mlp.up_proj",
+    "feed_forward.w2.weight": "mlp.down_proj",
+    "attention_norm.weight": "input_layernorm",
+    "ffn_norm.weight": "post_attention_layernorm",
+}
+
+
+def test_loss_equals_transformers(learning_run, transformers_gradients):
+    _, _, theirs = transformers_gradients
+    ours = learning_run["learning"]["loss"]
+    assert abs(float(ours) - float(theirs)) <= TOLERANCE * abs(float(theirs))
+
+
+def test_gradients_of_layer0_and_the_output_matrix_equal_transformers(learning_run, transformers_gradients):
+    params, model, _ = transformers_gradients
+    ours = learning_run["learning"]["grads"]
+    n_heads, n_kv_heads = params["n_heads"], params.get("n_kv_heads") or params["n_heads"]
+    layer = model.model.layers[0]
+    compared = {}
+    for short, hf in HF_OF.items():
+        theirs = layer.get_submodule(hf).weight.grad
+        mine = ours[f"layers.0.{short}"]
+        if short == "attention.wq.weight":
+            mine = reference_models.meta_rows_to_hf(mine, n_heads)
+        elif short == "attention.wk.weight":
+            mine = reference_models.meta_rows_to_hf(mine, n_kv_heads)
+        compared[short] = reference_models.relative_difference(mine, theirs)
+    compared["output.weight"] = reference_models.relative_difference(ours["output.weight"], model.lm_head.weight.grad)
+    assert len(ours) == len(HF_OF) + 1
+    worst = max(compared, key=compared.get)
+    assert compared[worst] <= TOLERANCE, f"{worst}: {compared[worst]:.2e} relative (all: {compared})"
+    assert all(float(grad.abs().max()) > 0 for grad in ours.values())
+
+
+def test_fine_tuning_changes_the_prediction_as_claimed(learning_run):
+    cell = next(cell for cell in learning_run["notebook"].cells if cell.get("id") == "learn-teach-code")
+    text = "".join(output.get("text", "") for output in cell.outputs)
+    mars = re.search(r"'the capital of mars is' -> before '(.*)', after '(.*)'", text)
+    hitchhiker = re.search(r"everything is ' -> before '(.*)', after '(.*)'", text)
+    assert mars and mars.group(2) == " olympus" and mars.group(1) != " olympus", text
+    assert hitchhiker and hitchhiker.groups() == ("42", "42"), text
+    assert any(output.output_type == "display_data" for output in cell.outputs)  # the loss curve
+
+
+def test_the_checkpoint_folder_is_untouched(learning_run):
+    assert learning_run["folder_after"] == learning_run["folder_before"]
