@@ -22,10 +22,10 @@ TOLERANCE = 1e-4
 IN_THE_KERNEL = """
 _copy = trainable_copy()
 with weights_from(_copy), torch.enable_grad():
-    _loss = token_losses(prompt_tokens).mean()
+    _loss = token_losses(hitchhiker_tokens).mean()
     _loss.backward()
 _keep = [name for name in _copy if name.startswith("layers.0.") or name == output_name]
-torch.save({"loss": _loss.detach(), "grads": {name: _copy[name].grad for name in _keep}},
+torch.save({"loss": _loss.detach(), "tokens": hitchhiker_tokens, "grads": {name: _copy[name].grad for name in _keep}},
            GRADS_FILE)
 """
 
@@ -49,7 +49,7 @@ def learning_run(tmp_path_factory):
 def transformers_gradients(learning_run):
     params = checkpoint_files.read_params(checkpoint_files.EMBEDDED_CHECKPOINT)
     model = reference_models.hf_model(checkpoint_files.EMBEDDED_CHECKPOINT, params, torch.float32)
-    tokens = torch.tensor([learning_run["prompt_tokens"]])
+    tokens = torch.tensor([learning_run["learning"]["tokens"]])
     with torch.enable_grad():
         loss = model(tokens, labels=tokens, use_cache=False).loss
         loss.backward()
