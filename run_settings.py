@@ -1,6 +1,6 @@
 """Every decision about the run, made once from the environment — plumbing only.
 
-The notebook's setup cell calls `decide(checkpoint_dir, params, tokenizer)`, which reads
+The notebook's setup cell calls `decide(checkpoint_dir, params, tokenizer, weights)`, which reads
 the LLAMA3_* variables (the table is in the README), checks them, and returns a `Settings`
 that says which device and dtype compute, whether weights are streamed, whether the
 expensive demos run, and which prompt to complete (checked against the model's context).
@@ -9,8 +9,10 @@ The lessons below it contain no such `if`s.
 
 from __future__ import annotations
 
+import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import torch
 
 import checkpoint_files
 import release_facts
+import weight_loading
 from friendly_errors import SetupError
 
 DEFAULT_PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
@@ -214,18 +217,19 @@ class Settings:
         return None
 
 
-def decide(checkpoint_dir: Path, params: dict, tokenizer) -> Settings:
+def decide(checkpoint_dir: Path, params: dict, tokenizer, weights: Mapping[str, torch.Tensor]) -> Settings:
     """Read and check every LLAMA3_* setting once (the notebook prints the summary).
 
     The prompt is tokenized here too, only to check its length against the model's context
     before any lesson runs; notes about an empty prompt or spelled special tokens print here.
+    The parameter count is of the tensors the checkpoint holds (a tied output matrix once).
     """
     prompt = os.environ.get("LLAMA3_PROMPT", DEFAULT_PROMPT)
     bos_id = tokenizer.encode_single_token("<|begin_of_text|>")
     check_prompt(prompt, [bos_id] + tokenizer.encode(prompt, disallowed_special=()), params)
     device = choose_device()
     dtype, dtype_reason = choose_dtype(None, device)
-    n_parameters = checkpoint_files.n_parameters(params)
+    n_parameters = sum(math.prod(shape) for shape in weight_loading.tensor_shapes(weights).values())
     run_examples, examples_reason = choose_examples(None, n_parameters, device)
     factor, factor_reason = choose_rope_scale_factor(params)
     return Settings(

@@ -24,6 +24,10 @@ NOTEBOOK_UNDER_TEST = Path(os.environ.get("NOTEBOOK_UNDER_TEST", NOTEBOOK))
 
 # The settings most tests run the notebook with: float32 on the CPU, as the references compute.
 FLOAT32_CPU = {"LLAMA3_DTYPE": "float32", "LLAMA3_DEVICE": "cpu"}
+# For runs that only read the lesson's tensors: the demos (more prompts, generation, the logit
+# lens, learning) are skipped. On a ~100M-parameter random test checkpoint they cost about 40 s
+# of a 50 s run; each test checkpoint shape still runs them once, in test_parity.
+TENSORS_ONLY = {**FLOAT32_CPU, "LLAMA3_EXTRAS": "0"}
 
 READ_BACK = """
 _after_attention, _latest_norm_input = [], [None]

@@ -335,11 +335,12 @@ def test_read_only_checkpoint_works_and_is_untouched(good_copy, tmp_path):
 
 
 def test_skipped_demos_say_why_once(clean_env, capsys, tokenizer):
-    clean_env.setenv("LLAMA3_EXTRAS", "0")
     folder = checkpoint_files.EMBEDDED_CHECKPOINT
-    settings = run_settings.decide(folder, checkpoint_files.read_params(folder), tokenizer)
+    params, weights = checkpoint_files.read_params(folder), weight_loading.load_weights(folder)
+    clean_env.setenv("LLAMA3_EXTRAS", "0")
+    settings = run_settings.decide(folder, params, tokenizer, weights)
     assert settings.show_example(lambda: "ran") is None
     assert settings.show_example(lambda: "ran") is None
     assert capsys.readouterr().out == "skipped: LLAMA3_EXTRAS=0\nskipped, as above\n"
     clean_env.setenv("LLAMA3_EXTRAS", "1")
-    assert run_settings.decide(folder, checkpoint_files.read_params(folder), tokenizer).show_example(lambda: "ran") == "ran"
+    assert run_settings.decide(folder, params, tokenizer, weights).show_example(lambda: "ran") == "ran"

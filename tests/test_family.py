@@ -18,7 +18,7 @@ import tokenizer_setup
 import weight_loading
 from scripts.make_random_checkpoint import PRESETS, write_checkpoint
 from scripts.shard_checkpoint import write_shards
-from tests.notebook_values import FLOAT32_CPU, run_and_read
+from tests.notebook_values import FLOAT32_CPU, TENSORS_ONLY, run_and_read
 
 FP32_TOLERANCE = 1e-4  # as in test_parity.py, and for the same reasons
 PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
@@ -66,7 +66,7 @@ def scaled(tmp_path_factory):
 @pytest.mark.parametrize("factor", [8.0, 32.0])
 def test_scaled_rope_matches_references(scaled, factor, tmp_path):
     long_prompt = " ".join(["the answer to the ultimate question of life, the universe, and everything is 42."] * 20)
-    ours = run_and_read(tmp_path, {**FLOAT32_CPU, "LLAMA3_CKPT": str(scaled), "LLAMA3_PROMPT": long_prompt, "LLAMA3_ROPE_SCALE_FACTOR": str(factor)})
+    ours = run_and_read(tmp_path, {**TENSORS_ONLY, "LLAMA3_CKPT": str(scaled), "LLAMA3_PROMPT": long_prompt, "LLAMA3_ROPE_SCALE_FACTOR": str(factor)})
     assert ours["rope_scale_factor"] == factor and len(ours["prompt_tokens"]) > 300
     params = json.loads((scaled / "params.json").read_text())
     hf = reference_models.hf_model(scaled, params, rope_scale_factor=factor)
@@ -80,7 +80,7 @@ def test_scaled_rope_matches_references(scaled, factor, tmp_path):
 
 
 def test_default_factor_for_a_small_scaled_model_is_32(scaled, tmp_path, clean_env):
-    ours = run_and_read(tmp_path, {**FLOAT32_CPU, "LLAMA3_CKPT": str(scaled)})
+    ours = run_and_read(tmp_path, {**TENSORS_ONLY, "LLAMA3_CKPT": str(scaled)})
     assert ours["rope_scale_factor"] == 32.0
 
 
@@ -88,10 +88,20 @@ def test_tied_output_matches_references(tmp_path):
     params = {**SMALL, "dim": 256, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2}
     folder = write_checkpoint(tmp_path / "tied", params, seed=12, tied_output=True)
     assert "output.weight" not in torch.load(folder / "consolidated.00.pth", mmap=True, weights_only=True)
+    # With the demos: learning must train one matrix that is both the embedding and the output.
     ours = run_and_read(tmp_path, {**FLOAT32_CPU, "LLAMA3_CKPT": str(folder), "LLAMA3_PROMPT": PROMPT})
     assert "tied output matrix" in weight_loading.check_weights(weight_loading.load_weights(folder), params)
     compare(ours, reference_models.hf_tensors(reference_models.hf_model(folder, params), ours["prompt_tokens"]))
     compare(ours, reference_models.meta_tensors(reference_models.meta_model(folder, params), ours["prompt_tokens"]))
+
+
+def test_a_tied_checkpoint_counts_its_shared_matrix_once(tmp_path, clean_env, tokenizer):
+    params = {**SMALL, "dim": 256, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2}
+    folder = write_checkpoint(tmp_path / "tied", params, seed=12, tied_output=True)
+    settings = run_settings.decide(folder, checkpoint_files.read_params(folder), tokenizer, weight_loading.load_weights(folder))
+    untied = checkpoint_files.n_parameters(params, tied_output=False)
+    assert settings.n_parameters == untied - params["vocab_size"] * params["dim"]
+    assert f"({settings.n_parameters / 1e6:.1f}M parameters)" in settings.summary()
 
 
 # ---- shards ----------------------------------------------------------------------------------------
@@ -101,7 +111,7 @@ def test_sharded_checkpoints_give_identical_results(tmp_path):
     # 8 key/value heads, like the 70B, so that 8 shards hold one kv head each.
     params = {**SMALL, "dim": 512, "n_layers": 2, "n_heads": 8, "n_kv_heads": 8}
     whole = write_checkpoint(tmp_path / "whole", params, seed=13)
-    results = {"1": run_and_read(tmp_path / "run1", {**FLOAT32_CPU, "LLAMA3_CKPT": str(whole)})}
+    results = {"1": run_and_read(tmp_path / "run1", {**TENSORS_ONLY, "LLAMA3_CKPT": str(whole)})}
     single = weight_loading.load_weights(whole)
     for n in (2, 8):
         folder = write_shards(whole, tmp_path / f"shards{n}", n)
@@ -110,7 +120,7 @@ def test_sharded_checkpoints_give_identical_results(tmp_path):
         assert isinstance(sharded, weight_loading.ShardedWeights)
         for name in single:
             assert torch.equal(sharded[name], single[name]), name
-        results[str(n)] = run_and_read(tmp_path / f"run{n}", {**FLOAT32_CPU, "LLAMA3_CKPT": str(folder)})
+        results[str(n)] = run_and_read(tmp_path / f"run{n}", {**TENSORS_ONLY, "LLAMA3_CKPT": str(folder)})
     for n in ("2", "8"):
         for name in ("token_embeddings", "final_normed", "logits"):
             assert torch.equal(results[n][name], results["1"][name]), (n, name)

@@ -20,7 +20,7 @@ import tokenizer_setup
 import weight_loading
 from scripts.make_hf_checkpoint import respell_config, save_streaming, save_with_transformers
 from scripts.make_random_checkpoint import write_checkpoint
-from tests.notebook_values import FLOAT32_CPU, run_and_read
+from tests.notebook_values import FLOAT32_CPU, TENSORS_ONLY, run_and_read
 from tests.test_bad_input import setup_cell_failure
 
 EMBEDDED = checkpoint_files.EMBEDDED_CHECKPOINT
@@ -193,7 +193,7 @@ def test_parity_with_transformers_from_the_same_folder(hf_run, embedded_hf_shard
 def test_scaled_rope_uses_the_files_factor(random_pairs, tmp_path):
     """factor 16 is in no rule: the notebook must take it from config.json, as transformers does."""
     _, hf, factor = random_pairs["scaled-rope"]
-    ours = run_and_read(tmp_path, {**FLOAT32_CPU, "LLAMA3_CKPT": str(hf)})
+    ours = run_and_read(tmp_path, {**TENSORS_ONLY, "LLAMA3_CKPT": str(hf)})
     assert ours["rope_scale_factor"] == factor
     theirs = reference_models.hf_tensors(from_pretrained(hf), ours["prompt_tokens"])
     diffs = relative_differences(ours, theirs)
