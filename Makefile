@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test test-gpu lint notebook images checkpoint benchmark clean
+.PHONY: run test test-gpu lint notebook translation images checkpoint benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +34,15 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-## notebook: re-execute the committed notebook on CPU and normalize it (the stored outputs nbval compares)
+## notebook: re-execute the committed notebook on CPU and normalize it (the stored outputs nbval compares), then regenerate the Chinese edition from it and i18n/zh.json
 notebook: $(VENV)/.installed-test
 	env -u LLAMA3_PROMPT -u LLAMA3_STREAM -u LLAMA3_EXTRAS -u LLAMA3_ROPE_SCALE_FACTOR \
 		LLAMA3_CKPT= LLAMA3_DEVICE=cpu LLAMA3_DTYPE=float32 $(BIN)/python -m scripts.run_notebook --inplace
+	$(BIN)/python -m scripts.translate_notebook zh
+
+## translation: regenerate the Chinese edition only (after editing i18n/zh.json or an English markdown cell); `--todo` lists what to translate
+translation: $(VENV)/.installed-test
+	$(BIN)/python -m scripts.translate_notebook zh
 
 ## images: redraw the diagrams in images/ (byte-identical with the same matplotlib)
 images: $(VENV)/.installed
