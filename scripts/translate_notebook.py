@@ -174,6 +174,8 @@ def todo(english_notebook, entries: list[dict]) -> str:
         if entry is None or entry["en_sha256"] != english_hash(cell.source):
             state = "new" if entry is None else "changed"
             parts.append(f'--- cell "{cell.id}" ({state}), store "en_sha256": "{english_hash(cell.source)}"\n{cell.source}\n')
+            if entry is not None:
+                parts.append(f"--- its current translation, of an older English text:\n{entry['text']}\n")
     return "\n".join(parts) or "nothing to translate: every markdown cell's translation is current\n"
 
 

@@ -135,3 +135,12 @@ def test_a_translation_must_be_in_the_language(english):
 def test_a_heading_link_into_the_void_is_found(english):
     broken = edited(english, "title", "(#Prelims)", "(#Preliminaries)")
     assert broken_heading_links(broken) == ["title: #Preliminaries"]
+
+
+def test_todo_shows_what_to_translate_and_the_hash_to_store(english):
+    changed = edited(english, "answer", "(greedy decoding)", "(greedy decoding: no sampling)")
+    cell = next(cell for cell in changed.cells if cell.id == "answer")
+    listing = translate_notebook.todo(changed, read_translations("zh"))
+    assert f'cell "answer" (changed), store "en_sha256": "{english_hash(cell.source)}"' in listing
+    assert "(greedy decoding: no sampling)" in listing and "贪心解码" in listing
+    assert 'cell "softmax"' not in listing
