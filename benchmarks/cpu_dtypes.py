@@ -23,8 +23,10 @@ import time
 
 import torch
 
+import checkpoint_files
 import run_settings
 from benchmarks.notebook_runtime import cpu_name
+from scripts.make_random_checkpoint import PRESETS
 
 
 def best_ms(work, repeats: int) -> float:
@@ -47,13 +49,14 @@ def main() -> None:
     print(f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, PyTorch {torch.__version__}")
     print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {run_settings.cpu_has_native_bf16()}")
     print(f"auto picks {str(dtype).removeprefix('torch.')} ({reason})\n")
-    stored = torch.randn(14336, 4096).to(torch.bfloat16)  # as in the file
+    dim, hidden = PRESETS["8b"]["dim"], checkpoint_files.ffn_hidden_size(PRESETS["8b"])  # 4096, 14336
+    stored = torch.randn(hidden, dim).to(torch.bfloat16)  # as in the file
     kept = stored.float()
     reused = torch.empty_like(kept)
     print("| tokens | bfloat16 | float32, weight kept | float32, converted into a fresh buffer | float32, converted into a reused buffer |")
     print("|---|---|---|---|---|")
     for n in [int(n) for n in args.tokens.split(",")]:
-        x32 = torch.randn(n, 4096)
+        x32 = torch.randn(n, dim)
         x16 = x32.to(torch.bfloat16)
         cells = [
             best_ms(lambda x16=x16: x16 @ stored.T, args.repeats),
