@@ -50,7 +50,9 @@ def find_checkpoint_dir(value: str | None = None) -> Path:
         value = os.environ.get("LLAMA3_CKPT", "")
     folder = Path(value).expanduser() if value.strip() else EMBEDDED_CHECKPOINT
     if not folder.exists():
-        raise CheckpointError(f"Checkpoint folder {folder} does not exist: set LLAMA3_CKPT to the folder that holds consolidated.00.pth and params.json.")
+        raise CheckpointError(
+            f"Checkpoint folder {folder} does not exist: set LLAMA3_CKPT to the folder that holds consolidated.00.pth and params.json, or a Hugging Face model folder."
+        )
     if folder.is_file() and folder.suffix == ".gguf":
         raise CheckpointError(
             f"{folder} is a GGUF file (llama.cpp's format): this notebook reads Meta's consolidated.00.pth or Hugging Face's safetensors; download one of those."
@@ -60,7 +62,7 @@ def find_checkpoint_dir(value: str | None = None) -> Path:
     names = {p.name for p in folder.iterdir()}
     if not names:
         raise CheckpointError(
-            f"Checkpoint folder {folder} is empty: point LLAMA3_CKPT at the folder where consolidated.00.pth and params.json were downloaded."
+            f"Checkpoint folder {folder} is empty: point LLAMA3_CKPT at the folder where consolidated.00.pth and params.json were downloaded, or a Hugging Face model folder."
         )
     shards = sorted(n for n in names if n.startswith("consolidated.") and n.endswith(".pth"))
     if not shards:
@@ -103,6 +105,20 @@ def read_json_object(path: Path, fix: str) -> dict:
     return data
 
 
+def download_mistake(path: Path) -> str | None:
+    """What a file is instead of itself after the usual failed downloads, from its first bytes; else None."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(512).lstrip().lower()
+    except OSError:
+        return None
+    if head.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer, not the file itself (run `git lfs pull`, or download the real file)"
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
+        return "an HTML page, not the file (the download saved a web page instead; download the file itself)"
+    return None
+
+
 def layout(checkpoint_dir: Path) -> str:
     """ "meta" (consolidated.*.pth + params.json) or "huggingface" (config.json + safetensors)."""
     folder = Path(checkpoint_dir)
@@ -121,40 +137,49 @@ def read_params(checkpoint_dir: Path) -> dict:
         import hf_checkpoint
 
         params = hf_checkpoint.read_config(checkpoint_dir)
-        return check_sizes(params, Path(checkpoint_dir) / "config.json")
+        return check_sizes(params, Path(checkpoint_dir) / "config.json", hf_checkpoint.CONFIG_SPELLING)
     path = Path(checkpoint_dir) / "params.json"
     params = read_json_object(path, "copy params.json from the same download as the weights")
     for key in REQUIRED_PARAMS:
         if key not in params:
             raise CheckpointError(f"{path} has no {key!r}: add it (Llama 3 8B has {key}: {_EXAMPLE_8B[key]}) or use the params.json from the same download.")
     for key, kind in {**REQUIRED_PARAMS, **OPTIONAL_PARAMS}.items():
-        if key in params and params[key] is not None and not _is_kind(params[key], kind):
+        if key in params and params[key] is not None and not is_kind(params[key], kind):
             raise CheckpointError(
                 f"{path}: {key} is {params[key]!r}, it must be {'a number' if kind is float else 'an integer' if kind is int else 'true or false'}."
             )
     return check_sizes(params, path)
 
 
-def check_sizes(params: dict, path: Path) -> dict:
-    """Sizes that are positive and fit together (heads divide the width, pairs for RoPE)."""
-    for key, value in params.items():
-        if key in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "ffn_hidden") and not _is_kind(value, int) and value is not None:
-            raise CheckpointError(f"{path}: {key} is {value!r}, it must be an integer.")
+def check_sizes(params: dict, path: Path, spelled: dict[str, str] | None = None) -> dict:
+    """Sizes that are positive and fit together (heads divide the width, pairs for RoPE).
+
+    `spelled` gives the file's own name for a params.json key (config.json's), for the messages.
+    """
+    name = (spelled or {}).get
+    for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "ffn_hidden"):
+        if params.get(key) is not None and not is_kind(params[key], int):
+            raise CheckpointError(f"{path}: {name(key, key)} is {params[key]!r}, it must be an integer.")
+    for key in ("norm_eps", "rope_theta", "ffn_dim_multiplier"):
+        if params.get(key) is not None and not is_kind(params[key], float):
+            raise CheckpointError(f"{path}: {name(key, key)} is {params[key]!r}, it must be a number.")
     for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "ffn_hidden"):
         if params.get(key) is not None and params[key] <= 0:
-            raise CheckpointError(f"{path}: {key} is {params[key]}, it must be a positive integer.")
+            raise CheckpointError(f"{path}: {name(key, key)} is {params[key]}, it must be a positive integer.")
     for key in ("norm_eps", "rope_theta", "ffn_dim_multiplier"):
         if params.get(key) is not None and params[key] <= 0:
-            raise CheckpointError(f"{path}: {key} is {params[key]}, it must be positive.")
+            raise CheckpointError(f"{path}: {name(key, key)} is {params[key]}, it must be positive.")
+    dim, n_heads, n_kv_heads = name("dim", "dim"), name("n_heads", "n_heads"), name("n_kv_heads", "n_kv_heads")
+    fix = f"fix {Path(path).name}, or use the one from the same download as the weights"
     if params["dim"] % params["n_heads"]:
-        raise CheckpointError(f"{path}: dim {params['dim']} is not divisible by n_heads {params['n_heads']}, so heads cannot split it; fix params.json.")
-    n_kv_heads = params.get("n_kv_heads") or params["n_heads"]
-    if params["n_heads"] % n_kv_heads:
+        raise CheckpointError(f"{path}: {dim} {params['dim']} is not divisible by {n_heads} {params['n_heads']}, so heads cannot split it; {fix}.")
+    kv_heads = params.get("n_kv_heads") or params["n_heads"]
+    if params["n_heads"] % kv_heads:
         raise CheckpointError(
-            f"{path}: n_heads {params['n_heads']} is not divisible by n_kv_heads {n_kv_heads}, so query heads cannot share key/value heads; fix params.json."
+            f"{path}: {n_heads} {params['n_heads']} is not divisible by {n_kv_heads} {kv_heads}, so query heads cannot share key/value heads; {fix}."
         )
     if (params["dim"] // params["n_heads"]) % 2:
-        raise CheckpointError(f"{path}: head size dim/n_heads = {params['dim'] // params['n_heads']} is odd, and RoPE rotates pairs; fix params.json.")
+        raise CheckpointError(f"{path}: head size {dim}/{n_heads} = {params['dim'] // params['n_heads']} is odd, and RoPE rotates pairs; {fix}.")
     return params
 
 
@@ -170,14 +195,12 @@ def ffn_hidden_size(params: dict) -> int:
 
 
 def expected_shapes(params: dict, tied_output: bool = False) -> dict[str, tuple[int, ...]]:
-    """Every tensor name of Meta's layout with the shape params.json implies."""
+    """Every tensor name of Meta's layout, in the order of Meta's files, with the shape params.json implies."""
     dim, n_heads = params["dim"], params["n_heads"]
     head_dim = dim // n_heads
     kv_features = (params.get("n_kv_heads") or n_heads) * head_dim
     hidden = ffn_hidden_size(params)
-    shapes = {"tok_embeddings.weight": (params["vocab_size"], dim), "norm.weight": (dim,)}
-    if not tied_output:
-        shapes["output.weight"] = (params["vocab_size"], dim)
+    shapes = {"tok_embeddings.weight": (params["vocab_size"], dim)}
     for i in range(params["n_layers"]):
         shapes |= {
             f"layers.{i}.attention.wq.weight": (n_heads * head_dim, dim),
@@ -190,13 +213,17 @@ def expected_shapes(params: dict, tied_output: bool = False) -> dict[str, tuple[
             f"layers.{i}.attention_norm.weight": (dim,),
             f"layers.{i}.ffn_norm.weight": (dim,),
         }
+    shapes["norm.weight"] = (dim,)
+    if not tied_output:
+        shapes["output.weight"] = (params["vocab_size"], dim)
     return shapes
 
 
 _EXAMPLE_8B = {"dim": 4096, "n_layers": 32, "n_heads": 32, "vocab_size": 128256, "multiple_of": 1024, "norm_eps": 1e-05, "rope_theta": 500000.0}
 
 
-def _is_kind(value, kind) -> bool:
+def is_kind(value, kind) -> bool:
+    """A JSON value of this kind: bool, int (not a bool), or float (any number, not a bool)."""
     if kind is bool:
         return isinstance(value, bool)
     if kind is int:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from checkpoint_files import CheckpointError, read_json_object
+from checkpoint_files import CheckpointError, download_mistake, expected_shapes, is_kind, read_json_object
 
 # Meta's tensor names → Hugging Face's ({i}: the layer).
 HF_NAMES = {
@@ -46,6 +46,8 @@ CONFIG_KEYS = {
     "intermediate_size": "ffn_hidden",
     "rms_norm_eps": "norm_eps",
 }
+# For messages about a config.json: its own name for each params.json key.
+CONFIG_SPELLING = {meta: key for key, meta in CONFIG_KEYS.items()} | {"n_kv_heads": "num_key_value_heads"}
 
 
 def meta_name(hf_name: str) -> str:
@@ -58,6 +60,7 @@ def meta_name(hf_name: str) -> str:
 
 
 def hf_name(meta: str) -> str:
+    """Hugging Face's name for a tensor name of Meta's layout."""
     layer = re.match(r"layers\.(\d+)\.(.*)$", meta)
     if layer:
         return HF_NAMES["layers.{i}." + layer.group(2)].replace("{i}", layer.group(1))
@@ -94,10 +97,17 @@ def read_config(folder: Path) -> dict:
         if key not in config:
             raise CheckpointError(f"{path} has no {key!r}: it is not a complete Llama configuration; download config.json again from the same model.")
     rope = config.get("rope_parameters") or {}
+    scaling = config.get("rope_scaling") or rope
+    for key, value in (("rope_parameters", rope), ("rope_scaling", scaling)):
+        if not isinstance(value, dict):
+            raise CheckpointError(f"{path}: {key} is {value!r}, not an object of RoPE settings; download config.json again from the same model.")
     theta = config.get("rope_theta", rope.get("rope_theta"))
     if theta is None:
         raise CheckpointError(f"{path} states no rope_theta (neither at the top nor in rope_parameters): download config.json again from the same model.")
-    scaling = config.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
+    if not is_kind(theta, float):
+        raise CheckpointError(f"{path}: rope_theta is {theta!r}, it must be a number; download config.json again from the same model.")
+    if scaling.get("rope_type", scaling.get("type", "default")) == "default":
+        scaling = None  # "default" (either spelling) is plain RoPE
     params = {meta: config[key] for key, meta in CONFIG_KEYS.items()}
     params["n_kv_heads"] = config.get("num_key_value_heads") or config["num_attention_heads"]
     params["rope_theta"] = float(theta)
@@ -110,6 +120,11 @@ def read_config(folder: Path) -> dict:
         missing = [key for key in keys if key not in scaling]
         if missing:
             raise CheckpointError(f"{path}: the llama3 RoPE scaling has no {missing[0]!r}; download config.json again from the same model.")
+        for key in keys:
+            if not is_kind(scaling[key], float) or scaling[key] <= 0:
+                raise CheckpointError(
+                    f"{path}: the llama3 RoPE scaling's {key} is {scaling[key]!r}, it must be a positive number; download config.json again from the same model."
+                )
         params["rope_scaling"] = {key: scaling[key] for key in keys}
     params["tied_output"] = bool(config.get("tie_word_embeddings", False))
     head_dim = config.get("head_dim")
@@ -127,8 +142,11 @@ def safetensors_files(folder: Path) -> dict[str, Path]:
     if index.exists():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
+            if not isinstance(weight_map, dict) or not all(isinstance(file, str) for file in weight_map.values()):
+                raise TypeError
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-            raise CheckpointError(f"{index} is not a readable safetensors index (no weight_map): download it again.") from None
+            wrong = download_mistake(index) or "not a readable safetensors index (no weight_map from names to files)"
+            raise CheckpointError(f"{index} is {wrong}: download it again.") from None
         missing = sorted({file for file in weight_map.values() if not (folder / file).exists()})
         if missing:
             raise CheckpointError(f"{folder} has no {missing[0]}, which model.safetensors.index.json lists: download the missing shard(s).")
@@ -148,6 +166,8 @@ def _open(path: Path):
     try:
         return safe_open(str(path), framework="pt", device="cpu")
     except Exception as error:  # safetensors raises SafetensorError, OSError … depending on the damage
+        if download_mistake(path):
+            raise CheckpointError(f"{path} is {download_mistake(path)}.") from None
         text = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
         raise CheckpointError(
             f"{path} is not a readable safetensors file ({text}); it is truncated, corrupt or another kind of file — download it again."
@@ -168,7 +188,9 @@ class HuggingFaceWeights(Mapping):
         self.folder = Path(folder)
         files = safetensors_files(self.folder)
         self.handles = {path: _open(path) for path in sorted(set(files.values()))}
-        self.file_of = {meta_name(name): (name, files[name]) for name in files}
+        found = {meta_name(name): (name, files[name]) for name in files}
+        # In Meta's order (the files list names alphabetically), then any the model does not have.
+        self.file_of = {name: found[name] for name in expected_shapes(params, params.get("tied_output", False)) if name in found} | found
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.dtypes: dict[str, torch.dtype] = {}
         for name, (original, path) in self.file_of.items():
@@ -185,7 +207,7 @@ class HuggingFaceWeights(Mapping):
                 self.heads[name] = shape[0] // head_dim
 
     def describe(self, name: str) -> str:
-        original = self.file_of[name][0] if name in self.file_of else name
+        original = self.file_of[name][0] if name in self.file_of else hf_name(name)
         return f"{original} (Meta's {name})" if original != name else name
 
     def __getitem__(self, name: str) -> torch.Tensor:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import tiktoken
 
+from checkpoint_files import download_mistake
 from friendly_errors import SetupError
 
 # Meta's pre-tokenizer regex for Llama 3 (fact, from Meta's tokenizer).
@@ -89,13 +90,10 @@ def find_tokenizer_model(checkpoint_dir: str | Path | None) -> Path:
     )
 
 
-def _describe_wrong_file(head: bytes) -> str | None:
-    """Name the usual wrong files by their first bytes."""
-    text = head.lstrip().lower()
-    if text.startswith(b"version https://git-lfs"):
-        return "a Git LFS pointer, not the file itself (run `git lfs pull`, or download the real file)"
-    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
-        return "an HTML page (a download that saved a web page instead of the file)"
+def _describe_wrong_file(path: Path, head: bytes) -> str | None:
+    """Name the usual wrong files in tokenizer.model's place."""
+    if download_mistake(path):
+        return download_mistake(path)
     if head.startswith(b"\n") or b"\x00" in head:
         return "a binary file — probably a Llama 2 SentencePiece model, which Llama 3 does not use"
     return None
@@ -105,7 +103,7 @@ def read_mergeable_ranks(path: str | Path) -> dict[bytes, int]:
     """Parse `<base64 token> <rank>` lines, with one clear error for a wrong file."""
     path = Path(path)
     data = path.read_bytes()
-    wrong = _describe_wrong_file(data[:512])
+    wrong = _describe_wrong_file(path, data[:512])
     if wrong:
         raise TokenizerFileError(f"{path} is {wrong}; Llama 3 needs its tiktoken BPE file tokenizer.model.")
     ranks: dict[bytes, int] = {}
@@ -156,7 +154,9 @@ def byte_level_alphabet() -> dict[str, int]:
 def read_tokenizer_json(path: str | Path) -> tuple[dict[bytes, int], dict[str, int]]:
     """A Hugging Face tokenizer.json as tiktoken ranks and special tokens, checked to be Llama 3's."""
     path = Path(path)
-    fix = "use the tokenizer.json of a Llama 3 download, or delete it to use Llama 3's tokenizer.model"
+    fix = "use the tokenizer.json from the same Llama 3 download as the weights"
+    if download_mistake(path):
+        raise TokenizerFileError(f"{path} is {download_mistake(path)}; {fix}.")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -168,6 +168,8 @@ def read_tokenizer_json(path: str | Path) -> tuple[dict[bytes, int], dict[str, i
     alphabet = byte_level_alphabet()
     ranks: dict[bytes, int] = {}
     for text, rank in model["vocab"].items():
+        if not isinstance(rank, int):
+            raise TokenizerFileError(f"{path}: token {text!r} has id {rank!r}, not an integer, so this is not Llama 3's vocabulary: {fix}.")
         try:
             ranks[bytes(alphabet[char] for char in text)] = rank
         except KeyError:

@@ -24,6 +24,8 @@ def _load_one(path: Path) -> dict[str, torch.Tensor]:
         state_dict = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, ValueError, EOFError … depending on the damage
         text = str(error)
+        if checkpoint_files.download_mistake(path):
+            raise CheckpointError(f"{path} is {checkpoint_files.download_mistake(path)}.") from None
         if "Weights only load failed" in text or "weights_only" in text:
             raise CheckpointError(
                 f"{path} contains pickled code or objects that are not tensors; loading refused (weights_only=True), nothing in it was run. Use the file from Meta's download."
@@ -132,9 +134,14 @@ def check_weights(state_dict: Mapping[str, torch.Tensor], params: dict) -> str:
     source = getattr(state_dict, "config_name", "params.json")
     files = "the safetensors files" if source == "config.json" else "consolidated.00.pth"
     describe = getattr(state_dict, "describe", str)
-    tied = "output.weight" not in shapes
+    # No output matrix in the files means tied, unless config.json says it is not (params.json never says).
+    tied = "output.weight" not in shapes and params.get("tied_output", True)
     expected = expected_shapes(params, tied_output=tied)
     missing = [name for name in expected if name not in shapes]
+    if missing == ["output.weight"]:
+        raise CheckpointError(
+            f"The checkpoint has no output matrix {describe('output.weight')}, and {source} does not say it is tied to the embedding: use {source} from the same download as the weights."
+        )
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise CheckpointError(

@@ -193,6 +193,13 @@ def test_truncated_file(good_copy):
         weight_loading.load_weights(good_copy)
 
 
+def test_git_lfs_pointer_instead_of_the_weights(good_copy):
+    path = good_copy / "consolidated.00.pth"
+    path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:be52\nsize 16060617592\n")
+    with pytest.raises(CheckpointError, match=r"consolidated.00.pth is a Git LFS pointer, not the file itself \(run `git lfs pull`"):
+        weight_loading.load_weights(good_copy)
+
+
 def test_corrupt_file(good_copy):
     path = good_copy / "consolidated.00.pth"
     data = bytearray(path.read_bytes())
@@ -204,7 +211,7 @@ def test_corrupt_file(good_copy):
 
 def test_not_a_torch_file(good_copy):
     (good_copy / "consolidated.00.pth").write_text("<html>404 not found</html>")
-    with pytest.raises(CheckpointError, match="is not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="consolidated.00.pth is an HTML page, not the file .* download the file itself"):
         weight_loading.load_weights(good_copy)
 
 

@@ -68,7 +68,7 @@ def random_pairs(tmp_path_factory):
 
 def assert_same_tensors(meta_folder, hf_folder):
     meta, hf = weight_loading.load_weights(meta_folder), weight_loading.load_weights(hf_folder)
-    assert sorted(hf) == sorted(meta)
+    assert list(hf) == list(meta)  # in the order of Meta's file, which the notebook's listing shows
     for name in meta:
         assert hf[name].dtype == meta[name].dtype, name
         assert torch.equal(hf[name], meta[name]), name
@@ -164,8 +164,12 @@ def test_notebook_on_hf_folder_gives_the_same_tensors_and_42(hf_run, embedded_ru
     for stage in ("residual_after_attention", "residual_after_ffn"):
         for mine, meta in zip(hf_run[stage], embedded_run[stage], strict=True):
             assert torch.equal(mine, meta), stage
-    setup = "".join(output.get("text", "") for output in hf_run["notebook"].cells[2].outputs)
+    cells = {cell.id: cell for cell in hf_run["notebook"].cells}
+    setup = "".join(output.get("text", "") for output in cells["prelims-code"].outputs)
     assert "Hugging Face layout" in setup
+    embedded_cells = {cell.id: cell for cell in embedded_run["notebook"].cells}
+    for listing in ("model-load", "model-count"):  # the tensor names the lesson prints, in Meta's order
+        assert cells[listing].outputs == embedded_cells[listing].outputs, listing
 
 
 def relative_differences(ours: dict, theirs: dict) -> dict[str, float]:
@@ -264,6 +268,80 @@ def test_truncated_safetensors(hf_copy):
     shard.write_bytes(shard.read_bytes()[:1000])
     assert "is not a readable safetensors file" in setup_error(hf_copy)
     assert "download it again" in setup_error(hf_copy)
+
+
+LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:4d2b\nsize 4976698672\n"
+
+
+def test_git_lfs_pointers_instead_of_files(hf_copy):
+    shard = sorted(hf_copy.glob("model-*.safetensors"))[0]
+    shard.write_text(LFS_POINTER)
+    assert f"{shard} is a Git LFS pointer, not the file itself (run `git lfs pull`" in setup_error(hf_copy)
+    (hf_copy / "tokenizer.json").write_text(LFS_POINTER)
+    with pytest.raises(tokenizer_setup.TokenizerFileError, match="tokenizer.json is a Git LFS pointer"):
+        tokenizer_setup.load_tokenizer(hf_copy)
+
+
+def edit_config(folder, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"rms_norm_eps": "1e-5"}, "config.json: rms_norm_eps is '1e-5', it must be a number."),
+        ({"num_hidden_layers": 4.5}, "config.json: num_hidden_layers is 4.5, it must be an integer."),
+        ({"rope_theta": [500000]}, "config.json: rope_theta is [500000], it must be a number"),
+        (
+            {"num_key_value_heads": 3},
+            "num_attention_heads 4 is not divisible by num_key_value_heads 3, so query heads cannot share key/value heads; fix config.json",
+        ),
+        ({"rope_scaling": "llama3"}, "config.json: rope_scaling is 'llama3', not an object of RoPE settings"),
+        (
+            {
+                "rope_scaling": {
+                    "rope_type": "llama3",
+                    "factor": "eight",
+                    "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0,
+                    "original_max_position_embeddings": 8192,
+                }
+            },
+            "the llama3 RoPE scaling's factor is 'eight', it must be a positive number",
+        ),
+    ],
+)
+def test_bad_config_values_name_the_key_as_config_json_spells_it(hf_copy, changes, message):
+    edit_config(hf_copy, **changes)
+    assert message in setup_error(hf_copy)
+
+
+def test_an_untied_config_needs_its_output_matrix(random_pairs, tmp_path):
+    import shutil
+
+    tied = shutil.copytree(random_pairs["no-gqa-tied"][1], tmp_path / "tied")  # no lm_head.weight in its files
+    params = checkpoint_files.read_params(tied)
+    assert "tied output matrix" in weight_loading.check_weights(weight_loading.load_weights(tied), params)
+    edit_config(tied, tie_word_embeddings=False)
+    expected = "The checkpoint has no output matrix lm_head.weight (Meta's output.weight), and config.json does not say it is tied to the embedding"
+    assert expected in setup_error(tied)
+
+
+def test_rope_scaling_of_the_default_type_is_plain_rope(hf_copy):
+    edit_config(hf_copy, rope_scaling={"rope_type": "default"})
+    params = checkpoint_files.read_params(hf_copy)
+    assert params["use_scaled_rope"] is False and "rope_scaling" not in params
+
+
+def test_index_without_a_map_of_names_to_files(hf_copy):
+    (hf_copy / "model.safetensors.index.json").write_text(json.dumps({"weight_map": ["model-00001-of-00003.safetensors"]}))
+    assert "is not a readable safetensors index (no weight_map from names to files): download it again." in setup_error(hf_copy)
 
 
 def test_tokenizer_json_of_another_vocabulary(hf_copy):
