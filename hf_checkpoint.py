@@ -166,8 +166,8 @@ def _open(path: Path):
     try:
         return safe_open(str(path), framework="pt", device="cpu")
     except Exception as error:  # safetensors raises SafetensorError, OSError … depending on the damage
-        if download_mistake(path):
-            raise CheckpointError(f"{path} is {download_mistake(path)}.") from None
+        if mistake := download_mistake(path):
+            raise CheckpointError(f"{path} is {mistake}.") from None
         text = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
         raise CheckpointError(
             f"{path} is not a readable safetensors file ({text}); it is truncated, corrupt or another kind of file — download it again."

@@ -55,6 +55,19 @@ def meta_rows_to_hf(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
     return weight.view(n_heads, head_dim // 2, 2, in_features).transpose(1, 2).reshape(out_features, in_features)
 
 
+def hf_rope_scaling(factor: float) -> dict:
+    """Llama 3.1+ scaled RoPE as a Hugging Face config states it (rope_type "llama3")."""
+    import release_facts
+
+    return {
+        "rope_type": "llama3",
+        "factor": factor,
+        "low_freq_factor": release_facts.ROPE_LOW_FREQ_FACTOR,
+        "high_freq_factor": release_facts.ROPE_HIGH_FREQ_FACTOR,
+        "original_max_position_embeddings": release_facts.ROPE_ORIGINAL_CONTEXT,
+    }
+
+
 def hf_model(checkpoint_dir: Path, params: dict, dtype: torch.dtype = torch.float32, rope_scale_factor: float | None = None):
     """transformers' LlamaForCausalLM holding the checkpoint's weights.
 
@@ -70,13 +83,7 @@ def hf_model(checkpoint_dir: Path, params: dict, dtype: torch.dtype = torch.floa
     if params.get("use_scaled_rope"):
         if rope_scale_factor is None:
             raise ValueError("use_scaled_rope is set: pass rope_scale_factor (8 for Llama 3.1/3.3, 32 for 3.2)")
-        rope_scaling = {
-            "rope_type": "llama3",
-            "factor": rope_scale_factor,
-            "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0,
-            "original_max_position_embeddings": 8192,
-        }
+        rope_scaling = hf_rope_scaling(rope_scale_factor)
     config = LlamaConfig(
         vocab_size=params["vocab_size"],
         hidden_size=params["dim"],

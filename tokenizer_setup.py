@@ -92,8 +92,8 @@ def find_tokenizer_model(checkpoint_dir: str | Path | None) -> Path:
 
 def _describe_wrong_file(path: Path, head: bytes) -> str | None:
     """Name the usual wrong files in tokenizer.model's place."""
-    if download_mistake(path):
-        return download_mistake(path)
+    if mistake := download_mistake(path):
+        return mistake
     if head.startswith(b"\n") or b"\x00" in head:
         return "a binary file — probably a Llama 2 SentencePiece model, which Llama 3 does not use"
     return None
@@ -155,8 +155,8 @@ def read_tokenizer_json(path: str | Path) -> tuple[dict[bytes, int], dict[str, i
     """A Hugging Face tokenizer.json as tiktoken ranks and special tokens, checked to be Llama 3's."""
     path = Path(path)
     fix = "use the tokenizer.json from the same Llama 3 download as the weights"
-    if download_mistake(path):
-        raise TokenizerFileError(f"{path} is {download_mistake(path)}; {fix}.")
+    if mistake := download_mistake(path):
+        raise TokenizerFileError(f"{path} is {mistake}; {fix}.")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:

@@ -24,8 +24,8 @@ def _load_one(path: Path) -> dict[str, torch.Tensor]:
         state_dict = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, ValueError, EOFError … depending on the damage
         text = str(error)
-        if checkpoint_files.download_mistake(path):
-            raise CheckpointError(f"{path} is {checkpoint_files.download_mistake(path)}.") from None
+        if mistake := checkpoint_files.download_mistake(path):
+            raise CheckpointError(f"{path} is {mistake}.") from None
         if "Weights only load failed" in text or "weights_only" in text:
             raise CheckpointError(
                 f"{path} contains pickled code or objects that are not tensors; loading refused (weights_only=True), nothing in it was run. Use the file from Meta's download."

@@ -25,18 +25,13 @@ from pathlib import Path
 import torch
 
 import checkpoint_files
+import reference_models
 import release_facts
 import tokenizer_setup
 import weight_loading
 from hf_checkpoint import hf_name
 
 SPECIAL_TOKENS = tokenizer_setup.special_token_names()
-
-
-def meta_rows_to_hf(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Meta's q/k rows (pairs 2i, 2i+1) in Hugging Face's order (i, i + head_dim/2), per head."""
-    rows, dim = weight.shape
-    return weight.view(n_heads, rows // n_heads // 2, 2, dim).transpose(1, 2).reshape(rows, dim)
 
 
 def write_tokenizer_json(out: Path) -> None:
@@ -69,12 +64,10 @@ def rope_scaling(params: dict, factor: float | None) -> dict | None:
         return None
     if factor is None:
         factor = release_facts.rope_scale_factor(params)[0]
-    return {"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    return reference_models.hf_rope_scaling(factor)
 
 
 def save_with_transformers(meta: Path, out: Path, shard_size: str | None = None, spelling: str = "5", scale_factor: float | None = None) -> Path:
-    import reference_models
-
     params = checkpoint_files.read_params(meta)
     factor = (rope_scaling(params, scale_factor) or {}).get("factor")
     model = reference_models.hf_model(meta, params, dtype=torch.bfloat16, rope_scale_factor=factor)
@@ -118,9 +111,9 @@ def save_streaming(meta: Path, out: Path, shard_bytes: int = 5 * 2**30, spelling
     for name in weights:
         tensor = weights[name]
         if name.endswith("attention.wq.weight"):
-            tensor = meta_rows_to_hf(tensor, params["n_heads"])
+            tensor = reference_models.meta_rows_to_hf(tensor, params["n_heads"])
         elif name.endswith("attention.wk.weight"):
-            tensor = meta_rows_to_hf(tensor, n_kv_heads)
+            tensor = reference_models.meta_rows_to_hf(tensor, n_kv_heads)
         if current and size + tensor.numel() * tensor.element_size() > shard_bytes:
             shards.append(current)
             current, size = {}, 0

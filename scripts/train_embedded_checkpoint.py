@@ -44,6 +44,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 import checkpoint_files
 import tokenizer_setup
+from hf_checkpoint import hf_rows_to_meta
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 
@@ -84,18 +85,6 @@ def hf_config(params: dict) -> LlamaConfig:
         bos_token_id=128000,
         eos_token_id=128001,
     )
-
-
-def hf_rows_to_meta(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Undo HF's q/k row permutation.
-
-    Within each head, HF stores RoPE pair members half apart (rows 0..h/2-1 are the
-    first members, h/2..h-1 the second: `rotate_half`); Meta stores each pair as
-    adjacent rows (2i, 2i+1).
-    """
-    out_features, in_features = weight.shape
-    head_dim = out_features // n_heads
-    return weight.view(n_heads, 2, head_dim // 2, in_features).transpose(1, 2).reshape(out_features, in_features)
 
 
 def meta_state_dict(model: LlamaForCausalLM, params: dict) -> dict[str, torch.Tensor]:

@@ -32,8 +32,9 @@ from pathlib import Path
 
 import nbformat
 
-REPO_DIR = Path(__file__).resolve().parent.parent
-ENGLISH = REPO_DIR / "llama3-from-scratch.ipynb"
+from scripts.run_notebook import NOTEBOOK as ENGLISH
+from scripts.run_notebook import REPO_DIR
+
 LANGUAGES = {"zh": "Chinese"}
 # What proves a cell is written in the language: one character of its script.
 SCRIPT_OF = {"zh": re.compile(r"[\u4e00-\u9fff]")}

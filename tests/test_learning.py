@@ -56,19 +56,6 @@ def transformers_gradients(learning_run):
     return params, model, loss.detach()
 
 
-HF_OF = {
-    "attention.wq.weight": "self_attn.q_proj",
-    "attention.wk.weight": "self_attn.k_proj",
-    "attention.wv.weight": "self_attn.v_proj",
-    "attention.wo.weight": "self_attn.o_proj",
-    "feed_forward.w1.weight": "mlp.gate_proj",
-    "feed_forward.w3.weight": "mlp.up_proj",
-    "feed_forward.w2.weight": "mlp.down_proj",
-    "attention_norm.weight": "input_layernorm",
-    "ffn_norm.weight": "post_attention_layernorm",
-}
-
-
 def test_loss_equals_transformers(learning_run, transformers_gradients):
     _, _, theirs = transformers_gradients
     ours = learning_run["learning"]["loss"]
@@ -81,8 +68,8 @@ def test_gradients_of_layer0_and_the_output_matrix_equal_transformers(learning_r
     n_heads, n_kv_heads = params["n_heads"], params.get("n_kv_heads") or params["n_heads"]
     layer = model.model.layers[0]
     compared = {}
-    for short, hf in HF_OF.items():
-        theirs = layer.get_submodule(hf).weight.grad
+    for short, hf in reference_models.HF_LAYER_KEYS.items():
+        theirs = layer.get_parameter(hf).grad
         mine = ours[f"layers.0.{short}"]
         if short == "attention.wq.weight":
             mine = reference_models.meta_rows_to_hf(mine, n_heads)
@@ -90,7 +77,7 @@ def test_gradients_of_layer0_and_the_output_matrix_equal_transformers(learning_r
             mine = reference_models.meta_rows_to_hf(mine, n_kv_heads)
         compared[short] = reference_models.relative_difference(mine, theirs)
     compared["output.weight"] = reference_models.relative_difference(ours["output.weight"], model.lm_head.weight.grad)
-    assert len(ours) == len(HF_OF) + 1
+    assert len(ours) == len(reference_models.HF_LAYER_KEYS) + 1
     worst = max(compared, key=compared.get)
     assert compared[worst] <= TOLERANCE, f"{worst}: {compared[worst]:.2e} relative (all: {compared})"
     assert all(float(grad.abs().max()) > 0 for grad in ours.values())
