@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
 from checkpoint_files import CheckpointError, download_mistake, expected_shapes, is_kind, read_json_object
 
@@ -161,8 +162,6 @@ _SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torc
 
 
 def _open(path: Path):
-    from safetensors import safe_open
-
     try:
         return safe_open(str(path), framework="pt", device="cpu")
     except Exception as error:  # safetensors raises SafetensorError, OSError … depending on the damage

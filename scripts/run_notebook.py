@@ -25,6 +25,8 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+from friendly_errors import INSTALL_FIX
+
 REPO_DIR = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO_DIR / "llama3-from-scratch.ipynb"
 
@@ -101,7 +103,8 @@ def main() -> int:
     try:
         execute(notebook, timeout=args.timeout, progress=True)
     except CellExecutionError as error:
-        print(f"stopped: {error.ename}: {error.evalue}", file=sys.stderr)
+        fix = f": {INSTALL_FIX}." if error.ename == "ModuleNotFoundError" else ""
+        print(f"stopped: {error.ename}: {error.evalue}{fix}", file=sys.stderr)
         return 1
     elapsed = time.perf_counter() - started
     normalize(notebook)
