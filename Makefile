@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test test-gpu lint notebook translation images checkpoint benchmark clean
+.PHONY: run test test-fresh-env test-gpu lint notebook translation images checkpoint benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+## test-fresh-env: a new environment from requirements.txt alone runs the notebook on the embedded Meta folder and on a Hugging Face folder (CI runs it after test)
+test-fresh-env: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m fresh_env tests/test_requirements.py
 
 ## test-gpu: on a CUDA machine, nbval against the stored CPU outputs and the GPU benchmarks (scripts/gpu_check.sh)
 test-gpu:
