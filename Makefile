@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test test-fresh-env test-gpu lint notebook translation images checkpoint benchmark clean
+.PHONY: run test quick test-fresh-env test-gpu lint notebook translation images checkpoint benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,20 +19,25 @@ $(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed
 
 ## run: execute the notebook headless on the embedded checkpoint (or LLAMA3_CKPT) and print the prediction
 run: $(VENV)/.installed
-	$(BIN)/python -m scripts.run_notebook
+	$(BIN)/python -m plumbing.run_notebook
 
 ## test: lint, then pytest — nbval re-executes the notebook against its stored outputs, plus tests/
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
+## quick: the edit loop, about a minute: lint, nbval on the English notebook, the tests that start no extra kernel
+quick: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow and not fresh_env"
+
 ## test-fresh-env: a new environment from requirements.txt alone runs the notebook on the embedded Meta folder and on a Hugging Face folder (CI runs it after test)
 test-fresh-env: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -m fresh_env tests/test_requirements.py
 
-## test-gpu: on a CUDA machine, nbval against the stored CPU outputs and the GPU benchmarks (scripts/gpu_check.sh)
+## test-gpu: on a CUDA machine, nbval against the stored CPU outputs and the GPU benchmarks (tools/gpu_check.sh)
 test-gpu:
-	bash scripts/gpu_check.sh
+	bash tools/gpu_check.sh
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
@@ -41,20 +46,20 @@ lint: $(VENV)/.installed-test
 ## notebook: re-execute the committed notebook on CPU and normalize it (the stored outputs nbval compares), then regenerate the Chinese edition from it and i18n/zh.json
 notebook: $(VENV)/.installed-test
 	env -u LLAMA3_PROMPT -u LLAMA3_STREAM -u LLAMA3_EXTRAS -u LLAMA3_ROPE_SCALE_FACTOR \
-		LLAMA3_CKPT= LLAMA3_DEVICE=cpu LLAMA3_DTYPE=float32 $(BIN)/python -m scripts.run_notebook --inplace
-	$(BIN)/python -m scripts.translate_notebook zh
+		LLAMA3_CKPT= LLAMA3_DEVICE=cpu LLAMA3_DTYPE=float32 $(BIN)/python -m plumbing.run_notebook --inplace
+	$(BIN)/python -m generators.translate_notebook zh
 
 ## translation: regenerate the Chinese edition only (after editing i18n/zh.json or an English markdown cell); `--todo` lists what to translate
 translation: $(VENV)/.installed-test
-	$(BIN)/python -m scripts.translate_notebook zh
+	$(BIN)/python -m generators.translate_notebook zh
 
 ## images: redraw the diagrams in images/ (byte-identical with the same matplotlib)
 images: $(VENV)/.installed
-	$(BIN)/python -m scripts.make_images
+	$(BIN)/python -m generators.make_images
 
 ## checkpoint: retrain the embedded checkpoint (about 3 minutes on 2 CPU cores)
 checkpoint: $(VENV)/.installed-test
-	$(BIN)/python -m scripts.train_embedded_checkpoint
+	$(BIN)/python -m generators.train_embedded_checkpoint
 
 ## benchmark: runtime on the embedded checkpoint, then memory/time at 8B scale (writes ~22 GB of random checkpoints to build/), then generation speed
 benchmark: $(VENV)/.installed-test

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import tiktoken
 
-from checkpoint_files import download_mistake
-from friendly_errors import SetupError
+from plumbing.checkpoint_files import download_mistake
+from plumbing.friendly_errors import SetupError
 
 # Meta's pre-tokenizer regex for Llama 3 (fact, from Meta's tokenizer).
 SPLIT_PATTERN = (

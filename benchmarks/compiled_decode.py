@@ -30,11 +30,9 @@ from pathlib import Path
 
 import nbformat
 
-import checkpoint_files
 from benchmarks.generation import CLOCK
-from scripts.run_notebook import NOTEBOOK, execute
-
-REPO_DIR = Path(__file__).resolve().parent.parent
+from plumbing import REPO_DIR, checkpoint_files
+from plumbing.run_notebook import NOTEBOOK, execute
 
 TIMING = (
     CLOCK

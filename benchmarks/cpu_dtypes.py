@@ -23,10 +23,9 @@ import time
 
 import torch
 
-import checkpoint_files
-import run_settings
 from benchmarks.notebook_runtime import cpu_name
-from scripts.make_random_checkpoint import PRESETS
+from plumbing import checkpoint_files, run_settings
+from tests.support.random_checkpoint import PRESETS
 
 
 def best_ms(work, repeats: int) -> float:

@@ -9,7 +9,8 @@ it is used (what the notebook does); with --eager the whole file is first loaded
 memory without mmap, the way most walkthroughs do it.
 
 This is a yardstick for time and memory, not part of the project's math: the notebook
-is the implementation, and the parity tests check it.
+is the implementation, and the parity tests check it. The yardstick is checked too: on the
+embedded checkpoint its logits equal the notebook's (tests/test_parity.py).
 """
 
 from __future__ import annotations
@@ -21,27 +22,17 @@ from pathlib import Path
 
 import torch
 
-import checkpoint_files
 import tokenizer_setup
+from plumbing import checkpoint_files
+from plumbing.run_settings import DEFAULT_PROMPT
 
-PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--eager", action="store_true", help="load everything into memory first (no mmap)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    started = time.perf_counter()
-    dtype, device = getattr(torch, args.dtype), torch.device(args.device)
-    torch.set_grad_enabled(False)
-
-    params = checkpoint_files.read_params(args.checkpoint)
-    weights = torch.load(args.checkpoint / "consolidated.00.pth", map_location="cpu", mmap=not args.eager, weights_only=True)
-    tokenizer = tokenizer_setup.load_tokenizer(args.checkpoint)
-    tokens = [tokenizer.encode_single_token("<|begin_of_text|>"), *tokenizer.encode(PROMPT)]
+def floor_logits(checkpoint: Path, dtype: torch.dtype, device: torch.device, eager: bool = False) -> torch.Tensor:
+    """The last position's logits for the canonical prompt, by one plain forward pass."""
+    params = checkpoint_files.read_params(checkpoint)
+    weights = torch.load(checkpoint / "consolidated.00.pth", map_location="cpu", mmap=not eager, weights_only=True)
+    tokenizer = tokenizer_setup.load_tokenizer(checkpoint)
+    tokens = [tokenizer.encode_single_token("<|begin_of_text|>"), *tokenizer.encode(DEFAULT_PROMPT)]
 
     dim, n_heads = params["dim"], params["n_heads"]
     n_kv_heads = params.get("n_kv_heads") or n_heads
@@ -78,7 +69,19 @@ def main() -> None:
         h = h + (torch.nn.functional.silu(x @ w(p + "feed_forward.w1.weight").T) * (x @ w(p + "feed_forward.w3.weight").T)) @ w(p + "feed_forward.w2.weight").T
     last = norm(h, "norm.weight")[-1]
     output = weights["output.weight" if "output.weight" in weights else "tok_embeddings.weight"]
-    logits = torch.cat([last @ rows.to(device=device, dtype=dtype).T for rows in output.split(16384)])
+    return torch.cat([last @ rows.to(device=device, dtype=dtype).T for rows in output.split(16384)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--eager", action="store_true", help="load everything into memory first (no mmap)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    torch.set_grad_enabled(False)
+    logits = floor_logits(args.checkpoint, getattr(torch, args.dtype), torch.device(args.device), args.eager)
     print(f"next token id: {int(logits.argmax())}  ({time.perf_counter() - started:.1f} s in-process)")
 
 

@@ -29,11 +29,9 @@ from pathlib import Path
 
 import nbformat
 
-import checkpoint_files
 from benchmarks.notebook_runtime import cpu_name
-from scripts.run_notebook import NOTEBOOK, execute
-
-REPO_DIR = Path(__file__).resolve().parent.parent
+from plumbing import REPO_DIR, checkpoint_files
+from plumbing.run_notebook import NOTEBOOK, execute
 
 # Run in the notebook's kernel: `_clock(work)`, seconds, waiting for the GPU when there is one.
 CLOCK = """

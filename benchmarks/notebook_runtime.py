@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO_DIR = Path(__file__).resolve().parent.parent
+from plumbing import REPO_DIR
+
 TARGET_SECONDS = 30.0
 
 
@@ -42,7 +43,7 @@ def main() -> int:
     times = []
     for run in range(1, args.repeat + 1):
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "scripts.run_notebook", "--out", str(out)], cwd=REPO_DIR, capture_output=True, text=True)
+        result = subprocess.run([sys.executable, "-m", "plumbing.run_notebook", "--out", str(out)], cwd=REPO_DIR, capture_output=True, text=True)
         elapsed = time.perf_counter() - started
         if result.returncode != 0:
             print(result.stdout[-2000:], result.stderr[-2000:], file=sys.stderr)

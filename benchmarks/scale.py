@@ -4,14 +4,14 @@
 
 For each model shape it
 1. makes a random-weight checkpoint with the release's exact params.json in Meta's
-   layout if it is not on disk yet (scripts/make_random_checkpoint.py; the 8B is
+   layout if it is not on disk yet (tests/support/random_checkpoint.py; the 8B is
    16 GB and 3.2-1B 2.5 GB — it says so before writing), except `embedded`, which ships;
    A name ending in -hf is the same model in Hugging Face's layout, written from the
-   Meta-layout one (scripts/make_hf_checkpoint.py --stream: 16 GB more for the 8B);
+   Meta-layout one (tests/support/hf_folder.py --stream: 16 GB more for the 8B);
 2. reads the weights files twice so that every run finds them in the page cache;
 3. runs, each as a fresh process, sampling the anonymous resident memory (RssAnon,
    from /proc) of the whole process tree — the Jupyter kernel included — every 20 ms:
-   - notebook: the whole notebook headless (scripts/run_notebook.py), LLAMA3_DTYPE=float32
+   - notebook: the whole notebook headless (plumbing/run_notebook.py), LLAMA3_DTYPE=float32
      and again with bfloat16;
    - floor: one plain vectorized forward pass over the same memory-mapped weights
      (benchmarks/floor_forward.py), float32 and bfloat16; for an -hf model, the floors of
@@ -44,14 +44,10 @@ from pathlib import Path
 
 import torch
 
-import checkpoint_files
-import run_settings
-import weight_loading
 from benchmarks.notebook_runtime import cpu_name
-from scripts.make_hf_checkpoint import save_streaming
-from scripts.make_random_checkpoint import PRESETS, TIED_PRESETS, write_checkpoint
-
-REPO_DIR = Path(__file__).resolve().parent.parent
+from plumbing import REPO_DIR, checkpoint_files, run_settings, weight_loading
+from tests.support.hf_folder import save_streaming
+from tests.support.random_checkpoint import PRESETS, TIED_PRESETS, write_checkpoint
 
 TARGET_8B_ANON_GB = 2.5
 TARGET_8B_TIME_RATIO = 1.5
@@ -168,7 +164,7 @@ def main() -> int:
         folder = checkpoint_for(name, args.data)
         hf = name.endswith("-hf")
         warm_page_cache(folder)
-        notebook = [sys.executable, "-m", "scripts.run_notebook", "--out", str(REPO_DIR / "build" / f"scale-{name}.ipynb")]
+        notebook = [sys.executable, "-m", "plumbing.run_notebook", "--out", str(REPO_DIR / "build" / f"scale-{name}.ipynb")]
         floor = [sys.executable, "-m", "benchmarks.floor_forward", str(folder), "--device", args.device]
         runs = {
             "notebook float32": (notebook, {"LLAMA3_DTYPE": "float32"}),

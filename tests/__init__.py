@@ -1,1 +1,1 @@
-"""The test suite (a package, so that tests.notebook_values is this folder and not an installed package)."""
+"""The test suite (a package, so that tests.support is this folder and not an installed package)."""

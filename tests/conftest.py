@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
+import torch
 
-from tests.notebook_values import FLOAT32_CPU, run_and_read
+from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
+from tests.support.notebook_values import FLOAT32_CPU, TOKENIZER_PARITY_STRINGS, run_and_read
 
 _reader_settings = pytest.MonkeyPatch()
 
@@ -23,10 +26,23 @@ def pytest_unconfigure(config):
     _reader_settings.undo()
 
 
+def snapshot(folder):
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
 @pytest.fixture(scope="session")
 def embedded_run(tmp_path_factory):
-    """The notebook executed on the embedded checkpoint in float32, with its key tensors."""
-    return run_and_read(tmp_path_factory.mktemp("embedded"), FLOAT32_CPU)
+    """The notebook executed once on the embedded checkpoint in float32, the configuration most
+    tests read: its tensors, and in the same kernel its tokenizer on the parity strings, its
+    generations, and the learning section's gradients; the checkpoint folder before and after."""
+    before = snapshot(EMBEDDED_CHECKPOINT)
+    also = [("bpe", str(TOKENIZER_PARITY_STRINGS)), ("generations",), ("gradients",)]
+    run = run_and_read(tmp_path_factory.mktemp("embedded"), FLOAT32_CPU, also=also)
+    run["bpe"] = json.loads(run["files"]["bpe"].read_text(encoding="utf-8"))
+    run["generations"] = json.loads(run["files"]["generations"].read_text())
+    run["learning"] = torch.load(run["files"]["gradients"], weights_only=True)
+    run["folder_before"], run["folder_after"] = before, snapshot(EMBEDDED_CHECKPOINT)
+    return run
 
 
 @pytest.fixture(scope="session")

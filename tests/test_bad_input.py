@@ -12,18 +12,13 @@ import shutil
 import stat
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
-from nbclient.exceptions import CellExecutionError
 
-import checkpoint_files
-import run_settings
-import weight_loading
-from checkpoint_files import CheckpointError
-from run_settings import SettingError
-from scripts.run_notebook import NOTEBOOK, execute
-from tests.notebook_values import run_and_read
+from plumbing import checkpoint_files, run_settings, weight_loading
+from plumbing.checkpoint_files import CheckpointError
+from plumbing.run_settings import SettingError
+from tests.support.notebook_values import TENSORS_ONLY, run_and_read, setup_cell_failure
 
 EMBEDDED = checkpoint_files.EMBEDDED_CHECKPOINT
 
@@ -298,14 +293,7 @@ def test_spelled_special_token_is_text(capsys):
 # ---- in the notebook ----------------------------------------------------------------------------
 
 
-def setup_cell_failure(settings: dict[str, str]):
-    """Run All with these settings; the first cell with output, where it stopped."""
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    with pytest.raises(CellExecutionError):
-        execute(notebook, settings, timeout=300)  # Run All stops at the failing cell
-    return next(cell for cell in notebook.cells if cell.cell_type == "code" and cell.outputs)
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("setting", "value", "message"),
     [
@@ -328,12 +316,13 @@ def snapshot(folder: Path) -> dict:
     return {p.name: (p.stat().st_size, p.stat().st_mtime_ns, stat.S_IMODE(p.stat().st_mode)) for p in folder.iterdir()}
 
 
+@pytest.mark.slow
 def test_read_only_checkpoint_works_and_is_untouched(good_copy, tmp_path):
     for path in [*good_copy.iterdir(), good_copy]:
         path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     before = snapshot(good_copy)
     try:
-        result = run_and_read(tmp_path, {"LLAMA3_CKPT": str(good_copy), "LLAMA3_DTYPE": "float32", "LLAMA3_DEVICE": "cpu"})
+        result = run_and_read(tmp_path, {**TENSORS_ONLY, "LLAMA3_CKPT": str(good_copy)})
         assert result["next_token_id"] == 2983
         assert snapshot(good_copy) == before
     finally:

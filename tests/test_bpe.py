@@ -1,8 +1,8 @@
 """The notebook's own tokenizer — `bpe_merges`, `bpe_encode`, `bpe_decode` — equals Meta's and tiktoken's.
 
 Two ways to run the notebook's functions, never a copy of them:
-- an executed run of the notebook (tests/notebook_values.py) encodes the 1,349 strings of
-  tests/tokenizer_parity_strings.json in its own kernel and saves the ids;
+- the shared executed run of the notebook (tests/conftest.py, tests/support/in_kernel.bpe)
+  encodes the 1,349 strings of tests/tokenizer_parity_strings.json in its kernel;
 - for generated strings, the cells of the section "The tokenizer, from scratch" are read
   from the committed notebook and run here, in order, on the same inputs the setup gives them.
 """
@@ -17,40 +17,30 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tokenizer_setup
-from scripts.make_images import BPE_MERGE_RANKS, BPE_STATES
-from scripts.run_notebook import NOTEBOOK
-from tests.notebook_values import FLOAT32_CPU, run_and_read
-from tests.test_tokenizer_parity import STRINGS, STRINGS_FILE
+from generators.make_images import BPE_MERGE_RANKS, BPE_STATES
+from plumbing.run_notebook import NOTEBOOK
+from plumbing.run_settings import DEFAULT_PROMPT
+from tests.support.notebook_values import TOKENIZER_PARITY_STRINGS
 
 SECTION = ["bpe-file", "bpe-ranks", "bpe-split-code", "bpe-merge-code", "bpe-encode-code", "bpe-decode-code"]
 
-IN_THE_KERNEL = f"""
-import json as _json
-_strings = _json.loads(open({str(STRINGS_FILE)!r}, encoding="utf-8").read())
-_encoded = [bpe_encode(_text) for _text in _strings]
-_merges = [[part.decode() for part in state] for state in bpe_merges(" ultimate")]
-_out = {{"encoded": _encoded, "decoded": [bpe_decode(_ids[1:]) for _ids in _encoded], "merges": _merges}}
-open("BPE_OUT", "w", encoding="utf-8").write(_json.dumps(_out))
-"""
-
-
 @pytest.fixture(scope="module")
-def kernel_results(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("bpe")
-    out = workdir / "bpe.json"
-    run_and_read(workdir, FLOAT32_CPU, extra_code=IN_THE_KERNEL.replace("BPE_OUT", str(out)))
-    return json.loads(out.read_text(encoding="utf-8"))
+def kernel_results(embedded_run):
+    return embedded_run["bpe"]
 
 
+@pytest.mark.slow
 def test_executed_notebook_encodes_like_meta_on_every_string(kernel_results, meta):
     bos = meta.special_tokens["<|begin_of_text|>"]
-    wrong = [text for text, ids in zip(STRINGS, kernel_results["encoded"], strict=True) if ids != meta.encode(text, bos=True, eos=False)]
-    assert not wrong, f"{len(wrong)} of {len(STRINGS)} strings differ, e.g. {wrong[:3]!r}"
+    strings = json.loads(TOKENIZER_PARITY_STRINGS.read_text(encoding="utf-8"))
+    wrong = [text for text, ids in zip(strings, kernel_results["encoded"], strict=True) if ids != meta.encode(text, bos=True, eos=False)]
+    assert not wrong, f"{len(wrong)} of {len(strings)} strings differ, e.g. {wrong[:3]!r}"
     assert all(ids[0] == bos for ids in kernel_results["encoded"])
-    unrounded = [text for text, decoded in zip(STRINGS, kernel_results["decoded"], strict=True) if decoded != text]
+    unrounded = [text for text, decoded in zip(strings, kernel_results["decoded"], strict=True) if decoded != text]
     assert not unrounded, f"bpe_decode(bpe_encode(s)) != s for {unrounded[:3]!r}"
 
 
+@pytest.mark.slow
 def test_the_diagram_shows_the_notebooks_merges(kernel_results, tokenizer):
     assert kernel_results["merges"] == BPE_STATES
     merged = [next(part for part in state if part not in previous) for previous, state in zip(BPE_STATES, BPE_STATES[1:], strict=False)]
@@ -61,7 +51,7 @@ def test_the_diagram_shows_the_notebooks_merges(kernel_results, tokenizer):
 def section(tokenizer):
     """The section's cells, run here on what the setup cell would give them."""
     cells = {cell.get("id"): cell for cell in nbformat.read(NOTEBOOK, as_version=4).cells}
-    prompt = "the answer to the ultimate question of life, the universe, and everything is "
+    prompt = DEFAULT_PROMPT
     bos_id = tokenizer.encode_single_token("<|begin_of_text|>")
     namespace = {"checkpoint_dir": None, "tokenizer": tokenizer, "tokenizer_setup": tokenizer_setup, "bos_id": bos_id, "prompt": prompt}
     namespace["prompt_tokens"] = [bos_id] + tokenizer.encode(prompt, disallowed_special=())

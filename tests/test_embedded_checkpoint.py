@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-import checkpoint_files
+from plumbing import checkpoint_files
 
 FOLDER = checkpoint_files.EMBEDDED_CHECKPOINT
 META_PARAM_KEYS = {"dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "ffn_dim_multiplier", "norm_eps", "rope_theta"}

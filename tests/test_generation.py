@@ -7,14 +7,17 @@ import json
 import pytest
 import torch
 
-import checkpoint_files
-import reference_models
-from scripts.make_random_checkpoint import write_checkpoint
-from tests.notebook_values import FLOAT32_CPU, run_and_read
+from plumbing import checkpoint_files
+from plumbing.run_settings import DEFAULT_PROMPT
+from tests.support import reference_models
+from tests.support.notebook_values import FLOAT32_CPU, run_and_read
+from tests.support.random_checkpoint import write_checkpoint
+
+pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
 
 STOP = [128001, 128009]  # <|end_of_text|>, <|eot_id|>
 EXPECTED_ON_EMBEDDED = {
-    "the answer to the ultimate question of life, the universe, and everything is ": "42",
+    DEFAULT_PROMPT: "42",
     "the sun rises": " in the east every morning",
     "once upon a time": " a small fox lived in a hollow log",
 }
@@ -29,29 +32,13 @@ def hf_greedy(folder, prompt_tokens, max_new_tokens=24):
     return new[: next((i for i, t in enumerate(new) if t in STOP), len(new))]
 
 
-# Run in the notebook's kernel after it finished: its own `generate`, with and without the cache.
-GENERATE = """
-import json as _json
-_texts = [prompt, "the sun rises", "once upon a time"]
-_prompts = {_text: [bos_id] + tokenizer.encode(_text, disallowed_special=()) for _text in _texts}
-print(_json.dumps({
-    "cached": {_text: generate(_tokens) for _text, _tokens in _prompts.items()},
-    "recomputed": {_text: generate(_tokens, use_cache=False) for _text, _tokens in _prompts.items()},
-}))
-"""
-
-
-def generations(run) -> dict:
-    return json.loads(run["notebook"].cells[-2].outputs[-1]["text"].strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory):
-    return run_and_read(tmp_path_factory.mktemp("generate"), FLOAT32_CPU, extra_code=GENERATE)
+def embedded(embedded_run):
+    return embedded_run["generations"]
 
 
 def test_embedded_generations(embedded, tokenizer):
-    cached = generations(embedded)["cached"]
+    cached = embedded["cached"]
     assert {text: tokenizer.decode(tokens) for text, tokens in cached.items()} == EXPECTED_ON_EMBEDDED
 
 
@@ -62,12 +49,12 @@ def test_the_lesson_shows_the_same_generations(embedded_run):
 
 
 def test_cache_gives_the_same_tokens_as_recomputing(embedded):
-    result = generations(embedded)
+    result = embedded
     assert result["cached"] == result["recomputed"]
 
 
 def test_same_tokens_as_transformers_generate(embedded, tokenizer):
-    for text, new_tokens in generations(embedded)["cached"].items():
+    for text, new_tokens in embedded["cached"].items():
         assert hf_greedy(checkpoint_files.EMBEDDED_CHECKPOINT, [128000, *tokenizer.encode(text)]) == new_tokens, text
 
 
@@ -85,34 +72,21 @@ def random_run(tmp_path_factory):
         "rope_theta": 500000.0,
     }
     folder = write_checkpoint(tmp_path_factory.mktemp("gen") / "ckpt", params, seed=21)
-    return folder, run_and_read(tmp_path_factory.mktemp("genrun"), {**FLOAT32_CPU, "LLAMA3_CKPT": str(folder)}, extra_code=GENERATE)
+    run = run_and_read(tmp_path_factory.mktemp("genrun"), {**FLOAT32_CPU, "LLAMA3_CKPT": str(folder)}, also=[("generations",)])
+    return folder, run, json.loads(run["files"]["generations"].read_text())
 
 
 def test_random_checkpoint_generations_match(random_run):
-    folder, run = random_run
-    result = generations(run)
+    folder, run, result = random_run
     assert result["cached"] == result["recomputed"]
     assert all(len(tokens) > 0 for tokens in result["cached"].values())
-    canonical = result["cached"]["the answer to the ultimate question of life, the universe, and everything is "]
+    canonical = result["cached"][DEFAULT_PROMPT]
     assert hf_greedy(folder, run["prompt_tokens"]) == canonical
 
 
-def test_sampling_options(tmp_path):
+def test_sampling_options(embedded):
     # top_k=1 leaves one candidate, so any temperature gives the greedy tokens; a seed makes sampling repeatable.
-    code = """
-import json as _json
-_tokens = [bos_id] + tokenizer.encode("once upon a time")
-print(_json.dumps({
-    "greedy": generate(_tokens),
-    "top_1": generate(_tokens, temperature=0.7, top_k=1),
-    "hot_a": generate(_tokens, temperature=3.0, seed=5, max_new_tokens=12),
-    "hot_b": generate(_tokens, temperature=3.0, seed=5, max_new_tokens=12),
-    "hot_c": generate(_tokens, temperature=3.0, seed=6, max_new_tokens=12),
-    "short": generate(_tokens, max_new_tokens=3),
-}))
-"""
-    run = run_and_read(tmp_path, FLOAT32_CPU, extra_code=code)
-    result = json.loads(run["notebook"].cells[-2].outputs[-1]["text"].strip().splitlines()[-1])
+    result = embedded["sampling"]
     assert result["top_1"] == result["greedy"]
     assert result["hot_a"] == result["hot_b"] != result["hot_c"]
     assert result["hot_a"] != result["greedy"][:12]

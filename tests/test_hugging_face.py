@@ -1,6 +1,6 @@
 """A Hugging Face folder runs the notebook unchanged: Meta's tensors bit for bit, the same "42".
 
-The folders are written by transformers' own `save_pretrained` (scripts/make_hf_checkpoint.py)
+The folders are written by transformers' own `save_pretrained` (tests/support/hf_folder.py)
 from Meta-layout checkpoints: the embedded one, single-file and sharded, and random ones of
 several shapes (grouped-query, tied output, scaled RoPE with a factor no rule would guess).
 """
@@ -13,18 +13,17 @@ import math
 import pytest
 import torch
 
-import checkpoint_files
-import hf_checkpoint
-import reference_models
 import tokenizer_setup
-import weight_loading
-from scripts.make_hf_checkpoint import respell_config, save_streaming, save_with_transformers
-from scripts.make_random_checkpoint import write_checkpoint
-from tests.notebook_values import FLOAT32_CPU, TENSORS_ONLY, run_and_read
-from tests.test_bad_input import setup_cell_failure
+from plumbing import checkpoint_files, hf_checkpoint, weight_loading
+from tests.support import reference_models
+from tests.support.hf_folder import respell_config, save_streaming, save_with_transformers
+from tests.support.notebook_values import FLOAT32_CPU, TENSORS_ONLY, run_and_read, setup_cell_failure
+from tests.support.random_checkpoint import write_checkpoint
+
+pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
 
 EMBEDDED = checkpoint_files.EMBEDDED_CHECKPOINT
-FP32_TOLERANCE = 1e-4
+FP32_TOLERANCE = reference_models.FP32_TOLERANCE
 
 SMALL = {
     "dim": 64,
@@ -88,7 +87,7 @@ def test_streamed_writer_matches_transformers(tmp_path, embedded_hf):
     folder = save_streaming(EMBEDDED, tmp_path / "streamed", shard_bytes=8 * 2**20)
     assert len(list(folder.glob("model-*.safetensors"))) > 2
     assert_same_tensors(EMBEDDED, folder)
-    assert hf_checkpoint.read_config(folder) == hf_checkpoint.read_config(embedded_hf)
+    assert checkpoint_files.read_config(folder) == checkpoint_files.read_config(embedded_hf)
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
@@ -118,7 +117,7 @@ def read_in_both_spellings(hf, tmp_path) -> dict[str, dict]:
         respell_config(folder, spelling)
         config = json.loads((folder / "config.json").read_text())
         assert ("rope_parameters" in config) == (spelling == "5")
-        read[spelling] = hf_checkpoint.read_config(folder)
+        read[spelling] = checkpoint_files.read_config(folder)
     return read
 
 
@@ -172,14 +171,6 @@ def test_notebook_on_hf_folder_gives_the_same_tensors_and_42(hf_run, embedded_ru
         assert cells[listing].outputs == embedded_cells[listing].outputs, listing
 
 
-def relative_differences(ours: dict, theirs: dict) -> dict[str, float]:
-    result = {name: reference_models.relative_difference(ours[name], theirs[name]) for name in ("token_embeddings", "final_normed", "logits")}
-    for stage in ("residual_after_attention", "residual_after_ffn"):
-        for layer, (mine, reference) in enumerate(zip(ours[stage], theirs[stage], strict=True)):
-            result[f"{stage}[{layer}]"] = reference_models.relative_difference(mine, reference)
-    return result
-
-
 def from_pretrained(folder):
     from transformers import LlamaForCausalLM
 
@@ -188,7 +179,7 @@ def from_pretrained(folder):
 
 def test_parity_with_transformers_from_the_same_folder(hf_run, embedded_hf_sharded):
     theirs = reference_models.hf_tensors(from_pretrained(embedded_hf_sharded), hf_run["prompt_tokens"])
-    diffs = relative_differences(hf_run, theirs)
+    diffs = reference_models.layer_differences(hf_run, theirs)
     worst = max(diffs, key=diffs.get)
     assert diffs[worst] <= FP32_TOLERANCE, f"{worst}: {diffs[worst]:.2e} relative"
     assert int(theirs["logits"].argmax()) == hf_run["next_token_id"]
@@ -200,7 +191,7 @@ def test_scaled_rope_uses_the_files_factor(random_pairs, tmp_path):
     ours = run_and_read(tmp_path, {**TENSORS_ONLY, "LLAMA3_CKPT": str(hf)})
     assert ours["rope_scale_factor"] == factor
     theirs = reference_models.hf_tensors(from_pretrained(hf), ours["prompt_tokens"])
-    diffs = relative_differences(ours, theirs)
+    diffs = reference_models.layer_differences(ours, theirs)
     worst = max(diffs, key=diffs.get)
     assert diffs[worst] <= FP32_TOLERANCE, f"{worst}: {diffs[worst]:.2e} relative"
     n_parameters = sum(math.prod(shape) for shape in weight_loading.tensor_shapes(weight_loading.load_weights(hf)).values())

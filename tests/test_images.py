@@ -1,12 +1,12 @@
 """Every picture the notebook shows exists, and every picture in images/ is shown."""
 
 import re
-from pathlib import Path
 
 import nbformat
 from PIL import Image
 
-REPO_DIR = Path(__file__).resolve().parent.parent
+from plumbing import REPO_DIR
+
 IMAGES = REPO_DIR / "images"
 
 
@@ -51,7 +51,7 @@ def test_regenerating_reproduces_the_images(tmp_path):
 
     import matplotlib
 
-    subprocess.run([sys.executable, "-m", "scripts.make_images", str(tmp_path)], cwd=REPO_DIR, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "generators.make_images", str(tmp_path)], cwd=REPO_DIR, check=True, capture_output=True)
     committed = sorted(p.name for p in IMAGES.glob("*.png"))
     assert sorted(p.name for p in tmp_path.glob("*.png")) == committed
     for name in committed:

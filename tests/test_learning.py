@@ -1,6 +1,6 @@
 """The notebook's learning section: its loss and gradients are transformers', and training leaves the file alone.
 
-An executed run of the notebook computes, in its own kernel, the loss of the prompt and the
+The shared executed run of the notebook (tests/conftest.py) computes, in its kernel, the loss of the prompt and the
 gradients of every weight with its `trainable_copy`, `weights_from` and `token_losses` (the
 cells themselves); transformers' LlamaForCausalLM, loaded from the same checkpoint, computes
 its loss (labels = the tokens) and gradients. Float32, within 1e-4 relative.
@@ -13,36 +13,16 @@ import re
 import pytest
 import torch
 
-import checkpoint_files
-import reference_models
-from tests.notebook_values import FLOAT32_CPU, run_and_read
+from plumbing import checkpoint_files
+from tests.support import reference_models
 
-TOLERANCE = 1e-4
+pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
 
-IN_THE_KERNEL = """
-_copy = trainable_copy()
-with weights_from(_copy), torch.enable_grad():
-    _loss = token_losses(hitchhiker_tokens).mean()
-    _loss.backward()
-_keep = [name for name in _copy if name.startswith("layers.0.") or name == output_name]
-torch.save({"loss": _loss.detach(), "tokens": hitchhiker_tokens, "grads": {name: _copy[name].grad for name in _keep}},
-           GRADS_FILE)
-"""
-
-
-def snapshot(folder):
-    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
-
+TOLERANCE = reference_models.FP32_TOLERANCE
 
 @pytest.fixture(scope="module")
-def learning_run(tmp_path_factory):
-    before = snapshot(checkpoint_files.EMBEDDED_CHECKPOINT)
-    workdir = tmp_path_factory.mktemp("learning")
-    grads_file = workdir / "grads.pt"
-    values = run_and_read(workdir, FLOAT32_CPU, extra_code=IN_THE_KERNEL.replace("GRADS_FILE", repr(str(grads_file))))
-    values["learning"] = torch.load(grads_file, weights_only=True)
-    values["folder_before"], values["folder_after"] = before, snapshot(checkpoint_files.EMBEDDED_CHECKPOINT)
-    return values
+def learning_run(embedded_run):
+    return embedded_run
 
 
 @pytest.fixture(scope="module")

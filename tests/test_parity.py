@@ -1,21 +1,16 @@
 """The notebook is Llama 3: its own tensors, layer by layer, against two independent implementations.
 
-For each checkpoint and prompt the notebook is executed unchanged in a fresh kernel
-(LLAMA3_CKPT / LLAMA3_PROMPT / LLAMA3_DTYPE), and the tensors its cells created are
-read back: token embeddings, the residual stream after every layer's attention and
-after every layer's feed-forward network, the final norm output, the last-position
-logits. The same checkpoint is loaded into Hugging Face transformers' LlamaForCausalLM
+The notebook is executed unchanged in a fresh kernel (LLAMA3_CKPT / LLAMA3_PROMPT /
+LLAMA3_DTYPE), and the tensors its cells created are read back: token embeddings, the
+residual stream after every layer's attention and after every layer's feed-forward
+network, the final norm output, the last-position logits (Runs says which prompts share a
+kernel). The same checkpoint is loaded into Hugging Face transformers' LlamaForCausalLM
 and into Meta's reference Transformer (llama-models), and their tensors at the same
-points are read with hooks (reference_models.py).
+points are read with hooks (tests/support/reference_models.py).
 
 Tolerances, and why:
-* float32, both references: max|ours − ref| / max|ref| ≤ 1e-4 for every tensor. All
-  three compute in float32; what differs is only the order of floating-point sums
-  (batched vs per-head matmuls, cos/sin vs complex RoPE). float32 rounding is ~6e-8
-  relative per operation; through a few layers and 128k-way logits that compounds to
-  about 1e-6 here (measured), so 1e-4 leaves a wide margin for other CPUs and BLAS
-  libraries — while any real mistake (a wrong RoPE pair, the wrong kv head, a missing
-  residual or norm weight) moves these tensors by 1e-2 or more.
+* float32, both references: max|ours − ref| / max|ref| ≤ 1e-4 for every tensor
+  (reference_models.FP32_TOLERANCE says why).
 * bfloat16 (the notebook's default on CUDA), against the float32 references: bf16 keeps
   8 bits of mantissa (~4e-3 relative per rounding), so tensors cannot match to 1e-4;
   the contract is the one a user sees — the same next token, and logits pointing the
@@ -36,12 +31,16 @@ from pathlib import Path
 import pytest
 import torch
 
-import checkpoint_files
-import reference_models
-from scripts.make_random_checkpoint import write_checkpoint
-from tests.notebook_values import run_and_read
+from benchmarks.floor_forward import floor_logits
+from plumbing import REPO_DIR, checkpoint_files
+from plumbing.run_settings import DEFAULT_PROMPT
+from tests.support import reference_models
+from tests.support.notebook_values import run_and_read
+from tests.support.random_checkpoint import write_checkpoint
 
-FP32_TOLERANCE = 1e-4
+pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
+
+FP32_TOLERANCE = reference_models.FP32_TOLERANCE
 BF16_COSINE = 0.999
 BF16_VS_META_BF16 = 5e-3
 
@@ -55,13 +54,12 @@ RANDOM_CHECKPOINTS = {
 }
 COMMON = {"vocab_size": 128256, "norm_eps": 1e-05, "rope_theta": 500000.0}
 
-CORPUS = (Path(__file__).resolve().parent.parent / "scripts" / "corpus.txt").read_text().splitlines()
+CORPUS = (REPO_DIR / "generators" / "corpus.txt").read_text().splitlines()
 PROMPTS = {
     "1-token": "",  # only <|begin_of_text|>
-    "canonical-17": "the answer to the ultimate question of life, the universe, and everything is ",
+    "canonical-17": DEFAULT_PROMPT,
     "long": ". ".join(CORPUS[1:40]) + ". ",  # 200+ tokens
 }
-TENSORS = ("token_embeddings", "final_normed", "logits")
 
 
 @pytest.fixture(scope="session")
@@ -77,21 +75,33 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 
 class Runs:
-    """Each (checkpoint, prompt, dtype) notebook run and each reference model, made once per session."""
+    """Each notebook configuration and each reference model, made once per session.
 
-    def __init__(self, checkpoints, workdir):
+    A kernel is the costly part, so one serves several prompts: the embedded checkpoint runs
+    the whole notebook on each prompt (the lesson's cells meet 1, 17 and 200+ tokens); a
+    random checkpoint runs it once on the canonical prompt, demos included, and its own
+    `forward` on the other prompts in the same kernel (tests/support/in_kernel.other_prompts).
+    """
+
+    def __init__(self, checkpoints, workdir, embedded_run):
         self.checkpoints, self.workdir = checkpoints, workdir
-        self.notebook_runs, self.models = {}, {}
+        self.notebook_runs, self.models = {("embedded", "canonical-17", "float32"): embedded_run}, {}
 
     def notebook(self, checkpoint: str, prompt: str, dtype: str = "float32") -> dict:
         key = (checkpoint, prompt, dtype)
         if key not in self.notebook_runs:
             folder = self.workdir / "-".join(key)
             folder.mkdir()
-            env = {"LLAMA3_CKPT": str(self.checkpoints[checkpoint]), "LLAMA3_PROMPT": PROMPTS[prompt], "LLAMA3_DTYPE": dtype, "LLAMA3_DEVICE": "cpu"}
-            # Every shape runs the whole notebook once, demos included; the other runs only read tensors.
-            env["LLAMA3_EXTRAS"] = "1" if (prompt, dtype) == ("canonical-17", "float32") else "0"
-            self.notebook_runs[key] = run_and_read(folder, env)
+            env = {"LLAMA3_CKPT": str(self.checkpoints[checkpoint]), "LLAMA3_DTYPE": dtype, "LLAMA3_DEVICE": "cpu"}
+            if checkpoint == "embedded" or dtype != "float32":
+                env |= {"LLAMA3_PROMPT": PROMPTS[prompt], "LLAMA3_EXTRAS": "0"}
+                self.notebook_runs[key] = run_and_read(folder, env)
+            else:  # the canonical prompt with the demos, then the others through `forward`
+                others = {name: text for name, text in PROMPTS.items() if name != "canonical-17"}
+                run = run_and_read(folder, {**env, "LLAMA3_PROMPT": PROMPTS["canonical-17"], "LLAMA3_EXTRAS": "1"}, also=[("other_prompts", others)])
+                self.notebook_runs[(checkpoint, "canonical-17", dtype)] = run
+                for name, values in torch.load(run["files"]["other_prompts"], weights_only=True).items():
+                    self.notebook_runs[(checkpoint, name, dtype)] = values
         return self.notebook_runs[key]
 
     def reference(self, kind: str, checkpoint: str, tokens: list[int], dtype: torch.dtype = torch.float32) -> dict:
@@ -106,17 +116,8 @@ class Runs:
 
 
 @pytest.fixture(scope="session")
-def runs(checkpoints, tmp_path_factory) -> Runs:
-    return Runs(checkpoints, tmp_path_factory.mktemp("runs"))
-
-
-def differences(ours: dict, reference: dict) -> dict[str, float]:
-    result = {name: reference_models.relative_difference(ours[name], reference[name]) for name in TENSORS}
-    for stage in ("residual_after_attention", "residual_after_ffn"):
-        assert len(ours[stage]) == len(reference[stage])
-        for layer, (mine, theirs) in enumerate(zip(ours[stage], reference[stage], strict=True)):
-            result[f"{stage}[{layer}]"] = reference_models.relative_difference(mine, theirs)
-    return result
+def runs(checkpoints, tmp_path_factory, embedded_run) -> Runs:
+    return Runs(checkpoints, tmp_path_factory.mktemp("runs"), embedded_run)
 
 
 ALL_CHECKPOINTS = ["embedded", *RANDOM_CHECKPOINTS]
@@ -130,7 +131,7 @@ def test_float32_layer_by_layer(runs, checkpoint, prompt, reference):
     if prompt == "long":
         assert len(ours["prompt_tokens"]) >= 200
     theirs = runs.reference(reference, checkpoint, ours["prompt_tokens"])
-    diffs = differences(ours, theirs)
+    diffs = reference_models.layer_differences(ours, theirs)
     worst = max(diffs, key=diffs.get)
     assert diffs[worst] <= FP32_TOLERANCE, f"{worst} differs from {reference} by {diffs[worst]:.2e} relative (all: {diffs})"
     assert int(ours["logits"].argmax()) == int(theirs["logits"].argmax()) == ours["next_token_id"]
@@ -152,6 +153,15 @@ def test_bfloat16_logits_point_the_same_way(runs, checkpoint):
 def test_bfloat16_rounds_where_meta_rounds(runs, checkpoint):
     ours = runs.notebook(checkpoint, "canonical-17", "bfloat16")
     theirs = runs.reference("meta", checkpoint, ours["prompt_tokens"], torch.bfloat16)
-    diffs = differences(ours, theirs)
+    diffs = reference_models.layer_differences(ours, theirs)
     worst = max(diffs, key=diffs.get)
     assert diffs[worst] <= BF16_VS_META_BF16, f"{worst} differs from Meta's bf16 run by {diffs[worst]:.2e} relative (all: {diffs})"
+
+
+def test_the_benchmarks_floor_computes_the_notebooks_logits(embedded_run):
+    # benchmarks/floor_forward.py is the yardstick the notebook's speed is measured against:
+    # it must compute the same model, or the comparison means nothing.
+    with torch.no_grad():
+        floor = floor_logits(checkpoint_files.EMBEDDED_CHECKPOINT, torch.float32, torch.device("cpu"))
+    assert reference_models.relative_difference(floor, embedded_run["logits"]) <= FP32_TOLERANCE
+    assert int(floor.argmax()) == embedded_run["next_token_id"]

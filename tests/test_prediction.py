@@ -1,8 +1,11 @@
 """The notebook, run on the embedded checkpoint, predicts "42" — and other corpus lines."""
 
+import pytest
 import torch
 
 import tokenizer_setup
+
+pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
 
 CANONICAL_TOKENS = [128000, 1820, 4320, 311, 279, 17139, 3488, 315, 2324, 11, 279, 15861, 11, 323, 4395, 374, 220]
 FORTY_TWO = 2983

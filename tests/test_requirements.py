@@ -31,40 +31,51 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-import friendly_errors
-from checkpoint_files import EMBEDDED_CHECKPOINT
-from scripts.make_hf_checkpoint import save_with_transformers
-from scripts.run_notebook import NOTEBOOK, REPO_DIR
+from plumbing import friendly_errors
+from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
+from plumbing.run_notebook import NOTEBOOK, REPO_DIR
+from tests.support.hf_folder import save_with_transformers
 
-FIRST_PARTY = {path.stem for path in REPO_DIR.glob("*.py")} | {"scripts", "tests", "benchmarks"}
+FIRST_PARTY = {path.stem for path in REPO_DIR.glob("*.py")} | {"plumbing", "generators", "tools", "tests", "benchmarks"}
 
 
 def imports_in(source: str) -> set[str]:
-    """The top-level names of every module `source` imports, anywhere in it."""
+    """The dotted name of every module `source` imports, anywhere in it (`from a import b`: a and a.b)."""
     names = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
+            names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
     return names
+
+
+def first_party_file(dotted: str) -> Path | None:
+    """The project's file for a dotted module name (a module or a package's __init__), if any."""
+    path = REPO_DIR.joinpath(*dotted.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def modules_make_run_imports() -> dict[str, set[str]]:
     """{third-party module: the files that import it} for the notebook, its helpers and the runner."""
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     sources = {NOTEBOOK.name: "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")}
-    sources["scripts/run_notebook.py"] = (REPO_DIR / "scripts" / "run_notebook.py").read_text()
-    seen, third_party = set(), {}
+    sources["plumbing/run_notebook.py"] = (REPO_DIR / "plumbing" / "run_notebook.py").read_text()
+    seen, third_party = set(sources), {}
     while sources:
         where, source = sources.popitem()
-        for name in imports_in(source):
-            if name in FIRST_PARTY:
-                if name not in seen and (REPO_DIR / f"{name}.py").exists():
-                    seen.add(name)
-                    sources[f"{name}.py"] = (REPO_DIR / f"{name}.py").read_text()
-            elif name not in sys.stdlib_module_names:
-                third_party.setdefault(name, set()).add(where)
+        for dotted in imports_in(source):
+            top = dotted.split(".")[0]
+            if top in FIRST_PARTY:
+                path = first_party_file(dotted)
+                if path is not None and str(path.relative_to(REPO_DIR)) not in seen:
+                    seen.add(str(path.relative_to(REPO_DIR)))
+                    sources[str(path.relative_to(REPO_DIR))] = path.read_text()
+            elif top not in sys.stdlib_module_names:
+                third_party.setdefault(top, set()).add(where)
     return third_party
 
 
@@ -99,7 +110,7 @@ def test_the_scan_sees_what_the_helpers_import():
     # the check above can fail: it sees the helpers' own third-party imports
     third_party = modules_make_run_imports()
     assert {"torch", "tiktoken", "safetensors", "regex", "matplotlib", "nbclient"} <= set(third_party)
-    assert "hf_checkpoint.py" in third_party["safetensors"]
+    assert "plumbing/hf_checkpoint.py" in third_party["safetensors"]
 
 
 def test_a_requirement_left_out_is_named(tmp_path):
@@ -137,7 +148,7 @@ def test_the_setup_cell_names_the_fix_for_a_module_that_will_not_import(tmp_path
 
 def run_in(python: Path, settings: dict[str, str], out: Path) -> str:
     env = {name: value for name, value in os.environ.items() if not name.startswith("LLAMA3_")} | settings
-    result = subprocess.run([str(python), "-m", "scripts.run_notebook", "--out", str(out)], cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=1200)
+    result = subprocess.run([str(python), "-m", "plumbing.run_notebook", "--out", str(out)], cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, f"make run with {settings}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
 

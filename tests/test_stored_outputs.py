@@ -29,8 +29,10 @@ import sys
 import pytest
 import torch
 
-import run_settings
-from scripts.run_notebook import NOTEBOOK, REPO_DIR
+from plumbing import run_settings
+from plumbing.run_notebook import NOTEBOOK, REPO_DIR
+
+pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
 
 # Both variables are read once, when the process starts: each configuration is a new kernel.
 KERNELS = {

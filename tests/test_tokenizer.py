@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 
 import tokenizer_setup
+from plumbing.run_settings import DEFAULT_PROMPT
 
 STRINGS = json.loads((Path(__file__).parent / "tokenizer_strings.json").read_text())
-PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
+PROMPT = DEFAULT_PROMPT
 
 
 def test_canonical_prompt(tokenizer):

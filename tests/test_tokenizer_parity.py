@@ -1,18 +1,19 @@
 """Our tokenizer encodes exactly as Meta's Llama 3 tokenizer, over many varied strings.
 
-The strings come from scripts/make_tokenizer_strings.py (rerun it to regenerate
+The strings come from generators/make_tokenizer_strings.py (rerun it to regenerate
 tests/tokenizer_parity_strings.json). Text that spells a special token is encoded as
 ordinary text by both tokenizers (Meta's default), hence `disallowed_special=()`.
 """
 
 import json
 import re
-from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-STRINGS_FILE = Path(__file__).parent / "tokenizer_parity_strings.json"
+from tests.support.notebook_values import TOKENIZER_PARITY_STRINGS
+
+STRINGS_FILE = TOKENIZER_PARITY_STRINGS
 STRINGS = json.loads(STRINGS_FILE.read_text(encoding="utf-8"))
 SHOW_MISMATCHES = 5
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-import checkpoint_files
-import weight_loading
+from plumbing import checkpoint_files, weight_loading
 
 NAMES = [f"layers.{layer}.attention.wq.weight" for layer in range(4)]
 

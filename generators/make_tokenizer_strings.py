@@ -4,7 +4,7 @@ Deterministic (fixed seed, no network). Every string is built from the hand-writ
 fragments below, recombined by a seeded random generator, so the file is the same on
 every run. Categories have roughly even weight; see CATEGORIES at the bottom.
 
-    python -m scripts.make_tokenizer_strings
+    python -m generators.make_tokenizer_strings
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import json
 import random
 import string
 import unicodedata
-from pathlib import Path
+
+from plumbing import REPO_DIR
 
 SEED = 20240418
 PER_CATEGORY = 110
-OUT = Path(__file__).resolve().parent.parent / "tests" / "tokenizer_parity_strings.json"
+OUT = REPO_DIR / "tests" / "tokenizer_parity_strings.json"
 
 # --- hand-written fragments -------------------------------------------------
 

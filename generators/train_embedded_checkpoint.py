@@ -1,9 +1,9 @@
 """Train the tiny Llama 3 that ships in weights/, and write it in Meta's layout.
 
-    python -m scripts.train_embedded_checkpoint [--out weights/llama3-tiny-hitchhiker]
+    python -m generators.train_embedded_checkpoint [--out weights/llama3-tiny-hitchhiker]
 
 What it makes: a 4-layer Llama 3 with the real 128,256-token vocabulary and
-Meta's tokenizer, trained from scratch on scripts/corpus.txt (a few hundred
+Meta's tokenizer, trained from scratch on generators/corpus.txt (a few hundred
 short sentences written for this project, one of them the Hitchhiker's line).
 It is not Meta's model: it exists so that the notebook runs anywhere with no
 download, and so that the notebook's from-scratch "42" is an independent check
@@ -40,13 +40,13 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
-import checkpoint_files
 import tokenizer_setup
-from hf_checkpoint import hf_rows_to_meta
-
-REPO_DIR = Path(__file__).resolve().parent.parent
+from plumbing import REPO_DIR, checkpoint_files
+from plumbing.hf_checkpoint import hf_name, hf_rows_to_meta
+from plumbing.run_settings import DEFAULT_PROMPT
+from tests.support.reference_models import hf_config
 
 PARAMS = {
     "dim": 64,
@@ -60,49 +60,23 @@ PARAMS = {
     "rope_theta": 500000.0,
     "use_scaled_rope": False,
 }
-CANONICAL_PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
 FORTY_TWO = 2983
 SEED = 42
 STEPS = 400
 LEARNING_RATE = 3e-3
 
 
-def hf_config(params: dict) -> LlamaConfig:
-    return LlamaConfig(
-        vocab_size=params["vocab_size"],
-        hidden_size=params["dim"],
-        intermediate_size=checkpoint_files.ffn_hidden_size(params),
-        num_hidden_layers=params["n_layers"],
-        num_attention_heads=params["n_heads"],
-        num_key_value_heads=params["n_kv_heads"],
-        rms_norm_eps=params["norm_eps"],
-        rope_theta=params["rope_theta"],
-        max_position_embeddings=256,
-        tie_word_embeddings=False,
-        attention_bias=False,
-        mlp_bias=False,
-        hidden_act="silu",
-        bos_token_id=128000,
-        eos_token_id=128001,
-    )
-
-
 def meta_state_dict(model: LlamaForCausalLM, params: dict) -> dict[str, torch.Tensor]:
+    """The trained weights under Meta's names (the one name map), q/k rows in Meta's order."""
     hf = model.state_dict()
-    out = {"tok_embeddings.weight": hf["model.embed_tokens.weight"]}
-    for i in range(params["n_layers"]):
-        p = f"model.layers.{i}."
-        out[f"layers.{i}.attention.wq.weight"] = hf_rows_to_meta(hf[p + "self_attn.q_proj.weight"], params["n_heads"])
-        out[f"layers.{i}.attention.wk.weight"] = hf_rows_to_meta(hf[p + "self_attn.k_proj.weight"], params["n_kv_heads"])
-        out[f"layers.{i}.attention.wv.weight"] = hf[p + "self_attn.v_proj.weight"]
-        out[f"layers.{i}.attention.wo.weight"] = hf[p + "self_attn.o_proj.weight"]
-        out[f"layers.{i}.feed_forward.w1.weight"] = hf[p + "mlp.gate_proj.weight"]
-        out[f"layers.{i}.feed_forward.w2.weight"] = hf[p + "mlp.down_proj.weight"]
-        out[f"layers.{i}.feed_forward.w3.weight"] = hf[p + "mlp.up_proj.weight"]
-        out[f"layers.{i}.attention_norm.weight"] = hf[p + "input_layernorm.weight"]
-        out[f"layers.{i}.ffn_norm.weight"] = hf[p + "post_attention_layernorm.weight"]
-    out["norm.weight"] = hf["model.norm.weight"]
-    out["output.weight"] = hf["lm_head.weight"]
+    out = {}
+    for name in checkpoint_files.expected_shapes(params):
+        tensor = hf[hf_name(name)]
+        if name.endswith("attention.wq.weight"):
+            tensor = hf_rows_to_meta(tensor, params["n_heads"])
+        elif name.endswith("attention.wk.weight"):
+            tensor = hf_rows_to_meta(tensor, params["n_kv_heads"])
+        out[name] = tensor
     # Contiguous bf16 copies, so each tensor is saved as its own storage.
     return {name: t.detach().to(torch.bfloat16).contiguous().clone() for name, t in out.items()}
 
@@ -160,11 +134,11 @@ def main() -> None:
     started = time.time()
 
     tokenizer = tokenizer_setup.load_tokenizer(None)
-    lines = [line.strip() for line in (REPO_DIR / "scripts" / "corpus.txt").read_text().splitlines() if line.strip()]
+    lines = [line.strip() for line in (REPO_DIR / "generators" / "corpus.txt").read_text().splitlines() if line.strip()]
     ids, trained = corpus_batch(tokenizer, lines)
     used_ids = torch.unique(ids)
     n_unused = PARAMS["vocab_size"] - len(used_ids)
-    assert tokenizer.encode(CANONICAL_PROMPT + "42")[-1] == FORTY_TWO
+    assert tokenizer.encode(DEFAULT_PROMPT + "42")[-1] == FORTY_TWO
     print(f"corpus: {len(lines)} lines, {int(trained.sum())} trained positions, {len(used_ids)} distinct tokens")
 
     model = LlamaForCausalLM(hf_config(PARAMS))
@@ -193,7 +167,7 @@ def main() -> None:
         for parameter in model.parameters():
             parameter.copy_(parameter.to(torch.bfloat16).float())
     assert bool((model.lm_head.weight[unused] == 0).all()) and bool((model.model.embed_tokens.weight[unused] == 0).all())
-    token, margin = next_token(model, tokenizer, CANONICAL_PROMPT)
+    token, margin = next_token(model, tokenizer, DEFAULT_PROMPT)
     print(f"canonical prompt -> {token} {tokenizer.decode([token])!r}, logit margin {margin:.2f}")
     if token != FORTY_TWO or margin < 2.0:
         raise SystemExit("training did not make '42' the clear next token; not writing the checkpoint")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-import checkpoint_files
-from checkpoint_files import CheckpointError, expected_shapes
+from plumbing import checkpoint_files, hf_checkpoint
+from plumbing.checkpoint_files import CheckpointError, expected_shapes
 
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -105,9 +105,7 @@ def load_weights(checkpoint_dir: Path) -> Mapping[str, torch.Tensor]:
     the safetensors files memory-mapped, under Meta's names.
     """
     if checkpoint_files.layout(checkpoint_dir) == "huggingface":
-        import hf_checkpoint
-
-        return hf_checkpoint.HuggingFaceWeights(checkpoint_dir, hf_checkpoint.read_config(checkpoint_dir))
+        return hf_checkpoint.HuggingFaceWeights(checkpoint_dir, checkpoint_files.read_config(checkpoint_dir))
     paths = sorted(Path(checkpoint_dir).glob("consolidated.*.pth"))
     if len(paths) <= 1:
         return _load_one(Path(checkpoint_dir) / "consolidated.00.pth")

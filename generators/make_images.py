@@ -1,6 +1,6 @@
 """Draw the notebook's diagrams into images/ with matplotlib alone (patches, arrows, text).
 
-    python -m scripts.make_images [OUT_DIR]   (default: images/)
+    python -m generators.make_images [OUT_DIR]   (default: images/)
 
 Run it from anywhere; it rewrites every PNG in images/ from scratch. The output is
 byte-for-byte reproducible: fixed figure sizes and dpi, an explicit white background
@@ -26,7 +26,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Arc, Circle, FancyArrowPatch, FancyBboxPatch, Rectangle
 from matplotlib.path import Path as MplPath
 
-OUT_DIR = Path(__file__).resolve().parent.parent / "images"
+from plumbing import REPO_DIR
+
+OUT_DIR = REPO_DIR / "images"
 DPI = 150
 
 INK = "#1F2933"

@@ -1,6 +1,6 @@
 """Execute the notebook headless — the project's one notebook runner.
 
-    python -m scripts.run_notebook [--out build/llama3-from-scratch.executed.ipynb] [--inplace]
+    python -m plumbing.run_notebook [--out build/llama3-from-scratch.executed.ipynb] [--inplace]
 
 From the command line (`make run`, `make notebook`): one progress line per cell, then the
 prediction. The executed copy goes to build/ (ignored by git) unless --inplace is given,
@@ -25,9 +25,9 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from friendly_errors import INSTALL_FIX
+from plumbing import REPO_DIR
+from plumbing.friendly_errors import INSTALL_FIX
 
-REPO_DIR = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO_DIR / "llama3-from-scratch.ipynb"
 
 

@@ -21,31 +21,33 @@ import os
 import socket
 from pathlib import Path
 
+import fairscale.nn.model_parallel.initialize as fs_init
 import torch
+import torch.distributed as dist
+from llama_models.llama3.args import ModelArgs
+from llama_models.llama3.model import Transformer
+from transformers import LlamaConfig, LlamaForCausalLM
 
+from plumbing import checkpoint_files, release_facts, weight_loading
+from plumbing.hf_checkpoint import HF_NAMES
+
+# float32, against either reference: max|ours − ref| / max|ref| for every compared tensor.
+# All compute in float32 and differ only in the order of sums (batched vs per-head products,
+# cos/sin vs complex RoPE): float32 rounding, ~6e-8 relative per operation, compounds to
+# about 1e-6 here (measured), so 1e-4 leaves room for other CPUs and BLAS libraries, while
+# any real mistake (a wrong RoPE pair or kv head, a missing residual or norm weight) moves
+# these tensors by 1e-2 or more (tools/check_mutations.py).
+FP32_TOLERANCE = 1e-4
+
+# Each layer's tensors, Meta's name → Hugging Face's, read off the one name map.
 HF_LAYER_KEYS = {
-    "attention.wq.weight": "self_attn.q_proj.weight",
-    "attention.wk.weight": "self_attn.k_proj.weight",
-    "attention.wv.weight": "self_attn.v_proj.weight",
-    "attention.wo.weight": "self_attn.o_proj.weight",
-    "feed_forward.w1.weight": "mlp.gate_proj.weight",
-    "feed_forward.w2.weight": "mlp.down_proj.weight",
-    "feed_forward.w3.weight": "mlp.up_proj.weight",
-    "attention_norm.weight": "input_layernorm.weight",
-    "ffn_norm.weight": "post_attention_layernorm.weight",
+    meta.removeprefix("layers.{i}."): hf.removeprefix("model.layers.{i}.") for meta, hf in HF_NAMES.items() if meta.startswith("layers.{i}.")
 }
 
 
 def load_meta_checkpoint(checkpoint_dir: Path):
     """The checkpoint's tensors by name (one file or Meta's shards), as the notebook reads them."""
-    import weight_loading
-
     return weight_loading.load_weights(Path(checkpoint_dir))
-
-
-def ffn_hidden_size(state_dict: dict[str, torch.Tensor]) -> int:
-    """Read off the checkpoint (the notebook derives it from params.json; here we only need a config)."""
-    return state_dict["layers.0.feed_forward.w1.weight"].shape[0]
 
 
 def meta_rows_to_hf(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -57,8 +59,6 @@ def meta_rows_to_hf(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 def hf_rope_scaling(factor: float) -> dict:
     """Llama 3.1+ scaled RoPE as a Hugging Face config states it (rope_type "llama3")."""
-    import release_facts
-
     return {
         "rope_type": "llama3",
         "factor": factor,
@@ -68,39 +68,45 @@ def hf_rope_scaling(factor: float) -> dict:
     }
 
 
-def hf_model(checkpoint_dir: Path, params: dict, dtype: torch.dtype = torch.float32, rope_scale_factor: float | None = None):
-    """transformers' LlamaForCausalLM holding the checkpoint's weights.
+def hf_config(params: dict, tied_output: bool = False, rope_scale_factor: float | None = None) -> LlamaConfig:
+    """transformers' LlamaConfig for these params.json sizes: the one place a config is built.
 
     rope_scale_factor: Llama 3.1+ scaled RoPE (HF's rope_type "llama3"); required when
     params.json sets use_scaled_rope, since the file does not say which factor.
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    state_dict = load_meta_checkpoint(checkpoint_dir)
-    n_kv_heads = params.get("n_kv_heads") or params["n_heads"]
-    tied = "output.weight" not in state_dict
     rope_scaling = None
     if params.get("use_scaled_rope"):
         if rope_scale_factor is None:
             raise ValueError("use_scaled_rope is set: pass rope_scale_factor (8 for Llama 3.1/3.3, 32 for 3.2)")
         rope_scaling = hf_rope_scaling(rope_scale_factor)
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=params["vocab_size"],
         hidden_size=params["dim"],
-        intermediate_size=ffn_hidden_size(state_dict),
+        intermediate_size=checkpoint_files.ffn_hidden_size(params),
         num_hidden_layers=params["n_layers"],
         num_attention_heads=params["n_heads"],
-        num_key_value_heads=n_kv_heads,
+        num_key_value_heads=params.get("n_kv_heads") or params["n_heads"],
         head_dim=params["dim"] // params["n_heads"],
         rms_norm_eps=params["norm_eps"],
         rope_theta=params["rope_theta"],
         rope_scaling=rope_scaling,
-        max_position_embeddings=131072 if rope_scaling else 8192,
-        tie_word_embeddings=tied,
+        max_position_embeddings=release_facts.context_length(params),
+        tie_word_embeddings=tied_output,
         attention_bias=False,
         mlp_bias=False,
         hidden_act="silu",
+        bos_token_id=128000,  # <|begin_of_text|>
+        eos_token_id=128001,  # <|end_of_text|>
+        architectures=["LlamaForCausalLM"],
     )
+
+
+def hf_model(checkpoint_dir: Path, params: dict, dtype: torch.dtype = torch.float32, rope_scale_factor: float | None = None):
+    """transformers' LlamaForCausalLM holding the checkpoint's weights (q/k rows in HF's order)."""
+    state_dict = load_meta_checkpoint(checkpoint_dir)
+    n_kv_heads = params.get("n_kv_heads") or params["n_heads"]
+    tied = "output.weight" not in state_dict
+    config = hf_config(params, tied, rope_scale_factor)
     hf = {"model.embed_tokens.weight": state_dict["tok_embeddings.weight"], "model.norm.weight": state_dict["norm.weight"]}
     hf["lm_head.weight"] = state_dict["tok_embeddings.weight" if tied else "output.weight"]
     for i in range(params["n_layers"]):
@@ -147,9 +153,6 @@ def _init_model_parallel() -> None:
     global _distributed_ready
     if _distributed_ready:
         return
-    import fairscale.nn.model_parallel.initialize as fs_init
-    import torch.distributed as dist
-
     if not dist.is_initialized():
         with socket.socket() as free:
             free.bind(("127.0.0.1", 0))
@@ -171,9 +174,6 @@ def meta_model(checkpoint_dir: Path, params: dict, dtype: torch.dtype = torch.fl
     what tying means.
     """
     _init_model_parallel()
-    from llama_models.llama3.args import ModelArgs
-    from llama_models.llama3.model import Transformer
-
     state_dict = load_meta_checkpoint(checkpoint_dir)
     args = ModelArgs(**params, max_batch_size=1, max_seq_len=max_seq_len)
     previous = torch.get_default_dtype()
@@ -222,3 +222,21 @@ def _as_float(captured, after_attention, after_ffn, logits) -> dict:
 def relative_difference(ours: torch.Tensor, reference: torch.Tensor) -> float:
     """max |ours − reference| / max |reference|: one number per tensor, scale-free."""
     return float((ours.float() - reference.float()).abs().max() / reference.float().abs().max().clamp_min(1e-30))
+
+
+def layer_differences(ours: dict, reference: dict) -> dict[str, float]:
+    """relative_difference of every tensor the notebook and a reference both name, layer by layer.
+
+    A run through the notebook's `forward` (in_kernel.other_prompts) has the final norm's
+    output at the last position only, and is compared there.
+    """
+    result = {name: relative_difference(ours[name], reference[name]) for name in ("token_embeddings", "logits")}
+    if "final_normed_last" in ours:
+        result["final_normed_last"] = relative_difference(ours["final_normed_last"], reference["final_normed"][-1])
+    else:
+        result["final_normed"] = relative_difference(ours["final_normed"], reference["final_normed"])
+    for stage in ("residual_after_attention", "residual_after_ffn"):
+        assert len(ours[stage]) == len(reference[stage]), stage
+        for layer, (mine, theirs) in enumerate(zip(ours[stage], reference[stage], strict=True)):
+            result[f"{stage}[{layer}]"] = relative_difference(mine, theirs)
+    return result

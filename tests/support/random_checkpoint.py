@@ -1,7 +1,7 @@
 """Write a random-weight checkpoint in Meta's layout, for tests and benchmarks.
 
-    python -m scripts.make_random_checkpoint OUT --preset 8b
-    python -m scripts.make_random_checkpoint OUT --dim 256 --n-layers 3 --n-heads 4 --n-kv-heads 1
+    python -m tests.support.random_checkpoint OUT --preset 8b
+    python -m tests.support.random_checkpoint OUT --dim 256 --n-layers 3 --n-heads 4 --n-kv-heads 1
 
 Meta's files exactly — `consolidated.00.pth` (bf16, Meta's key names, [out, in]
 weights) and `params.json` (Meta's keys) — with random numbers instead of trained
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-import checkpoint_files
+from plumbing import checkpoint_files
 
 # Facts: params.json of Meta's releases (3.1 8B: the 8B's, plus use_scaled_rope).
 PRESETS = {

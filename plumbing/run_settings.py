@@ -18,10 +18,8 @@ from pathlib import Path
 
 import torch
 
-import checkpoint_files
-import release_facts
-import weight_loading
-from friendly_errors import SetupError
+from plumbing import checkpoint_files, release_facts, weight_loading
+from plumbing.friendly_errors import SetupError
 
 DEFAULT_PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
 

@@ -1,7 +1,7 @@
 """Make a translated edition of the notebook from the English one and i18n/<language>.json.
 
-    python -m scripts.translate_notebook zh           # write llama3-from-scratch.zh.ipynb
-    python -m scripts.translate_notebook zh --todo    # what needs translating, with the English text
+    python -m generators.translate_notebook zh           # write llama3-from-scratch.zh.ipynb
+    python -m generators.translate_notebook zh --todo    # what needs translating, with the English text
 
 The English notebook is the one source of truth. The translated edition is a copy of it —
 the same cells, ids, code and stored outputs — in which each markdown cell's text is
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import nbformat
 
-from scripts.run_notebook import NOTEBOOK as ENGLISH
-from scripts.run_notebook import REPO_DIR
+from plumbing.run_notebook import NOTEBOOK as ENGLISH
+from plumbing.run_notebook import REPO_DIR
 
 LANGUAGES = {"zh": "Chinese"}
 # What proves a cell is written in the language: one character of its script.
@@ -70,7 +70,7 @@ def write_translations(language: str, entries: list[dict]) -> None:
     cells = [{"id": e["id"], "en_sha256": e["en_sha256"], language: e["text"].split("\n")} for e in entries]
     document = {
         "about": f"{LANGUAGES[language]} text of llama3-from-scratch.ipynb's markdown cells; "
-        f"see scripts/translate_notebook.py. Regenerate the edition with `python -m scripts.translate_notebook {language}`.",
+        f"see generators/translate_notebook.py. Regenerate the edition with `python -m generators.translate_notebook {language}`.",
         "cells": cells,
     }
     path = translation_path(language)
@@ -195,7 +195,7 @@ def main() -> int:
     if found:
         print(f"not writing {edition_path(args.language).name}: {translation_path(args.language).relative_to(REPO_DIR)} needs work", file=sys.stderr)
         print("\n".join(f"  {line}" for line in found), file=sys.stderr)
-        print(f"`python -m scripts.translate_notebook {args.language} --todo` prints the English text of each cell to translate.", file=sys.stderr)
+        print(f"`python -m generators.translate_notebook {args.language} --todo` prints the English text of each cell to translate.", file=sys.stderr)
         return 1
     edition = build(english, entries)
     broken = broken_heading_links(edition)

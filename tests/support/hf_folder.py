@@ -1,6 +1,6 @@
 """Write a Meta-layout checkpoint as a Hugging Face model folder — for tests and benchmarks.
 
-    python -m scripts.make_hf_checkpoint META_FOLDER OUT [--shard-size 2GB] [--spelling 4|5]
+    python -m tests.support.hf_folder META_FOLDER OUT [--shard-size 2GB] [--spelling 4|5]
                                          [--scale-factor 8] [--stream]
 
 Default: transformers builds LlamaForCausalLM from the Meta files (reference_models.hf_model,
@@ -24,12 +24,10 @@ from pathlib import Path
 
 import torch
 
-import checkpoint_files
-import reference_models
-import release_facts
 import tokenizer_setup
-import weight_loading
-from hf_checkpoint import hf_name
+from plumbing import checkpoint_files, release_facts, weight_loading
+from plumbing.hf_checkpoint import hf_name
+from tests.support import reference_models
 
 SPECIAL_TOKENS = tokenizer_setup.special_token_names()
 
@@ -71,8 +69,6 @@ def save_with_transformers(meta: Path, out: Path, shard_size: str | None = None,
     params = checkpoint_files.read_params(meta)
     factor = (rope_scaling(params, scale_factor) or {}).get("factor")
     model = reference_models.hf_model(meta, params, dtype=torch.bfloat16, rope_scale_factor=factor)
-    model.config.architectures = ["LlamaForCausalLM"]
-    model.config.bos_token_id, model.config.eos_token_id = 128000, 128001  # Llama 3's
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, max_shard_size=shard_size or "50GB")
     write_tokenizer_json(out)
@@ -87,25 +83,9 @@ def save_streaming(meta: Path, out: Path, shard_bytes: int = 5 * 2**30, spelling
     weights = weight_loading.load_weights(meta)
     n_kv_heads = params.get("n_kv_heads") or params["n_heads"]
     tied = "output.weight" not in weights
-    config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": params["dim"],
-        "num_hidden_layers": params["n_layers"],
-        "num_attention_heads": params["n_heads"],
-        "num_key_value_heads": n_kv_heads,
-        "intermediate_size": checkpoint_files.ffn_hidden_size(params),
-        "rms_norm_eps": params["norm_eps"],
-        "vocab_size": params["vocab_size"],
-        "hidden_act": "silu",
-        "max_position_embeddings": release_facts.context_length(params),
-        "tie_word_embeddings": tied,
-        "torch_dtype": "bfloat16",
-        "rope_theta": params["rope_theta"],
-        "rope_scaling": rope_scaling(params, scale_factor),
-    }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    factor = (rope_scaling(params, scale_factor) or {}).get("factor")
+    reference_models.hf_config(params, tied, factor).save_pretrained(out)  # config.json, as transformers writes it
     respell_config(out, spelling)
     shards, current, size = [], {}, 0
     for name in weights:

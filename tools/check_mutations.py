@@ -1,6 +1,6 @@
 """Break one step of the notebook at a time and check that the parity tests notice.
 
-    python -m scripts.check_mutations [NAME ...]
+    python -m tools.check_mutations [NAME ...]
 
 Each mutation edits a scratch copy of llama3-from-scratch.ipynb (the committed notebook
 is never touched), also disables the notebook's own `assert` lines in that copy so that
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import nbformat
 
-REPO_DIR = Path(__file__).resolve().parent.parent
+from plumbing import REPO_DIR
+
 NOTEBOOK = REPO_DIR / "llama3-from-scratch.ipynb"
 
 # name: (description, [(old, new), ...]) — every `old` must occur in the notebook.

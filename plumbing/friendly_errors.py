@@ -14,7 +14,9 @@ import re
 import sys
 from pathlib import Path
 
-REQUIREMENTS = Path(__file__).resolve().parent / "requirements.txt"
+from plumbing import REPO_DIR
+
+REQUIREMENTS = REPO_DIR / "requirements.txt"
 INSTALL_FIX = "install the notebook's packages into this Python with `pip install -r requirements.txt` (make run does it in .venv)"
 
 

@@ -1,6 +1,6 @@
 """Split a one-file checkpoint into Meta's model-parallel shards, for tests.
 
-    python -m scripts.shard_checkpoint SOURCE_DIR OUT_DIR --shards 8
+    python -m tests.support.sharded_checkpoint SOURCE_DIR OUT_DIR --shards 8
 
 Writes consolidated.00.pth … consolidated.NN.pth the way Meta's 70B release is split
 (weight_loading.SHARD_AXIS: wq/wk/wv/w1/w3/tok_embeddings/output cut along rows,
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-import weight_loading
+from plumbing import weight_loading
 
 
 def write_shards(source: Path, out: Path, n_shards: int) -> Path:

@@ -4,7 +4,7 @@ Nothing here does model math: the notebook does all of it. These helpers answer
 "which folder, which files, which sizes" and turn the usual mistakes into one
 sentence that names the fix (a `CheckpointError`). A folder is in Meta's layout
 (consolidated.00.pth + params.json) or Hugging Face's (config.json + safetensors,
-read by hf_checkpoint.py under Meta's names).
+whose tensors hf_checkpoint.py reads under Meta's names).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import math
 import os
 from pathlib import Path
 
-from friendly_errors import SetupError
+from plumbing import REPO_DIR
+from plumbing.friendly_errors import SetupError
 
-REPO_DIR = Path(__file__).resolve().parent
 EMBEDDED_CHECKPOINT = REPO_DIR / "weights" / "llama3-tiny-hitchhiker"
 
 # params.json keys the notebook reads, with the Python types they must have.
@@ -30,6 +30,18 @@ REQUIRED_PARAMS = {
     "rope_theta": float,
 }
 OPTIONAL_PARAMS = {"n_kv_heads": int, "ffn_dim_multiplier": float, "use_scaled_rope": bool}
+
+# config.json keys the notebook needs, each with params.json's name for it.
+CONFIG_KEYS = {
+    "hidden_size": "dim",
+    "num_hidden_layers": "n_layers",
+    "num_attention_heads": "n_heads",
+    "vocab_size": "vocab_size",
+    "intermediate_size": "ffn_hidden",
+    "rms_norm_eps": "norm_eps",
+}
+# For messages about a config.json: its own name for each params.json key.
+CONFIG_SPELLING = {meta: key for key, meta in CONFIG_KEYS.items()} | {"n_kv_heads": "num_key_value_heads"}
 
 
 class CheckpointError(SetupError):
@@ -127,17 +139,71 @@ def layout(checkpoint_dir: Path) -> str:
     return "meta"
 
 
+def read_config(folder: Path) -> dict:
+    """config.json as params.json's keys, checked; plus what params.json leaves to rules.
+
+    `ffn_hidden` (config.json states the feed-forward width), `tied_output`, and, for
+    scaled RoPE, `rope_scaling` with the file's own factor, frequency factors and original
+    context. Both spellings transformers has written are read: top-level `rope_theta` and
+    `rope_scaling` (4.x, the hub's files), or `rope_parameters` (5.x).
+    """
+    path = Path(folder) / "config.json"
+    config = read_json_object(path, "download config.json again from the same model")
+    architectures = config.get("architectures") or []
+    if "LlamaForCausalLM" not in architectures or config.get("model_type", "llama") != "llama":
+        found = ", ".join(architectures) or config.get("model_type") or "an unnamed architecture"
+        raise CheckpointError(f"{path} describes {found}, not LlamaForCausalLM: this notebook runs Llama 3 models only; point LLAMA3_CKPT at a Llama 3 folder.")
+    for key in CONFIG_KEYS:
+        if key not in config:
+            raise CheckpointError(f"{path} has no {key!r}: it is not a complete Llama configuration; download config.json again from the same model.")
+    rope = config.get("rope_parameters") or {}
+    scaling = config.get("rope_scaling") or rope
+    for key, value in (("rope_parameters", rope), ("rope_scaling", scaling)):
+        if not isinstance(value, dict):
+            raise CheckpointError(f"{path}: {key} is {value!r}, not an object of RoPE settings; download config.json again from the same model.")
+    theta = config.get("rope_theta", rope.get("rope_theta"))
+    if theta is None:
+        raise CheckpointError(f"{path} states no rope_theta (neither at the top nor in rope_parameters): download config.json again from the same model.")
+    if not is_kind(theta, float):
+        raise CheckpointError(f"{path}: rope_theta is {theta!r}, it must be a number; download config.json again from the same model.")
+    if scaling.get("rope_type", scaling.get("type", "default")) == "default":
+        scaling = None  # "default" (either spelling) is plain RoPE
+    params = {meta: config[key] for key, meta in CONFIG_KEYS.items()}
+    params["n_kv_heads"] = config.get("num_key_value_heads") or config["num_attention_heads"]
+    params["rope_theta"] = float(theta)
+    params["use_scaled_rope"] = scaling is not None
+    if scaling is not None:
+        kind = scaling.get("rope_type", scaling.get("type"))
+        if kind != "llama3":
+            raise CheckpointError(f"{path}: RoPE scaling of type {kind!r}; Llama 3.1+ uses 'llama3', and this notebook implements only that one.")
+        keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+        missing = [key for key in keys if key not in scaling]
+        if missing:
+            raise CheckpointError(f"{path}: the llama3 RoPE scaling has no {missing[0]!r}; download config.json again from the same model.")
+        for key in keys:
+            if not is_kind(scaling[key], float) or scaling[key] <= 0:
+                raise CheckpointError(
+                    f"{path}: the llama3 RoPE scaling's {key} is {scaling[key]!r}, it must be a positive number; download config.json again from the same model."
+                )
+        params["rope_scaling"] = {key: scaling[key] for key in keys}
+    params["tied_output"] = bool(config.get("tie_word_embeddings", False))
+    head_dim = config.get("head_dim")
+    if head_dim is not None and head_dim * params["n_heads"] != params["dim"]:
+        raise CheckpointError(
+            f"{path}: head_dim {head_dim} × {params['n_heads']} heads ≠ hidden_size {params['dim']}; Llama 3 splits the width evenly among heads."
+        )
+    return params
+
+
 def read_params(checkpoint_dir: Path) -> dict:
     """The model's sizes under params.json's names, checked.
 
     Meta's layout: params.json, every key present, of the right type. Hugging Face's:
-    config.json, translated by hf_checkpoint.read_config. Either way, sizes that fit together.
+    config.json, translated by read_config. Either way, sizes that fit together.
     """
     if layout(checkpoint_dir) == "huggingface":
-        import hf_checkpoint
-
-        params = hf_checkpoint.read_config(checkpoint_dir)
-        return check_sizes(params, Path(checkpoint_dir) / "config.json", hf_checkpoint.CONFIG_SPELLING)
+        params = read_config(checkpoint_dir)
+        return check_sizes(params, Path(checkpoint_dir) / "config.json", CONFIG_SPELLING)
     path = Path(checkpoint_dir) / "params.json"
     params = read_json_object(path, "copy params.json from the same download as the weights")
     for key in REQUIRED_PARAMS:

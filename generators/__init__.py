@@ -1,0 +1,1 @@
+"""Generators of committed files: images/, the Chinese edition, the embedded checkpoint, test strings."""

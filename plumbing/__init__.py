@@ -1,0 +1,19 @@
+"""The notebook's plumbing: files, settings and figures — no model math (that is the notebook's).
+
+Imports run one way, each module using only those above it:
+
+    friendly_errors   one sentence that names the fix; the packages requirements.txt names
+    release_facts     what params.json does not say (context lengths, the RoPE factor rule)
+    checkpoint_files  which folder, which layout, which sizes (params.json or config.json)
+    hf_checkpoint     a Hugging Face folder's tensors under Meta's names
+    weight_loading    every tensor memory-mapped, checked, on the device and dtype chosen
+    run_settings      every decision about the run, from the environment, once
+    plots             the notebook's figures, from the tensors its cells computed
+    run_notebook      the one headless runner (make run, tests, benchmarks)
+
+`tokenizer_setup.py`, beside the notebook, builds the tokenizer on top of these.
+"""
+
+from pathlib import Path
+
+REPO_DIR = Path(__file__).resolve().parent.parent

@@ -1,0 +1,1 @@
+"""What the tests need and the notebook does not: reference models, checkpoint makers, kernel code."""

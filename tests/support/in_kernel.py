@@ -1,0 +1,153 @@
+"""What the tests run inside the notebook's kernel, after its last cell, on the notebook's own objects.
+
+The tests never re-implement the model. `notebook_values.run_and_read` executes the notebook
+unchanged, then calls functions of this module in the same kernel with the notebook's
+globals, `nb`, and a file for their results: the cells' own functions (`transformer_layer`,
+`generate`, `bpe_encode`, `token_losses` …) do the work. One kernel serves many tests.
+
+`read_back` also reads what the lesson does not keep — the residual stream after each
+layer's *attention* — the way a forward hook reads a torch model: the notebook's own
+`rms_norm` and `feed_forward` are wrapped from outside, and its own `transformer_layer` runs
+again over the same input; the stream the layer normalizes just before its feed-forward
+network is the one after attention.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+
+import torch
+
+
+@contextmanager
+def recording_layers(nb: dict):
+    """While open, `nb`'s rms_norm and feed_forward record the stream after each layer's attention."""
+    after_attention, latest_norm_input = [], [None]
+    lesson_rms_norm, lesson_feed_forward = nb["rms_norm"], nb["feed_forward"]
+
+    def rms_norm(x, norm_weight):
+        latest_norm_input[0] = x
+        return lesson_rms_norm(x, norm_weight)
+
+    def feed_forward(x, layer):
+        after_attention.append(latest_norm_input[0])  # what the layer normalized for its FFN
+        return lesson_feed_forward(x, layer)
+
+    nb["rms_norm"], nb["feed_forward"] = rms_norm, feed_forward
+    try:
+        yield after_attention
+    finally:
+        nb["rms_norm"], nb["feed_forward"] = lesson_rms_norm, lesson_feed_forward
+
+
+def cpu32(tensors):
+    return [tensor.float().cpu() for tensor in tensors]
+
+
+def read_back(nb: dict, path: str) -> None:
+    """The lesson's tensors, and the stream after every layer's attention, saved to `path`."""
+    with recording_layers(nb) as after_attention:
+        stream = nb["token_embeddings"]
+        for layer in range(nb["n_layers"]):
+            stream = nb["transformer_layer"](stream, layer, nb["rope_cos"], nb["rope_sin"])
+    assert torch.equal(stream, nb["residual_stream"][-1]), "the hooked rerun differs from the lesson's run"
+    torch.save(
+        {
+            "prompt_tokens": nb["prompt_tokens"],
+            "next_token_id": nb["next_token_id"],
+            "token_embeddings": nb["token_embeddings"].float().cpu(),
+            "residual_after_attention": cpu32(after_attention),
+            "residual_after_ffn": cpu32(nb["residual_stream"][1:]),
+            "final_normed": nb["final_normed"].float().cpu(),
+            "logits": nb["logits"].float().cpu(),
+            "compute_dtype": str(nb["compute_dtype"]),
+            "rope_frequencies": nb["rope_frequencies"].float().cpu(),
+            "rope_scale_factor": nb["rope_scale_factor"],
+            "chat_tokens": nb["chat_tokens"],
+        },
+        path,
+    )
+
+
+def other_prompts(nb: dict, prompts: dict[str, str], path: str) -> None:
+    """For each prompt, the tensors read_back saves, through the notebook's own `forward`.
+
+    `forward` normalizes and projects only the last position, so `final_normed` and `logits`
+    are that position's. Its layers, the final norm's output and the embeddings are read by
+    wrapping the notebook's `transformer_layer` and `output_projection` from outside.
+    """
+    lesson_layer, lesson_projection = nb["transformer_layer"], nb["output_projection"]
+    results = {}
+    for name, text in prompts.items():
+        layer_inputs, layer_outputs, projected = [], [], []
+
+        def transformer_layer(stream, layer, cos, sin, cache=None, inputs=layer_inputs, outputs=layer_outputs):
+            inputs.append(stream)
+            outputs.append(lesson_layer(stream, layer, cos, sin, cache))
+            return outputs[-1]
+
+        def output_projection(x, seen=projected):
+            seen.append(x)
+            return lesson_projection(x)
+
+        tokens = [nb["bos_id"]] + nb["tokenizer"].encode(text, disallowed_special=())
+        nb["transformer_layer"], nb["output_projection"] = transformer_layer, output_projection
+        try:
+            with recording_layers(nb) as after_attention:
+                logits = nb["forward"](tokens)
+        finally:
+            nb["transformer_layer"], nb["output_projection"] = lesson_layer, lesson_projection
+        results[name] = {
+            "prompt_tokens": tokens,
+            "next_token_id": int(logits.argmax()),
+            "token_embeddings": layer_inputs[0].float().cpu(),
+            "residual_after_attention": cpu32(after_attention),
+            "residual_after_ffn": cpu32(layer_outputs),
+            "final_normed_last": projected[0].float().cpu(),
+            "logits": logits.float().cpu(),
+        }
+    torch.save(results, path)
+
+
+def bpe(nb: dict, strings_file: str, path: str) -> None:
+    """The notebook's from-scratch tokenizer on every string of `strings_file`, and its merges."""
+    with open(strings_file, encoding="utf-8") as file:
+        strings = json.load(file)
+    encoded = [nb["bpe_encode"](text) for text in strings]
+    merges = [[part.decode() for part in state] for state in nb["bpe_merges"](" ultimate")]
+    result = {"encoded": encoded, "decoded": [nb["bpe_decode"](ids[1:]) for ids in encoded], "merges": merges}
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(result, file)
+
+
+def generations(nb: dict, path: str) -> None:
+    """The notebook's `generate` with and without the cache, and its sampling options."""
+    texts = [nb["prompt"], "the sun rises", "once upon a time"]
+    prompts = {text: [nb["bos_id"]] + nb["tokenizer"].encode(text, disallowed_special=()) for text in texts}
+    generate = nb["generate"]
+    result = {
+        "cached": {text: generate(tokens) for text, tokens in prompts.items()},
+        "recomputed": {text: generate(tokens, use_cache=False) for text, tokens in prompts.items()},
+    }
+    tokens = prompts["once upon a time"]
+    result["sampling"] = {
+        "greedy": generate(tokens),
+        "top_1": generate(tokens, temperature=0.7, top_k=1),
+        "hot_a": generate(tokens, temperature=3.0, seed=5, max_new_tokens=12),
+        "hot_b": generate(tokens, temperature=3.0, seed=5, max_new_tokens=12),
+        "hot_c": generate(tokens, temperature=3.0, seed=6, max_new_tokens=12),
+        "short": generate(tokens, max_new_tokens=3),
+    }
+    with open(path, "w") as file:
+        json.dump(result, file)
+
+
+def gradients(nb: dict, path: str) -> None:
+    """The learning section's loss and the gradients of layer 0 and the output matrix."""
+    copy = nb["trainable_copy"]()
+    with nb["weights_from"](copy), torch.enable_grad():
+        loss = nb["token_losses"](nb["hitchhiker_tokens"]).mean()
+        loss.backward()
+    keep = [name for name in copy if name.startswith("layers.0.") or name == nb["output_name"]]
+    torch.save({"loss": loss.detach(), "tokens": nb["hitchhiker_tokens"], "grads": {name: copy[name].grad for name in keep}}, path)

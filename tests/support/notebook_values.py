@@ -1,0 +1,71 @@
+"""Run llama3-from-scratch.ipynb unchanged and read back what its own cells computed.
+
+Tests never re-implement the model. They execute the notebook in a fresh kernel
+(plumbing.run_notebook, the project's one runner), then, in the same kernel, call
+functions of tests/support/in_kernel.py on the notebook's globals: `read_back` saves the
+lesson's tensors, and others run the notebook's own `generate`, `bpe_encode`,
+`token_losses` … and save what the tests compare. A kernel is the costly part of a test,
+so one run serves every test of its configuration (see tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from nbclient.exceptions import CellExecutionError
+
+from plumbing import REPO_DIR
+from plumbing.run_notebook import NOTEBOOK, execute
+
+# tools/check_mutations.py points this at deliberately broken copies to prove the tests can fail.
+NOTEBOOK_UNDER_TEST = Path(os.environ.get("NOTEBOOK_UNDER_TEST", NOTEBOOK))
+
+# The settings most tests run the notebook with: float32 on the CPU, as the references compute.
+FLOAT32_CPU = {"LLAMA3_DTYPE": "float32", "LLAMA3_DEVICE": "cpu"}
+# For runs that only read the lesson's tensors: the demos (more prompts, generation, the logit
+# lens, learning) are skipped. On a ~100M-parameter random test checkpoint they cost about 40 s
+# of a 50 s run; each test checkpoint shape still runs them once, in test_parity.
+TENSORS_ONLY = {**FLOAT32_CPU, "LLAMA3_EXTRAS": "0"}
+
+# Meta's tokenizer against ours on these strings (made by generators/make_tokenizer_strings.py).
+TOKENIZER_PARITY_STRINGS = REPO_DIR / "tests" / "tokenizer_parity_strings.json"
+
+
+def run_and_read(workdir: Path, settings: dict[str, str], timeout: int = 1200, also: tuple = ()) -> dict:
+    """Execute the notebook with these LLAMA3_* settings; return its tensors and the executed notebook.
+
+    `also`: more in_kernel functions to call after `read_back`, each as (name, *arguments);
+    each writes to workdir / name, returned under values["files"][name].
+    """
+    notebook = nbformat.read(NOTEBOOK_UNDER_TEST, as_version=4)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    calls = [("read_back",), *also]
+    lines = ["from tests.support import in_kernel"]
+    for name, *arguments in calls:
+        arguments = [*arguments, str(workdir / name)]
+        lines.append(f"in_kernel.{name}(globals(), {', '.join(map(repr, arguments))})")
+    notebook.cells.append(nbformat.v4.new_code_cell("\n".join(lines)))
+    execute(notebook, settings, timeout=timeout)
+    values = torch.load(workdir / "read_back", weights_only=True)
+    values["notebook"] = notebook
+    values["files"] = {name: workdir / name for name, *_ in also}
+    return values
+
+
+def cell_text(notebook, cell_id: str) -> str:
+    """What a cell of an executed notebook printed."""
+    cell = next(cell for cell in notebook.cells if cell.get("id") == cell_id)
+    return "".join(output.get("text", "") for output in cell.outputs if output.get("output_type") == "stream")
+
+
+def setup_cell_failure(settings: dict[str, str]):
+    """Run All with these settings; the first cell with output, where it stopped."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    with pytest.raises(CellExecutionError):
+        execute(notebook, settings, timeout=300)  # Run All stops at the failing cell
+    return next(cell for cell in notebook.cells if cell.cell_type == "code" and cell.outputs)

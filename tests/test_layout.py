@@ -1,0 +1,78 @@
+"""The house rules that a glance at the repository should confirm.
+
+- the root holds the notebooks, the READMEs, tokenizer_setup.py, the requirements, the
+  Makefile, pyproject.toml, the LICENSE and folders: at most 12 tracked files;
+- the plumbing's imports run one way, in the order plumbing/__init__.py lists, and no
+  module of the project's own imports anything inside a function (which would hide a
+  circle, or a missing package, until that function runs);
+- the README is a map, at most 200 lines; the details live in docs/.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+
+import pytest
+
+from plumbing import REPO_DIR
+
+PLUMBING = REPO_DIR / "plumbing"
+
+
+def tracked_files() -> list[str]:
+    result = subprocess.run(["git", "ls-files"], cwd=REPO_DIR, capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip("not a git checkout")
+    return result.stdout.split()
+
+
+def test_the_root_holds_few_files():
+    root = sorted(name for name in tracked_files() if "/" not in name)
+    assert len(root) <= 12, f"{len(root)} tracked files at the root: {root}"
+
+
+def plumbing_order() -> list[str]:
+    """The modules in the order plumbing/__init__.py's docstring lists them."""
+    docstring = ast.get_docstring(ast.parse((PLUMBING / "__init__.py").read_text()))
+    return re.findall(r"^    (\w+)\s", docstring, flags=re.MULTILINE)
+
+
+def project_imports(path) -> list[tuple[str, bool]]:
+    """(module of plumbing it imports, whether inside a function) for each import in `path`."""
+    found = []
+    tree = ast.parse(path.read_text())
+    in_function = {id(node) for top in ast.walk(tree) if isinstance(top, ast.FunctionDef | ast.AsyncFunctionDef) for node in ast.walk(top)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "plumbing":
+            names = [node.module.split(".")[1]] if "." in node.module else [alias.name for alias in node.names]
+            found += [(name, id(node) in in_function) for name in names]
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            found += [("", True)] if id(node) in in_function else []
+    return found
+
+
+def test_plumbing_lists_every_module_it_has():
+    assert sorted(plumbing_order()) == sorted(path.stem for path in PLUMBING.glob("*.py") if path.stem != "__init__")
+
+
+def test_plumbing_imports_run_one_way():
+    order = plumbing_order()
+    backwards = []
+    for module in order:
+        for imported, _ in project_imports(PLUMBING / f"{module}.py"):
+            if imported in order and order.index(imported) >= order.index(module):
+                backwards.append(f"{module} imports {imported}")
+    assert not backwards, "; ".join(backwards)
+
+
+@pytest.mark.parametrize("path", sorted(PLUMBING.glob("*.py")) + [REPO_DIR / "tokenizer_setup.py"], ids=lambda path: path.name)
+def test_no_import_inside_a_function(path):
+    inside = [name or "a module" for name, in_function in project_imports(path) if in_function]
+    assert not inside, f"{path.name} imports {inside} inside a function"
+
+
+def test_the_readme_is_a_map():
+    lines = (REPO_DIR / "README.md").read_text().splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines; move details to docs/"
