@@ -105,7 +105,9 @@ def read_mergeable_ranks(path: str | Path) -> dict[bytes, int]:
     data = path.read_bytes()
     wrong = _describe_wrong_file(path, data[:512])
     if wrong:
-        raise TokenizerFileError(f"{path} is {wrong}; Llama 3 needs its tiktoken BPE file tokenizer.model.")
+        raise TokenizerFileError(
+            f"{path} is {wrong}; Llama 3 needs its tiktoken BPE file tokenizer.model."
+        )
     ranks: dict[bytes, int] = {}
     for line_number, line in enumerate(data.splitlines(), start=1):
         if not line:
@@ -121,7 +123,8 @@ def read_mergeable_ranks(path: str | Path) -> dict[bytes, int]:
     if len(ranks) != N_MERGEABLE_RANKS or sorted(ranks.values()) != list(range(N_MERGEABLE_RANKS)):
         raise TokenizerFileError(
             f"{path} has {len(ranks):,} BPE ranks, Llama 3's has {N_MERGEABLE_RANKS:,} numbered 0…"
-            f"{N_MERGEABLE_RANKS - 1}: the file is truncated or from another model; download it again."
+            f"{N_MERGEABLE_RANKS - 1}: the file is truncated or from another model; download it "
+            "again."
         )
     return ranks
 
@@ -152,7 +155,8 @@ def byte_level_alphabet() -> dict[str, int]:
 
 
 def read_tokenizer_json(path: str | Path) -> tuple[dict[bytes, int], dict[str, int]]:
-    """A Hugging Face tokenizer.json as tiktoken ranks and special tokens, checked to be Llama 3's."""
+    """A Hugging Face tokenizer.json as tiktoken ranks and special tokens, checked to be Llama
+    3's."""
     path = Path(path)
     fix = "use the tokenizer.json from the same Llama 3 download as the weights"
     if mistake := download_mistake(path):
@@ -160,32 +164,55 @@ def read_tokenizer_json(path: str | Path) -> tuple[dict[bytes, int], dict[str, i
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TokenizerFileError(f"{path} is not readable JSON ({type(error).__name__}): {fix}.") from None
+        raise TokenizerFileError(
+            f"{path} is not readable JSON ({type(error).__name__}): {fix}."
+        ) from None
     model = data.get("model") if isinstance(data, dict) else None
-    if not isinstance(model, dict) or model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
+    if (
+        not isinstance(model, dict)
+        or model.get("type") != "BPE"
+        or not isinstance(model.get("vocab"), dict)
+    ):
         kind = model.get("type") if isinstance(model, dict) else None
-        raise TokenizerFileError(f"{path} is not a byte-level BPE tokenizer (model type {kind!r}), which Llama 3's is: {fix}.")
+        raise TokenizerFileError(
+            f"{path} is not a byte-level BPE tokenizer (model type {kind!r}), which Llama 3's is: "
+            f"{fix}."
+        )
     alphabet = byte_level_alphabet()
     ranks: dict[bytes, int] = {}
     for text, rank in model["vocab"].items():
         if not isinstance(rank, int):
-            raise TokenizerFileError(f"{path}: token {text!r} has id {rank!r}, not an integer, so this is not Llama 3's vocabulary: {fix}.")
+            raise TokenizerFileError(
+                f"{path}: token {text!r} has id {rank!r}, not an integer, so this is not Llama "
+                f"3's vocabulary: {fix}."
+            )
         try:
             ranks[bytes(alphabet[char] for char in text)] = rank
         except KeyError:
             raise TokenizerFileError(
-                f"{path}: token {text!r} is not written in byte-level BPE's alphabet, so this is not Llama 3's vocabulary: {fix}."
+                f"{path}: token {text!r} is not written in byte-level BPE's alphabet, so this is "
+                f"not Llama 3's vocabulary: {fix}."
             ) from None
     if ranks_digest(ranks) != LLAMA3_RANKS_SHA256:
-        raise TokenizerFileError(f"{path} holds {len(ranks):,} BPE tokens that are not Llama 3's vocabulary (another model's tokenizer): {fix}.")
-    special = {token["content"]: token["id"] for token in data.get("added_tokens", []) if token.get("id", -1) >= N_MERGEABLE_RANKS}
+        raise TokenizerFileError(
+            f"{path} holds {len(ranks):,} BPE tokens that are not Llama 3's vocabulary (another "
+            f"model's tokenizer): {fix}."
+        )
+    special = {
+        token["content"]: token["id"]
+        for token in data.get("added_tokens", [])
+        if token.get("id", -1) >= N_MERGEABLE_RANKS
+    }
     expected = {name: N_MERGEABLE_RANKS + offset for offset, name in _NAMED_SPECIAL_TOKENS.items()}
     wrong = [name for name, token_id in expected.items() if special.get(name) != token_id]
-    if wrong or sorted(special.values()) != list(range(N_MERGEABLE_RANKS, N_MERGEABLE_RANKS + N_SPECIAL_TOKENS)):
+    if wrong or sorted(special.values()) != list(
+        range(N_MERGEABLE_RANKS, N_MERGEABLE_RANKS + N_SPECIAL_TOKENS)
+    ):
         what = (
             f"{wrong[0]} is not id {expected[wrong[0]]}"
             if wrong
-            else f"its {len(special)} special tokens are not ids {N_MERGEABLE_RANKS}…{N_MERGEABLE_RANKS + N_SPECIAL_TOKENS - 1}"
+            else f"its {len(special)} special tokens are not ids "
+            f"{N_MERGEABLE_RANKS}…{N_MERGEABLE_RANKS + N_SPECIAL_TOKENS - 1}"
         )
         raise TokenizerFileError(f"{path}: {what}, as in Llama 3: {fix}.")
     return ranks, special
@@ -205,4 +232,6 @@ def load_tokenizer(checkpoint_dir: str | Path | None = None) -> tiktoken.Encodin
         path = find_tokenizer_model(checkpoint_dir)
         ranks = read_mergeable_ranks(path)
         special = {name: N_MERGEABLE_RANKS + i for i, name in enumerate(special_token_names())}
-    return tiktoken.Encoding(name=f"llama3:{path}", pat_str=SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens=special)
+    return tiktoken.Encoding(
+        name=f"llama3:{path}", pat_str=SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens=special
+    )

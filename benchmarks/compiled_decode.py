@@ -1,7 +1,8 @@
 """Decoding with the notebook's own `forward`, eager against `torch.compile` — for a GPU.
 
     python -m benchmarks.compiled_decode [--models embedded,8b] [--device cuda] [--decode 16]
-                                         [--modes default,reduce-overhead] [--dtype auto] [--stream auto]
+                                         [--modes default,reduce-overhead]
+                                         [--dtype auto] [--stream auto]
 
 On a GPU a decode step is bound by launching kernels, not by reading the weights: one
 token through a layer is some forty small operations, each a kernel launch of a few
@@ -79,32 +80,54 @@ def main() -> int:
     parser.add_argument("--models", default="embedded,8b")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--stream", default="auto", help="LLAMA3_STREAM (auto: weights kept on a GPU)")
+    parser.add_argument(
+        "--stream", default="auto", help="LLAMA3_STREAM (auto: weights kept on a GPU)"
+    )
     parser.add_argument("--decode", type=int, default=16)
     parser.add_argument("--modes", default="default,reduce-overhead")
     parser.add_argument("--data", type=Path, default=REPO_DIR / "build" / "checkpoints")
     args = parser.parse_args()
     modes = [mode for mode in args.modes.split(",") if mode]
     print(
-        f"{datetime.date.today()}  device {args.device}, LLAMA3_DTYPE={args.dtype}, LLAMA3_STREAM={args.stream}; {args.decode} new tokens after the 17-token prompt\n"
+        f"{datetime.date.today()}  device {args.device}, LLAMA3_DTYPE={args.dtype}, "
+        f"LLAMA3_STREAM={args.stream}; {args.decode} new tokens after the 17-token prompt\n"
     )
-    print("| checkpoint | dtype | forward | decoding | first call (compiles) | graphs compiled | same tokens |")
+    print(
+        "| checkpoint | dtype | forward | decoding | first call (compiles) | graphs compiled | "
+        "same tokens |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         folder = checkpoint_files.EMBEDDED_CHECKPOINT if name == "embedded" else args.data / name
         code = TIMING.replace("DECODE", str(args.decode)).replace("MODES", repr(modes))
         notebook = nbformat.read(NOTEBOOK, as_version=4)
         notebook.cells.append(nbformat.v4.new_code_cell(code))
-        execute(notebook, {"LLAMA3_CKPT": str(folder), "LLAMA3_DEVICE": args.device, "LLAMA3_DTYPE": args.dtype, "LLAMA3_STREAM": args.stream}, timeout=3600)
+        execute(
+            notebook,
+            {
+                "LLAMA3_CKPT": str(folder),
+                "LLAMA3_DEVICE": args.device,
+                "LLAMA3_DTYPE": args.dtype,
+                "LLAMA3_STREAM": args.stream,
+            },
+            timeout=3600,
+        )
         r = json.loads(notebook.cells[-1].outputs[-1]["text"].strip().splitlines()[-1])
-        print(f"| {name} | {r['dtype']} | eager | {1 / r['eager']:.1f} tokens/s | — | — | — |", flush=True)
+        print(
+            f"| {name} | {r['dtype']} | eager | {1 / r['eager']:.1f} tokens/s | — | — | — |",
+            flush=True,
+        )
         for mode in modes:
             m = r[mode]
             if "error" in m:
-                print(f"| {name} | {r['dtype']} | compiled, {mode} | failed: {m['error']} | | | |", flush=True)
+                print(
+                    f"| {name} | {r['dtype']} | compiled, {mode} | failed: {m['error']} | | | |",
+                    flush=True,
+                )
                 continue
             print(
-                f"| {name} | {r['dtype']} | compiled, {mode} | {1 / m['step']:.1f} tokens/s | {m['first_call']:.1f} s | {m['graphs']} | {m['same_tokens']} |",
+                f"| {name} | {r['dtype']} | compiled, {mode} | {1 / m['step']:.1f} tokens/s | "
+                f"{m['first_call']:.1f} s | {m['graphs']} | {m['same_tokens']} |",
                 flush=True,
             )
     return 0

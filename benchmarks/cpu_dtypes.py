@@ -1,4 +1,5 @@
-"""What each dtype costs on this CPU: the numbers behind `auto`'s choice (run_settings.choose_dtype).
+"""What each dtype costs on this CPU: the numbers behind `auto`'s choice
+(run_settings.choose_dtype).
 
     python -m benchmarks.cpu_dtypes [--tokens 1,17,128,512] [--repeats 5]
 
@@ -45,14 +46,26 @@ def main() -> None:
     torch.set_grad_enabled(False)
     cpu = torch.device("cpu")
     dtype, reason = run_settings.choose_dtype("auto", cpu)
-    print(f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, PyTorch {torch.__version__}")
-    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: {run_settings.cpu_has_native_bf16()}")
+    print(
+        f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, PyTorch "
+        f"{torch.__version__}"
+    )
+    print(
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: "
+        f"{run_settings.cpu_has_native_bf16()}"
+    )
     print(f"auto picks {str(dtype).removeprefix('torch.')} ({reason})\n")
-    dim, hidden = PRESETS["8b"]["dim"], checkpoint_files.ffn_hidden_size(PRESETS["8b"])  # 4096, 14336
+    dim, hidden = (
+        PRESETS["8b"]["dim"],
+        checkpoint_files.ffn_hidden_size(PRESETS["8b"]),
+    )  # 4096, 14336
     stored = torch.randn(hidden, dim).to(torch.bfloat16)  # as in the file
     kept = stored.float()
     reused = torch.empty_like(kept)
-    print("| tokens | bfloat16 | float32, weight kept | float32, converted into a fresh buffer | float32, converted into a reused buffer |")
+    print(
+        "| tokens | bfloat16 | float32, weight kept | float32, converted into a fresh buffer | "
+        "float32, converted into a reused buffer |"
+    )
     print("|---|---|---|---|---|")
     for n in [int(n) for n in args.tokens.split(",")]:
         x32 = torch.randn(n, dim)

@@ -90,40 +90,78 @@ print(_json.dumps(_results))
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="embedded,8b")
-    parser.add_argument("--decode", type=int, default=8, help="N: new tokens for the decode-step measurement (at least 2)")
-    parser.add_argument("--compare", default="16,128,512", help="comma-separated lengths for with/without the cache ('' to skip)")
-    parser.add_argument("--compare-models", default="embedded", help="the models the with/without comparison runs on")
+    parser.add_argument(
+        "--decode",
+        type=int,
+        default=8,
+        help="N: new tokens for the decode-step measurement (at least 2)",
+    )
+    parser.add_argument(
+        "--compare",
+        default="16,128,512",
+        help="comma-separated lengths for with/without the cache ('' to skip)",
+    )
+    parser.add_argument(
+        "--compare-models",
+        default="embedded",
+        help="the models the with/without comparison runs on",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--data", type=Path, default=REPO_DIR / "build" / "checkpoints")
     args = parser.parse_args()
     lengths = [int(n) for n in args.compare.split(",") if n.strip()]
-    print(f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, device {args.device}, LLAMA3_DTYPE={args.dtype}")
-    print(f"{args.decode} new tokens after the 17-token prompt, greedy; best of {args.repeats} runs each\n", flush=True)
+    print(
+        f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, device "
+        f"{args.device}, LLAMA3_DTYPE={args.dtype}"
+    )
+    print(
+        f"{args.decode} new tokens after the 17-token prompt, greedy; best of {args.repeats} runs "
+        "each\n",
+        flush=True,
+    )
     decode_rows, compare_rows = [], []
     for name in args.models.split(","):
         folder = checkpoint_files.EMBEDDED_CHECKPOINT if name == "embedded" else args.data / name
         compare = lengths if name in args.compare_models.split(",") else []
-        code = TIMING.replace("REPEATS", str(args.repeats)).replace("DECODE", str(args.decode)).replace("COMPARE", repr(compare))
+        code = (
+            TIMING.replace("REPEATS", str(args.repeats))
+            .replace("DECODE", str(args.decode))
+            .replace("COMPARE", repr(compare))
+        )
         notebook = nbformat.read(NOTEBOOK, as_version=4)
         notebook.cells.append(nbformat.v4.new_code_cell(code))
-        execute(notebook, {"LLAMA3_CKPT": str(folder), "LLAMA3_DEVICE": args.device, "LLAMA3_DTYPE": args.dtype}, timeout=7200)
+        execute(
+            notebook,
+            {"LLAMA3_CKPT": str(folder), "LLAMA3_DEVICE": args.device, "LLAMA3_DTYPE": args.dtype},
+            timeout=7200,
+        )
         r = json.loads(notebook.cells[-1].outputs[-1]["text"].strip().splitlines()[-1])
         decode_rows.append(
-            f"| {name} | {r['dtype']} | {r['prefill']:.2f} s | {1 / r['step']:.2f} tokens/s ({r['step'] * 1e3:.0f} ms) "
+            f"| {name} | {r['dtype']} | {r['prefill']:.2f} s | {1 / r['step']:.2f} tokens/s "
+            f"({r['step'] * 1e3:.0f} ms) "
             f"| {r['floor'] * 1e3:.0f} ms | {r['step'] / r['floor']:.2f}× |"
         )
         print(decode_rows[-1], flush=True)
         for n in compare:
             with_cache, without = r[f"{n} with"], r[f"{n} without"]
-            compare_rows.append(f"| {name} | {r['dtype']} | {n} | {with_cache:.1f} tokens/s | {without:.1f} tokens/s | {with_cache / without:.1f}× |")
+            compare_rows.append(
+                f"| {name} | {r['dtype']} | {n} | {with_cache:.1f} tokens/s | {without:.1f} "
+                f"tokens/s | {with_cache / without:.1f}× |"
+            )
             print(compare_rows[-1], flush=True)
-    print("\n| checkpoint | dtype | prefill + 1 token | decoding | floor: one token through every weight | step ÷ floor |")
+    print(
+        "\n| checkpoint | dtype | prefill + 1 token | decoding | floor: one token through every "
+        "weight | step ÷ floor |"
+    )
     print("|---|---|---|---|---|---|")
     print("\n".join(decode_rows))
     if compare_rows:
-        print("\n| checkpoint | dtype | new tokens (prefill included) | with KV cache | without | speed-up |")
+        print(
+            "\n| checkpoint | dtype | new tokens (prefill included) | with KV cache | without | "
+            "speed-up |"
+        )
         print("|---|---|---|---|---|---|")
         print("\n".join(compare_rows))
     return 0

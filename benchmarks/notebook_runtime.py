@@ -43,17 +43,28 @@ def main() -> int:
     times = []
     for run in range(1, args.repeat + 1):
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "plumbing.run_notebook", "--out", str(out)], cwd=REPO_DIR, capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "plumbing.run_notebook", "--out", str(out)],
+            cwd=REPO_DIR,
+            capture_output=True,
+            text=True,
+        )
         elapsed = time.perf_counter() - started
         if result.returncode != 0:
             print(result.stdout[-2000:], result.stderr[-2000:], file=sys.stderr)
             return 1
-        prediction = next((line for line in result.stdout.splitlines() if line.startswith("decoded:")), "decoded: ?")
+        prediction = next(
+            (line for line in result.stdout.splitlines() if line.startswith("decoded:")),
+            "decoded: ?",
+        )
         times.append(elapsed)
         print(f"run {run}: {elapsed:6.2f} s  {prediction}")
     checkpoint = os.environ.get("LLAMA3_CKPT") or "embedded checkpoint"
     print(f"\n{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, {checkpoint}")
-    print(f"full notebook run: median {statistics.median(times):.1f} s, best {min(times):.1f} s, worst {max(times):.1f} s over {len(times)} runs")
+    print(
+        f"full notebook run: median {statistics.median(times):.1f} s, best {min(times):.1f} s, "
+        f"worst {max(times):.1f} s over {len(times)} runs"
+    )
     if not os.environ.get("LLAMA3_CKPT"):
         verdict = "meets" if max(times) <= TARGET_SECONDS else "MISSES"
         print(f"target ≤ {TARGET_SECONDS:.0f} s on the embedded checkpoint: {verdict}")

@@ -1,6 +1,7 @@
 """Memory and time of the whole notebook at true scale, against a floor and a baseline.
 
-    python -m benchmarks.scale [--models embedded,3.2-1b,8b,8b-hf] [--data build/checkpoints] [--device cpu]
+    python -m benchmarks.scale [--models embedded,3.2-1b,8b,8b-hf] [--data build/checkpoints]
+                               [--device cpu]
 
 For each model shape it
 1. makes a random-weight checkpoint with the release's exact params.json in Meta's
@@ -82,17 +83,31 @@ def tree_anon_bytes(root: int) -> int:
 
 def gpu_memory_used() -> int:
     """Bytes in use on GPU 0, as nvidia-smi reports them (all processes)."""
-    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"], capture_output=True, text=True)
+    out = subprocess.run(
+        ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+        capture_output=True,
+        text=True,
+    )
     return int(out.stdout.strip().splitlines()[0]) * 1024 * 1024 if out.returncode == 0 else 0
 
 
-def measure(command: list[str], env: dict[str, str], gpu: bool = False) -> tuple[float, int, str, int]:
-    """(wall seconds, peak anonymous bytes of the process tree, stdout, peak GPU bytes above idle)."""
+def measure(
+    command: list[str], env: dict[str, str], gpu: bool = False
+) -> tuple[float, int, str, int]:
+    """(wall seconds, peak anonymous bytes of the process tree, stdout, peak GPU bytes above
+    idle)."""
     peak = 0
     gpu_idle = gpu_memory_used() if gpu else 0
     gpu_peak = gpu_idle
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO_DIR, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_DIR,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     done = threading.Event()
 
     def sample():
@@ -136,7 +151,10 @@ def checkpoint_for(name: str, data: Path) -> Path:
     if name.endswith("-hf"):  # the same weights in Hugging Face's layout
         if not (folder / "config.json").exists():
             meta = checkpoint_for(name.removesuffix("-hf"), data)
-            print(f"writing {name}: {meta.name}'s weights as Hugging Face safetensors in {folder}", flush=True)
+            print(
+                f"writing {name}: {meta.name}'s weights as Hugging Face safetensors in {folder}",
+                flush=True,
+            )
             save_streaming(meta, folder, shard_bytes=2 * 2**30)
         return folder
     if not (folder / "consolidated.00.pth").exists():
@@ -152,11 +170,28 @@ def main() -> int:
     parser.add_argument("--models", default="embedded,3.2-1b,8b")
     parser.add_argument("--data", type=Path, default=REPO_DIR / "build" / "checkpoints")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--skip-eager", action="store_true", help="leave out the eager baseline (it needs RAM for the whole model)")
-    parser.add_argument("--repeat", type=int, default=2, help="runs of each; the table shows the fastest and the largest memory")
-    parser.add_argument("--only", default="", help="comma-separated words: run only the runs whose label contains one")
+    parser.add_argument(
+        "--skip-eager",
+        action="store_true",
+        help="leave out the eager baseline (it needs RAM for the whole model)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="runs of each; the table shows the fastest and the largest memory",
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated words: run only the runs whose label contains one",
+    )
     args = parser.parse_args()
-    print(f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, device {args.device}\n", flush=True)
+    print(
+        f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, device "
+        f"{args.device}\n",
+        flush=True,
+    )
     failures = []
     gpu = args.device.startswith("cuda")
     floors: dict[str, dict] = {}  # by model: its floor runs, for its Hugging Face twin
@@ -164,8 +199,21 @@ def main() -> int:
         folder = checkpoint_for(name, args.data)
         hf = name.endswith("-hf")
         warm_page_cache(folder)
-        notebook = [sys.executable, "-m", "plumbing.run_notebook", "--out", str(REPO_DIR / "build" / f"scale-{name}.ipynb")]
-        floor = [sys.executable, "-m", "benchmarks.floor_forward", str(folder), "--device", args.device]
+        notebook = [
+            sys.executable,
+            "-m",
+            "plumbing.run_notebook",
+            "--out",
+            str(REPO_DIR / "build" / f"scale-{name}.ipynb"),
+        ]
+        floor = [
+            sys.executable,
+            "-m",
+            "benchmarks.floor_forward",
+            str(folder),
+            "--device",
+            args.device,
+        ]
         runs = {
             "notebook float32": (notebook, {"LLAMA3_DTYPE": "float32"}),
             "notebook bfloat16": (notebook, {"LLAMA3_DTYPE": "bfloat16"}),
@@ -173,13 +221,20 @@ def main() -> int:
             "floor bfloat16 (mmap)": ([*floor, "--dtype", "bfloat16"], {}),
         }
         if gpu:  # weights kept on the GPU (default there) vs streamed one at a time
-            runs["notebook bfloat16, streamed"] = (notebook, {"LLAMA3_DTYPE": "bfloat16", "LLAMA3_STREAM": "1"})
+            runs["notebook bfloat16, streamed"] = (
+                notebook,
+                {"LLAMA3_DTYPE": "bfloat16", "LLAMA3_STREAM": "1"},
+            )
         if hf:  # floor_forward reads Meta's file: the twin's floors, measured before, stand in
             runs = {label: run for label, run in runs.items() if label.startswith("notebook")}
         if not args.skip_eager and not hf:
             runs["eager float32 (no mmap)"] = ([*floor, "--dtype", "float32", "--eager"], {})
         if args.only:
-            runs = {label: run for label, run in runs.items() if any(word in label for word in args.only.split(","))}
+            runs = {
+                label: run
+                for label, run in runs.items()
+                if any(word in label for word in args.only.split(","))
+            }
         results = {}
         for label, (command, extra_env) in runs.items():
             env = {"LLAMA3_CKPT": str(folder), "LLAMA3_DEVICE": args.device, **extra_env}
@@ -187,10 +242,19 @@ def main() -> int:
             for _ in range(args.repeat):
                 trials.append(measure(command, env, gpu))
                 gpu_note = f"  {trials[-1][3] / 1e9:6.2f} GB on the GPU" if gpu else ""
-                print(f"  {name:9} {label:28} {trials[-1][0]:7.1f} s  {trials[-1][1] / 1e9:6.2f} GB anon{gpu_note}", flush=True)
+                print(
+                    f"  {name:9} {label:28} {trials[-1][0]:7.1f} s  {trials[-1][1] / 1e9:6.2f} GB "
+                    f"anon{gpu_note}",
+                    flush=True,
+                )
             # the fastest run's time; the largest peak memory of any run
             fastest = min(trials, key=lambda trial: trial[0])
-            results[label] = (fastest[0], max(t[1] for t in trials), fastest[2], max(t[3] for t in trials))
+            results[label] = (
+                fastest[0],
+                max(t[1] for t in trials),
+                fastest[2],
+                max(t[3] for t in trials),
+            )
         if hf:
             twin = name.removesuffix("-hf")
             if twin not in floors:
@@ -199,34 +263,64 @@ def main() -> int:
             print(f"  (floors: {twin}'s, measured above on the same weights in Meta's layout)")
             results |= floors[twin]
         else:
-            floors[name] = {label: result for label, result in results.items() if label.startswith("floor")}
-        floor_label = "floor float32 (mmap)" if "floor float32 (mmap)" in results else next(label for label in results if label.startswith("floor"))
+            floors[name] = {
+                label: result for label, result in results.items() if label.startswith("floor")
+            }
+        floor_label = (
+            "floor float32 (mmap)"
+            if "floor float32 (mmap)" in results
+            else next(label for label in results if label.startswith("floor"))
+        )
         base_time, base_anon = results[floor_label][:2]
-        n_parameters = sum(math.prod(shape) for shape in weight_loading.tensor_shapes(weight_loading.load_weights(folder)).values())
+        n_parameters = sum(
+            math.prod(shape)
+            for shape in weight_loading.tensor_shapes(weight_loading.load_weights(folder)).values()
+        )
         print(f"\n{name}: {n_parameters / 1e9:.2f}B parameters")
-        print("| run | wall time | × floor | peak anonymous memory | × floor |" + (" peak GPU memory |" if gpu else ""))
+        print(
+            "| run | wall time | × floor | peak anonymous memory | × floor |"
+            + (" peak GPU memory |" if gpu else "")
+        )
         print("|---|---|---|---|---|" + ("---|" if gpu else ""))
         for label, (seconds, anon, _, gpu_bytes) in results.items():
             gpu_cell = f" {gpu_bytes / 1e9:.2f} GB |" if gpu else ""
-            print(f"| {label} | {seconds:.1f} s | {seconds / base_time:.2f} | {anon / 1e9:.2f} GB | {anon / max(base_anon, 1):.1f} |{gpu_cell}")
+            print(
+                f"| {label} | {seconds:.1f} s | {seconds / base_time:.2f} | {anon / 1e9:.2f} GB | "
+                f"{anon / max(base_anon, 1):.1f} |{gpu_cell}"
+            )
         print(flush=True)
-        auto = str(run_settings.choose_dtype("auto", torch.device(args.device))[0]).removeprefix("torch.")
+        auto = str(run_settings.choose_dtype("auto", torch.device(args.device))[0]).removeprefix(
+            "torch."
+        )
         default_label = f"notebook {auto}"
         if gpu or default_label not in results or "floor bfloat16 (mmap)" not in results:
-            print("(targets not checked: they are for the notebook's default dtype on the CPU, against the bf16 floor)\n")
+            print(
+                "(targets not checked: they are for the notebook's default dtype on the CPU, "
+                "against the bf16 floor)\n"
+            )
             continue
         notebook_time, notebook_anon = results[default_label][:2]
         bf16_floor = results["floor bfloat16 (mmap)"][0]
         print(
-            f"default dtype here: {auto} ({run_settings.choose_dtype('auto', torch.device(args.device))[1]}); {notebook_time / bf16_floor:.2f}× the bf16 floor\n"
+            f"default dtype here: {auto} "
+            f"({run_settings.choose_dtype('auto', torch.device(args.device))[1]}); "
+            f"{notebook_time / bf16_floor:.2f}× the bf16 floor\n"
         )
         if name in ("8b", "8b-hf"):
             if notebook_anon / 1e9 > TARGET_8B_ANON_GB:
-                failures.append(f"8B notebook ({auto}) peak anonymous memory {notebook_anon / 1e9:.2f} GB > {TARGET_8B_ANON_GB} GB")
+                failures.append(
+                    f"8B notebook ({auto}) peak anonymous memory {notebook_anon / 1e9:.2f} GB > "
+                    f"{TARGET_8B_ANON_GB} GB"
+                )
             if notebook_time > TARGET_8B_TIME_RATIO * bf16_floor:
-                failures.append(f"8B notebook ({auto}) {notebook_time:.1f} s > {TARGET_8B_TIME_RATIO} × bf16 floor {bf16_floor:.1f} s")
+                failures.append(
+                    f"8B notebook ({auto}) {notebook_time:.1f} s > {TARGET_8B_TIME_RATIO} × bf16 "
+                    f"floor {bf16_floor:.1f} s"
+                )
         if name == "embedded" and notebook_time > TARGET_EMBEDDED_SECONDS:
-            failures.append(f"embedded notebook {notebook_time:.1f} s > {TARGET_EMBEDDED_SECONDS} s")
+            failures.append(
+                f"embedded notebook {notebook_time:.1f} s > {TARGET_EMBEDDED_SECONDS} s"
+            )
     print("targets:", "all met" if not failures else "MISSED — " + "; ".join(failures))
     return 1 if failures else 0
 

@@ -1,1 +1,2 @@
-"""Generators of committed files: images/, the Chinese edition, the embedded checkpoint, test strings."""
+"""Generators of committed files: images/, the Chinese edition, the embedded checkpoint, test
+strings."""

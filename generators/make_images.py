@@ -45,7 +45,10 @@ COLORS = {
     "plain": ("#FFFFFF", "#52606D"),
 }
 STREAM = COLORS["stream"][1]
-GROUPS = [("#D3EEE8", "#2A7F73"), ("#F6DCE4", "#A3415F")]  # grouped-query colours: kv head 0, kv head 1
+GROUPS = [
+    ("#D3EEE8", "#2A7F73"),
+    ("#F6DCE4", "#A3415F"),
+]  # grouped-query colours: kv head 0, kv head 1
 TOKEN_COLORS = ["#4C78A8", "#E08A2B", "#54A24B", "#B279A2", "#D1495B"]
 
 FS = 10.5  # body text, points
@@ -115,7 +118,15 @@ def canvas(width, height, title=None):
     ax.set_aspect("equal")
     ax.axis("off")
     if title:
-        ax.text(width / 2, height - 0.3, title, ha="center", va="center", fontsize=TITLE, fontweight="bold")
+        ax.text(
+            width / 2,
+            height - 0.3,
+            title,
+            ha="center",
+            va="center",
+            fontsize=TITLE,
+            fontweight="bold",
+        )
     return fig, ax
 
 
@@ -133,10 +144,36 @@ def text(ax, x, y, s, size=SMALL, color=MUTED, ha="center", va="center", **kwarg
 def rounded(ax, x0, y0, w, h, fill, edge, lw=1.4, radius=0.08, zorder=3, ls="-"):
     """A rounded rectangle by its lower-left corner."""
     style = f"round,pad=0,rounding_size={radius}"
-    ax.add_patch(FancyBboxPatch((x0, y0), w, h, boxstyle=style, facecolor=fill, edgecolor=edge, lw=lw, ls=ls, zorder=zorder))
+    ax.add_patch(
+        FancyBboxPatch(
+            (x0, y0),
+            w,
+            h,
+            boxstyle=style,
+            facecolor=fill,
+            edgecolor=edge,
+            lw=lw,
+            ls=ls,
+            zorder=zorder,
+        )
+    )
 
 
-def box(ax, x, y, w, h, title, kind="op", sub=None, size=FS, sub_size=SMALL, bold=True, radius=0.08, lw=1.4):
+def box(
+    ax,
+    x,
+    y,
+    w,
+    h,
+    title,
+    kind="op",
+    sub=None,
+    size=FS,
+    sub_size=SMALL,
+    bold=True,
+    radius=0.08,
+    lw=1.4,
+):
     """A rounded box with a bold title and an optional smaller subtitle (may have several lines)."""
     fill, edge = COLORS[kind]
     rounded(ax, x - w / 2, y - h / 2, w, h, fill, edge, lw=lw, radius=radius)
@@ -145,16 +182,60 @@ def box(ax, x, y, w, h, title, kind="op", sub=None, size=FS, sub_size=SMALL, bol
     sub_h = sub_size * per_point * (sub.count("\n") + 1) if sub else 0.0
     total = title_h + sub_h
     top = y + total / 2
-    text(ax, x, top - title_h / 2, title, size=size, color=INK, fontweight="bold" if bold else "normal", linespacing=1.1)
+    text(
+        ax,
+        x,
+        top - title_h / 2,
+        title,
+        size=size,
+        color=INK,
+        fontweight="bold" if bold else "normal",
+        linespacing=1.1,
+    )
     if sub:
-        text(ax, x, top - title_h - sub_h / 2, sub, size=sub_size, color=edge if kind != "plain" else MUTED, linespacing=1.1)
+        text(
+            ax,
+            x,
+            top - title_h - sub_h / 2,
+            sub,
+            size=sub_size,
+            color=edge if kind != "plain" else MUTED,
+            linespacing=1.1,
+        )
     return Box(x, y, w, h)
 
 
-def matrix(ax, x, y, w, h, kind="act", name=None, shape=None, rows=0, cols=0, name_gap=0.16, shape_gap=0.16, fill=None, lw=1.4, zorder=3):
-    """A tensor drawn as a plain rectangle with faint grid lines, its name above and its shape below."""
+def matrix(
+    ax,
+    x,
+    y,
+    w,
+    h,
+    kind="act",
+    name=None,
+    shape=None,
+    rows=0,
+    cols=0,
+    name_gap=0.16,
+    shape_gap=0.16,
+    fill=None,
+    lw=1.4,
+    zorder=3,
+):
+    """A tensor drawn as a plain rectangle with faint grid lines, its name above and its shape
+    below."""
     face, edge = COLORS[kind]
-    ax.add_patch(Rectangle((x - w / 2, y - h / 2), w, h, facecolor=fill or face, edgecolor=edge, lw=lw, zorder=zorder))
+    ax.add_patch(
+        Rectangle(
+            (x - w / 2, y - h / 2),
+            w,
+            h,
+            facecolor=fill or face,
+            edgecolor=edge,
+            lw=lw,
+            zorder=zorder,
+        )
+    )
     for r in range(1, rows):
         yy = y - h / 2 + h * r / rows
         ax.plot([x - w / 2, x + w / 2], [yy, yy], color=edge, lw=0.5, alpha=0.35, zorder=4)
@@ -169,20 +250,40 @@ def matrix(ax, x, y, w, h, kind="act", name=None, shape=None, rows=0, cols=0, na
 
 
 def cell(ax, x0, y0, w, h, color, edge=None, lw=0.0, zorder=4):
-    ax.add_patch(Rectangle((x0, y0), w, h, facecolor=color, edgecolor=edge or color, lw=lw, zorder=zorder))
+    ax.add_patch(
+        Rectangle((x0, y0), w, h, facecolor=color, edgecolor=edge or color, lw=lw, zorder=zorder)
+    )
 
 
 def arrow(ax, *points, color=INK, lw=1.4, ls="-", zorder=2):
     """A polyline through `points`, with an arrow head at the last point."""
     style = "-|>,head_length=0.7,head_width=0.32"
-    patch = FancyArrowPatch(path=MplPath(points), arrowstyle=style, mutation_scale=12, color=color, lw=lw, linestyle=ls, zorder=zorder, joinstyle="miter")
+    patch = FancyArrowPatch(
+        path=MplPath(points),
+        arrowstyle=style,
+        mutation_scale=12,
+        color=color,
+        lw=lw,
+        linestyle=ls,
+        zorder=zorder,
+        joinstyle="miter",
+    )
     ax.add_patch(patch)
     return patch
 
 
 def line(ax, *points, color=INK, lw=1.4, ls="-", zorder=2):
     xs, ys = zip(*points, strict=True)
-    ax.plot(xs, ys, color=color, lw=lw, ls=ls, zorder=zorder, solid_capstyle="butt", solid_joinstyle="miter")
+    ax.plot(
+        xs,
+        ys,
+        color=color,
+        lw=lw,
+        ls=ls,
+        zorder=zorder,
+        solid_capstyle="butt",
+        solid_joinstyle="miter",
+    )
 
 
 def dot(ax, x, y, color=INK, r=0.055):
@@ -206,7 +307,8 @@ def op_circle(ax, x, y, symbol="+", r=0.17, color=INK, fill=WHITE, lw=1.6):
 
 
 def brace(ax, p0, p1, depth=0.12, color=MUTED, lw=1.2):
-    """A curly brace from p0 to p1 that bulges to the left of the direction p0 → p1; returns its tip."""
+    """A curly brace from p0 to p1 that bulges to the left of the direction p0 → p1; returns its
+    tip."""
     (x0, y0), (x1, y1) = p0, p1
     length = math.hypot(x1 - x0, y1 - y0)
     ux, uy = (x1 - x0) / length, (y1 - y0) / length
@@ -215,13 +317,22 @@ def brace(ax, p0, p1, depth=0.12, color=MUTED, lw=1.2):
     d = np.minimum(s, length - s)  # distance from the nearer end
     a = 0.025
     offset = depth / 2 * (1 - np.exp(-d / a)) + depth / 2 * np.exp(-(length / 2 - d) / a)
-    ax.plot(x0 + ux * s + nx * offset, y0 + uy * s + ny * offset, color=color, lw=lw, zorder=5, solid_capstyle="round")
+    ax.plot(
+        x0 + ux * s + nx * offset,
+        y0 + uy * s + ny * offset,
+        color=color,
+        lw=lw,
+        zorder=5,
+        solid_capstyle="round",
+    )
     return (x0 + x1) / 2 + nx * depth, (y0 + y1) / 2 + ny * depth
 
 
 def frame(ax, x0, y0, x1, y1, color=MUTED):
     """A dashed rounded rectangle grouping part of a diagram."""
-    rounded(ax, x0, y0, x1 - x0, y1 - y0, "none", color, lw=1.3, radius=0.15, zorder=1, ls=(0, (5, 3)))
+    rounded(
+        ax, x0, y0, x1 - x0, y1 - y0, "none", color, lw=1.3, radius=0.15, zorder=1, ls=(0, (5, 3))
+    )
 
 
 def pseudo(i, j=0, seed=0.0):
@@ -245,13 +356,26 @@ def architecture():
     xs, xb, xw = 3.0, 5.7, 6.35  # residual stream, sublayer branch, side weights
     main_w, branch_w = 2.6, 2.9
 
-    prompt = box(ax, xs, 11.85, main_w, 0.5, "prompt text", "plain", sub='"the answer to … everything is "')
+    prompt = box(
+        ax, xs, 11.85, main_w, 0.5, "prompt text", "plain", sub='"the answer to … everything is "'
+    )
     ids = box(ax, xs, 10.85, main_w, 0.55, "prompt_tokens", "act", sub="token ids [tokens]")
     arrow(ax, prompt.south(), ids.north())
     text(ax, xs + 0.12, (prompt.bottom + ids.top) / 2, "tokenizer", ha="left")
-    embed = box(ax, xs, 9.9, main_w, 0.55, "embedding: row lookup", "op", sub="one table row per token id")
+    embed = box(
+        ax, xs, 9.9, main_w, 0.55, "embedding: row lookup", "op", sub="one table row per token id"
+    )
     arrow(ax, ids.south(), embed.north())
-    table = box(ax, xw, 9.9, 2.1, 0.7, "embedding table", "weight", sub="tok_embeddings.weight\n[vocab × dim]")
+    table = box(
+        ax,
+        xw,
+        9.9,
+        2.1,
+        0.7,
+        "embedding table",
+        "weight",
+        sub="tok_embeddings.weight\n[vocab × dim]",
+    )
     arrow(ax, table.west(), embed.east())
     start = box(ax, xs, 9.0, main_w, 0.5, "token_embeddings", "stream", sub="[tokens × dim]")
     arrow(ax, embed.south(), start.north())
@@ -262,7 +386,9 @@ def architecture():
     text(ax, 7.9, top - 0.27, "× n_layers", size=13, color=INK, ha="right", fontweight="bold")
     text(ax, 0.55, top - 0.27, "one transformer layer", size=FS, color=MUTED, ha="left")
 
-    def sublayer(split_y, norm_y, block_y, block_h, add_y, norm_sub, block_title, block_sub, out_name):
+    def sublayer(
+        split_y, norm_y, block_y, block_h, add_y, norm_sub, block_title, block_sub, out_name
+    ):
         dot(ax, xs, split_y, STREAM, r=0.07)
         norm = box(ax, xb, norm_y, branch_w, 0.5, "RMSNorm", "op", sub=norm_sub)
         arrow(ax, (xs, split_y), (xb, split_y), norm.north(), color=STREAM, lw=1.8)
@@ -271,15 +397,45 @@ def architecture():
         add = op_circle(ax, xs, add_y, "+", r=0.18, color=STREAM)
         arrow(ax, block.south(), (xb, add_y), add.east(), lw=1.6)
         text(ax, (xs + xb) / 2 + 0.05, add_y + 0.15, out_name, size=SMALL, color=INK)
-        text(ax, xs + 0.12, split_y + 0.15, "split off the un-normalized stream", size=SMALL, color=STREAM, ha="left")
+        text(
+            ax,
+            xs + 0.12,
+            split_y + 0.15,
+            "split off the un-normalized stream",
+            size=SMALL,
+            color=STREAM,
+            ha="left",
+        )
         return add
 
-    add1 = sublayer(8.25, 7.7, 6.72, 0.9, 5.95, "attention_norm.weight", "attention", "grouped-query, RoPE,\ncausal mask, wq wk wv wo", "attention_output")
-    add2 = sublayer(5.45, 4.9, 3.97, 0.8, 3.2, "ffn_norm.weight", "SwiGLU feed-forward", "w2(silu(w1 x) ⊙ w3 x)", "ffn_output")
+    add1 = sublayer(
+        8.25,
+        7.7,
+        6.72,
+        0.9,
+        5.95,
+        "attention_norm.weight",
+        "attention",
+        "grouped-query, RoPE,\ncausal mask, wq wk wv wo",
+        "attention_output",
+    )
+    add2 = sublayer(
+        5.45,
+        4.9,
+        3.97,
+        0.8,
+        3.2,
+        "ffn_norm.weight",
+        "SwiGLU feed-forward",
+        "w2(silu(w1 x) ⊙ w3 x)",
+        "ffn_output",
+    )
 
     text(ax, xs - 0.27, add1.y, "stream + attention_output", size=SMALL, color=STREAM, ha="right")
     text(ax, xs - 0.27, add2.y, "stream + ffn_output", size=SMALL, color=STREAM, ha="right")
-    text(ax, xs - 0.22, 7.1, "residual stream [tokens × dim]", size=SMALL, color=STREAM, rotation=90)
+    text(
+        ax, xs - 0.22, 7.1, "residual stream [tokens × dim]", size=SMALL, color=STREAM, rotation=90
+    )
     text(ax, xs - 0.22, 4.3, "never normalized in place", size=SMALL, color=STREAM, rotation=90)
 
     final = box(ax, xs, 2.15, main_w, 0.55, "final RMSNorm", "op", sub="norm.weight → final_normed")
@@ -288,9 +444,13 @@ def architecture():
     arrow(ax, add1.south(), add2.north(), color=STREAM, lw=3.2)
     arrow(ax, add2.south(), final.north(), color=STREAM, lw=3.2)
 
-    proj = box(ax, xs, 1.2, main_w, 0.55, "output projection", "op", sub="last token's row [dim] @ outputᵀ")
+    proj = box(
+        ax, xs, 1.2, main_w, 0.55, "output projection", "op", sub="last token's row [dim] @ outputᵀ"
+    )
     arrow(ax, final.south(), proj.north())
-    out_w = box(ax, xw, 1.2, 2.1, 0.7, "output weight", "weight", sub="output.weight\n[vocab × dim]")
+    out_w = box(
+        ax, xw, 1.2, 2.1, 0.7, "output weight", "weight", sub="output.weight\n[vocab × dim]"
+    )
     arrow(ax, out_w.west(), proj.east())
     logits = box(ax, xs, 0.35, main_w, 0.45, "logits [vocab]", "act", size=FS)
     arrow(ax, proj.south(), logits.north())
@@ -311,7 +471,13 @@ def tokens_embedding():
     prompt = box(ax, 1.45, 4.75, 2.5, 0.45, '"the answer to the …"', "plain", size=FS, bold=False)
     tokens = ['"<|begin_of_text|>"', '"the"', '" answer"', '" to"', '" the"']
     chip_y = [3.55, 3.1, 2.65, 2.2, 1.75]
-    table_rows = [0.95, 3.95, 2.05, 3.35, 2.7]  # where each id's row sits in the table (special tokens come last)
+    table_rows = [
+        0.95,
+        3.95,
+        2.05,
+        3.35,
+        2.7,
+    ]  # where each id's row sits in the table (special tokens come last)
     text(ax, 0.95, 4.03, "token", size=SMALL, color=MUTED)
     text(ax, 2.45, 4.03, "id", size=SMALL, color=MUTED)
     arrow(ax, prompt.south(), (1.45, 4.2))
@@ -321,7 +487,9 @@ def tokens_embedding():
     for k, (tok, y, row) in enumerate(zip(tokens, chip_y, table_rows, strict=True)):
         color = TOKEN_COLORS[k]
         box(ax, tx, y, tw, 0.36, tok, "plain", size=SMALL, bold=False, radius=0.06, lw=1.0)
-        chip = box(ax, 2.45, y, 0.7, 0.36, f"id$_{k}$", "act", size=SMALL, bold=False, radius=0.06, lw=1.0)
+        chip = box(
+            ax, 2.45, y, 0.7, 0.36, f"id$_{k}$", "act", size=SMALL, bold=False, radius=0.06, lw=1.0
+        )
         arrow(ax, chip.east(), (table.left, row), color=color, lw=1.3)
     text(ax, tx, 1.38, "⋮", size=FS)
     text(ax, 2.45, 1.38, "⋮", size=FS)
@@ -330,7 +498,14 @@ def tokens_embedding():
     # the table: many thin rows, the picked ones coloured
     matrix(ax, table.x, table.y, table.w, table.h, "weight", rows=34, name=None)
     text(ax, table.x, table.top + 0.38, "embedding_table", size=FS, color=INK, fontweight="bold")
-    text(ax, table.x, table.top + 0.16, "tok_embeddings.weight", size=SMALL, color=COLORS["weight"][1])
+    text(
+        ax,
+        table.x,
+        table.top + 0.16,
+        "tok_embeddings.weight",
+        size=SMALL,
+        color=COLORS["weight"][1],
+    )
     text(ax, table.x, table.bottom - 0.18, "[vocab × dim]", size=SMALL, color=COLORS["weight"][1])
     row_h = table.h / 34
     out = Box(7.75, 2.65, 1.5, 5 * 0.45)
@@ -343,7 +518,14 @@ def tokens_embedding():
     text(ax, out.x, out.top + 0.38, "token_embeddings", size=FS, color=INK, fontweight="bold")
     text(ax, out.x, out.top + 0.16, "one row per token", size=SMALL, color=COLORS["act"][1])
     text(ax, out.x, out.bottom - 0.18, "[tokens × dim]", size=SMALL, color=COLORS["act"][1])
-    text(ax, W / 2, 0.35, "token_embeddings = embedding_table[prompt_tokens]  —  a lookup, no arithmetic", size=FS, color=INK)
+    text(
+        ax,
+        W / 2,
+        0.35,
+        "token_embeddings = embedding_table[prompt_tokens]  —  a lookup, no arithmetic",
+        size=FS,
+        color=INK,
+    )
     save(fig, "tokens-embedding.png")
 
 
@@ -355,7 +537,10 @@ def tokens_embedding():
 def rmsnorm():
     W, H = 9.3, 4.7
     fig, ax = canvas(W, H, "RMSNorm")
-    formula = r"$\mathrm{out} = \dfrac{x}{\sqrt{\mathrm{mean}_{\mathrm{dim}}(x^2) + \mathrm{norm\_eps}}} \odot \mathrm{weight}$"
+    formula = (
+        r"$\mathrm{out} = \dfrac{x}{\sqrt{\mathrm{mean}_{\mathrm{dim}}(x^2) + \mathrm{norm\_eps}}}"
+        r" \odot \mathrm{weight}$"
+    )
     text(ax, W / 2, 3.85, formula, size=13, color=INK)
     row, low = 2.45, 1.05
     frame(ax, 1.2, 0.55, 6.95, 3.0)
@@ -409,9 +594,23 @@ def qkv_heads():
             g = i // (n // n_kv)
             fill, _ = GROUPS[g]
             y0 = top - (i + 1) * stripe
-            ax.add_patch(Rectangle((x - w / 2, y0), w, stripe, facecolor=fill, edgecolor=edge, lw=1.0, zorder=3))
+            ax.add_patch(
+                Rectangle(
+                    (x - w / 2, y0), w, stripe, facecolor=fill, edgecolor=edge, lw=1.0, zorder=3
+                )
+            )
             text(ax, x, y0 + stripe / 2, names(i), size=SMALL, color=INK)
-        ax.add_patch(Rectangle((x - w / 2, top - n * stripe), w, n * stripe, facecolor="none", edgecolor=edge, lw=1.6, zorder=4))
+        ax.add_patch(
+            Rectangle(
+                (x - w / 2, top - n * stripe),
+                w,
+                n * stripe,
+                facecolor="none",
+                edgecolor=edge,
+                lw=1.6,
+                zorder=4,
+            )
+        )
         text(ax, x, top + 0.4, label, size=FS, color=INK, fontweight="bold")
         text(ax, x, top + 0.17, "dim →", size=SMALL, color=edge)
         text(ax, x, top - n * stripe - 0.2, shape, size=SMALL, color=edge)
@@ -422,19 +621,31 @@ def qkv_heads():
     tip = brace(ax, (wq.left - 0.08, top - stripe), (wq.left - 0.08, top), depth=0.12)
     text(ax, tip[0] - 0.06, tip[1], "head_dim", ha="right", size=SMALL, color=edge)
     split_matrix(3.45, top, n_kv, "wk", lambda i: f"k head {i}", "[n_kv_heads·head_dim × dim]")
-    split_matrix(3.45, top - 2.05, n_kv, "wv", lambda i: f"v head {i}", "[n_kv_heads·head_dim × dim]")
+    split_matrix(
+        3.45, top - 2.05, n_kv, "wv", lambda i: f"v head {i}", "[n_kv_heads·head_dim × dim]"
+    )
     code = [
         "wq.view(n_heads, head_dim, dim)",
         "wk.view(n_kv_heads, head_dim, dim)",
         "wv.view(n_kv_heads, head_dim, dim)",
     ]
     for k, s in enumerate(code):
-        text(ax, 0.3, 1.0 - 0.24 * k, s, size=SMALL, color=INK, family="DejaVu Sans Mono", ha="left")
+        text(
+            ax, 0.3, 1.0 - 0.24 * k, s, size=SMALL, color=INK, family="DejaVu Sans Mono", ha="left"
+        )
 
     # sharing: query head chips on top, kv head chips below
     x0, pitch = 5.25, 0.5
     qy, kvy = 4.55, 2.75
-    text(ax, x0 + pitch * (n_q - 1) / 2, 5.25, "each query head reads one kv head", size=FS, color=INK, fontweight="bold")
+    text(
+        ax,
+        x0 + pitch * (n_q - 1) / 2,
+        5.25,
+        "each query head reads one kv head",
+        size=FS,
+        color=INK,
+        fontweight="bold",
+    )
     kv_boxes = []
     for g in range(n_kv):
         cx = x0 + pitch * (g * per + (per - 1) / 2)
@@ -473,8 +684,18 @@ def qkv_heads():
 
 def rope():
     W, H = 9.3, 5.2
-    fig, ax = canvas(W, H, "RoPE: rotate each pair of features by an angle that grows with position")
-    text(ax, 0.35, 4.4, "one head's q (or k) vector for the token at position m  [head_dim]", size=FS, color=INK, ha="left")
+    fig, ax = canvas(
+        W, H, "RoPE: rotate each pair of features by an angle that grows with position"
+    )
+    text(
+        ax,
+        0.35,
+        4.4,
+        "one head's q (or k) vector for the token at position m  [head_dim]",
+        size=FS,
+        color=INK,
+        ha="left",
+    )
     cw, ch, y = 0.52, 0.42, 3.75
     pairs = [("0", "1", "0"), ("2", "3", "1"), ("4", "5", "2"), None, ("2i", "2i+1", "i"), None]
     angles = [2.1, 1.2, 0.6, None, 0.25, None]  # how far each drawn pair has turned (illustrative)
@@ -489,7 +710,18 @@ def rope():
         for k, sub in enumerate((a, b)):
             cell(ax, x + k * cw, y - ch / 2, cw, ch, COLORS["act"][0], edge=edge, lw=1.0)
             text(ax, x + k * cw + cw / 2, y, f"$x_{{{sub}}}$", size=FS, color=INK)
-        rounded(ax, x - 0.04, y - ch / 2 - 0.04, 2 * cw + 0.08, ch + 0.08, "none", INK, lw=1.3, radius=0.07, zorder=5)
+        rounded(
+            ax,
+            x - 0.04,
+            y - ch / 2 - 0.04,
+            2 * cw + 0.08,
+            ch + 0.08,
+            "none",
+            INK,
+            lw=1.3,
+            radius=0.07,
+            zorder=5,
+        )
         cx = x + cw
         text(ax, cx, y - 0.42, f"pair {i}", size=SMALL)
         # a small dial showing how far this pair has turned
@@ -497,14 +729,53 @@ def rope():
         ax.add_patch(Circle((cx, dy), r, facecolor=WHITE, edgecolor=MUTED, lw=1.0, zorder=3))
         line(ax, (cx - r, dy), (cx + r, dy), color="#C5CCD3", lw=0.8, zorder=3)
         arrow(ax, (cx, dy), (cx + r * 0.92, dy), color="#9AA5B1", lw=1.2, zorder=4)
-        arrow(ax, (cx, dy), (cx + r * 0.92 * math.cos(angle), dy + r * 0.92 * math.sin(angle)), color=COLORS["op"][1], lw=1.6, zorder=5)
+        arrow(
+            ax,
+            (cx, dy),
+            (cx + r * 0.92 * math.cos(angle), dy + r * 0.92 * math.sin(angle)),
+            color=COLORS["op"][1],
+            lw=1.6,
+            zorder=5,
+        )
         arrow(ax, (cx, y - 0.55), (cx, dy + r + 0.05), color=MUTED, lw=1.0)
         text(ax, cx, dy - r - 0.22, rf"$m\,\theta_{{{i}}}$", size=FS, color=COLORS["op"][1])
         x += 2 * cw + 0.25
-    text(ax, 0.35, 1.45, r"$\theta_i = \mathrm{rope\_theta}^{\,-2i/\mathrm{head\_dim}}$,   i = 0 … head_dim/2 − 1", size=FS, color=INK, ha="left")
-    text(ax, 0.35, 1.05, r"$x'_{2i} = x_{2i}\cos(m\theta_i) - x_{2i+1}\sin(m\theta_i)$", size=FS, color=INK, ha="left")
-    text(ax, 0.35, 0.7, r"$x'_{2i+1} = x_{2i}\sin(m\theta_i) + x_{2i+1}\cos(m\theta_i)$", size=FS, color=INK, ha="left")
-    text(ax, 0.35, 0.3, "pairs are adjacent features (2i, 2i+1) in Meta's layout; early pairs turn fast, late pairs slowly", size=SMALL, ha="left")
+    text(
+        ax,
+        0.35,
+        1.45,
+        r"$\theta_i = \mathrm{rope\_theta}^{\,-2i/\mathrm{head\_dim}}$,   i = 0 … head_dim/2 − 1",
+        size=FS,
+        color=INK,
+        ha="left",
+    )
+    text(
+        ax,
+        0.35,
+        1.05,
+        r"$x'_{2i} = x_{2i}\cos(m\theta_i) - x_{2i+1}\sin(m\theta_i)$",
+        size=FS,
+        color=INK,
+        ha="left",
+    )
+    text(
+        ax,
+        0.35,
+        0.7,
+        r"$x'_{2i+1} = x_{2i}\sin(m\theta_i) + x_{2i+1}\cos(m\theta_i)$",
+        size=FS,
+        color=INK,
+        ha="left",
+    )
+    text(
+        ax,
+        0.35,
+        0.3,
+        "pairs are adjacent features (2i, 2i+1) in Meta's layout; early pairs turn fast, late "
+        "pairs slowly",
+        size=SMALL,
+        ha="left",
+    )
 
     # inset: the unit circle with one pair before and after the rotation
     cx, cy, r = 7.6, 2.3, 0.95
@@ -520,9 +791,27 @@ def rope():
     p1 = (cx + r * math.cos(a0 + turn), cy + r * math.sin(a0 + turn))
     arrow(ax, (cx, cy), p0, color=COLORS["act"][1], lw=2.0, zorder=5)
     arrow(ax, (cx, cy), p1, color=COLORS["op"][1], lw=2.0, zorder=5)
-    ax.add_patch(Arc((cx, cy), 0.8, 0.8, theta1=math.degrees(a0), theta2=math.degrees(a0 + turn), color=COLORS["op"][1], lw=1.4, zorder=4))
+    ax.add_patch(
+        Arc(
+            (cx, cy),
+            0.8,
+            0.8,
+            theta1=math.degrees(a0),
+            theta2=math.degrees(a0 + turn),
+            color=COLORS["op"][1],
+            lw=1.4,
+            zorder=4,
+        )
+    )
     mid = a0 + turn / 2
-    text(ax, cx + 0.58 * math.cos(mid), cy + 0.58 * math.sin(mid), r"$m\theta_i$", size=FS, color=COLORS["op"][1])
+    text(
+        ax,
+        cx + 0.58 * math.cos(mid),
+        cy + 0.58 * math.sin(mid),
+        r"$m\theta_i$",
+        size=FS,
+        color=COLORS["op"][1],
+    )
     text(ax, p0[0] + 0.06, p0[1] + 0.02, "before", size=SMALL, color=COLORS["act"][1], ha="left")
     text(ax, p1[0] - 0.12, p1[1] + 0.02, "after", size=SMALL, color=COLORS["op"][1], ha="right")
     text(ax, 7.775, 0.85, "length unchanged", size=SMALL)
@@ -542,7 +831,9 @@ def token_square(ax, x, y, size, n, value, edge, masked=None):
         for j in range(n):
             color = value(i, j)
             cell(ax, x0 + j * c, y0 - (i + 1) * c, c, c, color, edge=WHITE, lw=0.8)
-    ax.add_patch(Rectangle((x0, y0 - size), size, size, facecolor="none", edgecolor=edge, lw=1.4, zorder=6))
+    ax.add_patch(
+        Rectangle((x0, y0 - size), size, size, facecolor="none", edgecolor=edge, lw=1.4, zorder=6)
+    )
     return Box(x, y, size, size)
 
 
@@ -565,7 +856,9 @@ def attention_scores():
     text(ax, q.x, q.bottom - 0.38, "head_dim]", size=SMALL, color=act)
     text(ax, 1.15, y, "·", size=20, color=INK)
     kt = matrix(ax, 2.0, y, s, 0.5, "act", "kᵀ", "[head_dim × tokens]", rows=2, cols=n)
-    scores = token_square(ax, 4.35, y, s, n, lambda i, j: shade("Blues", 0.15 + 0.6 * pseudo(i, j)), act)
+    scores = token_square(
+        ax, 4.35, y, s, n, lambda i, j: shade("Blues", 0.15 + 0.6 * pseudo(i, j)), act
+    )
     arrow(ax, kt.east(), scores.west())
     text(ax, (kt.right + scores.left) / 2, y + 0.2, "/ √head_dim", size=SMALL, color=INK)
     text(ax, scores.x, scores.top + 0.16, "qk_scores", size=FS, color=INK, fontweight="bold")
@@ -578,7 +871,15 @@ def attention_scores():
     text(ax, mask.x, mask.top + 0.16, "causal_mask", size=FS, color=INK, fontweight="bold")
     text(ax, mask.x, mask.bottom - 0.18, "−∞ above the diagonal", size=SMALL, color=grey[1])
     weights = causal_weights(n)
-    out = token_square(ax, 8.2, y, s, n, lambda i, j: shade("Purples", 0.1 + 0.85 * weights[i][j]) if j <= i else WHITE, COLORS["op"][1])
+    out = token_square(
+        ax,
+        8.2,
+        y,
+        s,
+        n,
+        lambda i, j: shade("Purples", 0.1 + 0.85 * weights[i][j]) if j <= i else WHITE,
+        COLORS["op"][1],
+    )
     arrow(ax, mask.east(), out.west())
     mid = (mask.right + out.left) / 2
     text(ax, mid, y + 0.2, "softmax", size=SMALL, color=INK)
@@ -587,7 +888,14 @@ def attention_scores():
     text(ax, out.x, out.top + 0.16, "attention_weights", size=FS, color=INK, fontweight="bold")
     text(ax, out.x, out.bottom - 0.18, "[tokens × tokens]", size=SMALL, color=COLORS["op"][1])
     text(ax, out.x, out.bottom - 0.38, "each row sums to 1", size=SMALL, color=COLORS["op"][1])
-    text(ax, W / 2, 0.35, "rows: query token m  ·  columns: key token n  ·  token m may only attend to n ≤ m", size=SMALL, color=INK)
+    text(
+        ax,
+        W / 2,
+        0.35,
+        "rows: query token m  ·  columns: key token n  ·  token m may only attend to n ≤ m",
+        size=SMALL,
+        color=INK,
+    )
     save(fig, "attention-scores.png")
 
 
@@ -602,7 +910,15 @@ def values_heads():
     act = COLORS["act"][1]
     n, ty = 6, 4.35
     weights = causal_weights(n)
-    aw = token_square(ax, 1.0, ty, 1.1, n, lambda i, j: shade("Purples", 0.1 + 0.85 * weights[i][j]) if j <= i else WHITE, COLORS["op"][1])
+    aw = token_square(
+        ax,
+        1.0,
+        ty,
+        1.1,
+        n,
+        lambda i, j: shade("Purples", 0.1 + 0.85 * weights[i][j]) if j <= i else WHITE,
+        COLORS["op"][1],
+    )
     text(ax, aw.x, aw.top + 0.16, "attention_weights", size=FS, color=INK, fontweight="bold")
     text(ax, aw.x, aw.bottom - 0.18, "[tokens × tokens]", size=SMALL, color=COLORS["op"][1])
     text(ax, 1.9, ty, "@", size=14, color=INK)
@@ -610,10 +926,21 @@ def values_heads():
     text(ax, 3.2, ty, "=", size=14, color=INK)
     head_fill = "#F4C7A1"
     ho = matrix(ax, 3.75, ty, 0.55, 1.1, "act", None, None, rows=n, cols=2, fill=head_fill)
-    text(ax, ho.right + 0.15, ty + 0.2, "head h output", size=FS, color=INK, fontweight="bold", ha="left")
+    text(
+        ax,
+        ho.right + 0.15,
+        ty + 0.2,
+        "head h output",
+        size=FS,
+        color=INK,
+        fontweight="bold",
+        ha="left",
+    )
     text(ax, ho.right + 0.15, ty - 0.05, "[tokens × head_dim]", size=SMALL, color=act, ha="left")
     text(ax, ho.right + 0.15, ty - 0.4, "for query head h, v comes from", size=SMALL, ha="left")
-    text(ax, ho.right + 0.15, ty - 0.6, "kv head h // (n_heads / n_kv_heads)", size=SMALL, ha="left")
+    text(
+        ax, ho.right + 0.15, ty - 0.6, "kv head h // (n_heads / n_kv_heads)", size=SMALL, ha="left"
+    )
 
     # all heads side by side, then wo
     by = 1.75
@@ -625,7 +952,11 @@ def values_heads():
         x0 = cat.left + k * cw
         cell(ax, x0, by - 0.6, cw, 1.2, fill, edge=act, lw=0.8)
         text(ax, x0 + cw / 2, by, lab, size=SMALL, color=INK, rotation=90)
-    ax.add_patch(Rectangle((cat.left, cat.bottom), cat.w, cat.h, facecolor="none", edgecolor=act, lw=1.4, zorder=6))
+    ax.add_patch(
+        Rectangle(
+            (cat.left, cat.bottom), cat.w, cat.h, facecolor="none", edgecolor=act, lw=1.4, zorder=6
+        )
+    )
     text(ax, cat.x, cat.bottom - 0.2, "all_heads_output", size=FS, color=INK, fontweight="bold")
     text(ax, cat.x, cat.bottom - 0.42, "[tokens × n_heads·head_dim]", size=SMALL, color=act)
     hx = cat.left + 3.5 * cw
@@ -642,10 +973,36 @@ def values_heads():
     arrow(ax, ao.east(), add.west())
     arrow(ax, (sx, 5.4), add.north(), color=STREAM, lw=3.2)
     arrow(ax, add.south(), (sx, 0.3), color=STREAM, lw=3.2)
-    text(ax, sx - 0.15, 5.25, "residual stream [tokens × dim]", size=FS, color=STREAM, ha="right", fontweight="bold")
-    text(ax, sx - 0.15, 5.0, "un-normalized: the layer's input,", size=SMALL, color=STREAM, ha="right")
+    text(
+        ax,
+        sx - 0.15,
+        5.25,
+        "residual stream [tokens × dim]",
+        size=FS,
+        color=STREAM,
+        ha="right",
+        fontweight="bold",
+    )
+    text(
+        ax,
+        sx - 0.15,
+        5.0,
+        "un-normalized: the layer's input,",
+        size=SMALL,
+        color=STREAM,
+        ha="right",
+    )
     text(ax, sx - 0.15, 4.8, "not attention_norm's output", size=SMALL, color=STREAM, ha="right")
-    text(ax, sx - 0.15, 0.5, "stream_after_attention", size=FS, color=STREAM, ha="right", fontweight="bold")
+    text(
+        ax,
+        sx - 0.15,
+        0.5,
+        "stream_after_attention",
+        size=FS,
+        color=STREAM,
+        ha="right",
+        fontweight="bold",
+    )
     save(fig, "values-heads.png")
 
 
@@ -657,7 +1014,14 @@ def values_heads():
 def swiglu():
     W, H = 9.3, 4.8
     fig, ax = canvas(W, H, "SwiGLU feed-forward network")
-    text(ax, W / 2, 3.95, r"$\mathrm{ffn}(x) = W_2\,(\,\mathrm{silu}(W_1 x) \odot W_3 x\,)$", size=14, color=INK)
+    text(
+        ax,
+        W / 2,
+        3.95,
+        r"$\mathrm{ffn}(x) = W_2\,(\,\mathrm{silu}(W_1 x) \odot W_3 x\,)$",
+        size=14,
+        color=INK,
+    )
     text(ax, W / 2, 3.55, "silu(z) = z · sigmoid(z);   W x means x @ wᵀ", size=SMALL)
     act = COLORS["act"][1]
     mid, gy, uy = 2.05, 2.75, 1.3
@@ -675,7 +1039,13 @@ def swiglu():
     # a tiny silu curve inside its box
     zs = np.linspace(-4, 3, 60)
     ys = zs / (1 + np.exp(-zs))
-    ax.plot(silu.x + zs * 0.09 + 0.045, silu.y - 0.2 + ys * 0.05, color=COLORS["op"][1], lw=1.1, zorder=6)
+    ax.plot(
+        silu.x + zs * 0.09 + 0.045,
+        silu.y - 0.2 + ys * 0.05,
+        color=COLORS["op"][1],
+        lw=1.1,
+        zorder=6,
+    )
     text(ax, silu.x, silu.y + 0.14, "SiLU", size=SMALL, color=INK, fontweight="bold")
     arrow(ax, w1.east(), silu.west())
     mul = op_circle(ax, 5.6, mid, "dot")
@@ -688,7 +1058,14 @@ def swiglu():
     text(ax, mul.left - 0.1, mid, "elementwise", size=SMALL, ha="right")
     out = matrix(ax, 8.5, mid, 0.7, 0.9, "act", "ffn_output", "[tokens × dim]", rows=4, cols=3)
     arrow(ax, w2.east(), out.west())
-    text(ax, W / 2, 0.35, "then  stream_after_attention + ffn_output  (added to the un-normalized stream, not to x)", size=SMALL, color=STREAM)
+    text(
+        ax,
+        W / 2,
+        0.35,
+        "then  stream_after_attention + ffn_output  (added to the un-normalized stream, not to x)",
+        size=SMALL,
+        color=STREAM,
+    )
     save(fig, "swiglu.png")
 
 
@@ -709,7 +1086,15 @@ def output_projection():
     text(ax, vec.x, vec.top + 0.35, "final_normed[-1]", size=FS, color=INK, fontweight="bold")
     text(ax, vec.x, vec.top + 0.14, "last token only", size=SMALL, color=act)
     text(ax, vec.x, vec.bottom - 0.18, "[dim]", size=SMALL, color=act)
-    arrow(ax, (fn.right, fn.bottom + fn.h / n / 2), (1.6, fn.bottom + fn.h / n / 2), (1.6, ty), vec.west(), color=MUTED, lw=1.2)
+    arrow(
+        ax,
+        (fn.right, fn.bottom + fn.h / n / 2),
+        (1.6, fn.bottom + fn.h / n / 2),
+        (1.6, ty),
+        vec.west(),
+        color=MUTED,
+        lw=1.2,
+    )
     text(ax, 3.3, ty, "@", size=14, color=INK)
     wt = matrix(ax, 5.2, ty, 3.1, 0.85, "weight", None, None, rows=4, cols=24)
     text(ax, wt.x, wt.top + 0.35, "output.weightᵀ", size=FS, color=INK, fontweight="bold")
@@ -727,8 +1112,17 @@ def output_projection():
         cell(ax, wt.left + k * bw + bw * 0.1, base, bw * 0.8, h, color)
     line(ax, (wt.left, base), (wt.right, base), color=act, lw=1.2, zorder=5)
     arrow(ax, (wt.x - 0.6, wt.bottom - 0.05), (wt.x - 0.6, base + 0.62), color=MUTED, lw=1.2)
-    text(ax, wt.x - 0.7, (wt.bottom + base + 0.62) / 2, "one score per vocabulary entry", size=SMALL, ha="right")
-    text(ax, wt.left - 0.12, base + 0.3, "logits", size=FS, color=INK, fontweight="bold", ha="right")
+    text(
+        ax,
+        wt.x - 0.7,
+        (wt.bottom + base + 0.62) / 2,
+        "one score per vocabulary entry",
+        size=SMALL,
+        ha="right",
+    )
+    text(
+        ax, wt.left - 0.12, base + 0.3, "logits", size=FS, color=INK, fontweight="bold", ha="right"
+    )
     text(ax, wt.left - 0.12, base + 0.08, "[vocab]", size=SMALL, color=act, ha="right")
     bx = wt.left + best * bw + bw / 2
     text(ax, bx, base + 0.85 + 0.14, "max", size=SMALL, color=COLORS["result"][1])
@@ -768,24 +1162,60 @@ def bpe_merges():
     fig, ax = canvas(W, H, "BPE joins the adjacent pair of lowest rank, until none is a token")
     unit, row_h, x0, top = 0.62, 0.42, 1.35, 4.95
     text(ax, x0 - 0.3, top + 0.42, "bytes of the piece", size=SMALL, color=MUTED, ha="left")
-    text(ax, x0 + 9 * unit + 0.35, top + 0.42, "new token: rank = id", size=SMALL, color=MUTED, ha="left")
+    text(
+        ax,
+        x0 + 9 * unit + 0.35,
+        top + 0.42,
+        "new token: rank = id",
+        size=SMALL,
+        color=MUTED,
+        ha="left",
+    )
     for step, parts in enumerate(BPE_STATES):
         y = top - step * (row_h + 0.1)
         previous = BPE_STATES[step - 1] if step else None
-        new = next((k for k, part in enumerate(parts) if previous is not None and part not in previous[k : k + 1]), None)
+        new = next(
+            (
+                k
+                for k, part in enumerate(parts)
+                if previous is not None and part not in previous[k : k + 1]
+            ),
+            None,
+        )
         text(ax, 0.55, y, "bytes" if step == 0 else f"merge {step}", size=SMALL, color=MUTED)
         x = x0
         for k, part in enumerate(parts):
             width = len(part.encode()) * unit
             kind = "result" if k == new else ("act" if step < len(BPE_STATES) - 1 else "result")
-            box(ax, x + width / 2 - 0.03, y, width - 0.08, row_h, part.replace(" ", "␣"), kind, size=SMALL, bold=False, radius=0.05, lw=1.0)
+            box(
+                ax,
+                x + width / 2 - 0.03,
+                y,
+                width - 0.08,
+                row_h,
+                part.replace(" ", "␣"),
+                kind,
+                size=SMALL,
+                bold=False,
+                radius=0.05,
+                lw=1.0,
+            )
             x += width
         if step:
             merged = parts[new]
             label = f"'{merged.replace(' ', '␣')}': {BPE_MERGE_RANKS[step - 1]:,}"
-            text(ax, x0 + 9 * unit + 0.35, y, label, size=SMALL, color=COLORS["result"][1], ha="left")
+            text(
+                ax, x0 + 9 * unit + 0.35, y, label, size=SMALL, color=COLORS["result"][1], ha="left"
+            )
     bottom = top - (len(BPE_STATES) - 1) * (row_h + 0.1)
-    text(ax, W / 2, bottom - 0.6, 'no adjacent pair left is a token: " ultimate" is the single token 17,139', size=FS, color=INK)
+    text(
+        ax,
+        W / 2,
+        bottom - 0.6,
+        'no adjacent pair left is a token: " ultimate" is the single token 17,139',
+        size=FS,
+        color=INK,
+    )
     save(fig, "bpe-merges.png")
 
 
@@ -807,14 +1237,32 @@ def training_step():
     arrow(ax, logits.east(), loss.west())
     text(ax, 2.0, y + 0.72, "1. forward", size=FS, color=INK, fontweight="bold")
     text(ax, 6.15, y + 0.3, "2. loss", size=FS, color=INK, fontweight="bold")
-    grads = box(ax, 5.15, back_y, 2.3, 0.75, "weight.grad", "weight", sub="one number per weight: ∂loss/∂w")
+    grads = box(
+        ax, 5.15, back_y, 2.3, 0.75, "weight.grad", "weight", sub="one number per weight: ∂loss/∂w"
+    )
     arrow(ax, loss.south(), (loss.x, back_y), grads.east(), color=COLORS["result"][1])
-    text(ax, loss.x - 0.15, back_y + 0.62, "3. backward (autograd)", size=FS, color=INK, fontweight="bold", ha="right")
+    text(
+        ax,
+        loss.x - 0.15,
+        back_y + 0.62,
+        "3. backward (autograd)",
+        size=FS,
+        color=INK,
+        fontweight="bold",
+        ha="right",
+    )
     update = box(ax, 2.15, back_y, 2.2, 0.75, "w ← w − step", "op", sub="Adam: a step per weight")
     arrow(ax, grads.west(), update.east(), color=COLORS["weight"][1])
     arrow(ax, update.north(), (update.x, model.bottom), color=COLORS["op"][1])
     text(ax, 0.35, back_y + 0.62, "4. update", size=FS, color=INK, fontweight="bold", ha="left")
-    text(ax, W / 2, 0.35, "repeat; the checkpoint file is never written — the weights are a float32 copy in memory", size=SMALL, color=MUTED)
+    text(
+        ax,
+        W / 2,
+        0.35,
+        "repeat; the checkpoint file is never written — the weights are a float32 copy in memory",
+        size=SMALL,
+        color=MUTED,
+    )
     save(fig, "training-step.png")
 
 

@@ -52,8 +52,23 @@ WORDS = (
 ).split()
 
 SCRIPTS = {
-    "zh": ["你好世界", "今天天气很好", "我们一起去图书馆吧", "机器学习", "分词器测试", "北京大学", "春眠不觉晓"],
-    "ja": ["こんにちは", "東京タワー", "カタカナとひらがな", "日本語の文章です", "ありがとうございます", "ラーメン食べたい"],
+    "zh": [
+        "你好世界",
+        "今天天气很好",
+        "我们一起去图书馆吧",
+        "机器学习",
+        "分词器测试",
+        "北京大学",
+        "春眠不觉晓",
+    ],
+    "ja": [
+        "こんにちは",
+        "東京タワー",
+        "カタカナとひらがな",
+        "日本語の文章です",
+        "ありがとうございます",
+        "ラーメン食べたい",
+    ],
     "ko": ["안녕하세요", "한국어 문장입니다", "서울특별시", "감사합니다", "토크나이저"],
     "ar": ["مرحبا بالعالم", "اللغة العربية", "شكرا جزيلا", "كتاب جديد", "السلام عليكم"],
     "he": ["שלום עולם", "עברית היא שפה", "תודה רבה", "ספר חדש"],
@@ -133,26 +148,40 @@ ACCENTED = [
     "Ţara",
     "Şişli",
 ]
-COMBINING = ["\u0301", "\u0300", "\u0308", "\u0303", "\u0327", "\u030a", "\u0323", "\u0336", "\u20dd", "\u0489"]
+COMBINING = [
+    "\u0301",
+    "\u0300",
+    "\u0308",
+    "\u0303",
+    "\u0327",
+    "\u030a",
+    "\u0323",
+    "\u0336",
+    "\u20dd",
+    "\u0489",
+]
 
 NUMBER_SEPARATORS = [",", ".", " ", "_", "'", "\u00a0", "\u202f"]
 
 CODE = [
     "def add(a, b):\n    return a + b\n",
     'for i in range(10):\n\tprint(f"{i:03d}")',
-    "class Node:\n    def __init__(self, value):\n        self.value = value\n        self.next = None\n",
+    "class Node:\n    def __init__(self, value):\n        self.value = value\n        self.next = "
+    "None\n",
     "import numpy as np\nx = np.zeros((3, 4), dtype=np.float32)",
     "lambda xs: [x ** 2 for x in xs if x % 2 == 0]",
     '#include <stdio.h>\n\nint main(void) {\n    printf("hello\\n");\n    return 0;\n}\n',
     "for (int i = 0; i < n; ++i) { sum += a[i] * b[i]; }",
     "static inline uint32_t rotl(uint32_t x, int k) { return (x << k) | (x >> (32 - k)); }",
     "const sum = (arr) => arr.reduce((acc, x) => acc + x, 0);",
-    "document.querySelector('#app').addEventListener('click', () => { console.log(\"clicked\"); });",
+    "document.querySelector('#app').addEventListener('click', () => { console.log(\"clicked\"); "
+    "});",
     "async function load(url) {\n  const res = await fetch(url);\n  return res.json();\n}",
     "SELECT id, name FROM users WHERE age >= 21 ORDER BY name DESC LIMIT 10;",
     "INSERT INTO orders (id, total) VALUES (42, 19.99);",
     "UPDATE stock SET qty = qty - 1 WHERE sku = 'A-100';",
-    '<!DOCTYPE html>\n<html lang="en">\n<head><title>Test</title></head>\n<body><p class="x">Hi &amp; bye</p></body>\n</html>',
+    '<!DOCTYPE html>\n<html lang="en">\n<head><title>Test</title></head>\n<body><p class="x">Hi '
+    "&amp; bye</p></body>\n</html>",
     '<div id="main" data-count="3"><span>&lt;tag&gt;</span></div>',
     '{"name": "llama", "version": 3, "tags": ["a", "b"], "nested": {"ok": true, "n": null}}',
     '[\n  {"id": 1, "value": 3.14},\n  {"id": 2, "value": -0.5e-3}\n]',
@@ -164,7 +193,24 @@ CODE = [
     "    \n    # indented comment\n        pass\n",
 ]
 
-CONTRACTION_BASES = ["it", "he", "she", "we", "they", "you", "I", "that", "who", "there", "John", "Llama", "do", "can", "would", "should"]
+CONTRACTION_BASES = [
+    "it",
+    "he",
+    "she",
+    "we",
+    "they",
+    "you",
+    "I",
+    "that",
+    "who",
+    "there",
+    "John",
+    "Llama",
+    "do",
+    "can",
+    "would",
+    "should",
+]
 CONTRACTION_SUFFIXES = ["'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "n't"]
 APOSTROPHES = ["'", "\u2019", "`"]
 
@@ -185,8 +231,26 @@ SPECIAL_TOKENS = [
 ROLES = ["system", "user", "assistant", "ipython", "tool"]
 
 URL_SCHEMES = ["http://", "https://", "ftp://", "file:///", "ws://"]
-HOSTS = ["example.com", "sub.domain.example.org", "localhost:8080", "127.0.0.1", "[::1]:443", "xn--caf-dma.example", "例え.jp", "bücher.de"]
-PATHS = ["", "/", "/index.html", "/a/b/c?x=1&y=two#frag", "/search?q=llama+3&lang=en", "/path%20with%20spaces/", "/~user/file.tar.gz", "/api/v2/items/12345"]
+HOSTS = [
+    "example.com",
+    "sub.domain.example.org",
+    "localhost:8080",
+    "127.0.0.1",
+    "[::1]:443",
+    "xn--caf-dma.example",
+    "例え.jp",
+    "bücher.de",
+]
+PATHS = [
+    "",
+    "/",
+    "/index.html",
+    "/a/b/c?x=1&y=two#frag",
+    "/search?q=llama+3&lang=en",
+    "/path%20with%20spaces/",
+    "/~user/file.tar.gz",
+    "/api/v2/items/12345",
+]
 EMAIL_USERS = ["alice", "bob.smith", "first.last+tag", "x_y-z", "user123", "o'brien", "müller"]
 EMAIL_DOMAINS = ["example.com", "mail.example.co.uk", "test.io", "uni.edu", "例え.jp"]
 
@@ -294,10 +358,15 @@ def accents(rng: random.Random) -> str:
         elif r < 0.45:
             word = unicodedata.normalize("NFKD", word)
         elif r < 0.6:
-            word = "".join(c + (rng.choice(COMBINING) if c.isalpha() and rng.random() < 0.4 else "") for c in word)
+            word = "".join(
+                c + (rng.choice(COMBINING) if c.isalpha() and rng.random() < 0.4 else "")
+                for c in word
+            )
         elif r < 0.7:
             # stacked combining marks on one base (zalgo-ish)
-            word = rng.choice("aeiouxyz") + "".join(rng.choice(COMBINING) for _ in range(rng.randint(2, 12)))
+            word = rng.choice("aeiouxyz") + "".join(
+                rng.choice(COMBINING) for _ in range(rng.randint(2, 12))
+            )
         parts.append(word)
     return " ".join(parts)
 
@@ -339,9 +408,15 @@ def numbers(rng: random.Random) -> str:
         groups = [d[:head]] + [d[i : i + 3] for i in range(head, len(d), 3)]
         out = sep.join(groups)
     elif r < 0.8:
-        out = f"{rng.choice(['', '-', '+'])}{d[:3]}e{rng.choice(['', '-', '+'])}{rng.randint(0, 308)}"
+        out = (
+            f"{rng.choice(['', '-', '+'])}{d[:3]}e{rng.choice(['', '-', '+'])}{rng.randint(0, 308)}"
+        )
     elif r < 0.9:
-        out = rng.choice(["$", "€", "£", "¥", "0x", "#", "v", "~"]) + d + rng.choice(["", "%", "px", "kg", " USD", "th"])
+        out = (
+            rng.choice(["$", "€", "£", "¥", "0x", "#", "v", "~"])
+            + d
+            + rng.choice(["", "%", "px", "kg", " USD", "th"])
+        )
     else:
         # non-ASCII digits: Arabic-Indic, Devanagari, fullwidth, superscripts
         table = rng.choice(["٠١٢٣٤٥٦٧٨٩", "०१२३४५६७८९", "０１２３４５６７８９", "⁰¹²³⁴⁵⁶⁷⁸⁹"])
@@ -388,9 +463,13 @@ def special_tokens(rng: random.Random) -> str:
     r = rng.random()
     if r < 0.4:
         role = rng.choice(ROLES)
-        text = f"<|begin_of_text|><|start_header_id|>{role}<|end_header_id|>\n\n{rng.choice(PROSE)}<|eot_id|>"
+        header = f"<|begin_of_text|><|start_header_id|>{role}<|end_header_id|>\n\n"
+        text = f"{header}{rng.choice(PROSE)}<|eot_id|>"
     elif r < 0.7:
-        text = "".join(rng.choice(SPECIAL_TOKENS + [" ", "\n", rng.choice(WORDS)]) for _ in range(rng.randint(1, 6)))
+        text = "".join(
+            rng.choice(SPECIAL_TOKENS + [" ", "\n", rng.choice(WORDS)])
+            for _ in range(rng.randint(1, 6))
+        )
     elif r < 0.85:
         text = f"<|reserved_special_token_{rng.randint(0, 260)}|>"
     else:
@@ -407,7 +486,11 @@ def urls_emails(rng: random.Random) -> str:
     else:
         text = f"{rng.choice(EMAIL_USERS)}@{rng.choice(EMAIL_DOMAINS)}"
     if rng.random() < 0.3:
-        text = rng.choice(["see ", "mailto:", "(", "<", "Visit "]) + text + rng.choice([")", ">", ".", "", ","])
+        text = (
+            rng.choice(["see ", "mailto:", "(", "<", "Visit "])
+            + text
+            + rng.choice([")", ">", ".", "", ","])
+        )
     return text
 
 
@@ -475,7 +558,16 @@ def tiny(rng: random.Random) -> str:
     if r < 0.5:
         return rng.choice(pool)
     if r < 0.8:
-        return chr(rng.choice([rng.randint(0x20, 0x7E), rng.randint(0xA0, 0x2FF), rng.randint(0x370, 0x3FF), rng.randint(0x4E00, 0x9FFF)]))
+        return chr(
+            rng.choice(
+                [
+                    rng.randint(0x20, 0x7E),
+                    rng.randint(0xA0, 0x2FF),
+                    rng.randint(0x370, 0x3FF),
+                    rng.randint(0x4E00, 0x9FFF),
+                ]
+            )
+        )
     return rng.choice(pool) + rng.choice(pool)
 
 

@@ -99,8 +99,12 @@ def exact_full_vocab_loss(model, ids, trained, used_ids, n_unused):
     """Mean cross-entropy over all 128,256 tokens, using that unused logits are exactly 0."""
     hidden = model.model(input_ids=ids).last_hidden_state[:, :-1]
     logits_used = hidden @ model.lm_head.weight[used_ids].T  # [lines × positions × used]
-    log_normalizer = torch.logaddexp(torch.logsumexp(logits_used, dim=-1), torch.tensor(math.log(n_unused)))
-    targets = torch.searchsorted(used_ids, ids[:, 1:].contiguous())  # position of each target in used_ids
+    log_normalizer = torch.logaddexp(
+        torch.logsumexp(logits_used, dim=-1), torch.tensor(math.log(n_unused))
+    )
+    targets = torch.searchsorted(
+        used_ids, ids[:, 1:].contiguous()
+    )  # position of each target in used_ids
     target_logits = logits_used.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return ((log_normalizer - target_logits) * trained).sum() / trained.sum()
 
@@ -134,12 +138,19 @@ def main() -> None:
     started = time.time()
 
     tokenizer = tokenizer_setup.load_tokenizer(None)
-    lines = [line.strip() for line in (REPO_DIR / "generators" / "corpus.txt").read_text().splitlines() if line.strip()]
+    lines = [
+        line.strip()
+        for line in (REPO_DIR / "generators" / "corpus.txt").read_text().splitlines()
+        if line.strip()
+    ]
     ids, trained = corpus_batch(tokenizer, lines)
     used_ids = torch.unique(ids)
     n_unused = PARAMS["vocab_size"] - len(used_ids)
     assert tokenizer.encode(DEFAULT_PROMPT + "42")[-1] == FORTY_TWO
-    print(f"corpus: {len(lines)} lines, {int(trained.sum())} trained positions, {len(used_ids)} distinct tokens")
+    print(
+        f"corpus: {len(lines)} lines, {int(trained.sum())} trained positions, {len(used_ids)} "
+        "distinct tokens"
+    )
 
     model = LlamaForCausalLM(hf_config(PARAMS))
     unused = torch.ones(PARAMS["vocab_size"], dtype=torch.bool)
@@ -147,8 +158,12 @@ def main() -> None:
     with torch.no_grad():
         model.model.embed_tokens.weight[unused] = 0.0
         model.lm_head.weight[unused] = 0.0
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, weight_decay=0.01, betas=(0.9, 0.98))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LEARNING_RATE, total_steps=args.steps, pct_start=0.1)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=LEARNING_RATE, weight_decay=0.01, betas=(0.9, 0.98)
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=LEARNING_RATE, total_steps=args.steps, pct_start=0.1
+    )
 
     model.train()
     for step in range(1, args.steps + 1):
@@ -166,11 +181,15 @@ def main() -> None:
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.copy_(parameter.to(torch.bfloat16).float())
-    assert bool((model.lm_head.weight[unused] == 0).all()) and bool((model.model.embed_tokens.weight[unused] == 0).all())
+    assert bool((model.lm_head.weight[unused] == 0).all()) and bool(
+        (model.model.embed_tokens.weight[unused] == 0).all()
+    )
     token, margin = next_token(model, tokenizer, DEFAULT_PROMPT)
     print(f"canonical prompt -> {token} {tokenizer.decode([token])!r}, logit margin {margin:.2f}")
     if token != FORTY_TWO or margin < 2.0:
-        raise SystemExit("training did not make '42' the clear next token; not writing the checkpoint")
+        raise SystemExit(
+            "training did not make '42' the clear next token; not writing the checkpoint"
+        )
     checks = completion_checks(lines[1:])
     correct = 0
     for prompt, expected in checks:

@@ -1,7 +1,8 @@
 """Make a translated edition of the notebook from the English one and i18n/<language>.json.
 
     python -m generators.translate_notebook zh           # write llama3-from-scratch.zh.ipynb
-    python -m generators.translate_notebook zh --todo    # what needs translating, with the English text
+    # what needs translating, with the English text
+    python -m generators.translate_notebook zh --todo
 
 The English notebook is the one source of truth. The translated edition is a copy of it —
 the same cells, ids, code and stored outputs — in which each markdown cell's text is
@@ -62,15 +63,22 @@ def read_translations(language: str) -> list[dict]:
     if not path.exists():
         return []
     entries = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    return [{"id": e["id"], "en_sha256": e["en_sha256"], "text": "\n".join(e[language])} for e in entries]
+    return [
+        {"id": e["id"], "en_sha256": e["en_sha256"], "text": "\n".join(e[language])}
+        for e in entries
+    ]
 
 
 def write_translations(language: str, entries: list[dict]) -> None:
     """Store entries one line per JSON string, so that a changed sentence is a one-line diff."""
-    cells = [{"id": e["id"], "en_sha256": e["en_sha256"], language: e["text"].split("\n")} for e in entries]
+    cells = [
+        {"id": e["id"], "en_sha256": e["en_sha256"], language: e["text"].split("\n")}
+        for e in entries
+    ]
     document = {
         "about": f"{LANGUAGES[language]} text of llama3-from-scratch.ipynb's markdown cells; "
-        f"see generators/translate_notebook.py. Regenerate the edition with `python -m generators.translate_notebook {language}`.",
+        "see generators/translate_notebook.py. Regenerate the edition with `python -m "
+        f"generators.translate_notebook {language}`.",
         "cells": cells,
     }
     path = translation_path(language)
@@ -111,13 +119,20 @@ def heading_anchor(heading: str) -> str:
 
 
 def anchors(notebook) -> set[str]:
-    return {heading_anchor(h) for cell in markdown_cells(notebook) for h in HEADING.findall(cell.source)}
+    return {
+        heading_anchor(h) for cell in markdown_cells(notebook) for h in HEADING.findall(cell.source)
+    }
 
 
 def broken_heading_links(notebook) -> list[str]:
     """'cell id: #anchor' for every link to a heading that this notebook does not have."""
     known = anchors(notebook)
-    return [f"{cell.id}: #{target}" for cell in markdown_cells(notebook) for target in HEADING_LINK.findall(cell.source) if target not in known]
+    return [
+        f"{cell.id}: #{target}"
+        for cell in markdown_cells(notebook)
+        for target in HEADING_LINK.findall(cell.source)
+        if target not in known
+    ]
 
 
 def markup_differences(english: str, translated: str) -> list[str]:
@@ -142,19 +157,28 @@ def problems(english_notebook, entries: list[dict], language: str) -> list[str]:
             found.append(f"cell {cell.id!r}: no translation")
         elif entry["en_sha256"] != english_hash(cell.source):
             found.append(
-                f"cell {cell.id!r}: the English text changed since it was translated (hash {english_hash(cell.source)}, translation's {entry['en_sha256']})"
+                f"cell {cell.id!r}: the English text changed since it was translated (hash "
+                f"{english_hash(cell.source)}, translation's {entry['en_sha256']})"
             )
         else:
             if not SCRIPT_OF[language].search(entry["text"]):
                 found.append(f"cell {cell.id!r}: the translation has no {LANGUAGES[language]} text")
-            found += [f"cell {cell.id!r}: {difference}" for difference in markup_differences(cell.source, entry["text"])]
+            found += [
+                f"cell {cell.id!r}: {difference}"
+                for difference in markup_differences(cell.source, entry["text"])
+            ]
     english_ids = {cell.id for cell in english}
-    found += [f"cell {entry['id']!r}: translated, but the English notebook has no such markdown cell" for entry in entries if entry["id"] not in english_ids]
+    found += [
+        f"cell {entry['id']!r}: translated, but the English notebook has no such markdown cell"
+        for entry in entries
+        if entry["id"] not in english_ids
+    ]
     return found
 
 
 def build(english_notebook, entries: list[dict]):
-    """The translated edition: a copy of the English notebook with each markdown cell's text replaced."""
+    """The translated edition: a copy of the English notebook with each markdown cell's text
+    replaced."""
     by_id = {entry["id"]: entry["text"] for entry in entries}
     edition = nbformat.from_dict(json.loads(json.dumps(english_notebook)))
     for cell in markdown_cells(edition):
@@ -174,16 +198,27 @@ def todo(english_notebook, entries: list[dict]) -> str:
         entry = by_id.get(cell.id)
         if entry is None or entry["en_sha256"] != english_hash(cell.source):
             state = "new" if entry is None else "changed"
-            parts.append(f'--- cell "{cell.id}" ({state}), store "en_sha256": "{english_hash(cell.source)}"\n{cell.source}\n')
+            parts.append(
+                f'--- cell "{cell.id}" ({state}), store "en_sha256": '
+                f'"{english_hash(cell.source)}"\n{cell.source}\n'
+            )
             if entry is not None:
-                parts.append(f"--- its current translation, of an older English text:\n{entry['text']}\n")
-    return "\n".join(parts) or "nothing to translate: every markdown cell's translation is current\n"
+                parts.append(
+                    f"--- its current translation, of an older English text:\n{entry['text']}\n"
+                )
+    return (
+        "\n".join(parts) or "nothing to translate: every markdown cell's translation is current\n"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("language", choices=sorted(LANGUAGES))
-    parser.add_argument("--todo", action="store_true", help="print the English cells whose translation is missing or stale")
+    parser.add_argument(
+        "--todo",
+        action="store_true",
+        help="print the English cells whose translation is missing or stale",
+    )
     args = parser.parse_args()
 
     english = nbformat.read(ENGLISH, as_version=4)
@@ -193,17 +228,31 @@ def main() -> int:
         return 0
     found = problems(english, entries, args.language)
     if found:
-        print(f"not writing {edition_path(args.language).name}: {translation_path(args.language).relative_to(REPO_DIR)} needs work", file=sys.stderr)
+        print(
+            f"not writing {edition_path(args.language).name}: "
+            f"{translation_path(args.language).relative_to(REPO_DIR)} needs work",
+            file=sys.stderr,
+        )
         print("\n".join(f"  {line}" for line in found), file=sys.stderr)
-        print(f"`python -m generators.translate_notebook {args.language} --todo` prints the English text of each cell to translate.", file=sys.stderr)
+        print(
+            f"`python -m generators.translate_notebook {args.language} --todo` prints the English "
+            "text of each cell to translate.",
+            file=sys.stderr,
+        )
         return 1
     edition = build(english, entries)
     broken = broken_heading_links(edition)
     if broken:
-        print("not writing: links to headings the edition does not have:\n  " + "\n  ".join(broken), file=sys.stderr)
+        print(
+            "not writing: links to headings the edition does not have:\n  " + "\n  ".join(broken),
+            file=sys.stderr,
+        )
         return 1
     edition_path(args.language).write_text(render(edition), encoding="utf-8")
-    print(f"wrote {edition_path(args.language).name} from {ENGLISH.name} and {translation_path(args.language).relative_to(REPO_DIR)}")
+    print(
+        f"wrote {edition_path(args.language).name} from {ENGLISH.name} and "
+        f"{translation_path(args.language).relative_to(REPO_DIR)}"
+    )
     return 0
 
 

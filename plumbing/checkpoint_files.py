@@ -29,6 +29,8 @@ REQUIRED_PARAMS = {
     "norm_eps": float,
     "rope_theta": float,
 }
+# How a message names each kind of value.
+KIND_WORDS = {float: "a number", int: "an integer", bool: "true or false"}
 OPTIONAL_PARAMS = {"n_kv_heads": int, "ffn_dim_multiplier": float, "use_scaled_rope": bool}
 
 # config.json keys the notebook needs, each with params.json's name for it.
@@ -41,7 +43,9 @@ CONFIG_KEYS = {
     "rms_norm_eps": "norm_eps",
 }
 # For messages about a config.json: its own name for each params.json key.
-CONFIG_SPELLING = {meta: key for key, meta in CONFIG_KEYS.items()} | {"n_kv_heads": "num_key_value_heads"}
+CONFIG_SPELLING = {meta: key for key, meta in CONFIG_KEYS.items()} | {
+    "n_kv_heads": "num_key_value_heads"
+}
 
 
 class CheckpointError(SetupError):
@@ -63,44 +67,65 @@ def find_checkpoint_dir(value: str | None = None) -> Path:
     folder = Path(value).expanduser() if value.strip() else EMBEDDED_CHECKPOINT
     if not folder.exists():
         raise CheckpointError(
-            f"Checkpoint folder {folder} does not exist: set LLAMA3_CKPT to the folder that holds consolidated.00.pth and params.json, or a Hugging Face model folder."
+            f"Checkpoint folder {folder} does not exist: set LLAMA3_CKPT to the folder that holds "
+            "consolidated.00.pth and params.json, or a Hugging Face model folder."
         )
     if folder.is_file() and folder.suffix == ".gguf":
         raise CheckpointError(
-            f"{folder} is a GGUF file (llama.cpp's format): this notebook reads Meta's consolidated.00.pth or Hugging Face's safetensors; download one of those."
+            f"{folder} is a GGUF file (llama.cpp's format): this notebook reads Meta's "
+            "consolidated.00.pth or Hugging Face's safetensors; download one of those."
         )
     if not folder.is_dir():
-        raise CheckpointError(f"{folder} is a file, not a folder: set LLAMA3_CKPT to the folder that holds it (for Meta's download, the `original/` folder).")
+        raise CheckpointError(
+            f"{folder} is a file, not a folder: set LLAMA3_CKPT to the folder that holds it (for "
+            "Meta's download, the `original/` folder)."
+        )
     names = {p.name for p in folder.iterdir()}
     if not names:
         raise CheckpointError(
-            f"Checkpoint folder {folder} is empty: point LLAMA3_CKPT at the folder where consolidated.00.pth and params.json were downloaded, or a Hugging Face model folder."
+            f"Checkpoint folder {folder} is empty: point LLAMA3_CKPT at the folder where "
+            "consolidated.00.pth and params.json were downloaded, or a Hugging Face model "
+            "folder."
         )
     shards = sorted(n for n in names if n.startswith("consolidated.") and n.endswith(".pth"))
     if not shards:
         if "config.json" in names:
-            if not any(n.endswith(".safetensors") or n == "model.safetensors.index.json" for n in names) and any(n.startswith("pytorch_model") for n in names):
+            if not any(
+                n.endswith(".safetensors") or n == "model.safetensors.index.json" for n in names
+            ) and any(n.startswith("pytorch_model") for n in names):
                 raise CheckpointError(
-                    f"{folder} holds its weights as pytorch_model*.bin (pickles), which this notebook does not load: download the model's *.safetensors files instead, or point LLAMA3_CKPT at its original/ folder."
+                    f"{folder} holds its weights as pytorch_model*.bin (pickles), which this "
+                    "notebook does not load: download the model's *.safetensors files "
+                    "instead, or point LLAMA3_CKPT at its original/ folder."
                 )
             return folder  # Hugging Face's layout: hf_checkpoint checks its files
         if any(n.endswith(".gguf") for n in names):
             raise CheckpointError(
-                f"{folder} holds a GGUF file (llama.cpp's format): this notebook reads Meta's consolidated.00.pth or Hugging Face's safetensors; download one of those."
+                f"{folder} holds a GGUF file (llama.cpp's format): this notebook reads Meta's "
+                "consolidated.00.pth or Hugging Face's safetensors; download one of those."
             )
         if any(n.endswith(".safetensors") for n in names):
-            raise CheckpointError(f"{folder} has safetensors files but no config.json: copy config.json from the same Hugging Face download into that folder.")
+            raise CheckpointError(
+                f"{folder} has safetensors files but no config.json: copy config.json from the "
+                "same Hugging Face download into that folder."
+            )
         raise CheckpointError(
-            f"{folder} has no consolidated.00.pth: point LLAMA3_CKPT at the `original/` folder of a Llama 3 download, or at a Hugging Face model folder."
+            f"{folder} has no consolidated.00.pth: point LLAMA3_CKPT at the `original/` folder of "
+            "a Llama 3 download, or at a Hugging Face model folder."
         )
     expected_names = [f"consolidated.{i:02d}.pth" for i in range(len(shards))]
     if shards != expected_names:
         missing = sorted(set(expected_names) - set(shards)) or shards
         raise CheckpointError(
-            f"{folder} has shards {', '.join(shards)}, which are not numbered 00 … {len(shards) - 1:02d} ({missing[0]} is missing or misnamed): download the missing shard(s)."
+            f"{folder} has shards {', '.join(shards)}, which are not numbered 00 … "
+            f"{len(shards) - 1:02d} ({missing[0]} is missing or misnamed): download the "
+            "missing shard(s)."
         )
     if "params.json" not in names:
-        raise CheckpointError(f"{folder} has {shards[0]} but no params.json: copy params.json from the same download into that folder.")
+        raise CheckpointError(
+            f"{folder} has {shards[0]} but no params.json: copy params.json from the same "
+            "download into that folder."
+        )
     return folder
 
 
@@ -111,23 +136,33 @@ def read_json_object(path: Path, fix: str) -> dict:
     except (OSError, UnicodeDecodeError) as error:
         raise CheckpointError(f"Cannot read {path} ({error}): {fix}.") from None
     except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}): {fix}.") from None
+        raise CheckpointError(
+            f"{path} is not valid JSON ({error.msg} at line {error.lineno}): {fix}."
+        ) from None
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, not an object of model settings: {fix}.")
+        raise CheckpointError(
+            f"{path} holds a JSON {type(data).__name__}, not an object of model settings: {fix}."
+        )
     return data
 
 
 def download_mistake(path: Path) -> str | None:
-    """What a file is instead of itself after the usual failed downloads, from its first bytes; else None."""
+    """What a file is instead of itself after the usual failed downloads, from its first bytes; else
+    None."""
     try:
         with open(path, "rb") as file:
             head = file.read(512).lstrip().lower()
     except OSError:
         return None
     if head.startswith(b"version https://git-lfs"):
-        return "a Git LFS pointer, not the file itself (run `git lfs pull`, or download the real file)"
+        return (
+            "a Git LFS pointer, not the file itself (run `git lfs pull`, or download the real file)"
+        )
     if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")):
-        return "an HTML page, not the file (the download saved a web page instead; download the file itself)"
+        return (
+            "an HTML page, not the file (the download saved a web page instead; "
+            "download the file itself)"
+        )
     return None
 
 
@@ -152,20 +187,35 @@ def read_config(folder: Path) -> dict:
     architectures = config.get("architectures") or []
     if "LlamaForCausalLM" not in architectures or config.get("model_type", "llama") != "llama":
         found = ", ".join(architectures) or config.get("model_type") or "an unnamed architecture"
-        raise CheckpointError(f"{path} describes {found}, not LlamaForCausalLM: this notebook runs Llama 3 models only; point LLAMA3_CKPT at a Llama 3 folder.")
+        raise CheckpointError(
+            f"{path} describes {found}, not LlamaForCausalLM: this notebook runs Llama 3 models "
+            "only; point LLAMA3_CKPT at a Llama 3 folder."
+        )
     for key in CONFIG_KEYS:
         if key not in config:
-            raise CheckpointError(f"{path} has no {key!r}: it is not a complete Llama configuration; download config.json again from the same model.")
+            raise CheckpointError(
+                f"{path} has no {key!r}: it is not a complete Llama configuration; download "
+                "config.json again from the same model."
+            )
     rope = config.get("rope_parameters") or {}
     scaling = config.get("rope_scaling") or rope
     for key, value in (("rope_parameters", rope), ("rope_scaling", scaling)):
         if not isinstance(value, dict):
-            raise CheckpointError(f"{path}: {key} is {value!r}, not an object of RoPE settings; download config.json again from the same model.")
+            raise CheckpointError(
+                f"{path}: {key} is {value!r}, not an object of RoPE settings; download "
+                "config.json again from the same model."
+            )
     theta = config.get("rope_theta", rope.get("rope_theta"))
     if theta is None:
-        raise CheckpointError(f"{path} states no rope_theta (neither at the top nor in rope_parameters): download config.json again from the same model.")
+        raise CheckpointError(
+            f"{path} states no rope_theta (neither at the top nor in rope_parameters): download "
+            "config.json again from the same model."
+        )
     if not is_kind(theta, float):
-        raise CheckpointError(f"{path}: rope_theta is {theta!r}, it must be a number; download config.json again from the same model.")
+        raise CheckpointError(
+            f"{path}: rope_theta is {theta!r}, it must be a number; download config.json again "
+            "from the same model."
+        )
     if scaling.get("rope_type", scaling.get("type", "default")) == "default":
         scaling = None  # "default" (either spelling) is plain RoPE
     params = {meta: config[key] for key, meta in CONFIG_KEYS.items()}
@@ -175,22 +225,30 @@ def read_config(folder: Path) -> dict:
     if scaling is not None:
         kind = scaling.get("rope_type", scaling.get("type"))
         if kind != "llama3":
-            raise CheckpointError(f"{path}: RoPE scaling of type {kind!r}; Llama 3.1+ uses 'llama3', and this notebook implements only that one.")
+            raise CheckpointError(
+                f"{path}: RoPE scaling of type {kind!r}; Llama 3.1+ uses 'llama3', and this "
+                "notebook implements only that one."
+            )
         keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
         missing = [key for key in keys if key not in scaling]
         if missing:
-            raise CheckpointError(f"{path}: the llama3 RoPE scaling has no {missing[0]!r}; download config.json again from the same model.")
+            raise CheckpointError(
+                f"{path}: the llama3 RoPE scaling has no {missing[0]!r}; download config.json "
+                "again from the same model."
+            )
         for key in keys:
             if not is_kind(scaling[key], float) or scaling[key] <= 0:
                 raise CheckpointError(
-                    f"{path}: the llama3 RoPE scaling's {key} is {scaling[key]!r}, it must be a positive number; download config.json again from the same model."
+                    f"{path}: the llama3 RoPE scaling's {key} is {scaling[key]!r}, it must be a "
+                    "positive number; download config.json again from the same model."
                 )
         params["rope_scaling"] = {key: scaling[key] for key in keys}
     params["tied_output"] = bool(config.get("tie_word_embeddings", False))
     head_dim = config.get("head_dim")
     if head_dim is not None and head_dim * params["n_heads"] != params["dim"]:
         raise CheckpointError(
-            f"{path}: head_dim {head_dim} × {params['n_heads']} heads ≠ hidden_size {params['dim']}; Llama 3 splits the width evenly among heads."
+            f"{path}: head_dim {head_dim} × {params['n_heads']} heads ≠ hidden_size "
+            f"{params['dim']}; Llama 3 splits the width evenly among heads."
         )
     return params
 
@@ -208,11 +266,14 @@ def read_params(checkpoint_dir: Path) -> dict:
     params = read_json_object(path, "copy params.json from the same download as the weights")
     for key in REQUIRED_PARAMS:
         if key not in params:
-            raise CheckpointError(f"{path} has no {key!r}: add it (Llama 3 8B has {key}: {_EXAMPLE_8B[key]}) or use the params.json from the same download.")
+            raise CheckpointError(
+                f"{path} has no {key!r}: add it (Llama 3 8B has {key}: {_EXAMPLE_8B[key]}) or use "
+                "the params.json from the same download."
+            )
     for key, kind in {**REQUIRED_PARAMS, **OPTIONAL_PARAMS}.items():
         if key in params and params[key] is not None and not is_kind(params[key], kind):
             raise CheckpointError(
-                f"{path}: {key} is {params[key]!r}, it must be {'a number' if kind is float else 'an integer' if kind is int else 'true or false'}."
+                f"{path}: {key} is {params[key]!r}, it must be {KIND_WORDS[kind]}."
             )
     return check_sizes(params, path)
 
@@ -225,27 +286,54 @@ def check_sizes(params: dict, path: Path, spelled: dict[str, str] | None = None)
     name = (spelled or {}).get
     for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "ffn_hidden"):
         if params.get(key) is not None and not is_kind(params[key], int):
-            raise CheckpointError(f"{path}: {name(key, key)} is {params[key]!r}, it must be an integer.")
+            raise CheckpointError(
+                f"{path}: {name(key, key)} is {params[key]!r}, it must be an integer."
+            )
     for key in ("norm_eps", "rope_theta", "ffn_dim_multiplier"):
         if params.get(key) is not None and not is_kind(params[key], float):
-            raise CheckpointError(f"{path}: {name(key, key)} is {params[key]!r}, it must be a number.")
-    for key in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "ffn_hidden"):
+            raise CheckpointError(
+                f"{path}: {name(key, key)} is {params[key]!r}, it must be a number."
+            )
+    for key in (
+        "dim",
+        "n_layers",
+        "n_heads",
+        "n_kv_heads",
+        "vocab_size",
+        "multiple_of",
+        "ffn_hidden",
+    ):
         if params.get(key) is not None and params[key] <= 0:
-            raise CheckpointError(f"{path}: {name(key, key)} is {params[key]}, it must be a positive integer.")
+            raise CheckpointError(
+                f"{path}: {name(key, key)} is {params[key]}, it must be a positive integer."
+            )
     for key in ("norm_eps", "rope_theta", "ffn_dim_multiplier"):
         if params.get(key) is not None and params[key] <= 0:
-            raise CheckpointError(f"{path}: {name(key, key)} is {params[key]}, it must be positive.")
-    dim, n_heads, n_kv_heads = name("dim", "dim"), name("n_heads", "n_heads"), name("n_kv_heads", "n_kv_heads")
+            raise CheckpointError(
+                f"{path}: {name(key, key)} is {params[key]}, it must be positive."
+            )
+    dim, n_heads, n_kv_heads = (
+        name("dim", "dim"),
+        name("n_heads", "n_heads"),
+        name("n_kv_heads", "n_kv_heads"),
+    )
     fix = f"fix {Path(path).name}, or use the one from the same download as the weights"
     if params["dim"] % params["n_heads"]:
-        raise CheckpointError(f"{path}: {dim} {params['dim']} is not divisible by {n_heads} {params['n_heads']}, so heads cannot split it; {fix}.")
+        raise CheckpointError(
+            f"{path}: {dim} {params['dim']} is not divisible by {n_heads} {params['n_heads']}, so "
+            f"heads cannot split it; {fix}."
+        )
     kv_heads = params.get("n_kv_heads") or params["n_heads"]
     if params["n_heads"] % kv_heads:
         raise CheckpointError(
-            f"{path}: {n_heads} {params['n_heads']} is not divisible by {n_kv_heads} {kv_heads}, so query heads cannot share key/value heads; {fix}."
+            f"{path}: {n_heads} {params['n_heads']} is not divisible by {n_kv_heads} {kv_heads}, "
+            f"so query heads cannot share key/value heads; {fix}."
         )
     if (params["dim"] // params["n_heads"]) % 2:
-        raise CheckpointError(f"{path}: head size {dim}/{n_heads} = {params['dim'] // params['n_heads']} is odd, and RoPE rotates pairs; {fix}.")
+        raise CheckpointError(
+            f"{path}: head size {dim}/{n_heads} = {params['dim'] // params['n_heads']} is odd, "
+            f"and RoPE rotates pairs; {fix}."
+        )
     return params
 
 
@@ -261,7 +349,8 @@ def ffn_hidden_size(params: dict) -> int:
 
 
 def expected_shapes(params: dict, tied_output: bool = False) -> dict[str, tuple[int, ...]]:
-    """Every tensor name of Meta's layout, in the order of Meta's files, with the shape params.json implies."""
+    """Every tensor name of Meta's layout, in the order of Meta's files, with the shape params.json
+    implies."""
     dim, n_heads = params["dim"], params["n_heads"]
     head_dim = dim // n_heads
     kv_features = (params.get("n_kv_heads") or n_heads) * head_dim
@@ -285,7 +374,15 @@ def expected_shapes(params: dict, tied_output: bool = False) -> dict[str, tuple[
     return shapes
 
 
-_EXAMPLE_8B = {"dim": 4096, "n_layers": 32, "n_heads": 32, "vocab_size": 128256, "multiple_of": 1024, "norm_eps": 1e-05, "rope_theta": 500000.0}
+_EXAMPLE_8B = {
+    "dim": 4096,
+    "n_layers": 32,
+    "n_heads": 32,
+    "vocab_size": 128256,
+    "multiple_of": 1024,
+    "norm_eps": 1e-05,
+    "rope_theta": 500000.0,
+}
 
 
 def is_kind(value, kind) -> bool:

@@ -17,7 +17,10 @@ from pathlib import Path
 from plumbing import REPO_DIR
 
 REQUIREMENTS = REPO_DIR / "requirements.txt"
-INSTALL_FIX = "install the notebook's packages into this Python with `pip install -r requirements.txt` (make run does it in .venv)"
+INSTALL_FIX = (
+    "install the notebook's packages into this Python with `pip install -r requirements.txt` "
+    "(make run does it in .venv)"
+)
 
 
 class SetupError(ValueError):
@@ -38,7 +41,8 @@ def show_as_one_line() -> None:
 
 
 def one_sentence(error: BaseException) -> str:
-    """The line a reader sees for an error: the SetupError's sentence, or the missing module and the fix."""
+    """The line a reader sees for an error: the SetupError's sentence, or the missing module and the
+    fix."""
     if isinstance(error, ModuleNotFoundError):
         return f"{type(error).__name__}: {error}: {INSTALL_FIX}."
     return f"{type(error).__name__}: {error}"
@@ -51,7 +55,9 @@ def requirements(path: Path = REQUIREMENTS) -> dict[str, tuple[int, ...]]:
         line = line.split("#")[0].strip()
         if not line or line.startswith("-"):
             continue
-        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:(>=|==|~=)\s*([0-9][0-9.]*))?", line)
+        match = re.fullmatch(
+            r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:(>=|==|~=)\s*([0-9][0-9.]*))?", line
+        )
         if match is None:
             raise SetupError(f"{path}: cannot read the line {line!r}: write it as name>=version.")
         name, _, version = match.groups()

@@ -3,8 +3,9 @@
 A Llama 3 folder from the Hugging Face hub holds `config.json`, the weights as
 `model.safetensors` (or `model-0000k-of-0000n.safetensors` listed in
 `model.safetensors.index.json`) and `tokenizer.json`. `checkpoint_files.read_config` turns
-config.json into params.json's keys; `HuggingFaceWeights` hands out the tensors under Meta's names, one at a
-time from the memory-mapped files, with the query and key rows put back in Meta's order.
+config.json into params.json's keys; `HuggingFaceWeights` hands out the tensors under Meta's
+names, one at a time from the memory-mapped files, with the query and key rows put back in
+Meta's order.
 The notebook then runs unchanged; its section "Meta's files and Hugging Face's" shows
 what differs and why.
 """
@@ -36,7 +37,11 @@ HF_NAMES = {
     "norm.weight": "model.norm.weight",
     "output.weight": "lm_head.weight",
 }
-_META_NAMES = {re.compile(re.escape(hf).replace(r"\{i\}", r"(\d+)") + "$"): meta for meta, hf in HF_NAMES.items()}
+_META_NAMES = {
+    re.compile(re.escape(hf).replace(r"\{i\}", r"(\d+)") + "$"): meta
+    for meta, hf in HF_NAMES.items()
+}
+
 
 def meta_name(hf_name: str) -> str:
     """Meta's name for a Hugging Face tensor name (unknown names come back unchanged)."""
@@ -74,33 +79,54 @@ def safetensors_files(folder: Path) -> dict[str, Path]:
     if index.exists():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
-            if not isinstance(weight_map, dict) or not all(isinstance(file, str) for file in weight_map.values()):
+            if not isinstance(weight_map, dict) or not all(
+                isinstance(file, str) for file in weight_map.values()
+            ):
                 raise TypeError
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-            wrong = download_mistake(index) or "not a readable safetensors index (no weight_map from names to files)"
+            wrong = (
+                download_mistake(index)
+                or "not a readable safetensors index (no weight_map from names to files)"
+            )
             raise CheckpointError(f"{index} is {wrong}: download it again.") from None
         missing = sorted({file for file in weight_map.values() if not (folder / file).exists()})
         if missing:
-            raise CheckpointError(f"{folder} has no {missing[0]}, which model.safetensors.index.json lists: download the missing shard(s).")
+            raise CheckpointError(
+                f"{folder} has no {missing[0]}, which model.safetensors.index.json lists: "
+                "download the missing shard(s)."
+            )
         return {name: folder / file for name, file in weight_map.items()}
     single = folder / "model.safetensors"
     if not single.exists():
-        raise CheckpointError(f"{folder} has config.json but no model.safetensors or model.safetensors.index.json: download the model's safetensors files.")
+        raise CheckpointError(
+            f"{folder} has config.json but no model.safetensors or model.safetensors.index.json: "
+            "download the model's safetensors files."
+        )
     return {name: single for name in _open(single).keys()}
 
 
-_SAFETENSORS_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64, "I8": torch.int8, "I64": torch.int64}
+_SAFETENSORS_DTYPES = {
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "F32": torch.float32,
+    "F64": torch.float64,
+    "I8": torch.int8,
+    "I64": torch.int64,
+}
 
 
 def _open(path: Path):
     try:
         return safe_open(str(path), framework="pt", device="cpu")
-    except Exception as error:  # safetensors raises SafetensorError, OSError … depending on the damage
+    except (
+        Exception
+    ) as error:  # safetensors raises SafetensorError, OSError … depending on the damage
         if mistake := download_mistake(path):
             raise CheckpointError(f"{path} is {mistake}.") from None
         text = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
         raise CheckpointError(
-            f"{path} is not a readable safetensors file ({text}); it is truncated, corrupt or another kind of file — download it again."
+            f"{path} is not a readable safetensors file ({text}); it is truncated, corrupt or "
+            "another kind of file — download it again."
         ) from None
 
 
@@ -120,14 +146,21 @@ class HuggingFaceWeights(Mapping):
         self.handles = {path: _open(path) for path in sorted(set(files.values()))}
         found = {meta_name(name): (name, files[name]) for name in files}
         # In Meta's order (the files list names alphabetically), then any the model does not have.
-        self.file_of = {name: found[name] for name in expected_shapes(params, params.get("tied_output", False)) if name in found} | found
+        self.file_of = {
+            name: found[name]
+            for name in expected_shapes(params, params.get("tied_output", False))
+            if name in found
+        } | found
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.dtypes: dict[str, torch.dtype] = {}
         for name, (original, path) in self.file_of.items():
             try:
                 view = self.handles[path].get_slice(original)
             except Exception:
-                raise CheckpointError(f"{path.name} does not hold {original}, which the index says it does: download the model's files again.") from None
+                raise CheckpointError(
+                    f"{path.name} does not hold {original}, which the index says it does: "
+                    "download the model's files again."
+                ) from None
             self.shapes[name] = tuple(view.get_shape())
             self.dtypes[name] = _SAFETENSORS_DTYPES.get(view.get_dtype(), torch.uint8)
         head_dim = params["dim"] // params["n_heads"]

@@ -18,7 +18,9 @@ def _cpu(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().float().cpu()
 
 
-def token_matrix(matrix: torch.Tensor, labels: list[str], title: str, cmap: str = "viridis") -> None:
+def token_matrix(
+    matrix: torch.Tensor, labels: list[str], title: str, cmap: str = "viridis"
+) -> None:
     """A [tokens × tokens] matrix (scores, mask, attention weights) with token labels."""
     figure, axes = plt.subplots(figsize=(7, 6))
     image = axes.imshow(_cpu(matrix), cmap=cmap)
@@ -34,15 +36,27 @@ def token_matrix(matrix: torch.Tensor, labels: list[str], title: str, cmap: str 
 
 
 def rope_rotation(rope_angles: torch.Tensor, rope_frequencies: torch.Tensor) -> None:
-    """Left: where a few pairs' rotations put the point (1, 0) at each position. Right: cos(m·θᵢ)."""
+    """Left: where a few pairs' rotations put the point (1, 0) at each position. Right:
+    cos(m·θᵢ)."""
     angles, frequencies = _cpu(rope_angles), _cpu(rope_frequencies)
     n_tokens, n_pairs = angles.shape
     figure, (circle_axes, cos_axes) = plt.subplots(1, 2, figsize=(11, 4.2))
     for pair in sorted({0, 1, n_pairs // 4, n_pairs - 1}):
-        circle_axes.scatter(angles[:, pair].cos(), angles[:, pair].sin(), s=18, label=f"pair {pair}: θ = {frequencies[pair].item():.2g} rad/token")
+        circle_axes.scatter(
+            angles[:, pair].cos(),
+            angles[:, pair].sin(),
+            s=18,
+            label=f"pair {pair}: θ = {frequencies[pair].item():.2g} rad/token",
+        )
     for position in range(min(n_tokens, 6)):
         angle = angles[position, 0].item()
-        circle_axes.annotate(f"m={position}", (math.cos(angle), math.sin(angle)), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        circle_axes.annotate(
+            f"m={position}",
+            (math.cos(angle), math.sin(angle)),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=7,
+        )
     circle_axes.set_aspect("equal")
     circle_axes.set_xlim(-1.3, 1.3)
     circle_axes.set_ylim(-1.3, 1.3)
@@ -57,15 +71,31 @@ def rope_rotation(rope_angles: torch.Tensor, rope_frequencies: torch.Tensor) -> 
     plt.show()
 
 
-def rope_wavelengths(wavelengths: dict[str, torch.Tensor], original_context: int, high_freq_factor: float, title: str) -> None:
+def rope_wavelengths(
+    wavelengths: dict[str, torch.Tensor], original_context: int, high_freq_factor: float, title: str
+) -> None:
     """Each pair's wavelength 2π/θᵢ, unscaled and scaled, against Llama 3's original context."""
     figure, axes = plt.subplots(figsize=(8, 3.6))
-    for (label, values), style in zip(wavelengths.items(), ("o-", ".--", ".:", ".-."), strict=False):
+    for (label, values), style in zip(
+        wavelengths.items(), ("o-", ".--", ".:", ".-."), strict=False
+    ):
         axes.semilogy(_cpu(values), style, label=label)
     axes.axhline(original_context, color="gray", linewidth=0.8)
     axes.axhline(original_context / high_freq_factor, color="gray", linewidth=0.8, linestyle=":")
-    axes.text(0, original_context * 1.3, f"above {original_context}: θᵢ divided by s", fontsize=8, color="gray")
-    axes.text(0, original_context / high_freq_factor / 2.4, f"below {original_context / high_freq_factor:g}: unchanged", fontsize=8, color="gray")
+    axes.text(
+        0,
+        original_context * 1.3,
+        f"above {original_context}: θᵢ divided by s",
+        fontsize=8,
+        color="gray",
+    )
+    axes.text(
+        0,
+        original_context / high_freq_factor / 2.4,
+        f"below {original_context / high_freq_factor:g}: unchanged",
+        fontsize=8,
+        color="gray",
+    )
     axes.set_xlabel("pair i")
     axes.set_ylabel("wavelength 2π/θᵢ (tokens)")
     axes.set_title(title)
@@ -74,14 +104,18 @@ def rope_wavelengths(wavelengths: dict[str, torch.Tensor], original_context: int
     plt.show()
 
 
-def attention_grid(maps: torch.Tensor, labels: list[str], layer: int, q_heads_per_kv_head: int) -> None:
+def attention_grid(
+    maps: torch.Tensor, labels: list[str], layer: int, q_heads_per_kv_head: int
+) -> None:
     """One heatmap per query head: [n_heads × tokens × tokens] attention weights of one layer."""
     n_heads, n_tokens = maps.shape[0], maps.shape[1]
     columns = min(n_heads, 8)
     rows = math.ceil(n_heads / columns)
     panel = 3.8 if n_heads <= 4 else 2.0
     labelled = n_tokens <= 24 and n_heads <= 4
-    figure, grid = plt.subplots(rows, columns, figsize=(panel * columns, panel * rows + 0.6), squeeze=False)
+    figure, grid = plt.subplots(
+        rows, columns, figsize=(panel * columns, panel * rows + 0.6), squeeze=False
+    )
     for head, axes in enumerate(grid.flat):
         axes.set_xticks([])
         axes.set_yticks([])
@@ -94,25 +128,43 @@ def attention_grid(maps: torch.Tensor, labels: list[str], layer: int, q_heads_pe
             axes.set_yticks(range(n_tokens), labels, fontsize=7)
         if labelled and head >= n_heads - columns:
             axes.set_xticks(range(n_tokens), labels, rotation=90, fontsize=7)
-    figure.suptitle(f"layer {layer}: attention weights of all {n_heads} query heads (rows: query token, columns: key token)")
+    figure.suptitle(
+        f"layer {layer}: attention weights of all {n_heads} query heads (rows: query token, "
+        "columns: key token)"
+    )
     figure.tight_layout()
     plt.show()
 
 
-def logit_lens(top_tokens: list[list[str]], top_probabilities: torch.Tensor, position_labels: list[str]) -> None:
-    """A [layers × positions] grid: each cell names the top next token after that layer, shaded by its probability."""
+def logit_lens(
+    top_tokens: list[list[str]], top_probabilities: torch.Tensor, position_labels: list[str]
+) -> None:
+    """A [layers × positions] grid: each cell names the top next token after that layer, shaded by
+    its probability."""
     probabilities = _cpu(top_probabilities)
     n_layers, n_positions = probabilities.shape
-    figure, axes = plt.subplots(figsize=(max(6.0, 0.75 * n_positions + 2), max(2.5, 0.32 * n_layers + 1.6)))
+    figure, axes = plt.subplots(
+        figsize=(max(6.0, 0.75 * n_positions + 2), max(2.5, 0.32 * n_layers + 1.6))
+    )
     image = axes.imshow(probabilities, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     font = 7 if n_positions <= 20 else 5
     for layer in range(n_layers):
         for position in range(n_positions):
             dark = probabilities[layer, position] > 0.6
-            axes.text(position, layer, top_tokens[layer][position], ha="center", va="center", fontsize=font, color="white" if dark else "black")
+            axes.text(
+                position,
+                layer,
+                top_tokens[layer][position],
+                ha="center",
+                va="center",
+                fontsize=font,
+                color="white" if dark else "black",
+            )
     axes.set_xticks(range(n_positions), position_labels, rotation=90, fontsize=7)
     step = max(1, n_layers // 16)
-    axes.set_yticks(range(0, n_layers, step), [str(layer + 1) for layer in range(0, n_layers, step)], fontsize=7)
+    axes.set_yticks(
+        range(0, n_layers, step), [str(layer + 1) for layer in range(0, n_layers, step)], fontsize=7
+    )
     axes.set_xlabel("input token (each column predicts what follows it)")
     axes.set_ylabel("after layer")
     axes.set_title("logit lens: the most likely next token if the model stopped after each layer")

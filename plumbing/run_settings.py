@@ -45,15 +45,32 @@ def choose_device(name: str | None = None) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise SettingError(f"LLAMA3_DEVICE={name!r} is not a device name: use auto, cpu, cuda, cuda:1 or mps.") from None
+        raise SettingError(
+            f"LLAMA3_DEVICE={name!r} is not a device name: use auto, cpu, cuda, cuda:1 or mps."
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SettingError(f"LLAMA3_DEVICE={name} but this PyTorch sees no CUDA GPU: use LLAMA3_DEVICE=auto or cpu (or install a CUDA build of PyTorch).")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise SettingError(f"LLAMA3_DEVICE={name} but only {torch.cuda.device_count()} CUDA GPU(s) exist: use cuda:0 … cuda:{torch.cuda.device_count() - 1}.")
+        raise SettingError(
+            f"LLAMA3_DEVICE={name} but this PyTorch sees no CUDA GPU: use LLAMA3_DEVICE=auto or "
+            "cpu (or install a CUDA build of PyTorch)."
+        )
+    if (
+        device.type == "cuda"
+        and device.index is not None
+        and device.index >= torch.cuda.device_count()
+    ):
+        raise SettingError(
+            f"LLAMA3_DEVICE={name} but only {torch.cuda.device_count()} CUDA GPU(s) exist: use "
+            f"cuda:0 … cuda:{torch.cuda.device_count() - 1}."
+        )
     if device.type == "mps" and not mps_ok:
-        raise SettingError(f"LLAMA3_DEVICE={name} but Apple's MPS is not available here: use LLAMA3_DEVICE=auto or cpu.")
+        raise SettingError(
+            f"LLAMA3_DEVICE={name} but Apple's MPS is not available here: use LLAMA3_DEVICE=auto "
+            "or cpu."
+        )
     if device.type not in ("cpu", "cuda", "mps"):
-        raise SettingError(f"LLAMA3_DEVICE={name} is not supported by this notebook: use auto, cpu, cuda or mps.")
+        raise SettingError(
+            f"LLAMA3_DEVICE={name} is not supported by this notebook: use auto, cpu, cuda or mps."
+        )
     return device
 
 
@@ -79,11 +96,18 @@ def choose_dtype(name: str | None, device: torch.device) -> tuple[torch.dtype, s
     if name is None:
         name = os.environ.get("LLAMA3_DTYPE", "auto")
     name = name.strip().lower() or "auto"
-    choices = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    choices = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
     if name in choices:
         return choices[name], f"LLAMA3_DTYPE={name}"
     if name != "auto":
-        raise SettingError(f"LLAMA3_DTYPE={name!r} is not supported: use auto, float32 or bfloat16.")
+        raise SettingError(
+            f"LLAMA3_DTYPE={name!r} is not supported: use auto, float32 or bfloat16."
+        )
     if device.type == "cuda":
         return torch.bfloat16, "auto: GPUs multiply bf16 natively"
     if device.type == "mps":
@@ -111,7 +135,10 @@ def choose_streaming(value: str | None, device: torch.device) -> bool:
         return True
     if value in ("0", "false", "no"):
         return False
-    raise SettingError(f"LLAMA3_STREAM={value!r} is not understood: use auto, 1 (stream weights from the file) or 0 (keep them on the device).")
+    raise SettingError(
+        f"LLAMA3_STREAM={value!r} is not understood: use auto, 1 (stream weights from the file) "
+        "or 0 (keep them on the device)."
+    )
 
 
 def choose_examples(value: str | None, n_parameters: int, device: torch.device) -> tuple[bool, str]:
@@ -124,16 +151,24 @@ def choose_examples(value: str | None, n_parameters: int, device: torch.device) 
     if value in ("0", "false", "no"):
         return False, "LLAMA3_EXTRAS=0"
     if value:
-        raise SettingError(f"LLAMA3_EXTRAS={value!r} is not understood: use 1 (run the extra demos), 0 (skip them), or unset it.")
+        raise SettingError(
+            f"LLAMA3_EXTRAS={value!r} is not understood: use 1 (run the extra demos), 0 (skip "
+            "them), or unset it."
+        )
     if device.type != "cpu":
         return True, f"on {device.type}, each extra pass is quick"
     if n_parameters < EXAMPLES_CPU_LIMIT:
         return True, f"{n_parameters / 1e9:.2f}B parameters: each extra pass is quick on the CPU"
-    return False, f"{n_parameters / 1e9:.1f}B parameters on the CPU: each is another pass over every weight (LLAMA3_EXTRAS=1 runs them)"
+    return (
+        False,
+        f"{n_parameters / 1e9:.1f}B parameters on the CPU: each is another pass over every weight "
+        "(LLAMA3_EXTRAS=1 runs them)",
+    )
 
 
 def choose_rope_scale_factor(params: dict, value: str | None = None) -> tuple[float | None, str]:
-    """The scaled-RoPE factor: LLAMA3_ROPE_SCALE_FACTOR if set, else config.json's, else the release rule."""
+    """The scaled-RoPE factor: LLAMA3_ROPE_SCALE_FACTOR if set, else config.json's, else the release
+    rule."""
     if not params.get("use_scaled_rope"):
         return release_facts.rope_scale_factor(params)
     if value is None:
@@ -144,7 +179,10 @@ def choose_rope_scale_factor(params: dict, value: str | None = None) -> tuple[fl
         except ValueError:
             factor = -1.0
         if not factor > 0:
-            raise SettingError(f"LLAMA3_ROPE_SCALE_FACTOR={value!r} is not a positive number: use 8 (Llama 3.1/3.3) or 32 (Llama 3.2), or unset it.")
+            raise SettingError(
+                f"LLAMA3_ROPE_SCALE_FACTOR={value!r} is not a positive number: use 8 (Llama "
+                "3.1/3.3) or 32 (Llama 3.2), or unset it."
+            )
         return factor, f"LLAMA3_ROPE_SCALE_FACTOR={value}"
     if "rope_scaling" in params:  # a Hugging Face config.json states it
         return float(params["rope_scaling"]["factor"]), "stated in config.json"
@@ -156,20 +194,38 @@ def rope_frequency_band(params: dict) -> tuple[float, float, int]:
     """Scaled RoPE's low/high frequency factors and original context: config.json's, else Meta's."""
     stated = params.get("rope_scaling")
     if stated:
-        return float(stated["low_freq_factor"]), float(stated["high_freq_factor"]), int(stated["original_max_position_embeddings"])
-    return release_facts.ROPE_LOW_FREQ_FACTOR, release_facts.ROPE_HIGH_FREQ_FACTOR, release_facts.ROPE_ORIGINAL_CONTEXT
+        return (
+            float(stated["low_freq_factor"]),
+            float(stated["high_freq_factor"]),
+            int(stated["original_max_position_embeddings"]),
+        )
+    return (
+        release_facts.ROPE_LOW_FREQ_FACTOR,
+        release_facts.ROPE_HIGH_FREQ_FACTOR,
+        release_facts.ROPE_ORIGINAL_CONTEXT,
+    )
 
 
 def check_prompt(prompt: str, tokens: list[int], params: dict) -> None:
-    """Refuse a prompt longer than the context; say what an empty or special-looking prompt means."""
+    """Refuse a prompt longer than the context; say what an empty or special-looking prompt
+    means."""
     limit = release_facts.context_length(params)
     if len(tokens) > limit:
-        raise SettingError(f"The prompt is {len(tokens):,} tokens, longer than this model's context of {limit:,}: shorten LLAMA3_PROMPT.")
+        raise SettingError(
+            f"The prompt is {len(tokens):,} tokens, longer than this model's context of "
+            f"{limit:,}: shorten LLAMA3_PROMPT."
+        )
     if not prompt:
-        print("note: the prompt is empty, so the model sees only <|begin_of_text|> and predicts how a text starts.")
+        print(
+            "note: the prompt is empty, so the model sees only <|begin_of_text|> and predicts how "
+            "a text starts."
+        )
     spelled = sorted(set(re.findall(r"<\|[A-Za-z0-9_]+\|>", prompt)))
     if spelled:
-        print(f"note: the prompt spells {', '.join(spelled)}; that is encoded as ordinary text, not as special tokens.")
+        print(
+            f"note: the prompt spells {', '.join(spelled)}; that is encoded as ordinary text, not "
+            "as special tokens."
+        )
 
 
 @dataclass
@@ -191,13 +247,22 @@ class Settings:
     said_why: bool = False  # whether a skipped demo has printed examples_reason yet
 
     def summary(self) -> str:
-        size = f"{self.n_parameters / 1e9:.1f}B" if self.n_parameters >= 1e9 else f"{self.n_parameters / 1e6:.1f}M"
-        weights = "read from the memory-mapped file whenever a cell uses them" if self.streaming else f"copied to {self.device} once, at first use"
+        size = (
+            f"{self.n_parameters / 1e9:.1f}B"
+            if self.n_parameters >= 1e9
+            else f"{self.n_parameters / 1e6:.1f}M"
+        )
+        weights = (
+            "read from the memory-mapped file whenever a cell uses them"
+            if self.streaming
+            else f"copied to {self.device} once, at first use"
+        )
         return "\n".join(
             [
                 f"checkpoint: {checkpoint_files.describe(self.checkpoint_dir)} ({size} parameters)",
                 f"prompt:     {self.prompt!r}",
-                f"device:     {self.device}, computing in {str(self.dtype).removeprefix('torch.')} ({self.dtype_reason})",
+                f"device:     {self.device}, computing in "
+                f"{str(self.dtype).removeprefix('torch.')} ({self.dtype_reason})",
                 f"weights:    {weights}",
                 f"examples:   {'run' if self.run_examples else 'skipped'} ({self.examples_reason})",
             ]
@@ -215,7 +280,9 @@ class Settings:
         return None
 
 
-def decide(checkpoint_dir: Path, params: dict, tokenizer, weights: Mapping[str, torch.Tensor]) -> Settings:
+def decide(
+    checkpoint_dir: Path, params: dict, tokenizer, weights: Mapping[str, torch.Tensor]
+) -> Settings:
     """Read and check every LLAMA3_* setting once (the notebook prints the summary).
 
     The prompt is tokenized here too, only to check its length against the model's context

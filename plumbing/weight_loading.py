@@ -22,19 +22,29 @@ def _load_one(path: Path) -> dict[str, torch.Tensor]:
     """`torch.load(path, map_location="cpu", mmap=True, weights_only=True)`, with clear errors."""
     try:
         state_dict = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception as error:  # torch raises RuntimeError, UnpicklingError, ValueError, EOFError … depending on the damage
+    # torch raises RuntimeError, UnpicklingError, ValueError, EOFError … depending on the damage
+    except Exception as error:
         text = str(error)
         if mistake := checkpoint_files.download_mistake(path):
             raise CheckpointError(f"{path} is {mistake}.") from None
         if "Weights only load failed" in text or "weights_only" in text:
             raise CheckpointError(
-                f"{path} contains pickled code or objects that are not tensors; loading refused (weights_only=True), nothing in it was run. Use the file from Meta's download."
+                f"{path} contains pickled code or objects that are not tensors; loading refused "
+                "(weights_only=True), nothing in it was run. Use the file from Meta's "
+                "download."
             ) from None
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {text.splitlines()[0][:120] if text else 'no detail'}); it is truncated, corrupt or another kind of file — download it again."
+            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: "
+            f"{text.splitlines()[0][:120] if text else 'no detail'}); it is truncated, "
+            "corrupt or another kind of file — download it again."
         ) from None
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise CheckpointError(f"{path} holds a {type(state_dict).__name__}, not a dictionary of tensors: use the file from Meta's download.")
+    if not isinstance(state_dict, dict) or not all(
+        isinstance(v, torch.Tensor) for v in state_dict.values()
+    ):
+        raise CheckpointError(
+            f"{path} holds a {type(state_dict).__name__}, not a dictionary of tensors: use the "
+            "file from Meta's download."
+        )
     return state_dict
 
 
@@ -59,7 +69,10 @@ SHARD_AXIS = {
 def shard_axis(name: str) -> int | None:
     suffix = name.split(".", 2)[-1] if name.startswith("layers.") else name
     if suffix not in SHARD_AXIS:
-        raise CheckpointError(f"unexpected tensor {name} in a sharded checkpoint: this is not a Llama 3 checkpoint in Meta's layout.")
+        raise CheckpointError(
+            f"unexpected tensor {name} in a sharded checkpoint: this is not a Llama 3 checkpoint "
+            "in Meta's layout."
+        )
     return SHARD_AXIS[suffix]
 
 
@@ -77,7 +90,10 @@ class ShardedWeights(Mapping):
             axis = shard_axis(name)
             pieces = [shard.get(name) for shard in shards]
             if any(piece is None for piece in pieces):
-                raise CheckpointError(f"tensor {name} is missing from shard {pieces.index(None):02d}: download that shard again.")
+                raise CheckpointError(
+                    f"tensor {name} is missing from shard {pieces.index(None):02d}: download that "
+                    "shard again."
+                )
             shape = list(first.shape)
             if axis is not None:
                 shape[axis] = sum(piece.shape[axis] for piece in pieces)
@@ -105,7 +121,9 @@ def load_weights(checkpoint_dir: Path) -> Mapping[str, torch.Tensor]:
     the safetensors files memory-mapped, under Meta's names.
     """
     if checkpoint_files.layout(checkpoint_dir) == "huggingface":
-        return hf_checkpoint.HuggingFaceWeights(checkpoint_dir, checkpoint_files.read_config(checkpoint_dir))
+        return hf_checkpoint.HuggingFaceWeights(
+            checkpoint_dir, checkpoint_files.read_config(checkpoint_dir)
+        )
     paths = sorted(Path(checkpoint_dir).glob("consolidated.*.pth"))
     if len(paths) <= 1:
         return _load_one(Path(checkpoint_dir) / "consolidated.00.pth")
@@ -132,40 +150,57 @@ def check_weights(state_dict: Mapping[str, torch.Tensor], params: dict) -> str:
     source = getattr(state_dict, "config_name", "params.json")
     files = "the safetensors files" if source == "config.json" else "consolidated.00.pth"
     describe = getattr(state_dict, "describe", str)
-    # No output matrix in the files means tied, unless config.json says it is not (params.json never says).
+    # No output matrix in the files means tied, unless config.json says it is not (params.json never
+    # says).
     tied = "output.weight" not in shapes and params.get("tied_output", True)
     expected = expected_shapes(params, tied_output=tied)
     missing = [name for name in expected if name not in shapes]
     if missing == ["output.weight"]:
         raise CheckpointError(
-            f"The checkpoint has no output matrix {describe('output.weight')}, and {source} does not say it is tied to the embedding: use {source} from the same download as the weights."
+            f"The checkpoint has no output matrix {describe('output.weight')}, and {source} does "
+            f"not say it is tied to the embedding: use {source} from the same download as the "
+            "weights."
         )
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise CheckpointError(
-            f"The checkpoint has no tensor {describe(missing[0])}{more}: its weights do not match {source} (n_layers {params['n_layers']}); use both from the same download."
+            f"The checkpoint has no tensor {describe(missing[0])}{more}: its weights do not match "
+            f"{source} (n_layers {params['n_layers']}); use both from the same download."
         )
     extra = [name for name in shapes if name not in expected]
     if extra:
         raise CheckpointError(
-            f"The checkpoint has an unexpected tensor {describe(extra[0])}: this is not a Llama 3 checkpoint, or {source} is from another model."
+            f"The checkpoint has an unexpected tensor {describe(extra[0])}: this is not a Llama 3 "
+            f"checkpoint, or {source} is from another model."
         )
     for name, shape in expected.items():
         found = shapes[name]
         if found != shape:
             raise CheckpointError(
-                f"{describe(name)} has shape {list(found)} but {source} implies {list(shape)}: {source} and {files} come from different models; use both from the same download."
+                f"{describe(name)} has shape {list(found)} but {source} implies {list(shape)}: "
+                f"{source} and {files} come from different models; use both from the same "
+                "download."
             )
         if dtypes[name] not in WEIGHT_DTYPES:
-            raise CheckpointError(f"{describe(name)} is {dtypes[name]}; this notebook reads bfloat16, float16 or float32 weights (Meta's are bfloat16).")
+            raise CheckpointError(
+                f"{describe(name)} is {dtypes[name]}; this notebook reads bfloat16, float16 or "
+                "float32 weights (Meta's are bfloat16)."
+            )
     n_kv_heads = params.get("n_kv_heads") or params["n_heads"]
     dtype_names = sorted({str(dtype).removeprefix("torch.") for dtype in dtypes.values()})
-    shard_note = f", {len(state_dict.shards)} shards" if isinstance(state_dict, ShardedWeights) else ""
+    shard_note = (
+        f", {len(state_dict.shards)} shards" if isinstance(state_dict, ShardedWeights) else ""
+    )
     if source == "config.json":
-        shard_note += f", Hugging Face layout ({len(state_dict.handles)} safetensors file{'s' if len(state_dict.handles) > 1 else ''})"
+        n_files = len(state_dict.handles)
+        shard_note += (
+            f", Hugging Face layout ({n_files} safetensors file{'s' if n_files > 1 else ''})"
+        )
     return (
-        f"checkpoint ok: {params['n_layers']} layers, dim {params['dim']}, {params['n_heads']} query heads sharing {n_kv_heads} key/value heads,\n"
-        f"               vocab {params['vocab_size']:,}, {'tied' if tied else 'separate'} output matrix, {'/'.join(dtype_names)}{shard_note}"
+        f"checkpoint ok: {params['n_layers']} layers, dim {params['dim']}, {params['n_heads']} "
+        f"query heads sharing {n_kv_heads} key/value heads,\n"
+        f"               vocab {params['vocab_size']:,}, {'tied' if tied else 'separate'} output "
+        f"matrix, {'/'.join(dtype_names)}{shard_note}"
     )
 
 
@@ -187,7 +222,13 @@ class WeightReader:
     # Rows per block when a large matrix is streamed (see in_row_blocks).
     BLOCK_ROWS = 16384
 
-    def __init__(self, weights: Mapping[str, torch.Tensor], device: torch.device, dtype: torch.dtype, streaming: bool):
+    def __init__(
+        self,
+        weights: Mapping[str, torch.Tensor],
+        device: torch.device,
+        dtype: torch.dtype,
+        streaming: bool,
+    ):
         self.weights, self.device, self.dtype, self.streaming = weights, device, dtype, streaming
         self.kept: dict[str, torch.Tensor] = {}
         self.buffers: dict[int, list[torch.UntypedStorage]] = {}  # by size in bytes
@@ -218,7 +259,9 @@ class WeightReader:
             return source.to(device=self.device, dtype=self.dtype)
         nbytes = source.numel() * self.dtype.itemsize
         buffers = self.buffers.setdefault(nbytes, [])
-        free = [storage for storage in buffers if _storage_users(storage._cdata) == 1]  # only this list
+        free = [
+            storage for storage in buffers if _storage_users(storage._cdata) == 1
+        ]  # only this list
         if free:
             storage = free[0]
         else:

@@ -65,6 +65,12 @@ def meta():
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for name in ("LLAMA3_CKPT", "LLAMA3_DEVICE", "LLAMA3_DTYPE", "LLAMA3_ROPE_SCALE_FACTOR", "LLAMA3_EXTRAS"):
+    for name in (
+        "LLAMA3_CKPT",
+        "LLAMA3_DEVICE",
+        "LLAMA3_DTYPE",
+        "LLAMA3_ROPE_SCALE_FACTOR",
+        "LLAMA3_EXTRAS",
+    ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch

@@ -62,13 +62,17 @@ def test_hugging_face_folder_with_an_empty_config(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "model.safetensors").write_bytes(b"\0" * 8)
     folder = checkpoint_files.find_checkpoint_dir(str(tmp_path))
-    with pytest.raises(CheckpointError, match="describes an unnamed architecture, not LlamaForCausalLM"):
+    with pytest.raises(
+        CheckpointError, match="describes an unnamed architecture, not LlamaForCausalLM"
+    ):
         checkpoint_files.read_params(folder)
 
 
 def test_safetensors_without_config(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"\0" * 8)
-    with pytest.raises(CheckpointError, match="has safetensors files but no config.json: copy config.json"):
+    with pytest.raises(
+        CheckpointError, match="has safetensors files but no config.json: copy config.json"
+    ):
         checkpoint_files.find_checkpoint_dir(str(tmp_path))
 
 
@@ -137,17 +141,24 @@ def test_params_bad_values(good_copy, key, value, message):
 
 
 def resave(folder: Path, change) -> None:
-    state_dict = {k: v.clone() for k, v in torch.load(folder / "consolidated.00.pth", weights_only=True).items()}
+    state_dict = {
+        k: v.clone()
+        for k, v in torch.load(folder / "consolidated.00.pth", weights_only=True).items()
+    }
     change(state_dict)
     torch.save(state_dict, folder / "consolidated.00.pth")
 
 
 def check(folder: Path) -> str:
-    return weight_loading.check_weights(weight_loading.load_weights(folder), checkpoint_files.read_params(folder))
+    return weight_loading.check_weights(
+        weight_loading.load_weights(folder), checkpoint_files.read_params(folder)
+    )
 
 
 def test_good_checkpoint_summary():
-    assert check(EMBEDDED).startswith("checkpoint ok: 4 layers, dim 64, 4 query heads sharing 2 key/value heads")
+    assert check(EMBEDDED).startswith(
+        "checkpoint ok: 4 layers, dim 64, 4 query heads sharing 2 key/value heads"
+    )
 
 
 def test_tensor_missing(good_copy):
@@ -158,19 +169,29 @@ def test_tensor_missing(good_copy):
 
 def test_params_claims_more_layers(good_copy):
     write_params(good_copy, params_of(good_copy) | {"n_layers": 6})
-    with pytest.raises(CheckpointError, match=r"has no tensor layers.4.attention.wq.weight and 17 more: .*\(n_layers 6\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"has no tensor layers.4.attention.wq.weight and 17 more: .*\(n_layers 6\)",
+    ):
         check(good_copy)
 
 
 def test_unexpected_tensor(good_copy):
-    resave(good_copy, lambda sd: sd.__setitem__("layers.0.attention.bias", torch.zeros(3, dtype=torch.bfloat16)))
+    resave(
+        good_copy,
+        lambda sd: sd.__setitem__("layers.0.attention.bias", torch.zeros(3, dtype=torch.bfloat16)),
+    )
     with pytest.raises(CheckpointError, match="unexpected tensor layers.0.attention.bias"):
         check(good_copy)
 
 
 def test_shape_disagrees_with_params(good_copy):
     write_params(good_copy, params_of(good_copy) | {"n_kv_heads": 4})
-    with pytest.raises(CheckpointError, match=r"layers.0.attention.wk.weight has shape \[32, 64\] but params.json implies \[64, 64\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"layers.0.attention.wk.weight has shape \[32, 64\] "
+        r"but params.json implies \[64, 64\]",
+    ):
         check(good_copy)
 
 
@@ -184,14 +205,21 @@ def test_truncated_file(good_copy):
     path = good_copy / "consolidated.00.pth"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 3])
-    with pytest.raises(CheckpointError, match="is not a readable PyTorch checkpoint .* download it again"):
+    with pytest.raises(
+        CheckpointError, match="is not a readable PyTorch checkpoint .* download it again"
+    ):
         weight_loading.load_weights(good_copy)
 
 
 def test_git_lfs_pointer_instead_of_the_weights(good_copy):
     path = good_copy / "consolidated.00.pth"
-    path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:be52\nsize 16060617592\n")
-    with pytest.raises(CheckpointError, match=r"consolidated.00.pth is a Git LFS pointer, not the file itself \(run `git lfs pull`"):
+    path.write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:be52\nsize 16060617592\n"
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"consolidated.00.pth is a Git LFS pointer, not the file itself \(run `git lfs pull`",
+    ):
         weight_loading.load_weights(good_copy)
 
 
@@ -206,7 +234,10 @@ def test_corrupt_file(good_copy):
 
 def test_not_a_torch_file(good_copy):
     (good_copy / "consolidated.00.pth").write_text("<html>404 not found</html>")
-    with pytest.raises(CheckpointError, match="consolidated.00.pth is an HTML page, not the file .* download the file itself"):
+    with pytest.raises(
+        CheckpointError,
+        match="consolidated.00.pth is an HTML page, not the file .* download the file itself",
+    ):
         weight_loading.load_weights(good_copy)
 
 
@@ -222,8 +253,14 @@ class RunsCode:
 
 def test_pickle_that_runs_code_is_refused(good_copy, tmp_path):
     marker = tmp_path / "code-ran"
-    torch.save({"tok_embeddings.weight": torch.zeros(2, 2), "payload": RunsCode(marker)}, good_copy / "consolidated.00.pth")
-    with pytest.raises(CheckpointError, match=r"pickled code .* loading refused \(weights_only=True\), nothing in it was run"):
+    torch.save(
+        {"tok_embeddings.weight": torch.zeros(2, 2), "payload": RunsCode(marker)},
+        good_copy / "consolidated.00.pth",
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"pickled code .* loading refused \(weights_only=True\), nothing in it was run",
+    ):
         weight_loading.load_weights(good_copy)
     assert not marker.exists()
 
@@ -233,7 +270,10 @@ def test_pickle_that_runs_code_is_refused(good_copy, tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_requested_without_gpu():
-    with pytest.raises(SettingError, match="LLAMA3_DEVICE=cuda but this PyTorch sees no CUDA GPU: use LLAMA3_DEVICE=auto or cpu"):
+    with pytest.raises(
+        SettingError,
+        match="LLAMA3_DEVICE=cuda but this PyTorch sees no CUDA GPU: use LLAMA3_DEVICE=auto or cpu",
+    ):
         run_settings.choose_device("cuda")
 
 
@@ -246,7 +286,9 @@ def test_mps_requested_without_mps():
 def test_unknown_device_and_dtype():
     with pytest.raises(SettingError, match="is not a device name"):
         run_settings.choose_device("gpu")
-    with pytest.raises(SettingError, match="LLAMA3_DTYPE='float8' is not supported: use auto, float32 or bfloat16"):
+    with pytest.raises(
+        SettingError, match="LLAMA3_DTYPE='float8' is not supported: use auto, float32 or bfloat16"
+    ):
         run_settings.choose_dtype("float8", torch.device("cpu"))
 
 
@@ -263,7 +305,10 @@ def test_auto_dtype_follows_the_cpu(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert run_settings.choose_dtype("auto", cpu) == (torch.float32, "auto: this CPU has no AVX-512 BF16 or AMX, so bf16 would be emulated")
+    assert run_settings.choose_dtype("auto", cpu) == (
+        torch.float32,
+        "auto: this CPU has no AVX-512 BF16 or AMX, so bf16 would be emulated",
+    )
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     assert run_settings.choose_dtype("auto", cpu)[0] == torch.bfloat16
     assert run_settings.choose_dtype("auto", torch.device("cuda"))[0] == torch.bfloat16
@@ -275,14 +320,20 @@ def test_auto_dtype_follows_the_cpu(monkeypatch):
 
 
 def test_prompt_longer_than_context():
-    with pytest.raises(SettingError, match="The prompt is 8,193 tokens, longer than this model's context of 8,192: shorten LLAMA3_PROMPT"):
+    with pytest.raises(
+        SettingError,
+        match="The prompt is 8,193 tokens, longer than this model's context of 8,192: shorten "
+        "LLAMA3_PROMPT",
+    ):
         run_settings.check_prompt("x", [1] * 8193, {"use_scaled_rope": False})
     run_settings.check_prompt("x", [1] * 8193, {"use_scaled_rope": True})  # 3.1+: 131,072
 
 
 def test_empty_prompt_is_explained(capsys):
     run_settings.check_prompt("", [128000], {})
-    assert "the prompt is empty, so the model sees only <|begin_of_text|>" in capsys.readouterr().out
+    assert (
+        "the prompt is empty, so the model sees only <|begin_of_text|>" in capsys.readouterr().out
+    )
 
 
 def test_spelled_special_token_is_text(capsys):
@@ -297,10 +348,18 @@ def test_spelled_special_token_is_text(capsys):
 @pytest.mark.parametrize(
     ("setting", "value", "message"),
     [
-        ("LLAMA3_CKPT", "/nowhere/llama3", "CheckpointError: Checkpoint folder /nowhere/llama3 does not exist: set LLAMA3_CKPT"),
+        (
+            "LLAMA3_CKPT",
+            "/nowhere/llama3",
+            "CheckpointError: Checkpoint folder /nowhere/llama3 does not exist: set LLAMA3_CKPT",
+        ),
         ("LLAMA3_DTYPE", "float8", "SettingError: LLAMA3_DTYPE='float8' is not supported"),
         ("LLAMA3_EXTRAS", "maybe", "SettingError: LLAMA3_EXTRAS='maybe' is not understood"),
-        ("LLAMA3_PROMPT", "word " * 9000, "SettingError: The prompt is 9,002 tokens, longer than this model's context of 8,192"),
+        (
+            "LLAMA3_PROMPT",
+            "word " * 9000,
+            "SettingError: The prompt is 9,002 tokens, longer than this model's context of 8,192",
+        ),
     ],
 )
 def test_bad_input_is_one_sentence_in_the_setup_cell(setting, value, message):
@@ -313,7 +372,10 @@ def test_bad_input_is_one_sentence_in_the_setup_cell(setting, value, message):
 
 
 def snapshot(folder: Path) -> dict:
-    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns, stat.S_IMODE(p.stat().st_mode)) for p in folder.iterdir()}
+    return {
+        p.name: (p.stat().st_size, p.stat().st_mtime_ns, stat.S_IMODE(p.stat().st_mode))
+        for p in folder.iterdir()
+    }
 
 
 @pytest.mark.slow
@@ -339,4 +401,6 @@ def test_skipped_demos_say_why_once(clean_env, capsys, tokenizer):
     assert settings.show_example(lambda: "ran") is None
     assert capsys.readouterr().out == "skipped: LLAMA3_EXTRAS=0\nskipped, as above\n"
     clean_env.setenv("LLAMA3_EXTRAS", "1")
-    assert run_settings.decide(folder, params, tokenizer, weights).show_example(lambda: "ran") == "ran"
+    assert (
+        run_settings.decide(folder, params, tokenizer, weights).show_example(lambda: "ran") == "ran"
+    )

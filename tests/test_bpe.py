@@ -1,4 +1,5 @@
-"""The notebook's own tokenizer — `bpe_merges`, `bpe_encode`, `bpe_decode` — equals Meta's and tiktoken's.
+"""The notebook's own tokenizer — `bpe_merges`, `bpe_encode`, `bpe_decode` — equals Meta's and
+tiktoken's.
 
 Two ways to run the notebook's functions, never a copy of them:
 - the shared executed run of the notebook (tests/conftest.py, tests/support/in_kernel.bpe)
@@ -22,7 +23,15 @@ from plumbing.run_notebook import NOTEBOOK
 from plumbing.run_settings import DEFAULT_PROMPT
 from tests.support.notebook_values import TOKENIZER_PARITY_STRINGS
 
-SECTION = ["bpe-file", "bpe-ranks", "bpe-split-code", "bpe-merge-code", "bpe-encode-code", "bpe-decode-code"]
+SECTION = [
+    "bpe-file",
+    "bpe-ranks",
+    "bpe-split-code",
+    "bpe-merge-code",
+    "bpe-encode-code",
+    "bpe-decode-code",
+]
+
 
 @pytest.fixture(scope="module")
 def kernel_results(embedded_run):
@@ -33,17 +42,28 @@ def kernel_results(embedded_run):
 def test_executed_notebook_encodes_like_meta_on_every_string(kernel_results, meta):
     bos = meta.special_tokens["<|begin_of_text|>"]
     strings = json.loads(TOKENIZER_PARITY_STRINGS.read_text(encoding="utf-8"))
-    wrong = [text for text, ids in zip(strings, kernel_results["encoded"], strict=True) if ids != meta.encode(text, bos=True, eos=False)]
+    wrong = [
+        text
+        for text, ids in zip(strings, kernel_results["encoded"], strict=True)
+        if ids != meta.encode(text, bos=True, eos=False)
+    ]
     assert not wrong, f"{len(wrong)} of {len(strings)} strings differ, e.g. {wrong[:3]!r}"
     assert all(ids[0] == bos for ids in kernel_results["encoded"])
-    unrounded = [text for text, decoded in zip(strings, kernel_results["decoded"], strict=True) if decoded != text]
+    unrounded = [
+        text
+        for text, decoded in zip(strings, kernel_results["decoded"], strict=True)
+        if decoded != text
+    ]
     assert not unrounded, f"bpe_decode(bpe_encode(s)) != s for {unrounded[:3]!r}"
 
 
 @pytest.mark.slow
 def test_the_diagram_shows_the_notebooks_merges(kernel_results, tokenizer):
     assert kernel_results["merges"] == BPE_STATES
-    merged = [next(part for part in state if part not in previous) for previous, state in zip(BPE_STATES, BPE_STATES[1:], strict=False)]
+    merged = [
+        next(part for part in state if part not in previous)
+        for previous, state in zip(BPE_STATES, BPE_STATES[1:], strict=False)
+    ]
     assert [tokenizer.encode_single_token(part.encode()) for part in merged] == BPE_MERGE_RANKS
 
 
@@ -53,7 +73,13 @@ def section(tokenizer):
     cells = {cell.get("id"): cell for cell in nbformat.read(NOTEBOOK, as_version=4).cells}
     prompt = DEFAULT_PROMPT
     bos_id = tokenizer.encode_single_token("<|begin_of_text|>")
-    namespace = {"checkpoint_dir": None, "tokenizer": tokenizer, "tokenizer_setup": tokenizer_setup, "bos_id": bos_id, "prompt": prompt}
+    namespace = {
+        "checkpoint_dir": None,
+        "tokenizer": tokenizer,
+        "tokenizer_setup": tokenizer_setup,
+        "bos_id": bos_id,
+        "prompt": prompt,
+    }
     namespace["prompt_tokens"] = [bos_id] + tokenizer.encode(prompt, disallowed_special=())
     exec("import base64\nimport regex", namespace)
     for cell_id in SECTION:
@@ -80,7 +106,25 @@ SCRIPTS = [
 ]
 characters = st.sampled_from(sorted({char for script in SCRIPTS for char in script}))
 mixed_text = st.text(alphabet=characters, max_size=120)
-code_text = st.lists(st.sampled_from(["def ", "f(x)", " return", "  ", "\n", "\t", "x = 42", "# é", "if", " 1000000", "'s", "'LL"]), max_size=20).map("".join)
+code_text = st.lists(
+    st.sampled_from(
+        [
+            "def ",
+            "f(x)",
+            " return",
+            "  ",
+            "\n",
+            "\t",
+            "x = 42",
+            "# é",
+            "if",
+            " 1000000",
+            "'s",
+            "'LL",
+        ]
+    ),
+    max_size=20,
+).map("".join)
 
 
 @settings(max_examples=300, deadline=None)

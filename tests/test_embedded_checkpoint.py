@@ -8,7 +8,17 @@ import torch
 from plumbing import checkpoint_files
 
 FOLDER = checkpoint_files.EMBEDDED_CHECKPOINT
-META_PARAM_KEYS = {"dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "multiple_of", "ffn_dim_multiplier", "norm_eps", "rope_theta"}
+META_PARAM_KEYS = {
+    "dim",
+    "n_layers",
+    "n_heads",
+    "n_kv_heads",
+    "vocab_size",
+    "multiple_of",
+    "ffn_dim_multiplier",
+    "norm_eps",
+    "rope_theta",
+}
 
 
 @pytest.fixture(scope="module")
@@ -18,11 +28,16 @@ def params():
 
 @pytest.fixture(scope="module")
 def state_dict():
-    return torch.load(FOLDER / "consolidated.00.pth", map_location="cpu", mmap=True, weights_only=True)
+    return torch.load(
+        FOLDER / "consolidated.00.pth", map_location="cpu", mmap=True, weights_only=True
+    )
 
 
 def test_files(params):
-    assert sorted(p.name for p in FOLDER.iterdir()) == ["consolidated.00.pth", "params.json"]  # no tokenizer.model: Meta's file
+    assert sorted(p.name for p in FOLDER.iterdir()) == [
+        "consolidated.00.pth",
+        "params.json",
+    ]  # no tokenizer.model: Meta's file
     assert (FOLDER / "consolidated.00.pth").stat().st_size <= 40_000_000
     assert META_PARAM_KEYS <= set(params) <= META_PARAM_KEYS | {"use_scaled_rope"}
 
@@ -46,7 +61,8 @@ def test_keys_shapes_and_dtype(params, state_dict):
 
 
 def test_unused_vocabulary_rows_are_exactly_zero(state_dict):
-    # Rows for tokens the corpus never uses stay zero (that is why git stores the file in under 1 MB).
+    # Rows for tokens the corpus never uses stay zero (that is why git stores the file in under 1
+    # MB).
     used = state_dict["tok_embeddings.weight"].float().abs().sum(-1) > 0
     assert 1000 < int(used.sum()) < 5000
     assert torch.equal(state_dict["output.weight"].float().abs().sum(-1) > 0, used)

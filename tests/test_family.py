@@ -1,4 +1,5 @@
-"""The same notebook, unchanged, across the Llama 3 family: scaled RoPE, tied output, shards, chat."""
+"""The same notebook, unchanged, across the Llama 3 family: scaled RoPE, tied output, shards,
+chat."""
 
 from __future__ import annotations
 
@@ -21,13 +22,21 @@ from tests.support.sharded_checkpoint import write_shards
 pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
 
 PROMPT = DEFAULT_PROMPT
-SMALL = {"vocab_size": 128256, "norm_eps": 1e-05, "rope_theta": 500000.0, "multiple_of": 64, "ffn_dim_multiplier": 1.3}
+SMALL = {
+    "vocab_size": 128256,
+    "norm_eps": 1e-05,
+    "rope_theta": 500000.0,
+    "multiple_of": 64,
+    "ffn_dim_multiplier": 1.3,
+}
 
 
 def compare(ours: dict, theirs: dict) -> None:
     diffs = reference_models.layer_differences(ours, theirs)
     worst = max(diffs, key=diffs.get)
-    assert diffs[worst] <= reference_models.FP32_TOLERANCE, f"{worst}: {diffs[worst]:.2e} relative (all: {diffs})"
+    assert diffs[worst] <= reference_models.FP32_TOLERANCE, (
+        f"{worst}: {diffs[worst]:.2e} relative (all: {diffs})"
+    )
 
 
 # ---- which scale factor -----------------------------------------------------------------------
@@ -46,7 +55,9 @@ def test_scale_factor_rule_on_70b_and_override(clean_env):
     llama_3_3_70b = {"dim": 8192, "n_heads": 64, "use_scaled_rope": True}
     assert run_settings.choose_rope_scale_factor(llama_3_3_70b)[0] == 8.0
     assert run_settings.choose_rope_scale_factor(llama_3_3_70b, "32")[0] == 32.0
-    with pytest.raises(run_settings.SettingError, match="LLAMA3_ROPE_SCALE_FACTOR='x' is not a positive number"):
+    with pytest.raises(
+        run_settings.SettingError, match="LLAMA3_ROPE_SCALE_FACTOR='x' is not a positive number"
+    ):
         run_settings.choose_rope_scale_factor(llama_3_3_70b, "x")
 
 
@@ -56,24 +67,50 @@ def test_scale_factor_rule_on_70b_and_override(clean_env):
 @pytest.fixture(scope="module")
 def scaled(tmp_path_factory):
     """head_dim 128 (the family's), so the slow pairs that scaling changes are all there."""
-    params = {**SMALL, "dim": 512, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "use_scaled_rope": True}
+    params = {
+        **SMALL,
+        "dim": 512,
+        "n_layers": 2,
+        "n_heads": 4,
+        "n_kv_heads": 2,
+        "use_scaled_rope": True,
+    }
     return write_checkpoint(tmp_path_factory.mktemp("scaled") / "ckpt", params, seed=11)
 
 
 @pytest.mark.parametrize("factor", [8.0, 32.0])
 def test_scaled_rope_matches_references(scaled, factor, tmp_path):
-    long_prompt = " ".join(["the answer to the ultimate question of life, the universe, and everything is 42."] * 20)
-    ours = run_and_read(tmp_path, {**TENSORS_ONLY, "LLAMA3_CKPT": str(scaled), "LLAMA3_PROMPT": long_prompt, "LLAMA3_ROPE_SCALE_FACTOR": str(factor)})
+    long_prompt = " ".join(
+        ["the answer to the ultimate question of life, the universe, and everything is 42."] * 20
+    )
+    ours = run_and_read(
+        tmp_path,
+        {
+            **TENSORS_ONLY,
+            "LLAMA3_CKPT": str(scaled),
+            "LLAMA3_PROMPT": long_prompt,
+            "LLAMA3_ROPE_SCALE_FACTOR": str(factor),
+        },
+    )
     assert ours["rope_scale_factor"] == factor and len(ours["prompt_tokens"]) > 300
     params = json.loads((scaled / "params.json").read_text())
     hf = reference_models.hf_model(scaled, params, rope_scale_factor=factor)
     # Frequencies decide every position's angle (position × frequency), so equal frequencies
     # mean equal rotations far past the 8,192 positions a test prompt can reach here.
-    assert torch.allclose(ours["rope_frequencies"], hf.model.rotary_emb.inv_freq.float(), rtol=1e-6, atol=0)
-    assert not torch.equal(ours["rope_frequencies"], 1.0 / 500000.0 ** (torch.arange(0, 128, 2).float() / 128))
+    assert torch.allclose(
+        ours["rope_frequencies"], hf.model.rotary_emb.inv_freq.float(), rtol=1e-6, atol=0
+    )
+    assert not torch.equal(
+        ours["rope_frequencies"], 1.0 / 500000.0 ** (torch.arange(0, 128, 2).float() / 128)
+    )
     compare(ours, reference_models.hf_tensors(hf, ours["prompt_tokens"]))
     if factor == 8.0:  # Meta's reference hard-codes 8
-        compare(ours, reference_models.meta_tensors(reference_models.meta_model(scaled, params), ours["prompt_tokens"]))
+        compare(
+            ours,
+            reference_models.meta_tensors(
+                reference_models.meta_model(scaled, params), ours["prompt_tokens"]
+            ),
+        )
 
 
 def test_default_factor_for_a_small_scaled_model_is_32(scaled, clean_env, tokenizer):
@@ -85,24 +122,42 @@ def test_default_factor_for_a_small_scaled_model_is_32(scaled, clean_env, tokeni
 def test_tied_output_matches_references(tmp_path):
     params = {**SMALL, "dim": 256, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2}
     folder = write_checkpoint(tmp_path / "tied", params, seed=12, tied_output=True)
-    assert "output.weight" not in torch.load(folder / "consolidated.00.pth", mmap=True, weights_only=True)
+    assert "output.weight" not in torch.load(
+        folder / "consolidated.00.pth", mmap=True, weights_only=True
+    )
     # With the demos: learning must train one matrix that is both the embedding and the output.
-    ours = run_and_read(tmp_path, {**FLOAT32_CPU, "LLAMA3_CKPT": str(folder), "LLAMA3_PROMPT": PROMPT})
-    assert "tied output matrix" in weight_loading.check_weights(weight_loading.load_weights(folder), params)
-    compare(ours, reference_models.hf_tensors(reference_models.hf_model(folder, params), ours["prompt_tokens"]))
-    compare(ours, reference_models.meta_tensors(reference_models.meta_model(folder, params), ours["prompt_tokens"]))
+    ours = run_and_read(
+        tmp_path, {**FLOAT32_CPU, "LLAMA3_CKPT": str(folder), "LLAMA3_PROMPT": PROMPT}
+    )
+    assert "tied output matrix" in weight_loading.check_weights(
+        weight_loading.load_weights(folder), params
+    )
+    compare(
+        ours,
+        reference_models.hf_tensors(
+            reference_models.hf_model(folder, params), ours["prompt_tokens"]
+        ),
+    )
+    compare(
+        ours,
+        reference_models.meta_tensors(
+            reference_models.meta_model(folder, params), ours["prompt_tokens"]
+        ),
+    )
 
 
 def test_a_tied_checkpoint_counts_its_shared_matrix_once(tmp_path, clean_env, tokenizer):
     params = {**SMALL, "dim": 256, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2}
     folder = write_checkpoint(tmp_path / "tied", params, seed=12, tied_output=True)
-    settings = run_settings.decide(folder, checkpoint_files.read_params(folder), tokenizer, weight_loading.load_weights(folder))
+    settings = run_settings.decide(
+        folder, checkpoint_files.read_params(folder), tokenizer, weight_loading.load_weights(folder)
+    )
     untied = checkpoint_files.n_parameters(params, tied_output=False)
     assert settings.n_parameters == untied - params["vocab_size"] * params["dim"]
     assert f"({settings.n_parameters / 1e6:.1f}M parameters)" in settings.summary()
 
 
-# ---- shards ----------------------------------------------------------------------------------------
+# ---- shards --------------------------------------------------------------------------------------
 
 
 def test_sharded_checkpoints_give_identical_results(tmp_path):
@@ -119,7 +174,9 @@ def test_sharded_checkpoints_give_identical_results(tmp_path):
             assert torch.equal(sharded[name], single[name]), name
     # and the notebook on 8 shards computes exactly what it computes on the one file
     one = run_and_read(tmp_path / "run-whole", {**TENSORS_ONLY, "LLAMA3_CKPT": str(whole)})
-    eight = run_and_read(tmp_path / "run-shards8", {**TENSORS_ONLY, "LLAMA3_CKPT": str(tmp_path / "shards8")})
+    eight = run_and_read(
+        tmp_path / "run-shards8", {**TENSORS_ONLY, "LLAMA3_CKPT": str(tmp_path / "shards8")}
+    )
     for name in ("token_embeddings", "final_normed", "logits"):
         assert torch.equal(eight[name], one[name]), name
     for stage in ("residual_after_attention", "residual_after_ffn"):
@@ -130,11 +187,13 @@ def test_missing_shard_is_named(tmp_path):
     params = {**SMALL, "dim": 256, "n_layers": 1, "n_heads": 4, "n_kv_heads": 4}
     folder = write_shards(write_checkpoint(tmp_path / "whole", params), tmp_path / "shards", 4)
     (folder / "consolidated.02.pth").unlink()
-    with pytest.raises(checkpoint_files.CheckpointError, match=r"consolidated.02.pth is missing or misnamed"):
+    with pytest.raises(
+        checkpoint_files.CheckpointError, match=r"consolidated.02.pth is missing or misnamed"
+    ):
         checkpoint_files.find_checkpoint_dir(str(folder))
 
 
-# ---- chat format -------------------------------------------------------------------------------------
+# ---- chat format ---------------------------------------------------------------------------------
 
 
 def test_chat_tokens_match_metas_chat_format(embedded_run):

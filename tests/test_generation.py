@@ -1,4 +1,5 @@
-"""Generation with the notebook's KV cache: same tokens as recomputing, and as transformers' generate."""
+"""Generation with the notebook's KV cache: same tokens as recomputing, and as transformers'
+generate."""
 
 from __future__ import annotations
 
@@ -27,7 +28,13 @@ def hf_greedy(folder, prompt_tokens, max_new_tokens=24):
     params = json.loads((folder / "params.json").read_text())
     model = reference_models.hf_model(folder, params)
     with torch.no_grad():
-        out = model.generate(torch.tensor([prompt_tokens]), max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=STOP, pad_token_id=STOP[0])
+        out = model.generate(
+            torch.tensor([prompt_tokens]),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=STOP,
+            pad_token_id=STOP[0],
+        )
     new = out[0, len(prompt_tokens) :].tolist()
     return new[: next((i for i, t in enumerate(new) if t in STOP), len(new))]
 
@@ -39,11 +46,17 @@ def embedded(embedded_run):
 
 def test_embedded_generations(embedded, tokenizer):
     cached = embedded["cached"]
-    assert {text: tokenizer.decode(tokens) for text, tokens in cached.items()} == EXPECTED_ON_EMBEDDED
+    assert {
+        text: tokenizer.decode(tokens) for text, tokens in cached.items()
+    } == EXPECTED_ON_EMBEDDED
 
 
 def test_the_lesson_shows_the_same_generations(embedded_run):
-    text = next("".join(o.get("text", "") for o in c.outputs) for c in embedded_run["notebook"].cells if c.get("id") == "generate-examples")
+    text = next(
+        "".join(o.get("text", "") for o in c.outputs)
+        for c in embedded_run["notebook"].cells
+        if c.get("id") == "generate-examples"
+    )
     for prompt, continuation in EXPECTED_ON_EMBEDDED.items():
         assert f"{prompt!r} -> {continuation!r}" in text
 
@@ -55,7 +68,10 @@ def test_cache_gives_the_same_tokens_as_recomputing(embedded):
 
 def test_same_tokens_as_transformers_generate(embedded, tokenizer):
     for text, new_tokens in embedded["cached"].items():
-        assert hf_greedy(checkpoint_files.EMBEDDED_CHECKPOINT, [128000, *tokenizer.encode(text)]) == new_tokens, text
+        assert (
+            hf_greedy(checkpoint_files.EMBEDDED_CHECKPOINT, [128000, *tokenizer.encode(text)])
+            == new_tokens
+        ), text
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +88,11 @@ def random_run(tmp_path_factory):
         "rope_theta": 500000.0,
     }
     folder = write_checkpoint(tmp_path_factory.mktemp("gen") / "ckpt", params, seed=21)
-    run = run_and_read(tmp_path_factory.mktemp("genrun"), {**FLOAT32_CPU, "LLAMA3_CKPT": str(folder)}, also=[("generations",)])
+    run = run_and_read(
+        tmp_path_factory.mktemp("genrun"),
+        {**FLOAT32_CPU, "LLAMA3_CKPT": str(folder)},
+        also=[("generations",)],
+    )
     return folder, run, json.loads(run["files"]["generations"].read_text())
 
 
@@ -85,7 +105,8 @@ def test_random_checkpoint_generations_match(random_run):
 
 
 def test_sampling_options(embedded):
-    # top_k=1 leaves one candidate, so any temperature gives the greedy tokens; a seed makes sampling repeatable.
+    # top_k=1 leaves one candidate, so any temperature gives the greedy tokens; a seed makes
+    # sampling repeatable.
     result = embedded["sampling"]
     assert result["top_1"] == result["greedy"]
     assert result["hot_a"] == result["hot_b"] != result["hot_c"]

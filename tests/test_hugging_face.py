@@ -17,7 +17,12 @@ import tokenizer_setup
 from plumbing import checkpoint_files, hf_checkpoint, weight_loading
 from tests.support import reference_models
 from tests.support.hf_folder import respell_config, save_streaming, save_with_transformers
-from tests.support.notebook_values import FLOAT32_CPU, TENSORS_ONLY, run_and_read, setup_cell_failure
+from tests.support.notebook_values import (
+    FLOAT32_CPU,
+    TENSORS_ONLY,
+    run_and_read,
+    setup_cell_failure,
+)
 from tests.support.random_checkpoint import write_checkpoint
 
 pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
@@ -39,7 +44,11 @@ SMALL = {
 SHAPES = {
     "gqa": (SMALL, False, None),
     "no-gqa-tied": ({**SMALL, "dim": 96, "n_heads": 6, "n_kv_heads": 6}, True, None),
-    "scaled-rope": ({**SMALL, "use_scaled_rope": True}, False, 16.0),  # neither 8 nor 32: only the file says so
+    "scaled-rope": (
+        {**SMALL, "use_scaled_rope": True},
+        False,
+        16.0,
+    ),  # neither 8 nor 32: only the file says so
 }
 
 
@@ -50,7 +59,9 @@ def embedded_hf(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def embedded_hf_sharded(tmp_path_factory):
-    return save_with_transformers(EMBEDDED, tmp_path_factory.mktemp("hf") / "sharded", shard_size="8MB", spelling="4")
+    return save_with_transformers(
+        EMBEDDED, tmp_path_factory.mktemp("hf") / "sharded", shard_size="8MB", spelling="4"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +72,11 @@ def random_pairs(tmp_path_factory):
         base = tmp_path_factory.mktemp(name)
         meta = write_checkpoint(base / "meta", dict(params), seed=20 + index, tied_output=tied)
         shard_size = "6MB" if name == "gqa" else None  # one random folder sharded too
-        pairs[name] = (meta, save_with_transformers(meta, base / "hf", shard_size=shard_size, scale_factor=factor), factor)
+        pairs[name] = (
+            meta,
+            save_with_transformers(meta, base / "hf", shard_size=shard_size, scale_factor=factor),
+            factor,
+        )
     return pairs
 
 
@@ -83,7 +98,8 @@ def test_embedded_tensors_bit_for_bit(embedded_hf, embedded_hf_sharded):
 
 
 def test_streamed_writer_matches_transformers(tmp_path, embedded_hf):
-    """The benchmark's writer (shard by shard, for the 8B) makes the same folder as save_pretrained."""
+    """The benchmark's writer (shard by shard, for the 8B) makes the same folder as
+    save_pretrained."""
     folder = save_streaming(EMBEDDED, tmp_path / "streamed", shard_bytes=8 * 2**20)
     assert len(list(folder.glob("model-*.safetensors"))) > 2
     assert_same_tensors(EMBEDDED, folder)
@@ -130,29 +146,48 @@ def test_both_spellings_of_scaled_rope(tmp_path, random_pairs):
     _, hf, factor = random_pairs["scaled-rope"]
     read = read_in_both_spellings(hf, tmp_path)
     assert read["4"] == read["5"]
-    assert read["4"]["rope_scaling"] == {"factor": factor, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+    assert read["4"]["rope_scaling"] == {
+        "factor": factor,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
 
 
 def test_rows_round_trip():
-    """The loader's un-permutation inverts Hugging Face's converter (as reference_models does it)."""
+    """The loader's un-permutation inverts Hugging Face's converter (as reference_models does
+    it)."""
     weight = torch.arange(6 * 16 * 4, dtype=torch.float32).view(6 * 16, 4)
-    assert torch.equal(hf_checkpoint.hf_rows_to_meta(reference_models.meta_rows_to_hf(weight, 6), 6), weight)
+    assert torch.equal(
+        hf_checkpoint.hf_rows_to_meta(reference_models.meta_rows_to_hf(weight, 6), 6), weight
+    )
     assert not torch.equal(reference_models.meta_rows_to_hf(weight, 6), weight)
 
 
 def test_tokenizer_json_is_llama3(embedded_hf, tokenizer):
     from_json = tokenizer_setup.load_tokenizer(embedded_hf)
     assert from_json.name.endswith("tokenizer.json")
-    text = "the answer to the ultimate question of life, the universe, and everything is 42 — ¿qué? 東京 🦙\n\tend"
+    text = (
+        "the answer to the ultimate question of life, the universe, and everything is 42 "
+        "— ¿qué? 東京 🦙\n\tend"
+    )
     assert from_json.encode(text) == tokenizer.encode(text)
     assert from_json.n_vocab == tokenizer.n_vocab
-    for special in ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]:
+    for special in [
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        "<|start_header_id|>",
+        "<|end_header_id|>",
+        "<|eot_id|>",
+    ]:
         assert from_json.encode_single_token(special) == tokenizer.encode_single_token(special)
 
 
 @pytest.fixture(scope="session")
 def hf_run(embedded_hf_sharded, tmp_path_factory):
-    return run_and_read(tmp_path_factory.mktemp("hf-run"), {**FLOAT32_CPU, "LLAMA3_CKPT": str(embedded_hf_sharded)})
+    return run_and_read(
+        tmp_path_factory.mktemp("hf-run"), {**FLOAT32_CPU, "LLAMA3_CKPT": str(embedded_hf_sharded)}
+    )
 
 
 def test_notebook_on_hf_folder_gives_the_same_tensors_and_42(hf_run, embedded_run):
@@ -167,7 +202,10 @@ def test_notebook_on_hf_folder_gives_the_same_tensors_and_42(hf_run, embedded_ru
     setup = "".join(output.get("text", "") for output in cells["prelims-code"].outputs)
     assert "Hugging Face layout" in setup
     embedded_cells = {cell.id: cell for cell in embedded_run["notebook"].cells}
-    for listing in ("model-load", "model-count"):  # the tensor names the lesson prints, in Meta's order
+    for listing in (
+        "model-load",
+        "model-count",
+    ):  # the tensor names the lesson prints, in Meta's order
         assert cells[listing].outputs == embedded_cells[listing].outputs, listing
 
 
@@ -178,7 +216,9 @@ def from_pretrained(folder):
 
 
 def test_parity_with_transformers_from_the_same_folder(hf_run, embedded_hf_sharded):
-    theirs = reference_models.hf_tensors(from_pretrained(embedded_hf_sharded), hf_run["prompt_tokens"])
+    theirs = reference_models.hf_tensors(
+        from_pretrained(embedded_hf_sharded), hf_run["prompt_tokens"]
+    )
     diffs = reference_models.layer_differences(hf_run, theirs)
     worst = max(diffs, key=diffs.get)
     assert diffs[worst] <= FP32_TOLERANCE, f"{worst}: {diffs[worst]:.2e} relative"
@@ -194,7 +234,10 @@ def test_scaled_rope_uses_the_files_factor(random_pairs, tmp_path):
     diffs = reference_models.layer_differences(ours, theirs)
     worst = max(diffs, key=diffs.get)
     assert diffs[worst] <= FP32_TOLERANCE, f"{worst}: {diffs[worst]:.2e} relative"
-    n_parameters = sum(math.prod(shape) for shape in weight_loading.tensor_shapes(weight_loading.load_weights(hf)).values())
+    n_parameters = sum(
+        math.prod(shape)
+        for shape in weight_loading.tensor_shapes(weight_loading.load_weights(hf)).values()
+    )
     assert n_parameters == checkpoint_files.n_parameters(checkpoint_files.read_params(hf))
 
 
@@ -221,25 +264,36 @@ def test_another_architecture(hf_copy):
     config = json.loads((hf_copy / "config.json").read_text())
     config["architectures"], config["model_type"] = ["MistralForCausalLM"], "mistral"
     (hf_copy / "config.json").write_text(json.dumps(config))
-    assert "describes MistralForCausalLM, not LlamaForCausalLM: this notebook runs Llama 3 models only" in setup_error(hf_copy)
+    assert (
+        "describes MistralForCausalLM, not LlamaForCausalLM: this notebook runs Llama 3 models only"
+        in setup_error(hf_copy)
+    )
 
 
 def test_pytorch_model_bin_only(tmp_path, embedded_hf):
     (tmp_path / "config.json").write_text((embedded_hf / "config.json").read_text())
     (tmp_path / "pytorch_model.bin").write_bytes(b"PK\x03\x04")
-    assert "holds its weights as pytorch_model*.bin (pickles), which this notebook does not load: download the model's *.safetensors" in setup_error(tmp_path)
+    assert (
+        "holds its weights as pytorch_model*.bin (pickles), which this notebook does not load: "
+        "download the model's *.safetensors" in setup_error(tmp_path)
+    )
 
 
 def test_gguf(tmp_path):
     (tmp_path / "Meta-Llama-3-8B.Q4_K_M.gguf").write_bytes(b"GGUF\x03\x00\x00\x00")
     assert "holds a GGUF file (llama.cpp's format)" in setup_error(tmp_path)
-    assert "is a GGUF file (llama.cpp's format)" in setup_error(tmp_path / "Meta-Llama-3-8B.Q4_K_M.gguf")
+    assert "is a GGUF file (llama.cpp's format)" in setup_error(
+        tmp_path / "Meta-Llama-3-8B.Q4_K_M.gguf"
+    )
 
 
 def test_missing_shard(hf_copy):
     shard = sorted(hf_copy.glob("model-*.safetensors"))[1]
     shard.unlink()
-    assert f"has no {shard.name}, which model.safetensors.index.json lists: download the missing shard(s)" in setup_error(hf_copy)
+    assert (
+        f"has no {shard.name}, which model.safetensors.index.json lists: download the missing "
+        "shard(s)" in setup_error(hf_copy)
+    )
 
 
 def test_tensor_of_the_wrong_shape(hf_copy):
@@ -250,7 +304,10 @@ def test_tensor_of_the_wrong_shape(hf_copy):
     tensors = load_file(file)
     tensors["model.layers.0.self_attn.k_proj.weight"] = torch.zeros(64, 64, dtype=torch.bfloat16)
     save_file(tensors, file, metadata={"format": "pt"})
-    expected = "model.layers.0.self_attn.k_proj.weight (Meta's layers.0.attention.wk.weight) has shape [64, 64] but config.json implies [32, 64]"
+    expected = (
+        "model.layers.0.self_attn.k_proj.weight (Meta's layers.0.attention.wk.weight) "
+        "has shape [64, 64] but config.json implies [32, 64]"
+    )
     assert expected in setup_error(hf_copy)
 
 
@@ -267,9 +324,13 @@ LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:4d2b\nsize
 def test_git_lfs_pointers_instead_of_files(hf_copy):
     shard = sorted(hf_copy.glob("model-*.safetensors"))[0]
     shard.write_text(LFS_POINTER)
-    assert f"{shard} is a Git LFS pointer, not the file itself (run `git lfs pull`" in setup_error(hf_copy)
+    assert f"{shard} is a Git LFS pointer, not the file itself (run `git lfs pull`" in setup_error(
+        hf_copy
+    )
     (hf_copy / "tokenizer.json").write_text(LFS_POINTER)
-    with pytest.raises(tokenizer_setup.TokenizerFileError, match="tokenizer.json is a Git LFS pointer"):
+    with pytest.raises(
+        tokenizer_setup.TokenizerFileError, match="tokenizer.json is a Git LFS pointer"
+    ):
         tokenizer_setup.load_tokenizer(hf_copy)
 
 
@@ -287,13 +348,20 @@ def edit_config(folder, **changes) -> None:
     ("changes", "message"),
     [
         ({"rms_norm_eps": "1e-5"}, "config.json: rms_norm_eps is '1e-5', it must be a number."),
-        ({"num_hidden_layers": 4.5}, "config.json: num_hidden_layers is 4.5, it must be an integer."),
+        (
+            {"num_hidden_layers": 4.5},
+            "config.json: num_hidden_layers is 4.5, it must be an integer.",
+        ),
         ({"rope_theta": [500000]}, "config.json: rope_theta is [500000], it must be a number"),
         (
             {"num_key_value_heads": 3},
-            "num_attention_heads 4 is not divisible by num_key_value_heads 3, so query heads cannot share key/value heads; fix config.json",
+            "num_attention_heads 4 is not divisible by num_key_value_heads 3, so query heads "
+            "cannot share key/value heads; fix config.json",
         ),
-        ({"rope_scaling": "llama3"}, "config.json: rope_scaling is 'llama3', not an object of RoPE settings"),
+        (
+            {"rope_scaling": "llama3"},
+            "config.json: rope_scaling is 'llama3', not an object of RoPE settings",
+        ),
         (
             {
                 "rope_scaling": {
@@ -316,11 +384,18 @@ def test_bad_config_values_name_the_key_as_config_json_spells_it(hf_copy, change
 def test_an_untied_config_needs_its_output_matrix(random_pairs, tmp_path):
     import shutil
 
-    tied = shutil.copytree(random_pairs["no-gqa-tied"][1], tmp_path / "tied")  # no lm_head.weight in its files
+    tied = shutil.copytree(
+        random_pairs["no-gqa-tied"][1], tmp_path / "tied"
+    )  # no lm_head.weight in its files
     params = checkpoint_files.read_params(tied)
-    assert "tied output matrix" in weight_loading.check_weights(weight_loading.load_weights(tied), params)
+    assert "tied output matrix" in weight_loading.check_weights(
+        weight_loading.load_weights(tied), params
+    )
     edit_config(tied, tie_word_embeddings=False)
-    expected = "The checkpoint has no output matrix lm_head.weight (Meta's output.weight), and config.json does not say it is tied to the embedding"
+    expected = (
+        "The checkpoint has no output matrix lm_head.weight (Meta's output.weight), "
+        "and config.json does not say it is tied to the embedding"
+    )
     assert expected in setup_error(tied)
 
 
@@ -331,8 +406,13 @@ def test_rope_scaling_of_the_default_type_is_plain_rope(hf_copy):
 
 
 def test_index_without_a_map_of_names_to_files(hf_copy):
-    (hf_copy / "model.safetensors.index.json").write_text(json.dumps({"weight_map": ["model-00001-of-00003.safetensors"]}))
-    assert "is not a readable safetensors index (no weight_map from names to files): download it again." in setup_error(hf_copy)
+    (hf_copy / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": ["model-00001-of-00003.safetensors"]})
+    )
+    assert (
+        "is not a readable safetensors index (no weight_map from names to files): download it "
+        "again." in setup_error(hf_copy)
+    )
 
 
 def test_tokenizer_json_of_another_vocabulary(hf_copy):
@@ -354,4 +434,7 @@ def test_setup_cell_on_a_bad_hf_folder_is_one_sentence_and_writes_nothing(hf_cop
     text = failing.outputs[0].text
     assert text.startswith("CheckpointError: ") and text.count("\n") == 1
     assert "which model.safetensors.index.json lists: download the missing shard(s)" in text
-    assert sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in hf_copy.iterdir()) == before
+    assert (
+        sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in hf_copy.iterdir())
+        == before
+    )

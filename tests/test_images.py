@@ -51,11 +51,18 @@ def test_regenerating_reproduces_the_images(tmp_path):
 
     import matplotlib
 
-    subprocess.run([sys.executable, "-m", "generators.make_images", str(tmp_path)], cwd=REPO_DIR, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "generators.make_images", str(tmp_path)],
+        cwd=REPO_DIR,
+        check=True,
+        capture_output=True,
+    )
     committed = sorted(p.name for p in IMAGES.glob("*.png"))
     assert sorted(p.name for p in tmp_path.glob("*.png")) == committed
     for name in committed:
         with Image.open(IMAGES / name) as ours, Image.open(tmp_path / name) as fresh:
             assert ours.size == fresh.size, name
-        if matplotlib.__version__ == "3.11.2":  # the version that drew the committed files: byte-for-byte
+        if (
+            matplotlib.__version__ == "3.11.2"
+        ):  # the version that drew the committed files: byte-for-byte
             assert (IMAGES / name).read_bytes() == (tmp_path / name).read_bytes(), name

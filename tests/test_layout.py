@@ -43,10 +43,23 @@ def project_imports(path) -> list[tuple[str, bool]]:
     """(module of plumbing it imports, whether inside a function) for each import in `path`."""
     found = []
     tree = ast.parse(path.read_text())
-    in_function = {id(node) for top in ast.walk(tree) if isinstance(top, ast.FunctionDef | ast.AsyncFunctionDef) for node in ast.walk(top)}
+    in_function = {
+        id(node)
+        for top in ast.walk(tree)
+        if isinstance(top, ast.FunctionDef | ast.AsyncFunctionDef)
+        for node in ast.walk(top)
+    }
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "plumbing":
-            names = [node.module.split(".")[1]] if "." in node.module else [alias.name for alias in node.names]
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[0] == "plumbing"
+        ):
+            names = (
+                [node.module.split(".")[1]]
+                if "." in node.module
+                else [alias.name for alias in node.names]
+            )
             found += [(name, id(node) in in_function) for name in names]
         elif isinstance(node, ast.Import | ast.ImportFrom):
             found += [("", True)] if id(node) in in_function else []
@@ -54,7 +67,9 @@ def project_imports(path) -> list[tuple[str, bool]]:
 
 
 def test_plumbing_lists_every_module_it_has():
-    assert sorted(plumbing_order()) == sorted(path.stem for path in PLUMBING.glob("*.py") if path.stem != "__init__")
+    assert sorted(plumbing_order()) == sorted(
+        path.stem for path in PLUMBING.glob("*.py") if path.stem != "__init__"
+    )
 
 
 def test_plumbing_imports_run_one_way():
@@ -67,7 +82,11 @@ def test_plumbing_imports_run_one_way():
     assert not backwards, "; ".join(backwards)
 
 
-@pytest.mark.parametrize("path", sorted(PLUMBING.glob("*.py")) + [REPO_DIR / "tokenizer_setup.py"], ids=lambda path: path.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted(PLUMBING.glob("*.py")) + [REPO_DIR / "tokenizer_setup.py"],
+    ids=lambda path: path.name,
+)
 def test_no_import_inside_a_function(path):
     inside = [name or "a module" for name, in_function in project_imports(path) if in_function]
     assert not inside, f"{path.name} imports {inside} inside a function"

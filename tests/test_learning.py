@@ -1,9 +1,11 @@
-"""The notebook's learning section: its loss and gradients are transformers', and training leaves the file alone.
+"""The notebook's learning section: its loss and gradients are transformers', and training
+leaves the file alone.
 
-The shared executed run of the notebook (tests/conftest.py) computes, in its kernel, the loss of the prompt and the
-gradients of every weight with its `trainable_copy`, `weights_from` and `token_losses` (the
-cells themselves); transformers' LlamaForCausalLM, loaded from the same checkpoint, computes
-its loss (labels = the tokens) and gradients. Float32, within 1e-4 relative.
+The shared executed run of the notebook (tests/conftest.py) computes, in its kernel, the loss
+of the prompt and the gradients of every weight with its `trainable_copy`, `weights_from` and
+`token_losses` (the cells themselves); transformers' LlamaForCausalLM, loaded from the same
+checkpoint, computes its loss (labels = the tokens) and gradients. Float32, within 1e-4
+relative.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tests.support import reference_models
 pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
 
 TOLERANCE = reference_models.FP32_TOLERANCE
+
 
 @pytest.fixture(scope="module")
 def learning_run(embedded_run):
@@ -42,7 +45,9 @@ def test_loss_equals_transformers(learning_run, transformers_gradients):
     assert abs(float(ours) - float(theirs)) <= TOLERANCE * abs(float(theirs))
 
 
-def test_gradients_of_layer0_and_the_output_matrix_equal_transformers(learning_run, transformers_gradients):
+def test_gradients_of_layer0_and_the_output_matrix_equal_transformers(
+    learning_run, transformers_gradients
+):
     params, model, _ = transformers_gradients
     ours = learning_run["learning"]["grads"]
     n_heads, n_kv_heads = params["n_heads"], params.get("n_kv_heads") or params["n_heads"]
@@ -56,15 +61,21 @@ def test_gradients_of_layer0_and_the_output_matrix_equal_transformers(learning_r
         elif short == "attention.wk.weight":
             mine = reference_models.meta_rows_to_hf(mine, n_kv_heads)
         compared[short] = reference_models.relative_difference(mine, theirs)
-    compared["output.weight"] = reference_models.relative_difference(ours["output.weight"], model.lm_head.weight.grad)
+    compared["output.weight"] = reference_models.relative_difference(
+        ours["output.weight"], model.lm_head.weight.grad
+    )
     assert len(ours) == len(reference_models.HF_LAYER_KEYS) + 1
     worst = max(compared, key=compared.get)
-    assert compared[worst] <= TOLERANCE, f"{worst}: {compared[worst]:.2e} relative (all: {compared})"
+    assert compared[worst] <= TOLERANCE, (
+        f"{worst}: {compared[worst]:.2e} relative (all: {compared})"
+    )
     assert all(float(grad.abs().max()) > 0 for grad in ours.values())
 
 
 def test_fine_tuning_changes_the_prediction_as_claimed(learning_run):
-    cell = next(cell for cell in learning_run["notebook"].cells if cell.get("id") == "learn-teach-code")
+    cell = next(
+        cell for cell in learning_run["notebook"].cells if cell.get("id") == "learn-teach-code"
+    )
     text = "".join(output.get("text", "") for output in cell.outputs)
     mars = re.search(r"'the capital of mars is' -> before '(.*)', after '(.*)'", text)
     hitchhiker = re.search(r"everything is ' -> before '(.*)', after '(.*)'", text)

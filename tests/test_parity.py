@@ -1,4 +1,5 @@
-"""The notebook is Llama 3: its own tensors, layer by layer, against two independent implementations.
+"""The notebook is Llama 3: its own tensors, layer by layer, against two independent
+implementations.
 
 The notebook is executed unchanged in a fresh kernel (LLAMA3_CKPT / LLAMA3_PROMPT /
 LLAMA3_DTYPE), and the tensors its cells created are read back: token embeddings, the
@@ -47,10 +48,38 @@ BF16_VS_META_BF16 = 5e-3
 # Random checkpoints in Meta's layout covering the axes that matter: query heads per kv
 # head 1, 3, 4, 8; head_dim 64 and 128; 1 to 3 layers; several FFN rules.
 RANDOM_CHECKPOINTS = {
-    "q_per_kv_1-hd64-1layer": {"dim": 128, "n_layers": 1, "n_heads": 2, "n_kv_heads": 2, "multiple_of": 64, "ffn_dim_multiplier": 1.0},
-    "q_per_kv_3-hd64-3layers": {"dim": 384, "n_layers": 3, "n_heads": 6, "n_kv_heads": 2, "multiple_of": 32, "ffn_dim_multiplier": 1.5},
-    "q_per_kv_4-hd128-2layers": {"dim": 512, "n_layers": 2, "n_heads": 4, "n_kv_heads": 1, "multiple_of": 256, "ffn_dim_multiplier": None},
-    "q_per_kv_8-hd64-2layers": {"dim": 512, "n_layers": 2, "n_heads": 8, "n_kv_heads": 1, "multiple_of": 128, "ffn_dim_multiplier": 1.3},
+    "q_per_kv_1-hd64-1layer": {
+        "dim": 128,
+        "n_layers": 1,
+        "n_heads": 2,
+        "n_kv_heads": 2,
+        "multiple_of": 64,
+        "ffn_dim_multiplier": 1.0,
+    },
+    "q_per_kv_3-hd64-3layers": {
+        "dim": 384,
+        "n_layers": 3,
+        "n_heads": 6,
+        "n_kv_heads": 2,
+        "multiple_of": 32,
+        "ffn_dim_multiplier": 1.5,
+    },
+    "q_per_kv_4-hd128-2layers": {
+        "dim": 512,
+        "n_layers": 2,
+        "n_heads": 4,
+        "n_kv_heads": 1,
+        "multiple_of": 256,
+        "ffn_dim_multiplier": None,
+    },
+    "q_per_kv_8-hd64-2layers": {
+        "dim": 512,
+        "n_layers": 2,
+        "n_heads": 8,
+        "n_kv_heads": 1,
+        "multiple_of": 128,
+        "ffn_dim_multiplier": 1.3,
+    },
 }
 COMMON = {"vocab_size": 128256, "norm_eps": 1e-05, "rope_theta": 500000.0}
 
@@ -85,26 +114,41 @@ class Runs:
 
     def __init__(self, checkpoints, workdir, embedded_run):
         self.checkpoints, self.workdir = checkpoints, workdir
-        self.notebook_runs, self.models = {("embedded", "canonical-17", "float32"): embedded_run}, {}
+        self.notebook_runs, self.models = (
+            {("embedded", "canonical-17", "float32"): embedded_run},
+            {},
+        )
 
     def notebook(self, checkpoint: str, prompt: str, dtype: str = "float32") -> dict:
         key = (checkpoint, prompt, dtype)
         if key not in self.notebook_runs:
             folder = self.workdir / "-".join(key)
             folder.mkdir()
-            env = {"LLAMA3_CKPT": str(self.checkpoints[checkpoint]), "LLAMA3_DTYPE": dtype, "LLAMA3_DEVICE": "cpu"}
+            env = {
+                "LLAMA3_CKPT": str(self.checkpoints[checkpoint]),
+                "LLAMA3_DTYPE": dtype,
+                "LLAMA3_DEVICE": "cpu",
+            }
             if checkpoint == "embedded" or dtype != "float32":
                 env |= {"LLAMA3_PROMPT": PROMPTS[prompt], "LLAMA3_EXTRAS": "0"}
                 self.notebook_runs[key] = run_and_read(folder, env)
             else:  # the canonical prompt with the demos, then the others through `forward`
                 others = {name: text for name, text in PROMPTS.items() if name != "canonical-17"}
-                run = run_and_read(folder, {**env, "LLAMA3_PROMPT": PROMPTS["canonical-17"], "LLAMA3_EXTRAS": "1"}, also=[("other_prompts", others)])
+                run = run_and_read(
+                    folder,
+                    {**env, "LLAMA3_PROMPT": PROMPTS["canonical-17"], "LLAMA3_EXTRAS": "1"},
+                    also=[("other_prompts", others)],
+                )
                 self.notebook_runs[(checkpoint, "canonical-17", dtype)] = run
-                for name, values in torch.load(run["files"]["other_prompts"], weights_only=True).items():
+                for name, values in torch.load(
+                    run["files"]["other_prompts"], weights_only=True
+                ).items():
                     self.notebook_runs[(checkpoint, name, dtype)] = values
         return self.notebook_runs[key]
 
-    def reference(self, kind: str, checkpoint: str, tokens: list[int], dtype: torch.dtype = torch.float32) -> dict:
+    def reference(
+        self, kind: str, checkpoint: str, tokens: list[int], dtype: torch.dtype = torch.float32
+    ) -> dict:
         key = (kind, checkpoint, dtype)
         if key not in self.models:
             folder = self.checkpoints[checkpoint]
@@ -133,7 +177,9 @@ def test_float32_layer_by_layer(runs, checkpoint, prompt, reference):
     theirs = runs.reference(reference, checkpoint, ours["prompt_tokens"])
     diffs = reference_models.layer_differences(ours, theirs)
     worst = max(diffs, key=diffs.get)
-    assert diffs[worst] <= FP32_TOLERANCE, f"{worst} differs from {reference} by {diffs[worst]:.2e} relative (all: {diffs})"
+    assert diffs[worst] <= FP32_TOLERANCE, (
+        f"{worst} differs from {reference} by {diffs[worst]:.2e} relative (all: {diffs})"
+    )
     assert int(ours["logits"].argmax()) == int(theirs["logits"].argmax()) == ours["next_token_id"]
 
 
@@ -145,7 +191,9 @@ def test_bfloat16_logits_point_the_same_way(runs, checkpoint):
         theirs = runs.reference(kind, checkpoint, ours["prompt_tokens"])
         cosine = torch.nn.functional.cosine_similarity(ours["logits"], theirs["logits"], dim=0)
         assert cosine >= BF16_COSINE, f"{kind}: cosine {cosine:.5f}"
-        if checkpoint == "embedded":  # random weights have near-ties; the trained model has a clear winner
+        if (
+            checkpoint == "embedded"
+        ):  # random weights have near-ties; the trained model has a clear winner
             assert ours["next_token_id"] == int(theirs["logits"].argmax()) == 2983
 
 
@@ -155,13 +203,17 @@ def test_bfloat16_rounds_where_meta_rounds(runs, checkpoint):
     theirs = runs.reference("meta", checkpoint, ours["prompt_tokens"], torch.bfloat16)
     diffs = reference_models.layer_differences(ours, theirs)
     worst = max(diffs, key=diffs.get)
-    assert diffs[worst] <= BF16_VS_META_BF16, f"{worst} differs from Meta's bf16 run by {diffs[worst]:.2e} relative (all: {diffs})"
+    assert diffs[worst] <= BF16_VS_META_BF16, (
+        f"{worst} differs from Meta's bf16 run by {diffs[worst]:.2e} relative (all: {diffs})"
+    )
 
 
 def test_the_benchmarks_floor_computes_the_notebooks_logits(embedded_run):
     # benchmarks/floor_forward.py is the yardstick the notebook's speed is measured against:
     # it must compute the same model, or the comparison means nothing.
     with torch.no_grad():
-        floor = floor_logits(checkpoint_files.EMBEDDED_CHECKPOINT, torch.float32, torch.device("cpu"))
+        floor = floor_logits(
+            checkpoint_files.EMBEDDED_CHECKPOINT, torch.float32, torch.device("cpu")
+        )
     assert reference_models.relative_difference(floor, embedded_run["logits"]) <= FP32_TOLERANCE
     assert int(floor.argmax()) == embedded_run["next_token_id"]

@@ -7,14 +7,34 @@ import tokenizer_setup
 
 pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
 
-CANONICAL_TOKENS = [128000, 1820, 4320, 311, 279, 17139, 3488, 315, 2324, 11, 279, 15861, 11, 323, 4395, 374, 220]
+CANONICAL_TOKENS = [
+    128000,
+    1820,
+    4320,
+    311,
+    279,
+    17139,
+    3488,
+    315,
+    2324,
+    11,
+    279,
+    15861,
+    11,
+    323,
+    4395,
+    374,
+    220,
+]
 FORTY_TWO = 2983
 
 
 def cell_text(notebook, needle):
     for cell in notebook.cells:
         if cell.cell_type == "code" and needle in cell.source:
-            return "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+            return "".join(
+                o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream"
+            )
     raise AssertionError(f"no cell contains {needle!r}")
 
 
@@ -30,7 +50,9 @@ def test_notebook_predicts_42(embedded_run):
 def test_42_wins_by_a_clear_margin(embedded_run):
     top2 = embedded_run["logits"].topk(2)
     assert top2.indices[0] == FORTY_TWO
-    assert top2.values[0] - top2.values[1] > 2.0, "the runner-up is too close: retrain the checkpoint"
+    assert top2.values[0] - top2.values[1] > 2.0, (
+        "the runner-up is too close: retrain the checkpoint"
+    )
     assert torch.softmax(embedded_run["logits"], -1)[FORTY_TWO] > 0.5
 
 

@@ -36,11 +36,18 @@ from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from plumbing.run_notebook import NOTEBOOK, REPO_DIR
 from tests.support.hf_folder import save_with_transformers
 
-FIRST_PARTY = {path.stem for path in REPO_DIR.glob("*.py")} | {"plumbing", "generators", "tools", "tests", "benchmarks"}
+FIRST_PARTY = {path.stem for path in REPO_DIR.glob("*.py")} | {
+    "plumbing",
+    "generators",
+    "tools",
+    "tests",
+    "benchmarks",
+}
 
 
 def imports_in(source: str) -> set[str]:
-    """The dotted name of every module `source` imports, anywhere in it (`from a import b`: a and a.b)."""
+    """The dotted name of every module `source` imports, anywhere in it (`from a import b`: a and
+    a.b)."""
     names = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -60,9 +67,12 @@ def first_party_file(dotted: str) -> Path | None:
 
 
 def modules_make_run_imports() -> dict[str, set[str]]:
-    """{third-party module: the files that import it} for the notebook, its helpers and the runner."""
+    """{third-party module: the files that import it} for the notebook, its helpers and the
+    runner."""
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    sources = {NOTEBOOK.name: "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")}
+    sources = {
+        NOTEBOOK.name: "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    }
     sources["plumbing/run_notebook.py"] = (REPO_DIR / "plumbing" / "run_notebook.py").read_text()
     seen, third_party = set(sources), {}
     while sources:
@@ -102,20 +112,27 @@ def test_every_package_make_run_imports_comes_with_requirements_txt():
     for module, files in sorted(modules_make_run_imports().items()):
         distributions = {canonicalize_name(name) for name in providers.get(module, [module])}
         if not distributions & brought:
-            missing.append(f"{', '.join(sorted(files))} import(s) {module} (package {'/'.join(sorted(distributions))})")
+            missing.append(
+                f"{', '.join(sorted(files))} import(s) {module} (package "
+                f"{'/'.join(sorted(distributions))})"
+            )
     assert not missing, "requirements.txt does not bring: " + "; ".join(missing)
 
 
 def test_the_scan_sees_what_the_helpers_import():
     # the check above can fail: it sees the helpers' own third-party imports
     third_party = modules_make_run_imports()
-    assert {"torch", "tiktoken", "safetensors", "regex", "matplotlib", "nbclient"} <= set(third_party)
+    assert {"torch", "tiktoken", "safetensors", "regex", "matplotlib", "nbclient"} <= set(
+        third_party
+    )
     assert "plumbing/hf_checkpoint.py" in third_party["safetensors"]
 
 
 def test_a_requirement_left_out_is_named(tmp_path):
     requirements = tmp_path / "requirements.txt"
-    requirements.write_text(friendly_errors.REQUIREMENTS.read_text().replace("safetensors", "# safetensors"))
+    requirements.write_text(
+        friendly_errors.REQUIREMENTS.read_text().replace("safetensors", "# safetensors")
+    )
     assert "safetensors" not in distributions_requirements_bring(requirements)
 
 
@@ -125,7 +142,11 @@ def test_a_missing_or_old_package_is_one_sentence(tmp_path):
     with pytest.raises(friendly_errors.SetupError) as error:
         friendly_errors.check_requirements(requirements)
     message = str(error.value)
-    assert "no-such-package-xyz is not installed" in message and "numpy is " in message and "older than 999" in message
+    assert (
+        "no-such-package-xyz is not installed" in message
+        and "numpy is " in message
+        and "older than 999" in message
+    )
     assert "torch" not in message.split(" (in ")[0]
     assert message.endswith(f"{friendly_errors.INSTALL_FIX}.") and "\n" not in message
     friendly_errors.check_requirements()  # this environment has everything requirements.txt names
@@ -135,21 +156,51 @@ def test_the_setup_cell_names_the_fix_for_a_module_that_will_not_import(tmp_path
     # A package whose metadata is there but which fails to import (a broken install): the
     # setup cell stops with one line that names the fix, not a traceback.
     (tmp_path / "safetensors").mkdir()
-    (tmp_path / "safetensors" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'safetensors'\", name='safetensors')\n")
-    setup = next(cell for cell in nbformat.read(NOTEBOOK, as_version=4).cells if cell.get("id") == "prelims-code")
-    code = f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\nfrom IPython import get_ipython\nget_ipython().run_cell({setup.source!r})\n"
+    (tmp_path / "safetensors" / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'safetensors'\", name='safetensors')\n"
+    )
+    setup = next(
+        cell
+        for cell in nbformat.read(NOTEBOOK, as_version=4).cells
+        if cell.get("id") == "prelims-code"
+    )
+    code = (
+        f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\n"
+        "from IPython import get_ipython\n"
+        f"get_ipython().run_cell({setup.source!r})\n"
+    )
     script = tmp_path / "run.py"
     script.write_text(code)
-    result = subprocess.run([sys.executable, "-m", "IPython", "--no-banner", "--colors=nocolor", str(script)], cwd=REPO_DIR, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "IPython", "--no-banner", "--colors=nocolor", str(script)],
+        cwd=REPO_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     output = result.stdout + result.stderr
-    assert f"ModuleNotFoundError: No module named 'safetensors': {friendly_errors.INSTALL_FIX}." in output, output
+    assert (
+        f"ModuleNotFoundError: No module named 'safetensors': {friendly_errors.INSTALL_FIX}."
+        in output
+    ), output
     assert "Traceback" not in output and "hf_checkpoint.py" not in output, output
 
 
 def run_in(python: Path, settings: dict[str, str], out: Path) -> str:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("LLAMA3_")} | settings
-    result = subprocess.run([str(python), "-m", "plumbing.run_notebook", "--out", str(out)], cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, f"make run with {settings}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    env = {
+        name: value for name, value in os.environ.items() if not name.startswith("LLAMA3_")
+    } | settings
+    result = subprocess.run(
+        [str(python), "-m", "plumbing.run_notebook", "--out", str(out)],
+        cwd=REPO_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert result.returncode == 0, (
+        f"make run with {settings}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result.stdout
 
 
@@ -160,13 +211,24 @@ def test_make_run_with_requirements_txt_alone_on_meta_and_hugging_face_folders(t
     python = environment / "bin" / "python"
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     torch_version = importlib.metadata.version("torch").split("+")[0]
-    subprocess.run([*pip, f"torch=={torch_version}"], check=True, timeout=1800)  # the CPU build first, as the README says
+    subprocess.run(
+        [*pip, f"torch=={torch_version}"], check=True, timeout=1800
+    )  # the CPU build first, as the README says
     subprocess.run([*pip, "-r", str(REPO_DIR / "requirements.txt")], check=True, timeout=1800)
-    listed = subprocess.run([str(python), "-m", "pip", "list", "--format=json"], capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        [str(python), "-m", "pip", "list", "--format=json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     installed = {canonicalize_name(package["name"]) for package in json.loads(listed)}
-    assert "transformers" not in installed and "pytest" not in installed  # nothing of the tests' own
+    assert (
+        "transformers" not in installed and "pytest" not in installed
+    )  # nothing of the tests' own
 
     hf_folder = save_with_transformers(EMBEDDED_CHECKPOINT, tmp_path / "hf")
     for name, folder in {"meta": EMBEDDED_CHECKPOINT, "huggingface": hf_folder}.items():
-        stdout = run_in(python, {"LLAMA3_CKPT": str(folder), "LLAMA3_EXTRAS": "0"}, tmp_path / f"{name}.ipynb")
+        stdout = run_in(
+            python, {"LLAMA3_CKPT": str(folder), "LLAMA3_EXTRAS": "0"}, tmp_path / f"{name}.ipynb"
+        )
         assert "next token id: 2983\ndecoded: '42'" in stdout, f"{name} folder:\n{stdout[-2000:]}"

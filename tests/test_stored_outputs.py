@@ -36,7 +36,11 @@ pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leav
 
 # Both variables are read once, when the process starts: each configuration is a new kernel.
 KERNELS = {
-    "default": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "COMPATIBLE"},
+    "default": {
+        "ATEN_CPU_CAPABILITY": "default",
+        "ONEDNN_MAX_CPU_ISA": "SSE41",
+        "MKL_CBWR": "COMPATIBLE",
+    },
     "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
     "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
 }
@@ -44,7 +48,11 @@ DTYPES = ["float32", "bfloat16"]
 
 
 def cpu_has(kernels: str) -> bool:
-    checks = {"default": lambda: True, "avx2": torch.cpu._is_avx2_supported, "avx512": torch.cpu._is_avx512_supported}
+    checks = {
+        "default": lambda: True,
+        "avx2": torch.cpu._is_avx2_supported,
+        "avx512": torch.cpu._is_avx512_supported,
+    }
     return checks[kernels]()
 
 
@@ -58,17 +66,46 @@ def reason_to_skip(kernels: str, dtype: str) -> str | None:
     native = torch.backends.cpu.get_cpu_capability()
     if not cpu_has(kernels):
         tried = ", ".join(name for name in KERNELS if cpu_has(name))
-        return f"this CPU has no {kernels.upper()} (PyTorch's kernels here: {native}), so {kernels} could not be tried; tried: {tried}"
+        return (
+            f"this CPU has no {kernels.upper()} (PyTorch's kernels here: {native}), "
+            f"so {kernels} could not be tried; tried: {tried}"
+        )
     if kernels == "avx2" and not cpu_has("avx512") and dtype == auto_dtype():
-        return f"on this AVX2-only CPU, avx2 in {dtype} is what pytest's own nbval pass of the notebook just ran"
+        return (
+            f"on this AVX2-only CPU, avx2 in {dtype} is what pytest's own nbval pass of the "
+            "notebook just ran"
+        )
     return None
 
 
 def nbval(environment: dict[str, str]) -> subprocess.CompletedProcess:
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("LLAMA3_", "ATEN_CPU", "ONEDNN_", "MKL_CBWR"))}
-    command = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", "--nbval", "--nbval-current-env"]
-    command += ["--nbval-sanitize-with", "tests/nbval_sanitize.cfg", "--nbval-cell-timeout", "600", NOTEBOOK.name]
-    return subprocess.run(command, cwd=REPO_DIR, env=env | environment, capture_output=True, text=True, timeout=1800)
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("LLAMA3_", "ATEN_CPU", "ONEDNN_", "MKL_CBWR"))
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-o",
+        "addopts=",
+        "-p",
+        "no:cacheprovider",
+        "--nbval",
+        "--nbval-current-env",
+    ]
+    command += [
+        "--nbval-sanitize-with",
+        "tests/nbval_sanitize.cfg",
+        "--nbval-cell-timeout",
+        "600",
+        NOTEBOOK.name,
+    ]
+    return subprocess.run(
+        command, cwd=REPO_DIR, env=env | environment, capture_output=True, text=True, timeout=1800
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -78,7 +115,10 @@ def test_stored_outputs_hold_under_every_cpu_kernel_family(kernels, dtype):
         pytest.skip(reason)
     result = nbval({**KERNELS[kernels], "LLAMA3_DEVICE": "cpu", "LLAMA3_DTYPE": dtype})
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
-    assert result.returncode == 0, f"nbval with {kernels} kernels in {dtype}:\n{result.stdout[-5000:]}\n{result.stderr[-2000:]}"
+    assert result.returncode == 0, (
+        f"nbval with {kernels} kernels in "
+        f"{dtype}:\n{result.stdout[-5000:]}\n{result.stderr[-2000:]}"
+    )
     assert " passed" in summary and "failed" not in summary, summary
 
 
@@ -87,5 +127,9 @@ def test_the_kernels_are_the_ones_asked_for():
     for kernels in (name for name in KERNELS if cpu_has(name)):
         code = "import torch; print(torch.backends.cpu.get_cpu_capability())"
         env = {**os.environ, **KERNELS[kernels]}
-        printed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
-        assert printed.lower() == kernels, f"ATEN_CPU_CAPABILITY={KERNELS[kernels]['ATEN_CPU_CAPABILITY']} gave {printed}"
+        printed = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert printed.lower() == kernels, (
+            f"ATEN_CPU_CAPABILITY={KERNELS[kernels]['ATEN_CPU_CAPABILITY']} gave {printed}"
+        )

@@ -14,7 +14,25 @@ PROMPT = DEFAULT_PROMPT
 
 def test_canonical_prompt(tokenizer):
     bos = tokenizer.encode_single_token("<|begin_of_text|>")
-    assert [bos] + tokenizer.encode(PROMPT) == [128000, 1820, 4320, 311, 279, 17139, 3488, 315, 2324, 11, 279, 15861, 11, 323, 4395, 374, 220]
+    assert [bos] + tokenizer.encode(PROMPT) == [
+        128000,
+        1820,
+        4320,
+        311,
+        279,
+        17139,
+        3488,
+        315,
+        2324,
+        11,
+        279,
+        15861,
+        11,
+        323,
+        4395,
+        374,
+        220,
+    ]
 
 
 def test_42(tokenizer):
@@ -66,7 +84,10 @@ def test_prefers_tokenizer_in_checkpoint_folder(tmp_path):
     copy = tmp_path / "tokenizer.model"
     copy.write_bytes(tokenizer_setup.packaged_tokenizer_model().read_bytes())
     assert tokenizer_setup.find_tokenizer_model(tmp_path) == copy
-    assert tokenizer_setup.find_tokenizer_model(tmp_path / "elsewhere") == tokenizer_setup.packaged_tokenizer_model()
+    assert (
+        tokenizer_setup.find_tokenizer_model(tmp_path / "elsewhere")
+        == tokenizer_setup.packaged_tokenizer_model()
+    )
 
 
 def test_missing_without_fallback(tmp_path, monkeypatch):
@@ -78,7 +99,10 @@ def test_missing_without_fallback(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 2183982\n", "Git LFS pointer"),
+        (
+            b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 2183982\n",
+            "Git LFS pointer",
+        ),
         (b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>\n", "HTML page"),
         (b"\n\x0b\n\x05<unk>\x15\x00\x00\x00\x00\x18\x02" * 20, "SentencePiece"),
         (b"IQ== 0\nIg== 1\n", "truncated"),

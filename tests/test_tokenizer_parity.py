@@ -64,7 +64,10 @@ def test_strings_file_covers_every_category():
         "SQL": "SELECT " in joined,
         "HTML": "<html" in joined,
         "uppercase contraction": re.search(r"'(S|T|RE|VE|M|LL|D)\b", joined),
-        "special-token spelling": all(name in joined for name in ("<|begin_of_text|>", "<|eot_id|>", "<|reserved_special_token_17|>")),
+        "special-token spelling": all(
+            name in joined
+            for name in ("<|begin_of_text|>", "<|eot_id|>", "<|reserved_special_token_17|>")
+        ),
         "URL": "https://" in joined,
         "email": re.search(r"\w@\w", joined),
         "very long word": any(len(s) >= 1000 and " " not in s for s in STRINGS),
@@ -76,7 +79,9 @@ def test_strings_file_covers_every_category():
 def test_same_tokens_as_meta_on_all_strings(tokenizer, meta):
     problems = [p for text in STRINGS for p in _problems(tokenizer, meta, text)]
     shown = "\n".join(problems[:SHOW_MISMATCHES])
-    assert not problems, f"{len(problems)} problems over {len(STRINGS)} strings; first {SHOW_MISMATCHES}:\n{shown}"
+    assert not problems, (
+        f"{len(problems)} problems over {len(STRINGS)} strings; first {SHOW_MISMATCHES}:\n{shown}"
+    )
 
 
 @settings(max_examples=300, deadline=None)

@@ -35,14 +35,20 @@ def english():
 @pytest.mark.parametrize("language", sorted(LANGUAGES))
 def test_every_english_cell_has_a_current_translation(english, language):
     found = problems(english, read_translations(language), language)
-    assert not found, f"i18n/{language}.json is behind the English notebook (`python -m generators.translate_notebook {language} --todo`):\n" + "\n".join(found)
+    assert not found, (
+        f"i18n/{language}.json is behind the English notebook (`python -m "
+        f"generators.translate_notebook {language} --todo`):\n" + "\n".join(found)
+    )
 
 
 @pytest.mark.parametrize("language", sorted(LANGUAGES))
 def test_committed_edition_is_what_the_script_generates(english, language):
     generated = render(build(english, read_translations(language)))
     committed = edition_path(language).read_text(encoding="utf-8")
-    assert committed == generated, f"{edition_path(language).name} is stale: run `python -m generators.translate_notebook {language}` (or `make notebook`)"
+    assert committed == generated, (
+        f"{edition_path(language).name} is stale: run `python -m generators.translate_notebook "
+        f"{language}` (or `make notebook`)"
+    )
 
 
 @pytest.mark.parametrize("language", sorted(LANGUAGES))
@@ -58,7 +64,11 @@ def test_edition_has_the_english_code_and_outputs(english, language):
     assert edition.metadata == english.metadata
 
 
-@pytest.mark.parametrize("notebook_path", [ENGLISH, *(edition_path(language) for language in sorted(LANGUAGES))], ids=lambda path: path.name)
+@pytest.mark.parametrize(
+    "notebook_path",
+    [ENGLISH, *(edition_path(language) for language in sorted(LANGUAGES))],
+    ids=lambda path: path.name,
+)
 def test_links_to_headings_resolve(notebook_path):
     notebook = nbformat.read(notebook_path, as_version=4)
     assert broken_heading_links(notebook) == []
@@ -90,7 +100,9 @@ def test_an_edited_english_sentence_without_its_translation_names_the_cell(engli
 
 def test_the_script_refuses_to_write_a_stale_edition(english, tmp_path, monkeypatch, capsys):
     stale_english = tmp_path / ENGLISH.name
-    stale_english.write_text(render(edited(english, "softmax", "Each row", "Every row")), encoding="utf-8")
+    stale_english.write_text(
+        render(edited(english, "softmax", "Each row", "Every row")), encoding="utf-8"
+    )
     monkeypatch.setattr(translate_notebook, "ENGLISH", stale_english)
     monkeypatch.setattr("sys.argv", ["translate_notebook", "zh"])
     assert translate_notebook.main() == 1
@@ -128,7 +140,9 @@ def test_a_translation_must_be_in_the_language(english):
     cell = next(cell for cell in markdown_cells(english) if cell.id == "answer")
     entry = next(entry for entry in entries if entry["id"] == "answer")
     entry["text"] = cell.source  # left in English
-    assert problems(english, entries, "zh") == ["cell 'answer': the translation has no Chinese text"]
+    assert problems(english, entries, "zh") == [
+        "cell 'answer': the translation has no Chinese text"
+    ]
     assert entry["en_sha256"] == english_hash(cell.source)
 
 

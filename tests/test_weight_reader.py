@@ -1,4 +1,5 @@
-"""WeightReader hands out each weight converted; reused buffers never change a tensor someone holds."""
+"""WeightReader hands out each weight converted; reused buffers never change a tensor someone
+holds."""
 
 from __future__ import annotations
 

@@ -29,13 +29,24 @@ NOTEBOOK = REPO_DIR / "llama3-from-scratch.ipynb"
 MUTATIONS = {
     "rope-half-split-pairs": (
         "RoPE rotates features (i, i + head_dim/2), HF's layout, instead of Meta's adjacent pairs",
-        [("pairs = x.float().unflatten(-1, (-1, 2))", "pairs = x.float().unflatten(-1, (2, -1)).transpose(-2, -1)")],
+        [
+            (
+                "pairs = x.float().unflatten(-1, (-1, 2))",
+                "pairs = x.float().unflatten(-1, (2, -1)).transpose(-2, -1)",
+            )
+        ],
     ),
     "wrong-kv-head": (
         "query head h reads kv head h % n_kv_heads instead of h // (n_heads / n_kv_heads)",
         [
-            ("k = k.repeat_interleave(q_heads_per_kv_head, dim=0)", "k = k.repeat(q_heads_per_kv_head, 1, 1)"),
-            ("v = v.repeat_interleave(q_heads_per_kv_head, dim=0)", "v = v.repeat(q_heads_per_kv_head, 1, 1)"),
+            (
+                "k = k.repeat_interleave(q_heads_per_kv_head, dim=0)",
+                "k = k.repeat(q_heads_per_kv_head, 1, 1)",
+            ),
+            (
+                "v = v.repeat_interleave(q_heads_per_kv_head, dim=0)",
+                "v = v.repeat(q_heads_per_kv_head, 1, 1)",
+            ),
         ],
     ),
     "rmsnorm-not-fp32": (
@@ -56,11 +67,21 @@ MUTATIONS = {
     ),
     "no-score-scaling": (
         "scores not divided by sqrt(head_dim)",
-        [("scores = q @ k.transpose(1, 2) / math.sqrt(head_dim)", "scores = q @ k.transpose(1, 2)")],
+        [
+            (
+                "scores = q @ k.transpose(1, 2) / math.sqrt(head_dim)",
+                "scores = q @ k.transpose(1, 2)",
+            )
+        ],
     ),
     "mask-off-by-one": (
         "the causal mask lets each token see the next one",
-        [("return mask.triu(diagonal=seen - new + 1)", "return mask.triu(diagonal=seen - new + 2)")],
+        [
+            (
+                "return mask.triu(diagonal=seen - new + 1)",
+                "return mask.triu(diagonal=seen - new + 2)",
+            )
+        ],
     ),
     # Not listed: "softmax in bf16 instead of float32". PyTorch's softmax already accumulates
     # bf16 input in float32 and rounds once, so that change gives identical bits (checked
@@ -79,7 +100,9 @@ def mutated_copy(replacements: list[tuple[str, str]], folder: Path) -> Path:
             continue
         for old, new in replacements:
             cell.source = cell.source.replace(old, new)
-        cell.source = re.sub(r"^(\s*)assert ", r"\1assert True or ", cell.source, flags=re.MULTILINE)
+        cell.source = re.sub(
+            r"^(\s*)assert ", r"\1assert True or ", cell.source, flags=re.MULTILINE
+        )
     path = folder / "mutated.ipynb"
     nbformat.write(notebook, path)
     return path
@@ -96,15 +119,29 @@ def main() -> int:
             env = {**os.environ, "NOTEBOOK_UNDER_TEST": str(mutated_copy(replacements, folder))}
             started = time.time()
             result = subprocess.run(
-                [sys.executable, "-m", "pytest", "tests/test_parity.py", "-x", "-q", "-o", "addopts=-p no:cacheprovider"],
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "tests/test_parity.py",
+                    "-x",
+                    "-q",
+                    "-o",
+                    "addopts=-p no:cacheprovider",
+                ],
                 cwd=REPO_DIR,
                 env=env,
                 capture_output=True,
                 text=True,
             )
             caught = result.returncode != 0
-            failed = next((line for line in result.stdout.splitlines() if line.startswith("FAILED")), "")
-            print(f"{'caught  ' if caught else 'SURVIVED'} {name:26} {time.time() - started:5.0f} s  {description}")
+            failed = next(
+                (line for line in result.stdout.splitlines() if line.startswith("FAILED")), ""
+            )
+            print(
+                f"{'caught  ' if caught else 'SURVIVED'} {name:26} {time.time() - started:5.0f} s "
+                f" {description}"
+            )
             if failed:
                 print(f"         first failure: {failed[7:].split(' - ')[0]}")
             if not caught:

@@ -1,1 +1,2 @@
-"""What the tests need and the notebook does not: reference models, checkpoint makers, kernel code."""
+"""What the tests need and the notebook does not: reference models, checkpoint makers, kernel
+code."""

@@ -36,7 +36,11 @@ def write_tokenizer_json(out: Path) -> None:
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     model = tokenizer_setup.find_tokenizer_model(None)
-    converter = TikTokenConverter(vocab_file=str(model), pattern=tokenizer_setup.SPLIT_PATTERN, extra_special_tokens=SPECIAL_TOKENS)
+    converter = TikTokenConverter(
+        vocab_file=str(model),
+        pattern=tokenizer_setup.SPLIT_PATTERN,
+        extra_special_tokens=SPECIAL_TOKENS,
+    )
     converter.converted().save(str(out / "tokenizer.json"))
 
 
@@ -53,7 +57,11 @@ def respell_config(out: Path, spelling: str) -> None:
         config["rope_theta"] = theta
         config["rope_scaling"] = scaling
     else:
-        config["rope_parameters"] = {"rope_type": "default", "rope_theta": theta} if scaling is None else {**scaling, "rope_theta": theta}
+        config["rope_parameters"] = (
+            {"rope_type": "default", "rope_theta": theta}
+            if scaling is None
+            else {**scaling, "rope_theta": theta}
+        )
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
@@ -65,7 +73,13 @@ def rope_scaling(params: dict, factor: float | None) -> dict | None:
     return reference_models.hf_rope_scaling(factor)
 
 
-def save_with_transformers(meta: Path, out: Path, shard_size: str | None = None, spelling: str = "5", scale_factor: float | None = None) -> Path:
+def save_with_transformers(
+    meta: Path,
+    out: Path,
+    shard_size: str | None = None,
+    spelling: str = "5",
+    scale_factor: float | None = None,
+) -> Path:
     params = checkpoint_files.read_params(meta)
     factor = (rope_scaling(params, scale_factor) or {}).get("factor")
     model = reference_models.hf_model(meta, params, dtype=torch.bfloat16, rope_scale_factor=factor)
@@ -76,7 +90,13 @@ def save_with_transformers(meta: Path, out: Path, shard_size: str | None = None,
     return out
 
 
-def save_streaming(meta: Path, out: Path, shard_bytes: int = 5 * 2**30, spelling: str = "4", scale_factor: float | None = None) -> Path:
+def save_streaming(
+    meta: Path,
+    out: Path,
+    shard_bytes: int = 5 * 2**30,
+    spelling: str = "4",
+    scale_factor: float | None = None,
+) -> Path:
     from safetensors.torch import save_file
 
     params = checkpoint_files.read_params(meta)
@@ -85,7 +105,9 @@ def save_streaming(meta: Path, out: Path, shard_bytes: int = 5 * 2**30, spelling
     tied = "output.weight" not in weights
     out.mkdir(parents=True, exist_ok=True)
     factor = (rope_scaling(params, scale_factor) or {}).get("factor")
-    reference_models.hf_config(params, tied, factor).save_pretrained(out)  # config.json, as transformers writes it
+    reference_models.hf_config(params, tied, factor).save_pretrained(
+        out
+    )  # config.json, as transformers writes it
     respell_config(out, spelling)
     shards, current, size = [], {}, 0
     for name in weights:
@@ -102,12 +124,19 @@ def save_streaming(meta: Path, out: Path, shard_bytes: int = 5 * 2**30, spelling
     shards.append(current)
     weight_map = {}
     for index, shard in enumerate(shards, start=1):
-        file = "model.safetensors" if len(shards) == 1 else f"model-{index:05d}-of-{len(shards):05d}.safetensors"
+        file = (
+            "model.safetensors"
+            if len(shards) == 1
+            else f"model-{index:05d}-of-{len(shards):05d}.safetensors"
+        )
         save_file(shard, str(out / file), metadata={"format": "pt"})
         weight_map |= {name: file for name in shard}
     if len(shards) > 1:
         total = sum(t.numel() * t.element_size() for shard in shards for t in shard.values())
-        (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
+        (out / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+            + "\n"
+        )
     write_tokenizer_json(out)
     return out
 
@@ -116,7 +145,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("meta", type=Path)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--shard-size", default=None, help="e.g. 2GB (transformers) — with --stream, bytes per shard")
+    parser.add_argument(
+        "--shard-size",
+        default=None,
+        help="e.g. 2GB (transformers) — with --stream, bytes per shard",
+    )
     parser.add_argument("--spelling", choices=["4", "5"], default="4")
     parser.add_argument("--scale-factor", type=float, default=None)
     parser.add_argument("--stream", action="store_true")
@@ -124,9 +157,13 @@ def main() -> None:
     if args.out.exists() and any(args.out.iterdir()):
         raise SystemExit(f"{args.out} is not empty; choose a new folder")
     if args.stream:
-        save_streaming(args.meta, args.out, int(args.shard_size or 5 * 2**30), args.spelling, args.scale_factor)
+        save_streaming(
+            args.meta, args.out, int(args.shard_size or 5 * 2**30), args.spelling, args.scale_factor
+        )
     else:
-        save_with_transformers(args.meta, args.out, args.shard_size, args.spelling, args.scale_factor)
+        save_with_transformers(
+            args.meta, args.out, args.shard_size, args.spelling, args.scale_factor
+        )
     print(f"wrote {args.out}: " + ", ".join(sorted(p.name for p in args.out.iterdir())))
 
 

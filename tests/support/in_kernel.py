@@ -1,4 +1,5 @@
-"""What the tests run inside the notebook's kernel, after its last cell, on the notebook's own objects.
+"""What the tests run inside the notebook's kernel, after its last cell, on the notebook's own
+objects.
 
 The tests never re-implement the model. `notebook_values.run_and_read` executes the notebook
 unchanged, then calls functions of this module in the same kernel with the notebook's
@@ -22,7 +23,8 @@ import torch
 
 @contextmanager
 def recording_layers(nb: dict):
-    """While open, `nb`'s rms_norm and feed_forward record the stream after each layer's attention."""
+    """While open, `nb`'s rms_norm and feed_forward record the stream after each layer's
+    attention."""
     after_attention, latest_norm_input = [], [None]
     lesson_rms_norm, lesson_feed_forward = nb["rms_norm"], nb["feed_forward"]
 
@@ -51,7 +53,9 @@ def read_back(nb: dict, path: str) -> None:
         stream = nb["token_embeddings"]
         for layer in range(nb["n_layers"]):
             stream = nb["transformer_layer"](stream, layer, nb["rope_cos"], nb["rope_sin"])
-    assert torch.equal(stream, nb["residual_stream"][-1]), "the hooked rerun differs from the lesson's run"
+    assert torch.equal(stream, nb["residual_stream"][-1]), (
+        "the hooked rerun differs from the lesson's run"
+    )
     torch.save(
         {
             "prompt_tokens": nb["prompt_tokens"],
@@ -82,7 +86,9 @@ def other_prompts(nb: dict, prompts: dict[str, str], path: str) -> None:
     for name, text in prompts.items():
         layer_inputs, layer_outputs, projected = [], [], []
 
-        def transformer_layer(stream, layer, cos, sin, cache=None, inputs=layer_inputs, outputs=layer_outputs):
+        def transformer_layer(
+            stream, layer, cos, sin, cache=None, inputs=layer_inputs, outputs=layer_outputs
+        ):
             inputs.append(stream)
             outputs.append(lesson_layer(stream, layer, cos, sin, cache))
             return outputs[-1]
@@ -116,7 +122,11 @@ def bpe(nb: dict, strings_file: str, path: str) -> None:
         strings = json.load(file)
     encoded = [nb["bpe_encode"](text) for text in strings]
     merges = [[part.decode() for part in state] for state in nb["bpe_merges"](" ultimate")]
-    result = {"encoded": encoded, "decoded": [nb["bpe_decode"](ids[1:]) for ids in encoded], "merges": merges}
+    result = {
+        "encoded": encoded,
+        "decoded": [nb["bpe_decode"](ids[1:]) for ids in encoded],
+        "merges": merges,
+    }
     with open(path, "w", encoding="utf-8") as file:
         json.dump(result, file)
 
@@ -124,7 +134,9 @@ def bpe(nb: dict, strings_file: str, path: str) -> None:
 def generations(nb: dict, path: str) -> None:
     """The notebook's `generate` with and without the cache, and its sampling options."""
     texts = [nb["prompt"], "the sun rises", "once upon a time"]
-    prompts = {text: [nb["bos_id"]] + nb["tokenizer"].encode(text, disallowed_special=()) for text in texts}
+    prompts = {
+        text: [nb["bos_id"]] + nb["tokenizer"].encode(text, disallowed_special=()) for text in texts
+    }
     generate = nb["generate"]
     result = {
         "cached": {text: generate(tokens) for text, tokens in prompts.items()},
@@ -150,4 +162,11 @@ def gradients(nb: dict, path: str) -> None:
         loss = nb["token_losses"](nb["hitchhiker_tokens"]).mean()
         loss.backward()
     keep = [name for name in copy if name.startswith("layers.0.") or name == nb["output_name"]]
-    torch.save({"loss": loss.detach(), "tokens": nb["hitchhiker_tokens"], "grads": {name: copy[name].grad for name in keep}}, path)
+    torch.save(
+        {
+            "loss": loss.detach(),
+            "tokens": nb["hitchhiker_tokens"],
+            "grads": {name: copy[name].grad for name in keep},
+        },
+        path,
+    )

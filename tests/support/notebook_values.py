@@ -35,8 +35,11 @@ TENSORS_ONLY = {**FLOAT32_CPU, "LLAMA3_EXTRAS": "0"}
 TOKENIZER_PARITY_STRINGS = REPO_DIR / "tests" / "tokenizer_parity_strings.json"
 
 
-def run_and_read(workdir: Path, settings: dict[str, str], timeout: int = 1200, also: tuple = ()) -> dict:
-    """Execute the notebook with these LLAMA3_* settings; return its tensors and the executed notebook.
+def run_and_read(
+    workdir: Path, settings: dict[str, str], timeout: int = 1200, also: tuple = ()
+) -> dict:
+    """Execute the notebook with these LLAMA3_* settings; return its tensors and the executed
+    notebook.
 
     `also`: more in_kernel functions to call after `read_back`, each as (name, *arguments);
     each writes to workdir / name, returned under values["files"][name].
@@ -60,7 +63,9 @@ def run_and_read(workdir: Path, settings: dict[str, str], timeout: int = 1200, a
 def cell_text(notebook, cell_id: str) -> str:
     """What a cell of an executed notebook printed."""
     cell = next(cell for cell in notebook.cells if cell.get("id") == cell_id)
-    return "".join(output.get("text", "") for output in cell.outputs if output.get("output_type") == "stream")
+    return "".join(
+        output.get("text", "") for output in cell.outputs if output.get("output_type") == "stream"
+    )
 
 
 def setup_cell_failure(settings: dict[str, str]):

@@ -120,7 +120,9 @@ def main() -> None:
     parser.add_argument("--multiple-of", type=int, default=64)
     parser.add_argument("--ffn-dim-multiplier", type=float, default=1.3)
     parser.add_argument("--rope-theta", type=float, default=500000.0)
-    parser.add_argument("--tied-output", action="store_true", help="leave out output.weight (like Llama 3.2 1B/3B)")
+    parser.add_argument(
+        "--tied-output", action="store_true", help="leave out output.weight (like Llama 3.2 1B/3B)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.preset:

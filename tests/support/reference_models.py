@@ -41,7 +41,9 @@ FP32_TOLERANCE = 1e-4
 
 # Each layer's tensors, Meta's name → Hugging Face's, read off the one name map.
 HF_LAYER_KEYS = {
-    meta.removeprefix("layers.{i}."): hf.removeprefix("model.layers.{i}.") for meta, hf in HF_NAMES.items() if meta.startswith("layers.{i}.")
+    meta.removeprefix("layers.{i}."): hf.removeprefix("model.layers.{i}.")
+    for meta, hf in HF_NAMES.items()
+    if meta.startswith("layers.{i}.")
 }
 
 
@@ -51,10 +53,15 @@ def load_meta_checkpoint(checkpoint_dir: Path):
 
 
 def meta_rows_to_hf(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Reorder each head's q/k rows from Meta's adjacent pairs (2i, 2i+1) to HF's (i, i + head_dim/2)."""
+    """Reorder each head's q/k rows from Meta's adjacent pairs (2i, 2i+1) to HF's (i, i +
+    head_dim/2)."""
     out_features, in_features = weight.shape
     head_dim = out_features // n_heads
-    return weight.view(n_heads, head_dim // 2, 2, in_features).transpose(1, 2).reshape(out_features, in_features)
+    return (
+        weight.view(n_heads, head_dim // 2, 2, in_features)
+        .transpose(1, 2)
+        .reshape(out_features, in_features)
+    )
 
 
 def hf_rope_scaling(factor: float) -> dict:
@@ -68,7 +75,9 @@ def hf_rope_scaling(factor: float) -> dict:
     }
 
 
-def hf_config(params: dict, tied_output: bool = False, rope_scale_factor: float | None = None) -> LlamaConfig:
+def hf_config(
+    params: dict, tied_output: bool = False, rope_scale_factor: float | None = None
+) -> LlamaConfig:
     """transformers' LlamaConfig for these params.json sizes: the one place a config is built.
 
     rope_scale_factor: Llama 3.1+ scaled RoPE (HF's rope_type "llama3"); required when
@@ -77,7 +86,9 @@ def hf_config(params: dict, tied_output: bool = False, rope_scale_factor: float 
     rope_scaling = None
     if params.get("use_scaled_rope"):
         if rope_scale_factor is None:
-            raise ValueError("use_scaled_rope is set: pass rope_scale_factor (8 for Llama 3.1/3.3, 32 for 3.2)")
+            raise ValueError(
+                "use_scaled_rope is set: pass rope_scale_factor (8 for Llama 3.1/3.3, 32 for 3.2)"
+            )
         rope_scaling = hf_rope_scaling(rope_scale_factor)
     return LlamaConfig(
         vocab_size=params["vocab_size"],
@@ -101,13 +112,21 @@ def hf_config(params: dict, tied_output: bool = False, rope_scale_factor: float 
     )
 
 
-def hf_model(checkpoint_dir: Path, params: dict, dtype: torch.dtype = torch.float32, rope_scale_factor: float | None = None):
+def hf_model(
+    checkpoint_dir: Path,
+    params: dict,
+    dtype: torch.dtype = torch.float32,
+    rope_scale_factor: float | None = None,
+):
     """transformers' LlamaForCausalLM holding the checkpoint's weights (q/k rows in HF's order)."""
     state_dict = load_meta_checkpoint(checkpoint_dir)
     n_kv_heads = params.get("n_kv_heads") or params["n_heads"]
     tied = "output.weight" not in state_dict
     config = hf_config(params, tied, rope_scale_factor)
-    hf = {"model.embed_tokens.weight": state_dict["tok_embeddings.weight"], "model.norm.weight": state_dict["norm.weight"]}
+    hf = {
+        "model.embed_tokens.weight": state_dict["tok_embeddings.weight"],
+        "model.norm.weight": state_dict["norm.weight"],
+    }
     hf["lm_head.weight"] = state_dict["tok_embeddings.weight" if tied else "output.weight"]
     for i in range(params["n_layers"]):
         for meta_key, hf_key in HF_LAYER_KEYS.items():
@@ -129,13 +148,28 @@ def hf_tensors(model, tokens: list[int]) -> dict:
     after_ffn: list[torch.Tensor] = [None] * len(layers)
     captured: dict[str, torch.Tensor] = {}
     handles = [
-        model.model.embed_tokens.register_forward_hook(lambda m, i, o: captured.__setitem__("token_embeddings", o[0])),
-        model.model.norm.register_forward_hook(lambda m, i, o: captured.__setitem__("final_normed", o[0])),
+        model.model.embed_tokens.register_forward_hook(
+            lambda m, i, o: captured.__setitem__("token_embeddings", o[0])
+        ),
+        model.model.norm.register_forward_hook(
+            lambda m, i, o: captured.__setitem__("final_normed", o[0])
+        ),
     ]
     for index, layer in enumerate(layers):
-        # The second norm's input is the residual stream after attention; the layer's output is the stream after the FFN.
-        handles.append(layer.post_attention_layernorm.register_forward_pre_hook(lambda m, args, i=index: after_attention.__setitem__(i, args[0][0])))
-        handles.append(layer.register_forward_hook(lambda m, args, out, i=index: after_ffn.__setitem__(i, (out[0] if isinstance(out, tuple) else out)[0])))
+        # The second norm's input is the residual stream after attention; the layer's output is the
+        # stream after the FFN.
+        handles.append(
+            layer.post_attention_layernorm.register_forward_pre_hook(
+                lambda m, args, i=index: after_attention.__setitem__(i, args[0][0])
+            )
+        )
+        handles.append(
+            layer.register_forward_hook(
+                lambda m, args, out, i=index: after_ffn.__setitem__(
+                    i, (out[0] if isinstance(out, tuple) else out)[0]
+                )
+            )
+        )
     try:
         with torch.no_grad():
             logits = model(torch.tensor([tokens]), use_cache=False).logits[0, -1]
@@ -165,7 +199,9 @@ def _init_model_parallel() -> None:
     _distributed_ready = True
 
 
-def meta_model(checkpoint_dir: Path, params: dict, dtype: torch.dtype = torch.float32, max_seq_len: int = 1024):
+def meta_model(
+    checkpoint_dir: Path, params: dict, dtype: torch.dtype = torch.float32, max_seq_len: int = 1024
+):
     """Meta's reference Transformer (llama-models) holding the checkpoint's weights.
 
     Its scaled RoPE always uses factor 8 (hard-coded in llama_models/llama3/model.py), so
@@ -194,12 +230,24 @@ def meta_tensors(model, tokens: list[int]) -> dict:
     after_ffn: list[torch.Tensor] = [None] * len(model.layers)
     captured: dict[str, torch.Tensor] = {}
     handles = [
-        model.tok_embeddings.register_forward_hook(lambda m, i, o: captured.__setitem__("token_embeddings", o[0])),
-        model.norm.register_forward_hook(lambda m, i, o: captured.__setitem__("final_normed", o[0])),
+        model.tok_embeddings.register_forward_hook(
+            lambda m, i, o: captured.__setitem__("token_embeddings", o[0])
+        ),
+        model.norm.register_forward_hook(
+            lambda m, i, o: captured.__setitem__("final_normed", o[0])
+        ),
     ]
     for index, layer in enumerate(model.layers):
-        handles.append(layer.ffn_norm.register_forward_pre_hook(lambda m, args, i=index: after_attention.__setitem__(i, args[0][0])))
-        handles.append(layer.register_forward_hook(lambda m, args, out, i=index: after_ffn.__setitem__(i, out[0])))
+        handles.append(
+            layer.ffn_norm.register_forward_pre_hook(
+                lambda m, args, i=index: after_attention.__setitem__(i, args[0][0])
+            )
+        )
+        handles.append(
+            layer.register_forward_hook(
+                lambda m, args, out, i=index: after_ffn.__setitem__(i, out[0])
+            )
+        )
     try:
         with torch.no_grad():
             logits = model(torch.tensor([tokens]), start_pos=0)[0, -1]
@@ -221,7 +269,10 @@ def _as_float(captured, after_attention, after_ffn, logits) -> dict:
 
 def relative_difference(ours: torch.Tensor, reference: torch.Tensor) -> float:
     """max |ours − reference| / max |reference|: one number per tensor, scale-free."""
-    return float((ours.float() - reference.float()).abs().max() / reference.float().abs().max().clamp_min(1e-30))
+    return float(
+        (ours.float() - reference.float()).abs().max()
+        / reference.float().abs().max().clamp_min(1e-30)
+    )
 
 
 def layer_differences(ours: dict, reference: dict) -> dict[str, float]:
@@ -230,11 +281,18 @@ def layer_differences(ours: dict, reference: dict) -> dict[str, float]:
     A run through the notebook's `forward` (in_kernel.other_prompts) has the final norm's
     output at the last position only, and is compared there.
     """
-    result = {name: relative_difference(ours[name], reference[name]) for name in ("token_embeddings", "logits")}
+    result = {
+        name: relative_difference(ours[name], reference[name])
+        for name in ("token_embeddings", "logits")
+    }
     if "final_normed_last" in ours:
-        result["final_normed_last"] = relative_difference(ours["final_normed_last"], reference["final_normed"][-1])
+        result["final_normed_last"] = relative_difference(
+            ours["final_normed_last"], reference["final_normed"][-1]
+        )
     else:
-        result["final_normed"] = relative_difference(ours["final_normed"], reference["final_normed"])
+        result["final_normed"] = relative_difference(
+            ours["final_normed"], reference["final_normed"]
+        )
     for stage in ("residual_after_attention", "residual_after_ffn"):
         assert len(ours[stage]) == len(reference[stage]), stage
         for layer, (mine, theirs) in enumerate(zip(ours[stage], reference[stage], strict=True)):

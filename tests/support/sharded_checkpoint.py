@@ -29,7 +29,10 @@ def write_shards(source: Path, out: Path, n_shards: int) -> Path:
             pieces = [tensor] * n_shards
         else:
             if tensor.shape[axis] % n_shards:
-                raise SystemExit(f"{name}: axis {axis} of size {tensor.shape[axis]} does not split into {n_shards} equal shards")
+                raise SystemExit(
+                    f"{name}: axis {axis} of size {tensor.shape[axis]} does not split into "
+                    f"{n_shards} equal shards"
+                )
             pieces = tensor.chunk(n_shards, dim=axis)
         for shard, piece in zip(shards, pieces, strict=True):
             shard[name] = piece.contiguous().clone()
