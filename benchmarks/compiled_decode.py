@@ -25,54 +25,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 from pathlib import Path
 
-import nbformat
-
-from benchmarks.generation import CLOCK
+from benchmarks.generation import run_in_kernel
 from plumbing import REPO_DIR, checkpoint_files
-from plumbing.run_notebook import NOTEBOOK, execute
-
-TIMING = (
-    CLOCK
-    + """
-import statistics as _statistics
-
-import torch._dynamo as _dynamo
-
-
-def _step_seconds():
-    one = _statistics.median(
-        _clock(lambda: generate(_tokens, max_new_tokens=1, stop_at_end=False)) for _ in range(3))
-    many = _statistics.median(
-        _clock(lambda: generate(_tokens, max_new_tokens=DECODE, stop_at_end=False))
-        for _ in range(3))
-    return (many - one) / (DECODE - 1)
-
-
-_tokens = [bos_id] + tokenizer.encode(prompt, disallowed_special=())
-_eager_forward = forward
-_expected = generate(_tokens, max_new_tokens=DECODE, stop_at_end=False)
-_results = {"dtype": str(compute_dtype).removeprefix("torch."), "eager": _step_seconds()}
-for _mode in MODES:
-    _dynamo.reset()
-    _dynamo.utils.counters.clear()
-    forward = torch.compile(_eager_forward, mode=_mode, dynamic=True)
-    try:
-        _started = _time.perf_counter()
-        _same = generate(_tokens, max_new_tokens=DECODE, stop_at_end=False) == _expected
-        _compile = _time.perf_counter() - _started
-        _results[_mode] = {"step": _step_seconds(), "first_call": _compile, "same_tokens": _same,
-                           "graphs": int(_dynamo.utils.counters["stats"]["unique_graphs"])}
-    except Exception as _error:  # report it, keep going with the other modes
-        _results[_mode] = {"error": f"{type(_error).__name__}: {str(_error)[:300]}"}
-    finally:
-        forward = _eager_forward
-print(_json.dumps(_results))
-"""
-)
 
 
 def main() -> int:
@@ -99,20 +56,13 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         folder = checkpoint_files.EMBEDDED_CHECKPOINT if name == "embedded" else args.data / name
-        code = TIMING.replace("DECODE", str(args.decode)).replace("MODES", repr(modes))
-        notebook = nbformat.read(NOTEBOOK, as_version=4)
-        notebook.cells.append(nbformat.v4.new_code_cell(code))
-        execute(
-            notebook,
-            {
-                "LLAMA3_CKPT": str(folder),
-                "LLAMA3_DEVICE": args.device,
-                "LLAMA3_DTYPE": args.dtype,
-                "LLAMA3_STREAM": args.stream,
-            },
-            timeout=3600,
-        )
-        r = json.loads(notebook.cells[-1].outputs[-1]["text"].strip().splitlines()[-1])
+        settings = {
+            "LLAMA3_CKPT": str(folder),
+            "LLAMA3_DEVICE": args.device,
+            "LLAMA3_DTYPE": args.dtype,
+            "LLAMA3_STREAM": args.stream,
+        }
+        r = run_in_kernel(settings, "compiled_decode", args.decode, modes)
         print(
             f"| {name} | {r['dtype']} | eager | {1 / r['eager']:.1f} tokens/s | — | — | — |",
             flush=True,

@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -33,58 +34,17 @@ from benchmarks.notebook_runtime import cpu_name
 from plumbing import REPO_DIR, checkpoint_files
 from plumbing.run_notebook import NOTEBOOK, execute
 
-# Run in the notebook's kernel: `_clock(work)`, seconds, waiting for the GPU when there is one.
-CLOCK = """
-import json as _json
-import time as _time
 
-
-def _clock(work):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = _time.perf_counter()
-    work()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return _time.perf_counter() - started
-"""
-
-TIMING = (
-    CLOCK
-    + """
-
-def _floor_step():
-    # one token through every weight matrix, nothing else
-    for layer in range(n_layers):
-        for name in ["attention.wq", "attention.wk", "attention.wv", "attention.wo",
-                     "feed_forward.w1", "feed_forward.w3", "feed_forward.w2"]:
-            matrix = weight(f"layers.{layer}.{name}.weight")
-            _vectors[matrix.shape[1]] @ matrix.T
-    for rows in weight.in_row_blocks(output_name):
-        _vectors[dim] @ rows.T
-
-
-_vectors = {size: torch.randn(1, size, device=device, dtype=compute_dtype)
-            for size in (dim, n_heads * head_dim, ffn_hidden)}
-_tokens = [bos_id] + tokenizer.encode(prompt, disallowed_special=())
-_results = {"dtype": str(compute_dtype).removeprefix("torch."), "prompt": len(_tokens)}
-generate(_tokens, max_new_tokens=2, stop_at_end=False)  # warm-up
-_floor_step()
-_results["floor"] = min(_clock(_floor_step) for _ in range(REPEATS))
-_one = min(
-    _clock(lambda: generate(_tokens, max_new_tokens=1, stop_at_end=False)) for _ in range(REPEATS))
-_many = min(
-    _clock(lambda: generate(_tokens, max_new_tokens=DECODE, stop_at_end=False))
-    for _ in range(REPEATS))
-_results["prefill"], _results["step"] = _one, (_many - _one) / (DECODE - 1)
-for _n in COMPARE:
-    for _use_cache in (True, False):
-        _seconds = _clock(lambda: generate(_tokens, max_new_tokens=_n, use_cache=_use_cache,
-                                           stop_at_end=False))
-        _results[f"{_n} {'with' if _use_cache else 'without'}"] = _n / _seconds
-print(_json.dumps(_results))
-"""
-)
+def run_in_kernel(settings: dict[str, str], function: str, *arguments) -> dict:
+    """Execute the notebook, then benchmarks/in_kernel.FUNCTION in its kernel; its figures."""
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "figures.json"
+        call = ", ".join(["globals()", *map(repr, arguments), repr(str(out))])
+        notebook = nbformat.read(NOTEBOOK, as_version=4)
+        code = f"from benchmarks import in_kernel\nin_kernel.{function}({call})"
+        notebook.cells.append(nbformat.v4.new_code_cell(code))
+        execute(notebook, settings, timeout=7200)
+        return json.loads(out.read_text())
 
 
 def main() -> int:
@@ -125,19 +85,12 @@ def main() -> int:
     for name in args.models.split(","):
         folder = checkpoint_files.EMBEDDED_CHECKPOINT if name == "embedded" else args.data / name
         compare = lengths if name in args.compare_models.split(",") else []
-        code = (
-            TIMING.replace("REPEATS", str(args.repeats))
-            .replace("DECODE", str(args.decode))
-            .replace("COMPARE", repr(compare))
-        )
-        notebook = nbformat.read(NOTEBOOK, as_version=4)
-        notebook.cells.append(nbformat.v4.new_code_cell(code))
-        execute(
-            notebook,
-            {"LLAMA3_CKPT": str(folder), "LLAMA3_DEVICE": args.device, "LLAMA3_DTYPE": args.dtype},
-            timeout=7200,
-        )
-        r = json.loads(notebook.cells[-1].outputs[-1]["text"].strip().splitlines()[-1])
+        settings = {
+            "LLAMA3_CKPT": str(folder),
+            "LLAMA3_DEVICE": args.device,
+            "LLAMA3_DTYPE": args.dtype,
+        }
+        r = run_in_kernel(settings, "decode_timing", args.repeats, args.decode, compare)
         decode_rows.append(
             f"| {name} | {r['dtype']} | {r['prefill']:.2f} s | {1 / r['step']:.2f} tokens/s "
             f"({r['step'] * 1e3:.0f} ms) "

@@ -1,0 +1,113 @@
+"""What the benchmarks run inside the notebook's kernel, after its last cell, on its own objects.
+
+`generation.py` and `compiled_decode.py` execute the notebook unchanged, then call one of
+these functions in the same kernel with the notebook's globals, `nb`, and a file for the
+figures: the notebook's own `generate` (and through it `forward`) is what is timed.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+import torch
+import torch._dynamo as dynamo
+
+LAYER_MATRICES = [
+    "attention.wq",
+    "attention.wk",
+    "attention.wv",
+    "attention.wo",
+    "feed_forward.w1",
+    "feed_forward.w3",
+    "feed_forward.w2",
+]
+
+
+def clock(nb: dict, work) -> float:
+    """Seconds `work()` takes, waiting for a GPU to finish."""
+    if nb["device"].type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    work()
+    if nb["device"].type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def prompt_tokens(nb: dict) -> list[int]:
+    return [nb["bos_id"]] + nb["tokenizer"].encode(nb["prompt"], disallowed_special=())
+
+
+def decode_timing(nb: dict, repeats: int, decode: int, compare: list[int], path: str) -> None:
+    """Prefill, one decode step against its floor, and tokens/s with and without the cache."""
+    weight, generate = nb["weight"], nb["generate"]
+    device, dtype = nb["device"], nb["compute_dtype"]
+    sizes = (nb["dim"], nb["n_heads"] * nb["head_dim"], nb["ffn_hidden"])
+    vectors = {size: torch.randn(1, size, device=device, dtype=dtype) for size in sizes}
+
+    def floor_step():  # one token through every weight matrix, nothing else
+        for layer in range(nb["n_layers"]):
+            for name in LAYER_MATRICES:
+                matrix = weight(f"layers.{layer}.{name}.weight")
+                vectors[matrix.shape[1]] @ matrix.T
+        for rows in weight.in_row_blocks(nb["output_name"]):
+            vectors[nb["dim"]] @ rows.T
+
+    tokens = prompt_tokens(nb)
+    results = {"dtype": str(dtype).removeprefix("torch."), "prompt": len(tokens)}
+    generate(tokens, max_new_tokens=2, stop_at_end=False)  # warm-up
+    floor_step()
+    results["floor"] = min(clock(nb, floor_step) for _ in range(repeats))
+
+    def writing(n, use_cache=True):
+        return lambda: generate(tokens, max_new_tokens=n, use_cache=use_cache, stop_at_end=False)
+
+    one = min(clock(nb, writing(1)) for _ in range(repeats))
+    many = min(clock(nb, writing(decode)) for _ in range(repeats))
+    results["prefill"], results["step"] = one, (many - one) / (decode - 1)
+    for n in compare:
+        for use_cache in (True, False):
+            seconds = clock(nb, writing(n, use_cache))
+            results[f"{n} {'with' if use_cache else 'without'}"] = n / seconds
+    with open(path, "w") as file:
+        json.dump(results, file)
+
+
+def compiled_decode(nb: dict, decode: int, modes: list[str], path: str) -> None:
+    """A decode step eager, then with the notebook's `forward` under torch.compile, per mode."""
+    tokens, generate = prompt_tokens(nb), nb["generate"]
+
+    def step_seconds():
+        def writing(n):
+            return lambda: generate(tokens, max_new_tokens=n, stop_at_end=False)
+
+        one = statistics.median(clock(nb, writing(1)) for _ in range(3))
+        many = statistics.median(clock(nb, writing(decode)) for _ in range(3))
+        return (many - one) / (decode - 1)
+
+    eager_forward = nb["forward"]
+    expected = generate(tokens, max_new_tokens=decode, stop_at_end=False)
+    results = {"dtype": str(nb["compute_dtype"]).removeprefix("torch."), "eager": step_seconds()}
+    for mode in modes:
+        dynamo.reset()
+        dynamo.utils.counters.clear()
+        nb["forward"] = torch.compile(eager_forward, mode=mode, dynamic=True)
+        try:
+            started = time.perf_counter()
+            same = generate(tokens, max_new_tokens=decode, stop_at_end=False) == expected
+            first_call = time.perf_counter() - started
+            graphs = int(dynamo.utils.counters["stats"]["unique_graphs"])
+            results[mode] = {
+                "step": step_seconds(),
+                "first_call": first_call,
+                "same_tokens": same,
+                "graphs": graphs,
+            }
+        except Exception as error:  # report it, keep going with the other modes
+            results[mode] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
+        finally:
+            nb["forward"] = eager_forward
+    with open(path, "w") as file:
+        json.dump(results, file)
