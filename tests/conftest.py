@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
+from tests.support import parity_runs
 from tests.support.notebook_values import FLOAT32_CPU, TOKENIZER_PARITY_STRINGS, run_and_read
 
 _reader_settings = pytest.MonkeyPatch()
@@ -74,3 +75,15 @@ def clean_env(monkeypatch):
     ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory):
+    """The embedded checkpoint and random ones of other shapes (tests/support/parity_runs.py)."""
+    return parity_runs.make_checkpoints(tmp_path_factory.mktemp("checkpoints"))
+
+
+@pytest.fixture(scope="session")
+def runs(checkpoints, tmp_path_factory, embedded_run):
+    """Every notebook run and reference model the parity tests compare, each made once."""
+    return parity_runs.Runs(checkpoints, tmp_path_factory.mktemp("runs"), embedded_run)

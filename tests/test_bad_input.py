@@ -18,7 +18,12 @@ import torch
 from plumbing import checkpoint_files, run_settings, weight_loading
 from plumbing.checkpoint_files import CheckpointError
 from plumbing.run_settings import SettingError
-from tests.support.notebook_values import TENSORS_ONLY, run_and_read, setup_cell_failure
+from tests.support.notebook_values import (
+    TENSORS_ONLY,
+    run_and_read,
+    setup_cell_failure,
+    setup_cell_in_process,
+)
 
 EMBEDDED = checkpoint_files.EMBEDDED_CHECKPOINT
 
@@ -344,7 +349,6 @@ def test_spelled_special_token_is_text(capsys):
 # ---- in the notebook ----------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("setting", "value", "message"),
     [
@@ -364,11 +368,18 @@ def test_spelled_special_token_is_text(capsys):
 )
 def test_bad_input_is_one_sentence_in_the_setup_cell(setting, value, message):
     # Every check runs in the setup cell, before any lesson: a reader never meets it mid-lesson.
-    failing = setup_cell_failure({setting: value})
+    text = setup_cell_in_process({setting: value})
+    assert text.startswith(message) and text.count("\n") == 1, text
+
+
+@pytest.mark.slow
+def test_in_jupyter_run_all_stops_at_the_setup_cell_with_one_line():
+    failing = setup_cell_failure({"LLAMA3_DTYPE": "float8"})
     assert failing.id == "prelims-code"
     assert [output.output_type for output in failing.outputs] == ["stream"]  # no traceback
     text = failing.outputs[0].text
-    assert text.startswith(message) and text.count("\n") == 1
+    assert text.startswith("SettingError: LLAMA3_DTYPE='float8' is not supported")
+    assert text.count("\n") == 1
 
 
 def snapshot(folder: Path) -> dict:

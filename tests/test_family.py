@@ -66,13 +66,14 @@ def test_scale_factor_rule_on_70b_and_override(clean_env):
 
 @pytest.fixture(scope="module")
 def scaled(tmp_path_factory):
-    """head_dim 128 (the family's), so the slow pairs that scaling changes are all there."""
+    """head_dim 128 (the family's), so the slow pairs that scaling changes are all there; one
+    head of it keeps the model narrow."""
     params = {
         **SMALL,
-        "dim": 512,
+        "dim": 128,
         "n_layers": 2,
-        "n_heads": 4,
-        "n_kv_heads": 2,
+        "n_heads": 1,
+        "n_kv_heads": 1,
         "use_scaled_rope": True,
     }
     return write_checkpoint(tmp_path_factory.mktemp("scaled") / "ckpt", params, seed=11)
@@ -120,7 +121,7 @@ def test_default_factor_for_a_small_scaled_model_is_32(scaled, clean_env, tokeni
 
 
 def test_tied_output_matches_references(tmp_path):
-    params = {**SMALL, "dim": 256, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2}
+    params = {**SMALL, "dim": 128, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2}
     folder = write_checkpoint(tmp_path / "tied", params, seed=12, tied_output=True)
     assert "output.weight" not in torch.load(
         folder / "consolidated.00.pth", mmap=True, weights_only=True
@@ -147,7 +148,7 @@ def test_tied_output_matches_references(tmp_path):
 
 
 def test_a_tied_checkpoint_counts_its_shared_matrix_once(tmp_path, clean_env, tokenizer):
-    params = {**SMALL, "dim": 256, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2}
+    params = {**SMALL, "dim": 128, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2}
     folder = write_checkpoint(tmp_path / "tied", params, seed=12, tied_output=True)
     settings = run_settings.decide(
         folder, checkpoint_files.read_params(folder), tokenizer, weight_loading.load_weights(folder)

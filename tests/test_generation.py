@@ -11,8 +11,7 @@ import torch
 from plumbing import checkpoint_files
 from plumbing.run_settings import DEFAULT_PROMPT
 from tests.support import reference_models
-from tests.support.notebook_values import FLOAT32_CPU, run_and_read
-from tests.support.random_checkpoint import write_checkpoint
+from tests.support.parity_runs import GENERATING
 
 pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
 
@@ -75,25 +74,10 @@ def test_same_tokens_as_transformers_generate(embedded, tokenizer):
 
 
 @pytest.fixture(scope="module")
-def random_run(tmp_path_factory):
-    params = {
-        "dim": 256,
-        "n_layers": 3,
-        "n_heads": 4,
-        "n_kv_heads": 2,
-        "vocab_size": 128256,
-        "multiple_of": 64,
-        "ffn_dim_multiplier": 1.3,
-        "norm_eps": 1e-05,
-        "rope_theta": 500000.0,
-    }
-    folder = write_checkpoint(tmp_path_factory.mktemp("gen") / "ckpt", params, seed=21)
-    run = run_and_read(
-        tmp_path_factory.mktemp("genrun"),
-        {**FLOAT32_CPU, "LLAMA3_CKPT": str(folder)},
-        also=[("generations",)],
-    )
-    return folder, run, json.loads(run["files"]["generations"].read_text())
+def random_run(runs, checkpoints):
+    """A random checkpoint's run, which generates in its kernel (tests/support/parity_runs.py)."""
+    run = runs.notebook(GENERATING, "canonical-17")
+    return checkpoints[GENERATING], run, json.loads(run["files"]["generations"].read_text())
 
 
 def test_random_checkpoint_generations_match(random_run):

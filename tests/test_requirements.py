@@ -227,8 +227,8 @@ def test_make_run_with_requirements_txt_alone_on_meta_and_hugging_face_folders(t
     )  # nothing of the tests' own
 
     hf_folder = save_with_transformers(EMBEDDED_CHECKPOINT, tmp_path / "hf")
+    # `make run` as a reader runs it, every cell: the demos too (the one run of them on a
+    # Hugging Face folder), with nothing but requirements.txt installed.
     for name, folder in {"meta": EMBEDDED_CHECKPOINT, "huggingface": hf_folder}.items():
-        stdout = run_in(
-            python, {"LLAMA3_CKPT": str(folder), "LLAMA3_EXTRAS": "0"}, tmp_path / f"{name}.ipynb"
-        )
+        stdout = run_in(python, {"LLAMA3_CKPT": str(folder)}, tmp_path / f"{name}.ipynb")
         assert "next token id: 2983\ndecoded: '42'" in stdout, f"{name} folder:\n{stdout[-2000:]}"

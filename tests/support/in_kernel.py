@@ -112,8 +112,23 @@ def other_prompts(nb: dict, prompts: dict[str, str], path: str) -> None:
             "residual_after_ffn": cpu32(layer_outputs),
             "final_normed_last": projected[0].float().cpu(),
             "logits": logits.float().cpu(),
+            "compute_dtype": str(nb["compute_dtype"]),
         }
     torch.save(results, path)
+
+
+def in_dtype(nb: dict, dtype: str, prompts: dict[str, str], path: str) -> None:
+    """other_prompts with the notebook computing in another dtype: its `compute_dtype` and its
+    `weight` reader (the two things the setup cell's dtype decides) swapped for the run."""
+    saved = {name: nb[name] for name in ("compute_dtype", "weight")}
+    nb["compute_dtype"] = getattr(torch, dtype)
+    nb["weight"] = type(saved["weight"])(
+        nb["model"], nb["device"], nb["compute_dtype"], nb["settings"].streaming
+    )
+    try:
+        other_prompts(nb, prompts, path)
+    finally:
+        nb.update(saved)
 
 
 def bpe(nb: dict, strings_file: str, path: str) -> None:

@@ -10,12 +10,15 @@ so one run serves every test of its configuration (see tests/conftest.py).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
+from IPython.core.interactiveshell import InteractiveShell
 from nbclient.exceptions import CellExecutionError
 
 from plumbing import REPO_DIR
@@ -74,3 +77,32 @@ def setup_cell_failure(settings: dict[str, str]):
     with pytest.raises(CellExecutionError):
         execute(notebook, settings, timeout=300)  # Run All stops at the failing cell
     return next(cell for cell in notebook.cells if cell.cell_type == "code" and cell.outputs)
+
+
+def setup_cell_in_process(settings: dict[str, str]) -> str:
+    """Run the notebook's setup cell in an IPython shell in this process with these LLAMA3_*
+    settings, as Jupyter would; it must fail. Returns everything it printed.
+
+    No kernel to start, so a bad input costs a fraction of a second; `setup_cell_failure`
+    checks once, in a real kernel, that Run All stops there with that line as the only output.
+    """
+    setup = next(
+        cell
+        for cell in nbformat.read(NOTEBOOK, as_version=4).cells
+        if cell.get("id") == "prelims-code"
+    )
+    shell = InteractiveShell.instance()
+    printed = io.StringIO()
+    saved = {name: value for name, value in os.environ.items() if name.startswith("LLAMA3_")}
+    for name in saved:
+        del os.environ[name]
+    os.environ.update(settings)
+    try:
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            result = shell.run_cell(setup.source)
+    finally:
+        for name in [name for name in os.environ if name.startswith("LLAMA3_")]:
+            del os.environ[name]
+        os.environ.update(saved)
+    assert not result.success, "the setup cell did not fail"
+    return printed.getvalue()

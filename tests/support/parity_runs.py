@@ -1,0 +1,138 @@
+"""The notebook runs and reference models that the parity tests compare, made once per session.
+
+tests/conftest.py turns these into the session fixtures `checkpoints` and `runs`, shared by
+tests/test_parity.py and tests/test_generation.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from plumbing import REPO_DIR, checkpoint_files
+from plumbing.run_settings import DEFAULT_PROMPT
+from tests.support import reference_models
+from tests.support.notebook_values import run_and_read
+from tests.support.random_checkpoint import write_checkpoint
+
+# Random checkpoints in Meta's layout covering the axes that matter: query heads per kv
+# head 1, 3, 4, 8; head_dim 16, 32, 64 and 128; 1 to 3 layers; several FFN rules. Every
+# one has the real 128,256-row embedding and output matrices, so its width sets its cost:
+# the widths are as small as each shape allows.
+RANDOM_CHECKPOINTS = {
+    "q_per_kv_1-hd64-1layer": {
+        "dim": 128,
+        "n_layers": 1,
+        "n_heads": 2,
+        "n_kv_heads": 2,
+        "multiple_of": 64,
+        "ffn_dim_multiplier": 1.0,
+    },
+    "q_per_kv_3-hd32-3layers": {
+        "dim": 192,
+        "n_layers": 3,
+        "n_heads": 6,
+        "n_kv_heads": 2,
+        "multiple_of": 32,
+        "ffn_dim_multiplier": 1.5,
+    },
+    "q_per_kv_4-hd128-2layers": {
+        "dim": 512,
+        "n_layers": 2,
+        "n_heads": 4,
+        "n_kv_heads": 1,
+        "multiple_of": 256,
+        "ffn_dim_multiplier": None,
+    },
+    "q_per_kv_8-hd16-2layers": {
+        "dim": 128,
+        "n_layers": 2,
+        "n_heads": 8,
+        "n_kv_heads": 1,
+        "multiple_of": 128,
+        "ffn_dim_multiplier": 1.3,
+    },
+}
+COMMON = {"vocab_size": 128256, "norm_eps": 1e-05, "rope_theta": 500000.0}
+# The demos (more prompts, generation, the logit lens, learning) run once on every shape
+# but the widest, where they would cost a minute and test nothing the narrow ones do not;
+# this one also generates, for tests/test_generation.py.
+WITHOUT_DEMOS = {"q_per_kv_4-hd128-2layers"}
+GENERATING = "q_per_kv_3-hd32-3layers"
+
+CORPUS = (REPO_DIR / "generators" / "corpus.txt").read_text().splitlines()
+PROMPTS = {
+    "1-token": "",  # only <|begin_of_text|>
+    "canonical-17": DEFAULT_PROMPT,
+    "long": ". ".join(CORPUS[1:40]) + ". ",  # 200+ tokens
+}
+
+
+def make_checkpoints(root: Path) -> dict[str, Path]:
+    """The embedded checkpoint and the random ones, written under `root`."""
+    made = {"embedded": checkpoint_files.EMBEDDED_CHECKPOINT}
+    for seed, (name, shape) in enumerate(RANDOM_CHECKPOINTS.items()):
+        params = {**shape, **COMMON}
+        if params["ffn_dim_multiplier"] is None:
+            del params["ffn_dim_multiplier"]
+        made[name] = write_checkpoint(root / name, params, seed=seed)
+    return made
+
+
+class Runs:
+    """Each notebook configuration and each reference model, made once per session.
+
+    A kernel is the costly part, so one serves several prompts: the embedded checkpoint runs
+    the whole notebook on each prompt and in bfloat16 (the lesson's cells meet 1, 17 and 200+
+    tokens, and both dtypes); a random checkpoint runs it once on the canonical prompt in
+    float32, demos included, and in the same kernel its own `forward` on the other prompts
+    and in bfloat16 (tests/support/in_kernel.py: other_prompts, in_dtype).
+    """
+
+    def __init__(self, checkpoints, workdir, embedded_run):
+        self.checkpoints, self.workdir = checkpoints, workdir
+        self.notebook_runs, self.models = (
+            {("embedded", "canonical-17", "float32"): embedded_run},
+            {},
+        )
+
+    def notebook(self, checkpoint: str, prompt: str, dtype: str = "float32") -> dict:
+        key = (checkpoint, prompt, dtype)
+        if key not in self.notebook_runs:
+            folder = self.workdir / "-".join(key)
+            folder.mkdir()
+            env = {"LLAMA3_CKPT": str(self.checkpoints[checkpoint]), "LLAMA3_DEVICE": "cpu"}
+            if checkpoint == "embedded":  # the whole lesson in each prompt and dtype
+                env |= {
+                    "LLAMA3_PROMPT": PROMPTS[prompt],
+                    "LLAMA3_DTYPE": dtype,
+                    "LLAMA3_EXTRAS": "0",
+                }
+                self.notebook_runs[key] = run_and_read(folder, env)
+            else:  # the canonical prompt with the demos; the rest through `forward`, one kernel
+                others = {name: text for name, text in PROMPTS.items() if name != "canonical-17"}
+                canonical = {"canonical-17": PROMPTS["canonical-17"]}
+                also = [("other_prompts", others), ("in_dtype", "bfloat16", canonical)]
+                also += [("generations",)] if checkpoint == GENERATING else []
+                demos = "0" if checkpoint in WITHOUT_DEMOS else "1"
+                env |= {"LLAMA3_PROMPT": PROMPTS["canonical-17"], "LLAMA3_DTYPE": "float32"}
+                run = run_and_read(folder, {**env, "LLAMA3_EXTRAS": demos}, also=also)
+                self.notebook_runs[(checkpoint, "canonical-17", "float32")] = run
+                for file, in_dtype in (("other_prompts", "float32"), ("in_dtype", "bfloat16")):
+                    for name, values in torch.load(run["files"][file], weights_only=True).items():
+                        self.notebook_runs[(checkpoint, name, in_dtype)] = values
+        return self.notebook_runs[key]
+
+    def reference(
+        self, kind: str, checkpoint: str, tokens: list[int], dtype: torch.dtype = torch.float32
+    ) -> dict:
+        key = (kind, checkpoint, dtype)
+        if key not in self.models:
+            folder = self.checkpoints[checkpoint]
+            params = json.loads((folder / "params.json").read_text())
+            build = reference_models.hf_model if kind == "hf" else reference_models.meta_model
+            self.models[key] = build(folder, params, dtype)
+        run = reference_models.hf_tensors if kind == "hf" else reference_models.meta_tensors
+        return run(self.models[key], tokens)
