@@ -7,7 +7,9 @@ import os
 
 import pytest
 import torch
+from llama_models.llama3.tokenizer import Tokenizer
 
+import tokenizer_setup
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from tests.support import parity_runs
 from tests.support.notebook_values import FLOAT32_CPU, TOKENIZER_PARITY_STRINGS, run_and_read
@@ -49,18 +51,12 @@ def embedded_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tokenizer():
     """Our Llama 3 tokenizer (tokenizer_setup)."""
-    import tokenizer_setup
-
     return tokenizer_setup.load_tokenizer(None)
 
 
 @pytest.fixture(scope="session")
 def meta():
     """Meta's reference tokenizer from llama-models, on the same tokenizer.model."""
-    from llama_models.llama3.tokenizer import Tokenizer
-
-    import tokenizer_setup
-
     return Tokenizer(tokenizer_setup.packaged_tokenizer_model())
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
+from transformers import LlamaForCausalLM
 
 import tokenizer_setup
 from plumbing import checkpoint_files, hf_checkpoint, weight_loading
@@ -211,8 +214,6 @@ def test_notebook_on_hf_folder_gives_the_same_tensors_and_42(hf_run, embedded_ru
 
 
 def from_pretrained(folder):
-    from transformers import LlamaForCausalLM
-
     return LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 
 
@@ -247,8 +248,6 @@ def test_scaled_rope_uses_the_files_factor(random_pairs, tmp_path):
 
 @pytest.fixture
 def hf_copy(tmp_path, embedded_hf_sharded):
-    import shutil
-
     return shutil.copytree(embedded_hf_sharded, tmp_path / "copy")
 
 
@@ -298,8 +297,6 @@ def test_missing_shard(hf_copy):
 
 
 def test_tensor_of_the_wrong_shape(hf_copy):
-    from safetensors.torch import load_file, save_file
-
     index = json.loads((hf_copy / "model.safetensors.index.json").read_text())
     file = hf_copy / index["weight_map"]["model.layers.0.self_attn.k_proj.weight"]
     tensors = load_file(file)
@@ -383,8 +380,6 @@ def test_bad_config_values_name_the_key_as_config_json_spells_it(hf_copy, change
 
 
 def test_an_untied_config_needs_its_output_matrix(random_pairs, tmp_path):
-    import shutil
-
     tied = shutil.copytree(
         random_pairs["no-gqa-tied"][1], tmp_path / "tied"
     )  # no lm_head.weight in its files

@@ -1,7 +1,10 @@
 """Every picture the notebook shows exists, and every picture in images/ is shown."""
 
 import re
+import subprocess
+import sys
 
+import matplotlib
 import nbformat
 from PIL import Image
 
@@ -46,11 +49,6 @@ def test_readme_shows_the_overview():
 
 
 def test_regenerating_reproduces_the_images(tmp_path):
-    import subprocess
-    import sys
-
-    import matplotlib
-
     subprocess.run(
         [sys.executable, "-m", "generators.make_images", str(tmp_path)],
         cwd=REPO_DIR,

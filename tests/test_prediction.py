@@ -4,28 +4,10 @@ import pytest
 import torch
 
 import tokenizer_setup
+from tests.support.notebook_values import CANONICAL_TOKENS
 
 pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
 
-CANONICAL_TOKENS = [
-    128000,
-    1820,
-    4320,
-    311,
-    279,
-    17139,
-    3488,
-    315,
-    2324,
-    11,
-    279,
-    15861,
-    11,
-    323,
-    4395,
-    374,
-    220,
-]
 FORTY_TWO = 2983
 
 

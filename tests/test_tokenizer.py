@@ -7,6 +7,7 @@ import pytest
 
 import tokenizer_setup
 from plumbing.run_settings import DEFAULT_PROMPT
+from tests.support.notebook_values import CANONICAL_TOKENS
 
 STRINGS = json.loads((Path(__file__).parent / "tokenizer_strings.json").read_text())
 PROMPT = DEFAULT_PROMPT
@@ -14,25 +15,7 @@ PROMPT = DEFAULT_PROMPT
 
 def test_canonical_prompt(tokenizer):
     bos = tokenizer.encode_single_token("<|begin_of_text|>")
-    assert [bos] + tokenizer.encode(PROMPT) == [
-        128000,
-        1820,
-        4320,
-        311,
-        279,
-        17139,
-        3488,
-        315,
-        2324,
-        11,
-        279,
-        15861,
-        11,
-        323,
-        4395,
-        374,
-        220,
-    ]
+    assert [bos] + tokenizer.encode(PROMPT) == CANONICAL_TOKENS
 
 
 def test_42(tokenizer):

@@ -23,6 +23,8 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
+from transformers.convert_slow_tokenizer import TikTokenConverter
 
 import tokenizer_setup
 from plumbing import checkpoint_files, release_facts, weight_loading
@@ -33,8 +35,6 @@ SPECIAL_TOKENS = tokenizer_setup.special_token_names()
 
 
 def write_tokenizer_json(out: Path) -> None:
-    from transformers.convert_slow_tokenizer import TikTokenConverter
-
     model = tokenizer_setup.find_tokenizer_model(None)
     converter = TikTokenConverter(
         vocab_file=str(model),
@@ -97,7 +97,6 @@ def save_streaming(
     spelling: str = "4",
     scale_factor: float | None = None,
 ) -> Path:
-    from safetensors.torch import save_file
 
     params = checkpoint_files.read_params(meta)
     weights = weight_loading.load_weights(meta)

@@ -34,6 +34,13 @@ FLOAT32_CPU = {"LLAMA3_DTYPE": "float32", "LLAMA3_DEVICE": "cpu"}
 # of a 50 s run; each test checkpoint shape still runs them once, in test_parity.
 TENSORS_ONLY = {**FLOAT32_CPU, "LLAMA3_EXTRAS": "0"}
 
+# The canonical prompt as Llama 3's tokenizer encodes it, <|begin_of_text|> first (Meta's ids).
+# fmt: off
+CANONICAL_TOKENS = [
+    128000, 1820, 4320, 311, 279, 17139, 3488, 315, 2324, 11, 279, 15861, 11, 323, 4395, 374, 220,
+]
+# fmt: on
+
 # Meta's tokenizer against ours on these strings (made by generators/make_tokenizer_strings.py).
 TOKENIZER_PARITY_STRINGS = REPO_DIR / "tests" / "tokenizer_parity_strings.json"
 
