@@ -37,12 +37,16 @@ def snapshot(folder):
 def embedded_run(tmp_path_factory):
     """The notebook executed once on the embedded checkpoint in float32, the configuration most
     tests read: its tensors, and in the same kernel its tokenizer on the parity strings, its
-    generations, and the learning section's gradients; the checkpoint folder before and after."""
+    generations, and the learning section's gradients, and the parity tests' long prompt and
+    bfloat16 pass through its `forward`; the checkpoint folder before and after."""
     before = snapshot(EMBEDDED_CHECKPOINT)
-    also = [("bpe", str(TOKENIZER_PARITY_STRINGS)), ("generations",), ("gradients",)]
+    also = [("bpe", str(TOKENIZER_PARITY_STRINGS)), ("generations",), ("sampling",)]
+    also += [("gradients",)]
+    also += parity_runs.THROUGH_FORWARD  # the parity tests' long prompt and bfloat16 pass
     run = run_and_read(tmp_path_factory.mktemp("embedded"), FLOAT32_CPU, also=also)
     run["bpe"] = json.loads(run["files"]["bpe"].read_text(encoding="utf-8"))
     run["generations"] = json.loads(run["files"]["generations"].read_text())
+    run["generations"]["sampling"] = json.loads(run["files"]["sampling"].read_text())
     run["learning"] = torch.load(run["files"]["gradients"], weights_only=True)
     run["folder_before"], run["folder_after"] = before, snapshot(EMBEDDED_CHECKPOINT)
     return run

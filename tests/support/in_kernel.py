@@ -147,7 +147,7 @@ def bpe(nb: dict, strings_file: str, path: str) -> None:
 
 
 def generations(nb: dict, path: str) -> None:
-    """The notebook's `generate` with and without the cache, and its sampling options."""
+    """The notebook's `generate` with and without the cache, on three prompts."""
     texts = [nb["prompt"], "the sun rises", "once upon a time"]
     prompts = {
         text: [nb["bos_id"]] + nb["tokenizer"].encode(text, disallowed_special=()) for text in texts
@@ -157,8 +157,15 @@ def generations(nb: dict, path: str) -> None:
         "cached": {text: generate(tokens) for text, tokens in prompts.items()},
         "recomputed": {text: generate(tokens, use_cache=False) for text, tokens in prompts.items()},
     }
-    tokens = prompts["once upon a time"]
-    result["sampling"] = {
+    with open(path, "w") as file:
+        json.dump(result, file)
+
+
+def sampling(nb: dict, path: str) -> None:
+    """The notebook's `generate` with its sampling options, on one prompt."""
+    generate = nb["generate"]
+    tokens = [nb["bos_id"]] + nb["tokenizer"].encode("once upon a time", disallowed_special=())
+    result = {
         "greedy": generate(tokens),
         "top_1": generate(tokens, temperature=0.7, top_k=1),
         "hot_a": generate(tokens, temperature=3.0, seed=5, max_new_tokens=12),

@@ -56,10 +56,12 @@ RANDOM_CHECKPOINTS = {
     },
 }
 COMMON = {"vocab_size": 128256, "norm_eps": 1e-05, "rope_theta": 500000.0}
-# The demos (more prompts, generation, the logit lens, learning) run once on every shape
-# but the widest, where they would cost a minute and test nothing the narrow ones do not;
-# this one also generates, for tests/test_generation.py.
-WITHOUT_DEMOS = {"q_per_kv_4-hd128-2layers"}
+# The demos (more prompts, generation, the logit lens, learning) run once on the shapes with
+# one key/value head for three and for eight query heads (and on the embedded and the tied
+# checkpoints); not on the widest, where they would cost a minute, nor on the one-layer
+# shape without grouped-query attention, where they meet nothing new. This one also
+# generates, for tests/test_generation.py.
+WITHOUT_DEMOS = {"q_per_kv_4-hd128-2layers", "q_per_kv_1-hd64-1layer"}
 GENERATING = "q_per_kv_3-hd32-3layers"
 
 CORPUS = (REPO_DIR / "generators" / "corpus.txt").read_text().splitlines()
@@ -68,6 +70,11 @@ PROMPTS = {
     "canonical-17": DEFAULT_PROMPT,
     "long": ". ".join(CORPUS[1:40]) + ". ",  # 200+ tokens
 }
+# What the embedded checkpoint's shared kernel (tests/conftest.py) also runs through `forward`.
+THROUGH_FORWARD = [
+    ("other_prompts", {"long": PROMPTS["long"]}),
+    ("in_dtype", "bfloat16", {"canonical-17": PROMPTS["canonical-17"]}),
+]
 
 
 def make_checkpoints(root: Path) -> dict[str, Path]:
@@ -84,11 +91,12 @@ def make_checkpoints(root: Path) -> dict[str, Path]:
 class Runs:
     """Each notebook configuration and each reference model, made once per session.
 
-    A kernel is the costly part, so one serves several prompts: the embedded checkpoint runs
-    the whole notebook on each prompt and in bfloat16 (the lesson's cells meet 1, 17 and 200+
-    tokens, and both dtypes); a random checkpoint runs it once on the canonical prompt in
-    float32, demos included, and in the same kernel its own `forward` on the other prompts
-    and in bfloat16 (tests/support/in_kernel.py: other_prompts, in_dtype).
+    A kernel is the costly part, so one serves several prompts and both dtypes: a checkpoint
+    runs the whole notebook on the canonical prompt in float32, and in the same kernel its
+    own `forward` on the other prompts and in bfloat16 (tests/support/in_kernel.py:
+    other_prompts, in_dtype). The embedded checkpoint's kernel is the one most tests share;
+    it also runs the whole lesson on the 1-token prompt, so the lesson's cells meet 1 and 17
+    tokens (nbval's capability runs give them bfloat16).
     """
 
     def __init__(self, checkpoints, workdir, embedded_run):
@@ -97,6 +105,14 @@ class Runs:
             {("embedded", "canonical-17", "float32"): embedded_run},
             {},
         )
+        self.read_through_forward("embedded", embedded_run)
+
+    def read_through_forward(self, checkpoint: str, run: dict) -> None:
+        """The prompts and dtypes a kernel ran through the notebook's `forward`, by key."""
+        for file, dtype in (("other_prompts", "float32"), ("in_dtype", "bfloat16")):
+            if file in run["files"]:
+                for name, values in torch.load(run["files"][file], weights_only=True).items():
+                    self.notebook_runs[(checkpoint, name, dtype)] = values
 
     def notebook(self, checkpoint: str, prompt: str, dtype: str = "float32") -> dict:
         key = (checkpoint, prompt, dtype)
@@ -104,7 +120,7 @@ class Runs:
             folder = self.workdir / "-".join(key)
             folder.mkdir()
             env = {"LLAMA3_CKPT": str(self.checkpoints[checkpoint]), "LLAMA3_DEVICE": "cpu"}
-            if checkpoint == "embedded":  # the whole lesson in each prompt and dtype
+            if checkpoint == "embedded":  # the 1-token prompt: the whole lesson on it
                 env |= {
                     "LLAMA3_PROMPT": PROMPTS[prompt],
                     "LLAMA3_DTYPE": dtype,
@@ -120,9 +136,7 @@ class Runs:
                 env |= {"LLAMA3_PROMPT": PROMPTS["canonical-17"], "LLAMA3_DTYPE": "float32"}
                 run = run_and_read(folder, {**env, "LLAMA3_EXTRAS": demos}, also=also)
                 self.notebook_runs[(checkpoint, "canonical-17", "float32")] = run
-                for file, in_dtype in (("other_prompts", "float32"), ("in_dtype", "bfloat16")):
-                    for name, values in torch.load(run["files"][file], weights_only=True).items():
-                        self.notebook_runs[(checkpoint, name, in_dtype)] = values
+                self.read_through_forward(checkpoint, run)
         return self.notebook_runs[key]
 
     def reference(
