@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Arc, Circle, FancyArrowPatch, FancyBboxPatch, Rectangle
 from matplotlib.path import Path as MplPath
 
+from generators.diagram_data import BPE_MERGE_RANKS, BPE_STATES
 from plumbing import REPO_DIR
 
 OUT_DIR = REPO_DIR / "images"
@@ -1139,22 +1140,6 @@ def output_projection():
 # ----------------------------------------------------------------------------------------------
 # bpe-merges.png
 # ----------------------------------------------------------------------------------------------
-
-# " ultimate" under Llama 3's ranks: every state of its pieces, and the rank of the token each
-# merge made (facts from tokenizer.model; tests/test_bpe.py checks them against the notebook's
-# own bpe_merges).
-BPE_STATES = [
-    [" ", "u", "l", "t", "i", "m", "a", "t", "e"],
-    [" ", "u", "l", "t", "i", "m", "at", "e"],
-    [" ", "u", "l", "t", "im", "at", "e"],
-    [" ", "u", "l", "t", "im", "ate"],
-    [" ", "ul", "t", "im", "ate"],
-    [" ", "ult", "im", "ate"],
-    [" ", "ult", "imate"],
-    [" ult", "imate"],
-    [" ultimate"],
-]
-BPE_MERGE_RANKS = [266, 318, 349, 360, 495, 3509, 8675, 17139]
 
 
 def bpe_merges():

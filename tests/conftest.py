@@ -12,7 +12,7 @@ from llama_models.llama3.tokenizer import Tokenizer
 import tokenizer_setup
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from tests.support import parity_runs
-from tests.support.notebook_values import FLOAT32_CPU, TOKENIZER_PARITY_STRINGS, run_and_read
+from tests.support.notebook_values import FLOAT32_CPU, bpe_parity_strings, run_and_read
 
 _reader_settings = pytest.MonkeyPatch()
 
@@ -40,7 +40,9 @@ def embedded_run(tmp_path_factory):
     generations, and the learning section's gradients, and the parity tests' long prompt and
     bfloat16 pass through its `forward`; the checkpoint folder before and after."""
     before = snapshot(EMBEDDED_CHECKPOINT)
-    also = [("bpe", str(TOKENIZER_PARITY_STRINGS)), ("generations",), ("sampling",)]
+    strings = tmp_path_factory.mktemp("bpe") / "strings.json"
+    strings.write_text(json.dumps(bpe_parity_strings()), encoding="utf-8")
+    also = [("bpe", str(strings)), ("generations",), ("sampling",)]
     also += [("gradients",)]
     also += parity_runs.THROUGH_FORWARD  # the parity tests' long prompt and bfloat16 pass
     run = run_and_read(tmp_path_factory.mktemp("embedded"), FLOAT32_CPU, also=also)

@@ -3,14 +3,13 @@ tiktoken's.
 
 Two ways to run the notebook's functions, never a copy of them:
 - the shared executed run of the notebook (tests/conftest.py, tests/support/in_kernel.bpe)
-  encodes the 1,349 strings of tests/tokenizer_parity_strings.json in its kernel;
+  encodes the 1,349 strings of tests/tokenizer_parity_strings.json in its kernel, each cut
+  to its first BPE_STRING_LIMIT characters (tests/support/notebook_values.py says why);
 - for generated strings, the cells of the section "The tokenizer, from scratch" are read
   from the committed notebook and run here, in order, on the same inputs the setup gives them.
 """
 
 from __future__ import annotations
-
-import json
 
 import nbformat
 import pytest
@@ -18,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tokenizer_setup
-from generators.make_images import BPE_MERGE_RANKS, BPE_STATES
+from generators.diagram_data import BPE_MERGE_RANKS, BPE_STATES
 from plumbing.run_notebook import NOTEBOOK
 from plumbing.run_settings import DEFAULT_PROMPT
-from tests.support.notebook_values import TOKENIZER_PARITY_STRINGS
+from tests.support.notebook_values import BPE_STRING_LIMIT, bpe_parity_strings
 
 SECTION = [
     "bpe-file",
@@ -41,7 +40,8 @@ def kernel_results(embedded_run):
 @pytest.mark.slow
 def test_executed_notebook_encodes_like_meta_on_every_string(kernel_results, meta):
     bos = meta.special_tokens["<|begin_of_text|>"]
-    strings = json.loads(TOKENIZER_PARITY_STRINGS.read_text(encoding="utf-8"))
+    strings = bpe_parity_strings()
+    assert max(map(len, strings)) == BPE_STRING_LIMIT  # the long runs are there, cut
     wrong = [
         text
         for text, ids in zip(strings, kernel_results["encoded"], strict=True)
