@@ -7,6 +7,7 @@ Imports run one way, each module using only those above it:
     checkpoint_files  which folder, which layout, which sizes (params.json or config.json)
     hf_checkpoint     a Hugging Face folder's tensors under Meta's names
     weight_loading    every tensor memory-mapped, checked, on the device and dtype chosen
+    quantization      int8/int4 matrices for PyTorch's fused kernels (LLAMA3_QUANTIZE)
     run_settings      every decision about the run, from the environment, once
     plots             the notebook's figures, from the tensors its cells computed
     run_notebook      the one headless runner (make run, tests, benchmarks)

@@ -198,3 +198,60 @@ def loss_curve(losses: list[float], title: str) -> None:
     axes.grid(alpha=0.3)
     figure.tight_layout()
     plt.show()
+
+
+def int8_grid(weights_in_steps: torch.Tensor, ints: torch.Tensor) -> None:
+    """One row of a matrix in units of its int8 step: left, every weight against the ±127
+    range; right, the weights near zero and the integers they round to."""
+    values, levels = _cpu(weights_in_steps), _cpu(ints)
+    figure, (whole, zoom) = plt.subplots(1, 2, figsize=(10, 3.4))
+    whole.plot(values, "o", markersize=3, color="tab:blue")
+    for edge in (-127, 127):
+        whole.axhline(edge, color="tab:red", linewidth=1)
+    whole.set_ylim(-140, 140)
+    whole.set_xlabel("weight (column of the row)")
+    whole.set_ylabel("weight ÷ step")
+    whole.set_title("the whole row: the largest weight sits on ±127")
+    near = (values.abs() < 4).nonzero()[:, 0][:12]
+    for column, index in enumerate(near.tolist()):
+        zoom.plot([column], [values[index]], "o", color="tab:blue", markersize=5)
+        zoom.plot([column - 0.3, column + 0.3], [levels[index]] * 2, color="tab:orange")
+        zoom.plot([column, column], [values[index], levels[index]], color="0.6", linewidth=1)
+    zoom.set_yticks(range(-4, 5))
+    zoom.grid(axis="y", alpha=0.4)
+    zoom.set_xticks(range(len(near)), [str(i) for i in near.tolist()], fontsize=8)
+    zoom.set_xlabel("column (weights within 4 steps of zero)")
+    zoom.set_title("near zero: each weight (dot) and its integer (bar)")
+    figure.tight_layout()
+    plt.show()
+
+
+def quantization_error(
+    block_sizes: list[int], errors: dict[str, list[float]], marks: dict[int, str]
+) -> None:
+    """Relative error of the quantized matrix against the number of weights sharing a scale,
+    one panel per scheme, each from zero."""
+    figure, panels = plt.subplots(1, len(errors), figsize=(10, 3.4))
+    colors = ["tab:blue", "tab:orange"]
+    for axes, (label, values), color in zip(panels, errors.items(), colors, strict=True):
+        axes.plot(block_sizes, [100 * value for value in values], marker="o", color=color)
+        for size, text in marks.items():
+            axes.axvline(size, color="0.7", linewidth=1, linestyle="--")
+            axes.annotate(
+                text,
+                (size, 0.04),
+                xycoords=("data", "axes fraction"),
+                rotation=90,
+                va="bottom",
+                ha="right",
+                fontsize=8,
+                color="0.35",
+            )
+        axes.set_xscale("log", base=2)
+        axes.set_ylim(0, 1.15 * 100 * max(values))
+        axes.set_xlabel("weights sharing one scale")
+        axes.set_ylabel("relative error (%)")
+        axes.set_title(label)
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+    plt.show()

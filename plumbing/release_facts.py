@@ -14,6 +14,19 @@ CONTEXT_SCALED_ROPE = 131072  # Llama 3.1 and later (use_scaled_rope)
 # config.json states them; params.json does not).
 ROPE_LOW_FREQ_FACTOR, ROPE_HIGH_FREQ_FACTOR, ROPE_ORIGINAL_CONTEXT = 1.0, 4.0, 8192
 
+# Meta-Llama-3-8B's params.json: the notebook counts what quantization saves on the 8B.
+LLAMA3_8B_PARAMS = {
+    "dim": 4096,
+    "n_layers": 32,
+    "n_heads": 32,
+    "n_kv_heads": 8,
+    "vocab_size": 128256,
+    "multiple_of": 1024,
+    "ffn_dim_multiplier": 1.3,
+    "norm_eps": 1e-05,
+    "rope_theta": 500000.0,
+}
+
 # The scaled-RoPE factor by release.
 ROPE_SCALE_FACTOR_3_1 = 8.0  # Llama 3.1 8B/70B/405B, Llama 3.3 70B
 ROPE_SCALE_FACTOR_3_2 = 32.0  # Llama 3.2 1B and 3B

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from plumbing import checkpoint_files, release_facts, weight_loading
+from plumbing import checkpoint_files, quantization, release_facts, weight_loading
 from plumbing.friendly_errors import SetupError
 
 DEFAULT_PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
@@ -141,6 +141,25 @@ def choose_streaming(value: str | None, device: torch.device) -> bool:
     )
 
 
+def choose_quantization(value: str | None = None) -> str:
+    """LLAMA3_QUANTIZE: none (the default), int8 or int4 — the matrices every step reads whole.
+
+    int8 keeps one scale per row, int4 one per 32 weights (plumbing/quantization.py; the
+    notebook's section "Fewer bytes per weight" builds both and checks them).
+    """
+    if value is None:
+        value = os.environ.get("LLAMA3_QUANTIZE", "none")
+    value = value.strip().lower() or "none"
+    if value in ("none", "0", "no", "off"):
+        return "none"
+    if value in quantization.SCHEMES:
+        return value
+    raise SettingError(
+        f"LLAMA3_QUANTIZE={value!r} is not understood: use none, int8 (one scale per row) or "
+        "int4 (one scale per 32 weights)."
+    )
+
+
 def choose_examples(value: str | None, n_parameters: int, device: torch.device) -> tuple[bool, str]:
     """LLAMA3_EXTRAS: whether the demos that make extra passes over every weight run, and why."""
     if value is None:
@@ -244,6 +263,8 @@ class Settings:
     rope_scale_factor: float | None
     rope_scale_reason: str
     rope_frequency_band: tuple[float, float, int]
+    quantization: str = "none"
+    quantization_note: str = "none (LLAMA3_QUANTIZE=int8 or int4 quantizes the matrices)"
     said_why: bool = False  # whether a skipped demo has printed examples_reason yet
 
     def summary(self) -> str:
@@ -264,9 +285,21 @@ class Settings:
                 f"device:     {self.device}, computing in "
                 f"{str(self.dtype).removeprefix('torch.')} ({self.dtype_reason})",
                 f"weights:    {weights}",
+                f"quantized:  {self.quantization_note}",
                 f"examples:   {'run' if self.run_examples else 'skipped'} ({self.examples_reason})",
             ]
         )
+
+    def weight_reader(self, weights: Mapping[str, torch.Tensor]):
+        """`weight(name)`: one tensor on the device, in the dtype chosen — or, with
+        LLAMA3_QUANTIZE, every matrix quantized now, tensor by tensor, and those returned."""
+        reader = weight_loading.WeightReader(weights, self.device, self.dtype, self.streaming)
+        if self.quantization == "none":
+            return reader
+        matrices, self.quantization_note = quantization.quantize_checkpoint(
+            weights, self.quantization, self.device
+        )
+        return quantization.QuantizedReader(matrices, reader)
 
     def show_example(self, demo):
         """Run `demo()` and return its result — unless the expensive demos are off for this run.
@@ -310,4 +343,5 @@ def decide(
         rope_scale_factor=factor,
         rope_scale_reason=factor_reason,
         rope_frequency_band=rope_frequency_band(params),
+        quantization=choose_quantization(),
     )

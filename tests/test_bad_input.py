@@ -360,6 +360,12 @@ def test_spelled_special_token_is_text(capsys):
         ("LLAMA3_DTYPE", "float8", "SettingError: LLAMA3_DTYPE='float8' is not supported"),
         ("LLAMA3_EXTRAS", "maybe", "SettingError: LLAMA3_EXTRAS='maybe' is not understood"),
         (
+            "LLAMA3_QUANTIZE",
+            "int3",
+            "SettingError: LLAMA3_QUANTIZE='int3' is not understood: use none, int8 (one scale "
+            "per row) or int4 (one scale per 32 weights).",
+        ),
+        (
             "LLAMA3_PROMPT",
             "word " * 9000,
             "SettingError: The prompt is 9,002 tokens, longer than this model's context of 8,192",

@@ -192,3 +192,53 @@ def gradients(nb: dict, path: str) -> None:
         },
         path,
     )
+
+
+def quantization(nb: dict, path: str) -> None:
+    """The quantization section's own functions and matrices, measured in its kernel.
+
+    For every matrix of `quantized_models`: the notebook's integers and scales again from
+    the file, how far each weight moved in steps of its scale, whether the matrix holds
+    those very integers and scales, and the fused product `x @ W.T` against the explicit
+    one, `x @ dequantize(ints, scales).T`. And one quality figure recomputed.
+    """
+    generator = torch.Generator().manual_seed(0)
+    measured = {}
+    for scheme, matrices in nb["quantized_models"].items():
+        quantize = nb["quantize_int8"] if scheme == "int8" else nb["quantize_int4"]
+        for name, matrix in matrices.items():
+            weights = nb["model"][name].float()
+            ints, scales = quantize(weights)
+            step = scales.repeat_interleave(weights.shape[1] // scales.shape[1], dim=1)
+            zero = step == 0  # a block of zeros (rows of tokens the embedded model never saw)
+            step = torch.where(zero, 1.0, step)
+            x = torch.randn(3, matrix.shape[1], generator=generator)
+            explicit = x @ nb["dequantize"](ints, scales).T
+            measured[(scheme, name)] = {
+                "range": (int(ints.min()), int(ints.max())),
+                "zero_blocks_stay_zero": bool(
+                    (ints[zero] == 0).all() and (weights[zero] == 0).all()
+                ),
+                "moved_in_steps": float((weights / step - ints).abs().max()),
+                "moved_over_half": float(((weights / step - ints).abs() > 0.5).float().mean()),
+                "holds_the_notebooks": torch.equal(matrix.ints, ints)
+                and torch.equal(matrix.scales, scales),
+                "fused_vs_explicit": float((x @ matrix.T - explicit).abs().max())
+                / float(explicit.abs().max()),
+                "one_row_vs_explicit": float((x[0] @ matrix.T - explicit[0]).abs().max())
+                / float(explicit[0].abs().max()),
+                "bf16_vs_explicit": float((x.bfloat16() @ matrix.T - explicit).abs().max())
+                / float(explicit.abs().max()),
+            }
+    exact = [
+        torch.log_softmax(nb["all_logits"](tokens).float(), dim=-1)
+        for tokens in nb["quality_tokens"]
+    ]
+    torch.save(
+        {
+            "matrices": measured,
+            "printed_quality": nb["quantization_quality"],
+            "recomputed_int8_quality": nb["quality"](nb["quantized_models"]["int8"], exact),
+        },
+        path,
+    )

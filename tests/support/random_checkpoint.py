@@ -23,21 +23,11 @@ from pathlib import Path
 
 import torch
 
-from plumbing import checkpoint_files
+from plumbing import checkpoint_files, release_facts
 
 # Facts: params.json of Meta's releases (3.1 8B: the 8B's, plus use_scaled_rope).
 PRESETS = {
-    "8b": {
-        "dim": 4096,
-        "n_layers": 32,
-        "n_heads": 32,
-        "n_kv_heads": 8,
-        "vocab_size": 128256,
-        "multiple_of": 1024,
-        "ffn_dim_multiplier": 1.3,
-        "norm_eps": 1e-05,
-        "rope_theta": 500000.0,
-    },
+    "8b": release_facts.LLAMA3_8B_PARAMS,
     "3.2-1b": {
         "dim": 2048,
         "n_layers": 16,

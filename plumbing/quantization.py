@@ -1,0 +1,226 @@
+"""Quantized weights for PyTorch's fused weight-only kernels: integers and scales in, `x @ W.T` out.
+
+Plumbing only. The notebook's section "Fewer bytes per weight" derives both schemes from
+the raw tensors with its own functions and checks that the integers and scales held here
+are exactly the ones it computed. This module exists because LLAMA3_QUANTIZE acts in the
+setup cell, before that section: it quantizes (the same few lines), packs the integers
+the way the kernels want them, and sends `x @ W.T` to the kernels gpt-fast uses:
+
+- int8, one absmax scale per output row: `torch._weight_int8pack_mm`;
+- int4, one scale per group of 32 weights along a row, integers -8 … 7 (llama.cpp's Q4_0
+  rule): `torch._weight_int4pack_mm_for_cpu`, whose groups also carry a zero point (0 here).
+
+Any other use of a quantized matrix (`.view`, indexing, printing its values) works on its
+dequantized values, so every cell of the notebook runs on it unchanged. On a device other
+than the CPU the product is dequantize-then-multiply: the fused CUDA kernels are not wired.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import torch
+
+INT4_GROUP = 32  # weights per scale in int4: llama.cpp's Q4_0 block
+SCHEMES = {
+    "int8": "int8, one scale per row",
+    "int4": f"int4, one scale per {INT4_GROUP} weights",
+}
+
+
+def int8_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N × K] → integers [N × K] in -127 … 127 and one scale per row [N × 1]."""
+    w = w.float()
+    scales = w.abs().amax(dim=1, keepdim=True) / 127
+    divisors = torch.where(scales > 0, scales, 1.0)  # a row of zeros stays zeros
+    return torch.round(w / divisors).to(torch.int8), scales
+
+
+def int4_groups(w: torch.Tensor, group: int = INT4_GROUP) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N × K] → integers [N × K] in -8 … 7 and one scale per group [N × K/group].
+
+    Q4_0's rule: the weight of largest magnitude in the group, with its sign, maps to -8.
+    """
+    groups = w.float().unflatten(1, (-1, group))  # [N × K/group × group]
+    largest = groups.gather(2, groups.abs().argmax(dim=2, keepdim=True))[..., 0]
+    scales = largest / -8
+    divisors = torch.where(scales != 0, scales, 1.0)  # a group of zeros stays zeros
+    ints = torch.clamp(torch.round(groups / divisors[..., None]), -8, 7)
+    return ints.flatten(1).to(torch.int8), scales
+
+
+def dequantized(ints: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """ints · scale in float32; scales [N × groups], each group a run of K/groups weights."""
+    groups = ints.float().unflatten(1, (scales.shape[1], -1))
+    return (groups * scales[..., None]).flatten(1)
+
+
+class QuantizedMatrix:
+    """A weight `[out_features × in_features]` held as integers and scales.
+
+    `x @ W.T` runs the fused kernel; anything else works on the dequantized values.
+    """
+
+    def __init__(self, ints: torch.Tensor, scales: torch.Tensor, bits: int, device):
+        self.ints, self.scales, self.device = ints, scales, torch.device(device)
+        self.shape = tuple(ints.shape)
+        self.scheme = {8: "int8", 4: "int4"}[bits]
+        group = self.shape[1] // scales.shape[1]
+        if bits == 8 and scales.shape[1] != 1:
+            raise ValueError("the int8 kernel takes one scale per row")
+        if bits == 4 and group not in (32, 64, 128, 256):
+            raise ValueError(f"the int4 kernel takes groups of 32, 64, 128 or 256, not {group}")
+        self.fused = self.device.type == "cpu"
+        self._for_dtype: dict[torch.dtype, tuple] = {}  # the kernel's operands, per input dtype
+        if self.scheme == "int4" and self.fused:
+            # two integers per byte, in the CPU kernel's own order
+            self.packed = torch._convert_weight_to_int4pack_for_cpu((ints + 8).to(torch.int32), 1)
+        elif self.fused:
+            self.packed = ints
+        else:
+            self.packed = None
+            self.ints, self.scales = ints.to(self.device), scales.to(self.device)
+
+    @property
+    def nbytes(self) -> int:
+        """What a decode step reads: 4 or 8 bits per weight, and the scales."""
+        bits = 8 if self.scheme == "int8" else 4
+        return self.ints.numel() * bits // 8 + self.scales.numel() * 2  # scales as 16-bit
+
+    @property
+    def T(self) -> _Transposed:
+        return _Transposed(self)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return dequantized(self.ints, self.scales).to(self.device, dtype)
+
+    def times_transposed(self, x: torch.Tensor) -> torch.Tensor:
+        """x @ W.T for x [… × in_features], through the fused kernel."""
+        if not self.fused:
+            return x @ self.dequantize(x.dtype).T
+        rows = x.reshape(-1, x.shape[-1]).contiguous()
+        if x.dtype not in self._for_dtype:
+            if self.scheme == "int8":
+                self._for_dtype[x.dtype] = (self.scales[:, 0].to(x.dtype),)
+            else:  # [groups × out_features × (scale, zero)]
+                zeros = torch.zeros_like(self.scales)
+                stacked = torch.stack([self.scales.T, zeros.T], dim=-1).to(x.dtype).contiguous()
+                self._for_dtype[x.dtype] = (stacked,)
+        (scales,) = self._for_dtype[x.dtype]
+        if self.scheme == "int8":
+            out = torch._weight_int8pack_mm(rows, self.packed, scales)
+        else:
+            group = self.shape[1] // self.scales.shape[1]
+            out = torch._weight_int4pack_mm_for_cpu(rows, self.packed, group, scales)
+        return out.reshape(*x.shape[:-1], self.shape[0])
+
+    def __getattr__(self, name):  # .view, .float, .abs …: on the dequantized values
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.dequantize(), name)
+
+    def __getitem__(self, index):
+        return self.dequantize()[index]
+
+    def __repr__(self) -> str:
+        return f"QuantizedMatrix({SCHEMES[self.scheme]}, shape {list(self.shape)})"
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        matmul = (torch.Tensor.__matmul__, torch.Tensor.matmul, torch.matmul)
+        if func in matmul and len(args) == 2 and isinstance(args[1], _Transposed):
+            if isinstance(args[0], torch.Tensor):
+                return args[1].matrix.times_transposed(args[0])
+        return func(*_plain(args), **_plain(kwargs))
+
+
+class _Transposed:
+    """`W.T` of a QuantizedMatrix: the right operand of `x @ W.T`."""
+
+    __torch_function__ = QuantizedMatrix.__torch_function__
+
+    def __init__(self, matrix: QuantizedMatrix):
+        self.matrix = matrix
+        self.shape = matrix.shape[::-1]
+
+    @property
+    def T(self) -> QuantizedMatrix:
+        return self.matrix
+
+    def __rmatmul__(self, x):
+        return self.matrix.times_transposed(x)
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.matrix.dequantize().T, name)
+
+
+def _plain(value):
+    """Arguments with every quantized matrix replaced by its dequantized values."""
+    if isinstance(value, QuantizedMatrix):
+        return value.dequantize()
+    if isinstance(value, _Transposed):
+        return value.matrix.dequantize().T
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def quantize(w: torch.Tensor, scheme: str, device) -> QuantizedMatrix:
+    if scheme == "int8":
+        return QuantizedMatrix(*int8_rows(w), 8, device)
+    return QuantizedMatrix(*int4_groups(w), 4, device)
+
+
+def quantizable(name: str, shape: tuple[int, ...], scheme: str, tied: bool) -> bool:
+    """The matrices a decode step reads whole: every layer's projections and the output matrix.
+
+    The norms stay as they are (a few thousand numbers, and each sets a whole stream's
+    scale); the embedding is read one row per token, so its size costs a step nothing,
+    unless it is also the (tied) output matrix. int4 needs rows that split into whole groups.
+    """
+    if len(shape) != 2 or (name == "tok_embeddings.weight" and not tied):
+        return False
+    return scheme == "int8" or shape[1] % INT4_GROUP == 0
+
+
+def quantize_checkpoint(weights, scheme: str, device) -> tuple[dict[str, QuantizedMatrix], str]:
+    """Every matrix a step reads whole, quantized one at a time from the memory-mapped file
+    (one float copy of one tensor in memory at a time); and a line that says what it cost."""
+    started = time.perf_counter()
+    shapes = getattr(weights, "shapes", None) or {n: tuple(t.shape) for n, t in weights.items()}
+    tied = "output.weight" not in shapes
+    matrices, source_bytes = {}, 0
+    for name, shape in shapes.items():
+        if quantizable(name, shape, scheme, tied):
+            tensor = weights[name]  # read from the file now, dropped after this step
+            source_bytes += tensor.numel() * tensor.element_size()
+            matrices[name] = quantize(tensor, scheme, device)
+    seconds = time.perf_counter() - started
+    kept_bytes = sum(matrix.nbytes for matrix in matrices.values())
+    kernel = "fused weight-only kernels" if torch.device(device).type == "cpu" else "dequantized"
+    return matrices, (
+        f"{SCHEMES[scheme]}, {len(matrices)} matrices: {source_bytes / 1e6:,.1f} MB → "
+        f"{kept_bytes / 1e6:,.1f} MB in {seconds:.1f} s ({kernel})"
+    )
+
+
+class QuantizedReader:
+    """`weight(name)` with quantized matrices: those it holds, else what `fallback` reads."""
+
+    def __init__(self, matrices: dict[str, QuantizedMatrix], fallback):
+        self.matrices, self.fallback = matrices, fallback
+
+    def __call__(self, name: str):
+        return self.matrices[name] if name in self.matrices else self.fallback(name)
+
+    def in_row_blocks(self, name: str) -> Iterator:
+        if name in self.matrices:
+            yield self.matrices[name]
+        else:
+            yield from self.fallback.in_row_blocks(name)

@@ -1,0 +1,156 @@
+"""Quantization: the notebook's int8 and int4 schemes, the fused kernels, and LLAMA3_QUANTIZE.
+
+- The section "Fewer bytes per weight" runs in the shared kernel (tests/conftest.py), which
+  then measures every matrix it quantized with the notebook's own functions
+  (tests/support/in_kernel.quantization): the error bound of each scheme, the fused
+  product against dequantize-then-multiply, and a quality figure computed again.
+- plumbing/quantization.py, which LLAMA3_QUANTIZE uses from the setup cell, is checked
+  here in-process on random matrices, and in a kernel on the whole notebook: "42" under
+  int8 and under int4, and the checkpoint folder untouched.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from plumbing import checkpoint_files, quantization
+from tests.support.notebook_values import TENSORS_ONLY, cell_text, run_and_read
+
+ANSWER = 2983  # "42"
+
+
+@pytest.fixture(scope="module")
+def section(embedded_run):
+    return embedded_run["quantization"]
+
+
+# ---- the notebook's own functions, on every matrix it quantized --------------------------------
+
+
+@pytest.mark.slow  # the shared kernel
+def test_every_layer_matrix_and_the_output_is_quantized(section, embedded_run):
+    for scheme in ("int8", "int4"):
+        names = {name for kind, name in section["matrices"] if kind == scheme}
+        assert "output.weight" in names and "tok_embeddings.weight" not in names
+        assert sum(name.startswith("layers.0.") for name in names) == 7  # wq wk wv wo w1 w2 w3
+        assert not any(name.endswith("norm.weight") for name in names)
+
+
+@pytest.mark.slow  # the shared kernel
+def test_int8_moves_each_weight_half_a_step_at_most(section):
+    for (scheme, name), measured in section["matrices"].items():
+        if scheme == "int8":
+            assert measured["moved_in_steps"] <= 0.5, name
+            low, high = measured["range"]
+            assert -127 <= low and high <= 127 and 127 in (-low, high), name
+
+
+@pytest.mark.slow  # the shared kernel
+def test_int4_moves_each_weight_half_a_step_except_where_8_is_clamped_to_7(section):
+    for (scheme, name), measured in section["matrices"].items():
+        if scheme == "int4":
+            assert measured["range"] == (-8, 7), name
+            assert measured["moved_in_steps"] <= 1.0, name
+            assert measured["moved_over_half"] < 0.05, name  # only the clamped ones
+
+
+@pytest.mark.slow  # the shared kernel
+def test_the_kernel_holds_the_notebooks_integers_and_multiplies_as_the_formula(section):
+    for key, measured in section["matrices"].items():
+        assert measured["holds_the_notebooks"] and measured["zero_blocks_stay_zero"], key
+        assert measured["fused_vs_explicit"] <= 1e-5, (key, measured["fused_vs_explicit"])
+        assert measured["one_row_vs_explicit"] <= 1e-5, key
+        assert measured["bf16_vs_explicit"] <= 2e-2, key  # bf16 inputs: rounding only
+
+
+@pytest.mark.slow  # the shared kernel
+def test_the_quality_figures_are_computed(section, embedded_run):
+    printed = cell_text(embedded_run["notebook"], "quant-quality-code")
+    for label, (agreement, divergence, p_answer) in section["printed_quality"].items():
+        line = next(line for line in printed.splitlines() if line.strip().startswith(label))
+        assert f"{agreement:.1%}" in line and f"{divergence:.2g}" in line, line
+        assert f"{p_answer:.3f}" in line, line
+    again = section["recomputed_int8_quality"]
+    assert again == pytest.approx(section["printed_quality"]["int8"], rel=1e-6)
+    int8, int4 = section["printed_quality"]["int8"], section["printed_quality"]["int4"]
+    assert int8[0] >= 0.95 and int8[1] < int4[1]  # int8 agrees more and diverges less
+    assert int4[2] > 0.9  # "42" keeps its probability
+
+
+@pytest.mark.slow  # the shared kernel
+def test_the_section_predicts_42_with_both(embedded_run):
+    text = cell_text(embedded_run["notebook"], "quant-run-code")
+    assert "int8: next token '42'" in text and "int4: next token '42'" in text, text
+
+
+# ---- plumbing/quantization.py, in-process -----------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (224, 64), (64, 224), (3, 4096)])
+def test_plumbing_bounds_on_random_matrices(shape):
+    w = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    w[0] = 0  # a row of zeros, like an untrained token's: integers 0, no NaN
+    assert not quantization.int8_rows(w)[0][0].any() and not quantization.int4_groups(w)[0][0].any()
+    w[0] = 1e-3
+    ints, scales = quantization.int8_rows(w)
+    assert ((w / scales - ints).abs() <= 0.5).all()
+    ints, scales = quantization.int4_groups(w)
+    moved = (w / scales.repeat_interleave(quantization.INT4_GROUP, dim=1) - ints).abs()
+    assert (moved <= 1).all() and ints.min() >= -8 and ints.max() <= 7
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_equals_explicit(scheme, dtype):
+    generator = torch.Generator().manual_seed(2)
+    w = torch.randn(320, 96, generator=generator)
+    matrix = quantization.quantize(w, scheme, "cpu")
+    assert matrix.fused
+    for x in (torch.randn(96, generator=generator), torch.randn(2, 5, 96, generator=generator)):
+        x = x.to(dtype)
+        fused = x @ matrix.T
+        explicit = x.float() @ quantization.dequantized(matrix.ints, matrix.scales).T
+        assert fused.shape == explicit.shape and fused.dtype == dtype
+        tolerance = 1e-5 if dtype == torch.float32 else 1e-2
+        assert (fused.float() - explicit).abs().max() <= tolerance * explicit.abs().max()
+
+
+def test_any_other_use_sees_the_dequantized_values():
+    w = torch.randn(64, 32, generator=torch.Generator().manual_seed(3))
+    matrix = quantization.quantize(w, "int8", "cpu")
+    values = quantization.dequantized(matrix.ints, matrix.scales)
+    assert torch.equal(matrix.view(4, 16, 32), values.view(4, 16, 32))
+    assert torch.equal(matrix[3], values[3]) and tuple(matrix.shape) == (64, 32)
+    assert torch.equal(torch.cat([matrix.T]), values.T)
+    assert "int8, one scale per row" in repr(matrix)
+
+
+def test_the_kernels_refuse_what_they_cannot_take():
+    ints, scales = quantization.int4_groups(torch.randn(8, 48), group=16)
+    with pytest.raises(ValueError, match="groups of 32, 64, 128 or 256"):
+        quantization.QuantizedMatrix(ints, scales, 4, "cpu")
+
+
+# ---- LLAMA3_QUANTIZE: the whole notebook ------------------------------------------------------
+
+
+def snapshot(folder):
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_the_whole_notebook_quantized_predicts_42(scheme, tmp_path):
+    before = snapshot(checkpoint_files.EMBEDDED_CHECKPOINT)
+    run = run_and_read(tmp_path, {**TENSORS_ONLY, "LLAMA3_QUANTIZE": scheme})
+    assert run["next_token_id"] == ANSWER
+    setup = cell_text(run["notebook"], "prelims-code")
+    line = next(line for line in setup.splitlines() if line.startswith("quantized:"))
+    matrices = 4 * 7 + 1  # the embedded model: 4 layers of 7, and the output matrix
+    numbers = rf"{matrices} matrices: [\d.,]+ MB → [\d.,]+ MB"
+    assert re.search(rf"{quantization.SCHEMES[scheme]}, {numbers}", line), line
+    assert "fused weight-only kernels" in line, line
+    assert snapshot(checkpoint_files.EMBEDDED_CHECKPOINT) == before
