@@ -57,6 +57,7 @@ def decode_timing(nb: dict, repeats: int, decode: int, compare: list[int], path:
 
     tokens = prompt_tokens(nb)
     results = {"dtype": str(dtype).removeprefix("torch."), "prompt": len(tokens)}
+    results["quantized"] = nb["settings"].quantization_note
     generate(tokens, max_new_tokens=2, stop_at_end=False)  # warm-up
     floor_step()
     results["floor"] = min(clock(nb, floor_step) for _ in range(repeats))

@@ -20,6 +20,7 @@ from plumbing.checkpoint_files import CheckpointError
 from plumbing.run_settings import SettingError
 from tests.support.notebook_values import (
     TENSORS_ONLY,
+    cell_text,
     run_and_read,
     setup_cell_failure,
     setup_cell_in_process,
@@ -401,8 +402,14 @@ def test_read_only_checkpoint_works_and_is_untouched(good_copy, tmp_path):
         path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     before = snapshot(good_copy)
     try:
-        result = run_and_read(tmp_path, {**TENSORS_ONLY, "LLAMA3_CKPT": str(good_copy)})
+        # quantized too (tests/test_quantization.py): int8 matrices made from a folder that
+        # cannot be written to, and nothing written beside it
+        settings = {**TENSORS_ONLY, "LLAMA3_CKPT": str(good_copy), "LLAMA3_QUANTIZE": "int8"}
+        result = run_and_read(tmp_path, settings)
         assert result["next_token_id"] == 2983
+        assert "quantized:  int8, one scale per row, 29 matrices" in cell_text(
+            result["notebook"], "prelims-code"
+        )
         assert snapshot(good_copy) == before
     finally:
         for path in [good_copy, *good_copy.iterdir()]:
