@@ -14,7 +14,7 @@ import math
 import os
 from pathlib import Path
 
-from plumbing import REPO_DIR
+from plumbing import REPO_DIR, release_facts
 from plumbing.friendly_errors import SetupError
 
 EMBEDDED_CHECKPOINT = REPO_DIR / "weights" / "llama3-tiny-hitchhiker"
@@ -266,9 +266,10 @@ def read_params(checkpoint_dir: Path) -> dict:
     params = read_json_object(path, "copy params.json from the same download as the weights")
     for key in REQUIRED_PARAMS:
         if key not in params:
+            example = release_facts.LLAMA3_8B_PARAMS[key]
             raise CheckpointError(
-                f"{path} has no {key!r}: add it (Llama 3 8B has {key}: {_EXAMPLE_8B[key]}) or use "
-                "the params.json from the same download."
+                f"{path} has no {key!r}: add it (Llama 3 8B has {key}: {example}) or use the "
+                "params.json from the same download."
             )
     for key, kind in {**REQUIRED_PARAMS, **OPTIONAL_PARAMS}.items():
         if key in params and params[key] is not None and not is_kind(params[key], kind):
@@ -372,17 +373,6 @@ def expected_shapes(params: dict, tied_output: bool = False) -> dict[str, tuple[
     if not tied_output:
         shapes["output.weight"] = (params["vocab_size"], dim)
     return shapes
-
-
-_EXAMPLE_8B = {
-    "dim": 4096,
-    "n_layers": 32,
-    "n_heads": 32,
-    "vocab_size": 128256,
-    "multiple_of": 1024,
-    "norm_eps": 1e-05,
-    "rope_theta": 500000.0,
-}
 
 
 def is_kind(value, kind) -> bool:

@@ -28,6 +28,12 @@ LLAMA3_DEVICE=cuda LLAMA3_DTYPE=float32 nbval nbval-cuda-float32.log || status=1
 echo "== nbval on CUDA, default dtype (bfloat16): every stored CPU output must match too"
 LLAMA3_DEVICE=cuda nbval nbval-cuda-bfloat16.log || status=1
 
+echo "== LLAMA3_QUANTIZE=int8 and int4 on CUDA: the whole notebook to '42' (dequantize, then multiply)"
+for scheme in int8 int4; do
+    LLAMA3_DEVICE=cuda LLAMA3_QUANTIZE=$scheme $PY -m plumbing.run_notebook 2>&1 | tee "$OUT/quantize-$scheme.log" | tail -2
+    grep -q "decoded: '42'" "$OUT/quantize-$scheme.log" || status=1
+done
+
 echo "== full notebook run time, embedded checkpoint"
 LLAMA3_DEVICE=cuda $PY -m benchmarks.notebook_runtime --repeat 3 2>&1 | tee "$OUT/runtime.log"
 echo "== scale: embedded, 3.2-1B and 8B shapes (random checkpoints are created on this machine)"
