@@ -14,7 +14,7 @@ import math
 import os
 from pathlib import Path
 
-from plumbing import REPO_DIR, release_facts
+from plumbing import REPO_DIR, model_ids, release_facts
 from plumbing.friendly_errors import SetupError
 
 EMBEDDED_CHECKPOINT = REPO_DIR / "weights" / "llama3-tiny-hitchhiker"
@@ -64,11 +64,14 @@ def find_checkpoint_dir(value: str | None = None) -> Path:
     """The checkpoint folder from LLAMA3_CKPT (or `value`), else the embedded one."""
     if value is None:
         value = os.environ.get("LLAMA3_CKPT", "")
+    if model_ids.looks_like_model_id(value.strip()):  # meta-llama/Llama-3.2-1B
+        value = str(model_ids.resolve(value.strip()))
     folder = Path(value).expanduser() if value.strip() else EMBEDDED_CHECKPOINT
     if not folder.exists():
         raise CheckpointError(
             f"Checkpoint folder {folder} does not exist: set LLAMA3_CKPT to the folder that holds "
-            "consolidated.00.pth and params.json, or a Hugging Face model folder."
+            "consolidated.00.pth and params.json, a Hugging Face model folder, or a model id "
+            "such as meta-llama/Llama-3.2-1B."
         )
     if folder.is_file() and folder.suffix == ".gguf":
         raise CheckpointError(

@@ -20,6 +20,7 @@ import tokenizer_setup
 from plumbing import checkpoint_files, hf_checkpoint, weight_loading
 from tests.support import reference_models
 from tests.support.hf_folder import respell_config, save_streaming, save_with_transformers
+from tests.support.hub_cache import cache_model
 from tests.support.notebook_values import (
     FLOAT32_CPU,
     TENSORS_ONLY,
@@ -186,12 +187,20 @@ def test_tokenizer_json_is_llama3(embedded_hf, tokenizer):
         assert from_json.encode_single_token(special) == tokenizer.encode_single_token(special)
 
 
+HUB_ID = "test-org/llama3-tiny-hitchhiker"
+
+
 @pytest.fixture(scope="session")
 def hf_run(embedded_hf_sharded, tmp_path_factory):
-    # the lesson's tensors; the demos run on a Hugging Face folder in test_requirements (fresh_env)
-    return run_and_read(
-        tmp_path_factory.mktemp("hf-run"), {**TENSORS_ONLY, "LLAMA3_CKPT": str(embedded_hf_sharded)}
-    )
+    """The lesson's tensors on the Hugging Face folder, reached by its model id: the folder is
+    a snapshot in a hub cache made by hand (LLAMA3_CKPT=org/name, HF_HUB_CACHE), read in place.
+    The demos run on a Hugging Face folder in test_requirements (fresh_env)."""
+    hub = tmp_path_factory.mktemp("hub")
+    snapshot = cache_model(embedded_hf_sharded, hub, HUB_ID)
+    settings = {**TENSORS_ONLY, "LLAMA3_CKPT": HUB_ID, "HF_HUB_CACHE": str(hub)}
+    run = run_and_read(tmp_path_factory.mktemp("hf-run"), settings)
+    run["snapshot"] = snapshot
+    return run
 
 
 def test_notebook_on_hf_folder_gives_the_same_tensors_and_42(hf_run, embedded_run):
@@ -205,6 +214,7 @@ def test_notebook_on_hf_folder_gives_the_same_tensors_and_42(hf_run, embedded_ru
     cells = {cell.id: cell for cell in hf_run["notebook"].cells}
     setup = "".join(output.get("text", "") for output in cells["prelims-code"].outputs)
     assert "Hugging Face layout" in setup
+    assert f"checkpoint: {hf_run['snapshot']}" in setup  # the cache's own folder: nothing copied
     embedded_cells = {cell.id: cell for cell in embedded_run["notebook"].cells}
     for listing in (
         "model-load",
