@@ -67,7 +67,7 @@ def llama_cpp_environment(root: Path) -> tuple[Path, Path]:
     source = root / f"llama_cpp_python-{LLAMA_CPP_VERSION}" / "vendor" / "llama.cpp"
     if not (source / "convert_hf_to_gguf.py").exists():
         download = [str(python), "-m", "pip", "download", "-q", "--no-deps", "--no-binary"]
-        download += [":all:", f"llama-cpp-python=={LLAMA_CPP_VERSION}", "-d", str(root)]
+        download += ["llama-cpp-python", f"llama-cpp-python=={LLAMA_CPP_VERSION}", "-d", str(root)]
         subprocess.run(download, check=True)
         with tarfile.open(next(root.glob("llama_cpp_python-*.tar.gz"))) as archive:
             archive.extractall(root, filter="data")
