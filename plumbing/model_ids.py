@@ -12,18 +12,25 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
-from huggingface_hub import snapshot_download
-from huggingface_hub.errors import (
+from tqdm import TqdmWarning
+
+from plumbing.friendly_errors import SetupError
+
+# huggingface_hub draws its progress bars with tqdm.auto, which warns at import inside a
+# Jupyter kernel without ipywidgets ("IProgress not found") and then draws text bars: enough.
+warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning)
+
+from huggingface_hub import snapshot_download  # noqa: E402  (after the filter above)
+from huggingface_hub.errors import (  # noqa: E402
     GatedRepoError,
     HfHubHTTPError,
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-
-from plumbing.friendly_errors import SetupError
 
 # What the notebook reads from a Hugging Face model (Meta's `original/` is left out: the same
 # weights again, in the other layout).

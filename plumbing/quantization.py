@@ -10,6 +10,9 @@ the way the kernels want them, and sends `x @ W.T` to the kernels gpt-fast uses:
 - int4, one scale per group of 32 weights along a row, integers -8 … 7 (llama.cpp's Q4_0
   rule): `torch._weight_int4pack_mm_for_cpu`, whose groups also carry a zero point (0 here).
 
+Both take the activations in bfloat16 (rounded from float32 when the notebook computes in
+float32; the result goes back to float32): their float32 paths were 5-14× slower.
+
 Any other use of a quantized matrix (`.view`, indexing, printing its values) works on its
 dequantized values, so every cell of the notebook runs on it unchanged. On a device other
 than the CPU the product is dequantize-then-multiply: the fused CUDA kernels are not wired.
@@ -23,6 +26,7 @@ from collections.abc import Iterator
 import torch
 
 INT4_GROUP = 32  # weights per scale in int4: llama.cpp's Q4_0 block
+KERNEL_DTYPE = torch.bfloat16  # what the CPU kernels multiply the weights with (see below)
 SCHEMES = {
     "int8": "int8, one scale per row",
     "int4": f"int4, one scale per {INT4_GROUP} weights",
@@ -72,7 +76,7 @@ class QuantizedMatrix:
         if bits == 4 and group not in (32, 64, 128, 256):
             raise ValueError(f"the int4 kernel takes groups of 32, 64, 128 or 256, not {group}")
         self.fused = self.device.type == "cpu"
-        self._for_dtype: dict[torch.dtype, tuple] = {}  # the kernel's operands, per input dtype
+        self.kernel_scales = None  # the scales as the kernel takes them, made at first use
         if self.scheme == "int4" and self.fused:
             # two integers per byte, in the CPU kernel's own order
             self.packed = torch._convert_weight_to_int4pack_for_cpu((ints + 8).to(torch.int32), 1)
@@ -99,21 +103,23 @@ class QuantizedMatrix:
         """x @ W.T for x [… × in_features], through the fused kernel."""
         if not self.fused:
             return x @ self.dequantize(x.dtype).T
-        rows = x.reshape(-1, x.shape[-1]).contiguous()
-        if x.dtype not in self._for_dtype:
+        # The kernels take bfloat16 activations: given float32, both ran 5-14× slower on
+        # 2 AVX2 cores (one [1 × 4096]·[4096 × 14336] product: int8 65 ms against 12.5 ms,
+        # int4 143 ms against 10 ms; 2026-11-30).
+        rows = x.reshape(-1, x.shape[-1]).to(KERNEL_DTYPE).contiguous()
+        if self.kernel_scales is None:
             if self.scheme == "int8":
-                self._for_dtype[x.dtype] = (self.scales[:, 0].to(x.dtype),)
+                self.kernel_scales = self.scales[:, 0].to(KERNEL_DTYPE)
             else:  # [groups × out_features × (scale, zero)]
                 zeros = torch.zeros_like(self.scales)
-                stacked = torch.stack([self.scales.T, zeros.T], dim=-1).to(x.dtype).contiguous()
-                self._for_dtype[x.dtype] = (stacked,)
-        (scales,) = self._for_dtype[x.dtype]
+                stacked = torch.stack([self.scales.T, zeros.T], dim=-1)
+                self.kernel_scales = stacked.to(KERNEL_DTYPE).contiguous()
         if self.scheme == "int8":
-            out = torch._weight_int8pack_mm(rows, self.packed, scales)
+            out = torch._weight_int8pack_mm(rows, self.packed, self.kernel_scales)
         else:
             group = self.shape[1] // self.scales.shape[1]
-            out = torch._weight_int4pack_mm_for_cpu(rows, self.packed, group, scales)
-        return out.reshape(*x.shape[:-1], self.shape[0])
+            out = torch._weight_int4pack_mm_for_cpu(rows, self.packed, group, self.kernel_scales)
+        return out.reshape(*x.shape[:-1], self.shape[0]).to(x.dtype)
 
     def __getattr__(self, name):  # .view, .float, .abs …: on the dequantized values
         if name.startswith("_"):
