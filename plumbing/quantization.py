@@ -20,6 +20,7 @@ than the CPU the product is dequantize-then-multiply: the fused CUDA kernels are
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 
@@ -60,37 +61,96 @@ def dequantized(ints: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     return (groups * scales[..., None]).flatten(1)
 
 
+# Rows quantized at a time: a whole 128,256-row output matrix of the 8B would take about 6 GB
+# of float32 temporaries at once (measured 2026-11-30). Every scale is within one row, so
+# blocks of rows give the very same integers and scales.
+ROWS_AT_A_TIME = 4096
+
+
+def pack_int4(ints: torch.Tensor) -> torch.Tensor:
+    """Integers -8 … 7 [N × K] → the CPU int4 kernel's bytes [N × K/2], a block of rows at a
+    time (the kernel packs each row block on its own: tests/test_quantization.py checks it)."""
+    blocks = ints.split(ROWS_AT_A_TIME)
+    return torch.cat(
+        [torch._convert_weight_to_int4pack_for_cpu((b + 8).to(torch.int32), 1) for b in blocks]
+    )
+
+
+def unpack_int4(packed: torch.Tensor, group: int) -> torch.Tensor:
+    """The integers back from the kernel's bytes, by the kernel itself: the identity matrix
+    times W.T, with every scale 1 and every zero point 0, is W's integers, exact in bfloat16.
+    It costs a product with in_features rows, so it is for checks, never for a decode step."""
+    n_rows, k = packed.shape[0], packed.shape[1] * 2
+    identity = torch.eye(k, dtype=KERNEL_DTYPE)
+    blocks = []
+    for start in range(0, n_rows, ROWS_AT_A_TIME):
+        rows = packed[start : start + ROWS_AT_A_TIME]
+        unit = torch.zeros(k // group, rows.shape[0], 2, dtype=KERNEL_DTYPE)
+        unit[..., 0] = 1
+        blocks.append(torch._weight_int4pack_mm_for_cpu(identity, rows, group, unit).T)
+    return torch.cat(blocks).to(torch.int8)
+
+
 class QuantizedMatrix:
     """A weight `[out_features × in_features]` held as integers and scales.
 
     `x @ W.T` runs the fused kernel; anything else works on the dequantized values.
     """
 
-    def __init__(self, ints: torch.Tensor, scales: torch.Tensor, bits: int, device):
-        self.ints, self.scales, self.device = ints, scales, torch.device(device)
-        self.shape = tuple(ints.shape)
+    def __init__(
+        self,
+        ints: torch.Tensor | None,
+        scales: torch.Tensor,
+        bits: int,
+        device,
+        packed: torch.Tensor | None = None,
+    ):
+        """`packed`: int4's bytes for the CPU kernel, made already (then `ints` may be None)."""
+        self.device = torch.device(device)
+        self.shape = (
+            tuple(ints.shape) if ints is not None else (packed.shape[0], packed.shape[1] * 2)
+        )
         self.scheme = {8: "int8", 4: "int4"}[bits]
-        group = self.shape[1] // scales.shape[1]
+        self.group = self.shape[1] // scales.shape[1]
         if bits == 8 and scales.shape[1] != 1:
             raise ValueError("the int8 kernel takes one scale per row")
-        if bits == 4 and group not in (32, 64, 128, 256):
-            raise ValueError(f"the int4 kernel takes groups of 32, 64, 128 or 256, not {group}")
+        if bits == 4 and self.group not in (32, 64, 128, 256):
+            raise ValueError(
+                f"the int4 kernel takes groups of 32, 64, 128 or 256, not {self.group}"
+            )
         self.fused = self.device.type == "cpu"
-        self.kernel_scales = None  # the scales as the kernel takes them, made at first use
-        if self.scheme == "int4" and self.fused:
-            # two integers per byte, in the CPU kernel's own order
-            self.packed = torch._convert_weight_to_int4pack_for_cpu((ints + 8).to(torch.int32), 1)
-        elif self.fused:
-            self.packed = ints
+        if not self.fused:
+            self._ints, self._scales = ints.to(self.device), scales.to(self.device)
+        elif self.scheme == "int8":
+            self._ints, self._scales = ints, scales
+            self.packed, self.kernel_scales = ints, scales[:, 0].to(KERNEL_DTYPE)
         else:
-            self.packed = None
-            self.ints, self.scales = ints.to(self.device), scales.to(self.device)
+            # Only what the kernel reads is kept: two integers per byte in its own order, and
+            # the scales in bfloat16 beside zero points (0 here), [groups × out_features × 2].
+            # Keeping the int8 integers and float32 scales too would take 2.25× the memory.
+            self.packed = packed if packed is not None else pack_int4(ints)
+            zeros = torch.zeros_like(scales)
+            self.kernel_scales = torch.stack([scales.T, zeros.T], dim=-1).to(KERNEL_DTYPE)
+
+    @property
+    def ints(self) -> torch.Tensor:
+        """The integers [out × in]; for fused int4, read back from the packed bytes."""
+        if self.scheme == "int4" and self.fused:
+            return unpack_int4(self.packed, self.group)
+        return self._ints
+
+    @property
+    def scales(self) -> torch.Tensor:
+        """The scales [out × groups]; for fused int4, the bfloat16 ones the kernel reads."""
+        if self.scheme == "int4" and self.fused:
+            return self.kernel_scales[..., 0].T
+        return self._scales
 
     @property
     def nbytes(self) -> int:
         """What a decode step reads: 4 or 8 bits per weight, and the scales."""
         bits = 8 if self.scheme == "int8" else 4
-        return self.ints.numel() * bits // 8 + self.scales.numel() * 2  # scales as 16-bit
+        return math.prod(self.shape) * bits // 8 + self.scales.numel() * 2  # scales as 16-bit
 
     @property
     def T(self) -> _Transposed:
@@ -107,18 +167,12 @@ class QuantizedMatrix:
         # 2 AVX2 cores (one [1 × 4096]·[4096 × 14336] product: int8 65 ms against 12.5 ms,
         # int4 143 ms against 10 ms; 2026-11-30).
         rows = x.reshape(-1, x.shape[-1]).to(KERNEL_DTYPE).contiguous()
-        if self.kernel_scales is None:
-            if self.scheme == "int8":
-                self.kernel_scales = self.scales[:, 0].to(KERNEL_DTYPE)
-            else:  # [groups × out_features × (scale, zero)]
-                zeros = torch.zeros_like(self.scales)
-                stacked = torch.stack([self.scales.T, zeros.T], dim=-1)
-                self.kernel_scales = stacked.to(KERNEL_DTYPE).contiguous()
         if self.scheme == "int8":
             out = torch._weight_int8pack_mm(rows, self.packed, self.kernel_scales)
         else:
-            group = self.shape[1] // self.scales.shape[1]
-            out = torch._weight_int4pack_mm_for_cpu(rows, self.packed, group, self.kernel_scales)
+            out = torch._weight_int4pack_mm_for_cpu(
+                rows, self.packed, self.group, self.kernel_scales
+            )
         return out.reshape(*x.shape[:-1], self.shape[0]).to(x.dtype)
 
     def __getattr__(self, name):  # .view, .float, .abs …: on the dequantized values
@@ -177,18 +231,20 @@ def _plain(value):
     return value
 
 
-# Rows quantized at a time: a whole 128,256-row output matrix of the 8B would take about 6 GB
-# of float32 temporaries at once (measured 2026-11-30). Every scale is within one row, so
-# blocks of rows give the very same integers and scales.
-ROWS_AT_A_TIME = 4096
-
-
 def quantize(w: torch.Tensor, scheme: str, device) -> QuantizedMatrix:
+    """A block of rows at a time; for the CPU's int4 kernel each block is packed at once, so
+    the int8 integers of a whole matrix never exist together."""
     rule = int8_rows if scheme == "int8" else int4_groups
-    pieces = [rule(rows) for rows in w.split(ROWS_AT_A_TIME)]
-    ints = torch.cat([ints for ints, _ in pieces])
+    packing = scheme == "int4" and torch.device(device).type == "cpu"
+    pieces = []
+    for rows in w.split(ROWS_AT_A_TIME):
+        ints, scales = rule(rows)
+        pieces.append((pack_int4(ints) if packing else ints, scales))
+    joined = torch.cat([ints for ints, _ in pieces])
     scales = torch.cat([scales for _, scales in pieces])
-    return QuantizedMatrix(ints, scales, 8 if scheme == "int8" else 4, device)
+    if packing:
+        return QuantizedMatrix(None, scales, 4, device, packed=joined)
+    return QuantizedMatrix(joined, scales, 8 if scheme == "int8" else 4, device)
 
 
 def quantizable(name: str, shape: tuple[int, ...], scheme: str, tied: bool) -> bool:

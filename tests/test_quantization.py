@@ -119,6 +119,21 @@ def test_fused_equals_explicit(scheme, dtype):
         assert (fused.float() - explicit).abs().max() <= 1e-2 * explicit.abs().max()
 
 
+def test_int4_keeps_only_what_the_kernel_reads(monkeypatch):
+    """Packed a block of rows at a time, as the whole matrix at once; read back exactly; and
+    nothing else held: no int8 integers, no float32 scales (the 8B's would be 9 GB more)."""
+    w = torch.randn(320, 96, generator=torch.Generator().manual_seed(4))
+    ints, scales = quantization.int4_groups(w)
+    whole = torch._convert_weight_to_int4pack_for_cpu((ints + 8).to(torch.int32), 1)
+    monkeypatch.setattr(quantization, "ROWS_AT_A_TIME", 128)  # 3 blocks, the last one partial
+    matrix = quantization.quantize(w, "int4", "cpu")
+    assert torch.equal(matrix.packed, whole)
+    assert torch.equal(matrix.ints, ints) and matrix.ints.dtype == torch.int8
+    assert torch.equal(matrix.scales, scales.to(torch.bfloat16))
+    held = [value for value in vars(matrix).values() if isinstance(value, torch.Tensor)]
+    assert sum(t.numel() * t.element_size() for t in held) == 320 * 96 // 2 + 320 * 3 * 2 * 2
+
+
 def test_any_other_use_sees_the_dequantized_values():
     w = torch.randn(64, 32, generator=torch.Generator().manual_seed(3))
     matrix = quantization.quantize(w, "int8", "cpu")
