@@ -19,6 +19,7 @@ from pathlib import Path
 
 import tiktoken
 
+from plumbing import gguf_files
 from plumbing.checkpoint_files import download_mistake
 from plumbing.friendly_errors import SetupError
 
@@ -178,9 +179,22 @@ def read_tokenizer_json(path: str | Path) -> tuple[dict[bytes, int], dict[str, i
             f"{path} is not a byte-level BPE tokenizer (model type {kind!r}), which Llama 3's is: "
             f"{fix}."
         )
+    ranks = byte_level_ranks(model["vocab"].items(), path, fix)
+    special = {
+        token["content"]: token["id"]
+        for token in data.get("added_tokens", [])
+        if token.get("id", -1) >= N_MERGEABLE_RANKS
+    }
+    check_special_tokens(special, path, fix)
+    return ranks, special
+
+
+def byte_level_ranks(vocab, path: Path, fix: str) -> dict[bytes, int]:
+    """(text, id) pairs written in byte-level BPE's alphabet → tiktoken's ranks, checked to be
+    exactly Llama 3's 128,000 tokens."""
     alphabet = byte_level_alphabet()
     ranks: dict[bytes, int] = {}
-    for text, rank in model["vocab"].items():
+    for text, rank in vocab:
         if not isinstance(rank, int):
             raise TokenizerFileError(
                 f"{path}: token {text!r} has id {rank!r}, not an integer, so this is not Llama "
@@ -198,11 +212,11 @@ def read_tokenizer_json(path: str | Path) -> tuple[dict[bytes, int], dict[str, i
             f"{path} holds {len(ranks):,} BPE tokens that are not Llama 3's vocabulary (another "
             f"model's tokenizer): {fix}."
         )
-    special = {
-        token["content"]: token["id"]
-        for token in data.get("added_tokens", [])
-        if token.get("id", -1) >= N_MERGEABLE_RANKS
-    }
+    return ranks
+
+
+def check_special_tokens(special: dict[str, int], path: Path, fix: str) -> None:
+    """The 256 special tokens at ids 128,000 …, the named ones where Llama 3 has them."""
     expected = {name: N_MERGEABLE_RANKS + offset for offset, name in _NAMED_SPECIAL_TOKENS.items()}
     wrong = [name for name, token_id in expected.items() if special.get(name) != token_id]
     if wrong or sorted(special.values()) != list(
@@ -215,17 +229,40 @@ def read_tokenizer_json(path: str | Path) -> tuple[dict[bytes, int], dict[str, i
             f"{N_MERGEABLE_RANKS}…{N_MERGEABLE_RANKS + N_SPECIAL_TOKENS - 1}"
         )
         raise TokenizerFileError(f"{path}: {what}, as in Llama 3: {fix}.")
+
+
+def read_gguf_tokenizer(path: str | Path) -> tuple[dict[bytes, int], dict[str, int]]:
+    """The vocabulary in a GGUF file's metadata as tiktoken ranks and special tokens, checked
+    to be Llama 3's: byte-level BPE ("gpt2" in llama.cpp's words), the same 128,000 ranked
+    tokens, and the 256 special tokens after them."""
+    path = Path(path)
+    fix = "use a Llama 3 GGUF file"
+    kind, tokens = gguf_files.vocabulary(path)
+    if kind != "gpt2":
+        what = {"llama": "a SentencePiece vocabulary, like Llama 2's"}.get(kind, f"{kind!r}")
+        raise TokenizerFileError(
+            f"{path} holds {what} ({len(tokens):,} tokens), not Llama 3's byte-level BPE of "
+            f"{N_MERGEABLE_RANKS + N_SPECIAL_TOKENS:,} tokens: {fix}."
+        )
+    ranks = byte_level_ranks(
+        ((text, rank) for rank, text in enumerate(tokens[:N_MERGEABLE_RANKS])), path, fix
+    )
+    special = {text: i for i, text in enumerate(tokens) if i >= N_MERGEABLE_RANKS}
+    check_special_tokens(special, path, fix)
     return ranks, special
 
 
 def load_tokenizer(checkpoint_dir: str | Path | None = None) -> tiktoken.Encoding:
     """Llama 3's tokenizer: BPE ranks + Meta's split pattern + 256 special tokens.
 
-    From the folder's tokenizer.json (Hugging Face) if it has one, else its tokenizer.model
-    (Meta), else the tokenizer.model in `llama-models`.
+    From a GGUF file's metadata, else the folder's tokenizer.json (Hugging Face) if it has one,
+    else its tokenizer.model (Meta), else the tokenizer.model in `llama-models`.
     """
     json_path = Path(checkpoint_dir) / "tokenizer.json" if checkpoint_dir is not None else None
-    if json_path is not None and json_path.exists():
+    if checkpoint_dir is not None and gguf_files.is_gguf(Path(checkpoint_dir)):
+        ranks, special = read_gguf_tokenizer(checkpoint_dir)
+        path = Path(checkpoint_dir)
+    elif json_path is not None and json_path.exists():
         ranks, special = read_tokenizer_json(json_path)
         path = json_path
     else:

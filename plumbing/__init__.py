@@ -5,6 +5,7 @@ Imports run one way, each module using only those above it:
     friendly_errors   one sentence that names the fix; the packages requirements.txt names
     release_facts     what params.json does not say (context lengths, the RoPE factor rule)
     model_ids         a Hugging Face model id as its folder in the local cache
+    gguf_files        a GGUF file (llama.cpp, Ollama, LM Studio) read under Meta's names
     checkpoint_files  which folder, which layout, which sizes (params.json or config.json)
     hf_checkpoint     a Hugging Face folder's tensors under Meta's names
     weight_loading    every tensor memory-mapped, checked, on the device and dtype chosen

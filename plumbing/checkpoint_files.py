@@ -14,8 +14,8 @@ import math
 import os
 from pathlib import Path
 
-from plumbing import REPO_DIR, model_ids, release_facts
-from plumbing.friendly_errors import SetupError
+from plumbing import REPO_DIR, gguf_files, model_ids, release_facts
+from plumbing.friendly_errors import CheckpointError
 
 EMBEDDED_CHECKPOINT = REPO_DIR / "weights" / "llama3-tiny-hitchhiker"
 
@@ -48,10 +48,6 @@ CONFIG_SPELLING = {meta: key for key, meta in CONFIG_KEYS.items()} | {
 }
 
 
-class CheckpointError(SetupError):
-    """The checkpoint folder or one of its files is not usable; the message says why."""
-
-
 def describe(path: Path) -> str:
     """A path as a reader would want to see it: relative when inside the repo."""
     try:
@@ -64,20 +60,19 @@ def find_checkpoint_dir(value: str | None = None) -> Path:
     """The checkpoint folder from LLAMA3_CKPT (or `value`), else the embedded one."""
     if value is None:
         value = os.environ.get("LLAMA3_CKPT", "")
+    if gguf_files.looks_like_ollama_name(value.strip()):  # llama3.2:1b
+        return gguf_files.ollama_blob(value.strip())
     if model_ids.looks_like_model_id(value.strip()):  # meta-llama/Llama-3.2-1B
         value = str(model_ids.resolve(value.strip()))
     folder = Path(value).expanduser() if value.strip() else EMBEDDED_CHECKPOINT
     if not folder.exists():
         raise CheckpointError(
             f"Checkpoint folder {folder} does not exist: set LLAMA3_CKPT to the folder that holds "
-            "consolidated.00.pth and params.json, a Hugging Face model folder, or a model id "
-            "such as meta-llama/Llama-3.2-1B."
+            "consolidated.00.pth and params.json, a Hugging Face model folder, a GGUF file, a "
+            "model id such as meta-llama/Llama-3.2-1B or an Ollama name such as llama3.2:1b."
         )
-    if folder.is_file() and folder.suffix == ".gguf":
-        raise CheckpointError(
-            f"{folder} is a GGUF file (llama.cpp's format): this notebook reads Meta's "
-            "consolidated.00.pth or Hugging Face's safetensors; download one of those."
-        )
+    if gguf_files.is_gguf(folder):
+        return folder  # llama.cpp's format: one file; gguf_files checks it
     if not folder.is_dir():
         raise CheckpointError(
             f"{folder} is a file, not a folder: set LLAMA3_CKPT to the folder that holds it (for "
@@ -102,10 +97,13 @@ def find_checkpoint_dir(value: str | None = None) -> Path:
                     "instead, or point LLAMA3_CKPT at its original/ folder."
                 )
             return folder  # Hugging Face's layout: hf_checkpoint checks its files
-        if any(n.endswith(".gguf") for n in names):
+        ggufs = sorted(n for n in names if n.lower().endswith(".gguf"))
+        if len(ggufs) == 1:
+            return folder / ggufs[0]
+        if ggufs:
             raise CheckpointError(
-                f"{folder} holds a GGUF file (llama.cpp's format): this notebook reads Meta's "
-                "consolidated.00.pth or Hugging Face's safetensors; download one of those."
+                f"{folder} holds {len(ggufs)} GGUF files ({', '.join(ggufs[:3])}…): set "
+                "LLAMA3_CKPT to the one to run."
             )
         if any(n.endswith(".safetensors") for n in names):
             raise CheckpointError(
@@ -170,8 +168,11 @@ def download_mistake(path: Path) -> str | None:
 
 
 def layout(checkpoint_dir: Path) -> str:
-    """ "meta" (consolidated.*.pth + params.json) or "huggingface" (config.json + safetensors)."""
+    """ "meta" (consolidated.*.pth + params.json), "huggingface" (config.json + safetensors),
+    or "gguf" (one file)."""
     folder = Path(checkpoint_dir)
+    if folder.is_file():
+        return "gguf"
     if not any(folder.glob("consolidated.*.pth")) and (folder / "config.json").exists():
         return "huggingface"
     return "meta"
@@ -265,6 +266,10 @@ def read_params(checkpoint_dir: Path) -> dict:
     if layout(checkpoint_dir) == "huggingface":
         params = read_config(checkpoint_dir)
         return check_sizes(params, Path(checkpoint_dir) / "config.json", CONFIG_SPELLING)
+    if layout(checkpoint_dir) == "gguf":
+        params = gguf_files.metadata_params(checkpoint_dir)
+        spelled = gguf_files.METADATA_KEYS | gguf_files.OPTIONAL_KEYS
+        return check_sizes(params, Path(checkpoint_dir), spelled)
     path = Path(checkpoint_dir) / "params.json"
     params = read_json_object(path, "copy params.json from the same download as the weights")
     for key in REQUIRED_PARAMS:

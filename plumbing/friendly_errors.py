@@ -27,6 +27,10 @@ class SetupError(ValueError):
     """A checkpoint, tokenizer or setting that cannot be used; the message says how to fix it."""
 
 
+class CheckpointError(SetupError):
+    """The checkpoint or one of its files is not usable; the message says why."""
+
+
 def show_as_one_line() -> None:
     """In IPython/Jupyter, show SetupErrors and missing modules as one sentence, no traceback."""
     try:

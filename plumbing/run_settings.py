@@ -204,7 +204,8 @@ def choose_rope_scale_factor(params: dict, value: str | None = None) -> tuple[fl
             )
         return factor, f"LLAMA3_ROPE_SCALE_FACTOR={value}"
     if "rope_scaling" in params:  # a Hugging Face config.json states it
-        return float(params["rope_scaling"]["factor"]), "stated in config.json"
+        stated = params["rope_scaling"]
+        return float(stated["factor"]), f"stated in {stated.get('stated_in', 'config.json')}"
     factor, reason = release_facts.rope_scale_factor(params)
     return factor, f"{reason} (LLAMA3_ROPE_SCALE_FACTOR overrides it)"
 

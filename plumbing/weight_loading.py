@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from plumbing import checkpoint_files, hf_checkpoint
+from plumbing import checkpoint_files, gguf_files, hf_checkpoint
 from plumbing.checkpoint_files import CheckpointError, expected_shapes
 
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -120,6 +120,8 @@ def load_weights(checkpoint_dir: Path) -> Mapping[str, torch.Tensor]:
     each, joined by `ShardedWeights`. A Hugging Face folder: `hf_checkpoint.HuggingFaceWeights`,
     the safetensors files memory-mapped, under Meta's names.
     """
+    if checkpoint_files.layout(checkpoint_dir) == "gguf":
+        return gguf_files.GGUFWeights(checkpoint_dir, checkpoint_files.read_params(checkpoint_dir))
     if checkpoint_files.layout(checkpoint_dir) == "huggingface":
         return hf_checkpoint.HuggingFaceWeights(
             checkpoint_dir, checkpoint_files.read_config(checkpoint_dir)
@@ -149,6 +151,7 @@ def check_weights(state_dict: Mapping[str, torch.Tensor], params: dict) -> str:
     shapes, dtypes = tensor_shapes(state_dict), tensor_dtypes(state_dict)
     source = getattr(state_dict, "config_name", "params.json")
     files = "the safetensors files" if source == "config.json" else "consolidated.00.pth"
+    files = getattr(state_dict, "files_name", files)
     describe = getattr(state_dict, "describe", str)
     # No output matrix in the files means tied, unless config.json says it is not (params.json never
     # says).
@@ -191,6 +194,11 @@ def check_weights(state_dict: Mapping[str, torch.Tensor], params: dict) -> str:
     shard_note = (
         f", {len(state_dict.shards)} shards" if isinstance(state_dict, ShardedWeights) else ""
     )
+    if isinstance(state_dict, gguf_files.GGUFWeights):
+        formats = sorted(set(state_dict.formats.values()), key=list(gguf_files.FORMATS).index)
+        shard_note = f" as read, GGUF file ({'/'.join(formats)})"
+        if any(kind.startswith("Q") for kind in formats):
+            shard_note += ", blocks dequantized at each read"
     if source == "config.json":
         n_files = len(state_dict.handles)
         shard_note += (

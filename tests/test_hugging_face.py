@@ -289,14 +289,6 @@ def test_pytorch_model_bin_only(tmp_path, embedded_hf):
     )
 
 
-def test_gguf(tmp_path):
-    (tmp_path / "Meta-Llama-3-8B.Q4_K_M.gguf").write_bytes(b"GGUF\x03\x00\x00\x00")
-    assert "holds a GGUF file (llama.cpp's format)" in setup_error(tmp_path)
-    assert "is a GGUF file (llama.cpp's format)" in setup_error(
-        tmp_path / "Meta-Llama-3-8B.Q4_K_M.gguf"
-    )
-
-
 def test_missing_shard(hf_copy):
     shard = sorted(hf_copy.glob("model-*.safetensors"))[1]
     shard.unlink()

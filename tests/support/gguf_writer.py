@@ -1,0 +1,137 @@
+"""Write a Meta-layout checkpoint as a GGUF file with the `gguf` package, for the tests.
+
+llama.cpp's own converter needs a Hugging Face folder and its environment (see
+benchmarks/quantized_decode.py; tests/test_gguf.py uses it where build/llama-cpp has it).
+This writer makes the same kind of file from the checkpoint directly: llama.cpp's tensor
+names, q and k rows in Meta's order (as the converter leaves them), norms in F32, the
+metadata keys the converter writes, and Llama 3's vocabulary as byte-level BPE text.
+Matrices in F32, F16, BF16, or quantized by `gguf.quants` (Q8_0, Q4_0; Q4_1 for a format the
+notebook does not read).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+
+import tokenizer_setup
+from plumbing import checkpoint_files, gguf_files, weight_loading
+
+GGML = gguf.GGMLQuantizationType
+
+
+# llama.cpp's name for each of Meta's tensors, from gguf's own table (gguf.TENSOR_NAMES),
+# not from plumbing/gguf_files.py, which these files test.
+MT = gguf.MODEL_TENSOR
+LLAMA_CPP_TENSORS = {
+    "tok_embeddings": MT.TOKEN_EMBD,
+    "attention_norm": MT.ATTN_NORM,
+    "attention.wq": MT.ATTN_Q,
+    "attention.wk": MT.ATTN_K,
+    "attention.wv": MT.ATTN_V,
+    "attention.wo": MT.ATTN_OUT,
+    "ffn_norm": MT.FFN_NORM,
+    "feed_forward.w1": MT.FFN_GATE,  # Meta's w1 goes through SiLU: the gate
+    "feed_forward.w3": MT.FFN_UP,
+    "feed_forward.w2": MT.FFN_DOWN,
+    "norm": MT.OUTPUT_NORM,
+    "output": MT.OUTPUT,
+}
+
+
+def gguf_name(meta: str) -> str:
+    parts = meta.removesuffix(".weight").split(".")
+    layer = parts[1] if parts[0] == "layers" else None
+    kind = ".".join(parts[2:] if layer is not None else parts)
+    return gguf.TENSOR_NAMES[LLAMA_CPP_TENSORS[kind]].format(bid=layer) + ".weight"
+
+
+def vocabulary_text(tokenizer) -> list[str]:
+    """Every token id's text as GGUF stores it: byte-level BPE's alphabet, then the specials."""
+    to_char = {byte: char for char, byte in tokenizer_setup.byte_level_alphabet().items()}
+    tokens = []
+    for token_id in range(tokenizer.n_vocab):
+        raw = tokenizer.decode_single_token_bytes(token_id)
+        if token_id >= tokenizer_setup.N_MERGEABLE_RANKS:
+            tokens.append(raw.decode())
+        else:
+            tokens.append("".join(to_char[byte] for byte in raw))
+    return tokens
+
+
+def write_gguf(
+    checkpoint: Path,
+    path: Path,
+    kind: str = "F32",
+    architecture: str = "llama",
+    vocabulary: tuple[str, list[str]] | None = None,
+    rope_factors: list[float] | None = None,
+    keep: set[str] | None = None,
+) -> Path:
+    """`kind`: the matrices' format (F32, F16, BF16, Q8_0, Q4_0, Q4_1); `vocabulary`: (kind,
+    tokens) instead of Llama 3's; `rope_factors`: a rope_freqs tensor; `keep`: only these
+    Meta names (to make a file that lacks a tensor)."""
+    params = checkpoint_files.read_params(checkpoint)
+    weights = weight_loading.load_weights(checkpoint)
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_block_count(params["n_layers"])
+    writer.add_context_length(8192)
+    writer.add_embedding_length(params["dim"])
+    writer.add_feed_forward_length(checkpoint_files.ffn_hidden_size(params))
+    writer.add_head_count(params["n_heads"])
+    writer.add_head_count_kv(params.get("n_kv_heads") or params["n_heads"])
+    writer.add_rope_freq_base(params["rope_theta"])
+    writer.add_layer_norm_rms_eps(params["norm_eps"])
+    writer.add_vocab_size(params["vocab_size"])
+    writer.add_rope_dimension_count(params["dim"] // params["n_heads"])
+    if vocabulary is None:
+        vocabulary = ("gpt2", vocabulary_text(tokenizer_setup.load_tokenizer(checkpoint)))
+    writer.add_tokenizer_model(vocabulary[0])
+    writer.add_tokenizer_pre("llama-bpe")
+    writer.add_token_list(vocabulary[1])
+    writer.add_bos_token_id(128000)
+    for name in weights:
+        if keep is not None and name not in keep:
+            continue
+        values = weights[name].float().numpy()
+        if values.ndim == 1 or kind == "F32":
+            writer.add_tensor(gguf_name(name), values)
+        elif kind == "F16":
+            writer.add_tensor(gguf_name(name), values.astype(np.float16))
+        else:
+            qtype = GGML[kind]
+            writer.add_tensor(gguf_name(name), gguf.quants.quantize(values, qtype), raw_dtype=qtype)
+    if rope_factors is not None:
+        writer.add_tensor(gguf_files.ROPE_FACTORS, np.array(rope_factors, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def llama31_rope_factors(head_dim: int, theta: float, factor: float) -> list[float]:
+    """The per-pair factors llama.cpp's converter stores for Llama 3.1's scaled RoPE,
+    written out here the way its conversion/llama.py computes them (a test reference)."""
+    low, high, original = 1.0, 4.0, 8192
+    factors = []
+    for pair in range(head_dim // 2):
+        frequency = 1.0 / theta ** (2 * pair / head_dim)
+        wavelength = 2 * math.pi / frequency
+        if wavelength < original / high:
+            factors.append(1.0)
+        elif wavelength > original / low:
+            factors.append(factor)
+        else:
+            smooth = (original / wavelength - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return factors
+
+
+def meta_tensors(checkpoint: Path) -> dict[str, torch.Tensor]:
+    weights = weight_loading.load_weights(checkpoint)
+    return {name: weights[name] for name in weights}

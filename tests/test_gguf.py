@@ -1,0 +1,311 @@
+"""GGUF files (llama.cpp's format, which Ollama and LM Studio download) run the notebook
+unchanged: Meta's tensors bit for bit in F32 and BF16, within the format's own error in Q8_0
+and Q4_0, the same "42", and one sentence for each usual mistake.
+
+The files are written from the embedded checkpoint by tests/support/gguf_writer.py with the
+`gguf` package. llama.cpp's own converter and llama.cpp's logits on the same files are
+compared by benchmarks/gguf_parity.py, where llama-cpp-python is installed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+
+import gguf
+import numpy as np
+import pytest
+import torch
+
+import tokenizer_setup
+from plumbing import checkpoint_files, gguf_files, quantization, weight_loading
+from tests.support.gguf_writer import llama31_rope_factors, vocabulary_text, write_gguf
+from tests.support.notebook_values import (
+    FLOAT32_CPU,
+    TENSORS_ONLY,
+    cell_text,
+    run_and_read,
+    setup_cell_in_process,
+)
+
+EMBEDDED = checkpoint_files.EMBEDDED_CHECKPOINT
+ANSWER = 2983
+KINDS = ["F32", "BF16", "Q8_0", "Q4_0"]
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gguf")
+    return {kind: write_gguf(EMBEDDED, folder / f"embedded-{kind}.gguf", kind) for kind in KINDS}
+
+
+@pytest.fixture(scope="session")
+def meta():
+    weights = weight_loading.load_weights(EMBEDDED)
+    return {name: weights[name] for name in weights}
+
+
+@pytest.fixture(scope="session")
+def small_vocabulary_file(tmp_path_factory):
+    """Llama 3's first 300 tokens only: a file that opens in a fraction of a second, for the
+    mistakes the setup finds before it reads the vocabulary."""
+    tokens = vocabulary_text(tokenizer_setup.load_tokenizer(EMBEDDED))[:300]
+    path = tmp_path_factory.mktemp("small") / "small.gguf"
+    return write_gguf(EMBEDDED, path, "F32", vocabulary=("gpt2", tokens))
+
+
+def ollama_folder(root, name, blob):
+    """Ollama's models folder with `name` pulled: a manifest naming `blob`'s digest."""
+    model, tag = name.split(":")
+    digest = hashlib.sha256(blob.read_bytes()).hexdigest()
+    (root / "blobs").mkdir(parents=True, exist_ok=True)
+    (root / "blobs" / f"sha256-{digest}").symlink_to(blob)  # Ollama's own blob, read in place
+    manifest = root / "manifests" / "registry.ollama.ai" / "library" / model / tag
+    manifest.parent.mkdir(parents=True)
+    layers = [
+        {"mediaType": "application/vnd.ollama.image.template", "digest": "sha256:" + "0" * 64},
+        {"mediaType": gguf_files.OLLAMA_MODEL_LAYER, "digest": f"sha256:{digest}"},
+    ]
+    manifest.write_text(json.dumps({"schemaVersion": 2, "layers": layers}))
+    return root
+
+
+# ---- the tensors, in-process --------------------------------------------------------------------
+
+
+def test_f32_and_bf16_give_metas_tensors_bit_for_bit(files, meta):
+    for kind in ("F32", "BF16"):
+        weights = weight_loading.load_weights(files[kind])
+        assert list(weights) == list(meta), kind  # Meta's names, in Meta's order
+        for name, tensor in meta.items():
+            assert torch.equal(weights[name].float(), tensor.float()), (kind, name)
+        expected = torch.bfloat16 if kind == "BF16" else torch.float32
+        assert weights["layers.0.attention.wq.weight"].dtype == expected
+
+
+@pytest.mark.parametrize("kind, bound", [("Q8_0", 0.5 * 1.13), ("Q4_0", 1.01)])
+def test_block_formats_within_their_own_error(files, meta, kind, bound):
+    """Each weight within `bound` of its block's step: half a step for Q8_0 (plus the float16
+    rounding of the scale, up to 127 × 2^-11 of a step), one step for Q4_0 (its clamp at 7)."""
+    weights = weight_loading.load_weights(files[kind])
+    levels = 127 if kind == "Q8_0" else 8
+    for name, tensor in meta.items():
+        if tensor.dim() == 1:
+            assert torch.equal(weights[name], tensor.float()), name  # norms stay F32
+            continue
+        blocks = tensor.float().unflatten(1, (-1, 32))
+        step = blocks.abs().amax(dim=2, keepdim=True) / levels
+        moved = (weights[name].unflatten(1, (-1, 32)) - blocks).abs()
+        assert (moved <= bound * step + 1e-12).all(), name
+
+
+def test_int4_takes_q4_0_blocks_as_they_are(files):
+    """LLAMA3_QUANTIZE=int4 on a Q4_0 file: the kernel gets the file's own integers, and its
+    float16 scales rounded to bfloat16 (the kernel's); nothing is quantized twice."""
+    weights = weight_loading.load_weights(files["Q4_0"])
+    name = "layers.1.feed_forward.w2.weight"
+    matrices, _ = quantization.quantize_checkpoint(weights, "int4", "cpu")
+    raw = np.asarray(weights.tensors[name].data).reshape(-1, 18)  # blocks: float16 d, 16 bytes
+    scales = torch.from_numpy(raw[:, :2].copy().view(np.float16).astype(np.float32))
+    nibbles = torch.from_numpy(raw[:, 2:].astype(np.int16))
+    ints = torch.cat([nibbles & 15, nibbles >> 4], dim=1) - 8  # Q4_0: low nibbles first
+    shape = weights.shapes[name]
+    assert torch.equal(matrices[name].ints, ints.reshape(shape).to(torch.int8))
+    assert torch.equal(
+        matrices[name].scales.float(), scales.reshape(shape[0], -1).bfloat16().float()
+    )
+
+
+def test_the_tokenizer_is_llama3s(files):
+    from_gguf = tokenizer_setup.load_tokenizer(files["F32"])
+    packaged = tokenizer_setup.load_tokenizer(None)
+    assert from_gguf._mergeable_ranks == packaged._mergeable_ranks
+    assert from_gguf._special_tokens == packaged._special_tokens
+    text = "the answer to the ultimate question of life 🦙\n\n<|eot_id|>"
+    assert from_gguf.encode(text, allowed_special="all") == packaged.encode(
+        text, allowed_special="all"
+    )
+
+
+def test_llama31_rope_scaling_comes_from_rope_freqs(tmp_path, small_vocabulary_file):
+    factors = llama31_rope_factors(16, 500000.0, 32.0)
+    tokens = gguf_files.vocabulary(small_vocabulary_file)[1]
+    path = write_gguf(
+        EMBEDDED, tmp_path / "scaled.gguf", vocabulary=("gpt2", tokens), rope_factors=factors
+    )
+    params = checkpoint_files.read_params(path)
+    assert params["use_scaled_rope"] and params["rope_scaling"]["factor"] == 32.0
+    assert "rope_freqs.weight" not in weight_loading.load_weights(path)  # not a weight
+    factors[3] *= 1.01  # not Llama 3.1's rule
+    path = write_gguf(
+        EMBEDDED, tmp_path / "odd.gguf", vocabulary=("gpt2", tokens), rope_factors=factors
+    )
+    with pytest.raises(checkpoint_files.CheckpointError, match="not Llama 3.1's RoPE scaling"):
+        checkpoint_files.read_params(path)
+
+
+def k_quant_bytes(kind: str, rows: int) -> np.ndarray:
+    """Random blocks of a K-quant, with small float16 scales where the format keeps them."""
+    block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]]
+    data = np.random.default_rng(5).integers(0, 256, (rows, 256 // block * size), dtype=np.uint8)
+    half = np.frombuffer(np.float16(0.01).tobytes(), dtype=np.uint8)
+    blocks = data.reshape(-1, size)
+    offsets = {"Q4_K": (0, 2), "Q6_K": (size - 2,)}[kind]  # d (and dmin) of each block
+    for offset in offsets:
+        blocks[:, offset : offset + 2] = half
+    return data
+
+
+@pytest.mark.parametrize("kind", ["Q4_K", "Q6_K"])
+def test_k_quants_are_read_as_gguf_dequantizes_them(tmp_path, kind):
+    """Ollama's Q4_K_M files mix Q4_K and Q6_K; a dim-64 model can't hold them (blocks of
+    256), so here one matrix of each, under Meta's name, in its shape."""
+    path = tmp_path / f"{kind}.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    data = k_quant_bytes(kind, rows=3)
+    qtype = gguf.GGMLQuantizationType[kind]
+    writer.add_tensor("blk.0.ffn_down.weight", data, raw_dtype=qtype)
+    for step in (writer.write_header_to_file, writer.write_kv_data_to_file):
+        step()
+    writer.write_tensors_to_file()
+    writer.close()
+    weights = gguf_files.GGUFWeights(path, {})
+    tensor = weights["layers.0.feed_forward.w2.weight"]
+    assert tensor.shape == (3, 256) and weights.formats["layers.0.feed_forward.w2.weight"] == kind
+    assert torch.equal(tensor, torch.from_numpy(gguf.quants.dequantize(data, qtype)))
+    assert torch.isfinite(tensor).all()
+
+
+# ---- the notebook on GGUF files -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gguf_runs(files, tmp_path_factory):
+    """Three runs side by side: a path to an F32 file; an Ollama name whose blob is the Q8_0
+    file; and the Q4_0 file with LLAMA3_QUANTIZE=int4, which takes its blocks as they are."""
+    models = ollama_folder(tmp_path_factory.mktemp("ollama"), "llama3-tiny:q8_0", files["Q8_0"])
+    settings = {
+        "F32": {**TENSORS_ONLY, "LLAMA3_CKPT": str(files["F32"])},
+        "Q8_0": {**TENSORS_ONLY, "LLAMA3_CKPT": "llama3-tiny:q8_0", "OLLAMA_MODELS": str(models)},
+        "Q4_0": {**TENSORS_ONLY, "LLAMA3_CKPT": str(files["Q4_0"]), "LLAMA3_QUANTIZE": "int4"},
+    }
+    before = {path: path.stat().st_mtime_ns for path in files.values()}
+    with concurrent.futures.ThreadPoolExecutor(len(settings)) as pool:
+        futures = {
+            kind: pool.submit(run_and_read, tmp_path_factory.mktemp(f"run-{kind}"), env)
+            for kind, env in settings.items()
+        }
+        runs = {kind: future.result() for kind, future in futures.items()}
+    assert {path: path.stat().st_mtime_ns for path in files.values()} == before  # nothing written
+    return runs
+
+
+@pytest.mark.slow
+def test_the_notebook_on_gguf_files_predicts_42(gguf_runs, embedded_run):
+    for kind, run in gguf_runs.items():
+        assert run["next_token_id"] == ANSWER, kind
+        assert run["prompt_tokens"] == embedded_run["prompt_tokens"], kind
+        setup = cell_text(run["notebook"], "prelims-code")
+        assert f"GGUF file (F32/{kind})" in setup or kind == "F32" and "GGUF file (F32)" in setup
+    for name in ("token_embeddings", "final_normed", "logits"):  # F32: the same numbers
+        assert torch.equal(gguf_runs["F32"][name], embedded_run[name]), name
+    assert "blobs/sha256-" in cell_text(gguf_runs["Q8_0"]["notebook"], "prelims-code")
+    assert "int4, one scale per 32 weights" in cell_text(
+        gguf_runs["Q4_0"]["notebook"], "prelims-code"
+    )
+
+
+# ---- one sentence for each mistake ------------------------------------------------------------
+
+
+def setup_error(path_or_name, **env) -> str:
+    saved = os.environ.get("OLLAMA_MODELS")
+    try:
+        text = setup_cell_in_process({**FLOAT32_CPU, "LLAMA3_CKPT": str(path_or_name), **env})
+    finally:
+        os.environ.pop("OLLAMA_MODELS", None)
+        if saved is not None:
+            os.environ["OLLAMA_MODELS"] = saved
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, text  # one sentence, no traceback
+    return lines[0]
+
+
+def test_another_architecture(tmp_path):
+    path = tmp_path / "qwen.gguf"
+    writer = gguf.GGUFWriter(str(path), "qwen2")
+    writer.add_block_count(2)
+    for step in (writer.write_header_to_file, writer.write_kv_data_to_file):
+        step()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert "holds a qwen2 model (general.architecture), not llama" in setup_error(path)
+
+
+def test_llama2s_vocabulary(tmp_path, small_vocabulary_file):
+    tokens = gguf_files.vocabulary(small_vocabulary_file)[1]
+    path = write_gguf(EMBEDDED, tmp_path / "llama2.gguf", vocabulary=("llama", tokens))
+    message = setup_error(path)
+    assert "a SentencePiece vocabulary, like Llama 2's (300 tokens)" in message
+    assert "use a Llama 3 GGUF file" in message
+
+
+def test_another_vocabulary(small_vocabulary_file):
+    assert "BPE tokens that are not Llama 3's vocabulary" in setup_error(small_vocabulary_file)
+
+
+def test_truncated_file(tmp_path, small_vocabulary_file):
+    data = small_vocabulary_file.read_bytes()
+    for fraction in (0.6, 0.001):  # cut inside the tensors; inside the header
+        (tmp_path / "cut.gguf").write_bytes(data[: int(len(data) * fraction)])
+        message = setup_error(tmp_path / "cut.gguf")
+        assert "truncated or damaged; download it again" in message or (
+            "shorter than its tensors need" in message
+        ), message
+
+
+def test_not_a_gguf_file(tmp_path):
+    (tmp_path / "model.gguf").write_text("<!doctype html><html>Sign in</html>")
+    assert "does not start with GGUF's magic bytes" in setup_error(tmp_path / "model.gguf")
+
+
+def test_a_format_that_is_not_read(tmp_path, small_vocabulary_file):
+    tokens = gguf_files.vocabulary(small_vocabulary_file)[1]
+    path = write_gguf(EMBEDDED, tmp_path / "q41.gguf", "Q4_1", vocabulary=("gpt2", tokens))
+    message = setup_error(path)
+    assert "token_embd.weight (Meta's tok_embeddings.weight) is stored as Q4_1" in message
+    assert "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K" in message
+
+
+def test_a_folder_with_one_or_several_gguf_files(tmp_path, small_vocabulary_file):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "model.gguf").symlink_to(small_vocabulary_file)
+    assert checkpoint_files.find_checkpoint_dir(str(tmp_path / "one")).name == "model.gguf"
+    (tmp_path / "one" / "other.gguf").symlink_to(small_vocabulary_file)
+    assert "holds 2 GGUF files" in setup_error(tmp_path / "one")
+
+
+def test_ollama_name_not_pulled(tmp_path):
+    message = setup_error("llama3.2:1b", OLLAMA_MODELS=str(tmp_path))
+    assert f"Ollama has no model llama3.2:1b in {tmp_path}" in message
+    assert "run `ollama pull llama3.2:1b`" in message
+
+
+def test_ollama_blob_missing_or_manifest_broken(tmp_path, small_vocabulary_file):
+    models = ollama_folder(tmp_path / "models", "llama3:8b", small_vocabulary_file)
+    for blob in (models / "blobs").iterdir():
+        blob.unlink()
+    assert "which is not in" in setup_error("llama3:8b", OLLAMA_MODELS=str(models))
+    manifest = models / "manifests" / "registry.ollama.ai" / "library" / "llama3" / "8b"
+    manifest.write_text("{}")
+    assert "is not an Ollama manifest" in setup_error("llama3:8b", OLLAMA_MODELS=str(models))
+
+
+def test_an_ollama_name_resolves_to_its_blob_in_place(tmp_path, small_vocabulary_file, monkeypatch):
+    models = ollama_folder(tmp_path / "models", "llama3.2:1b", small_vocabulary_file)
+    monkeypatch.setenv("OLLAMA_MODELS", str(models))
+    found = checkpoint_files.find_checkpoint_dir("llama3.2:1b")
+    assert found.parent == models / "blobs" and found.resolve() == small_vocabulary_file.resolve()
+    assert checkpoint_files.layout(found) == "gguf"  # a blob has no .gguf suffix: the magic says
