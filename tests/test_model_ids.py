@@ -107,3 +107,15 @@ def test_a_bad_download_setting_is_one_sentence(hub, monkeypatch):
     monkeypatch.setenv("LLAMA3_DOWNLOAD", "maybe")
     with pytest.raises(model_ids.ModelIdError, match="LLAMA3_DOWNLOAD='maybe' is not understood"):
         model_ids.resolve(MODEL)
+
+
+def test_an_id_that_is_not_a_llama3_is_one_sentence(hub, tmp_path):
+    folder = tmp_path / "mistral"
+    folder.mkdir()
+    config = '{"architectures": ["MistralForCausalLM"], "model_type": "mistral"}'
+    (folder / "config.json").write_text(config)
+    (folder / "model.safetensors").write_bytes(b"")
+    cache_model(folder, hub, "mistralai/Mistral-7B-v0.1")
+    text = setup_cell_in_process({"LLAMA3_CKPT": "mistralai/Mistral-7B-v0.1"})
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and "describes MistralForCausalLM, not LlamaForCausalLM" in lines[0]

@@ -1,0 +1,142 @@
+"""llama.cpp as a third implementation: its own converter's GGUF files, read by the notebook,
+and its own logits on them, beside the notebook's.
+
+    python -m benchmarks.gguf_parity [--llama-cpp build/llama-cpp] [--scaled]
+
+1. The embedded checkpoint, saved by transformers as a Hugging Face folder
+   (tests/support/hf_folder.py), converted to GGUF F32 by llama.cpp's `convert_hf_to_gguf.py`,
+   then quantized to Q8_0 and Q4_0 by llama.cpp's `llama_model_quantize` (the environment of
+   benchmarks/quantized_decode.py: llama-cpp-python from the package registry, built from
+   source, never in the notebook's requirements). --scaled does the same for a random
+   checkpoint with Llama 3.1's scaled RoPE, factor 8, so that rope_freqs is tested too.
+2. The notebook's tensors from each file, against Meta's: bit for bit in F32, the largest
+   difference in the block formats.
+3. The notebook on each file (demos skipped) and llama.cpp on the same file and the same
+   token ids: the last position's logits, their largest difference relative to the largest
+   logit, and both predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.quantized_decode import llama_cpp_environment
+from plumbing import REPO_DIR, checkpoint_files, weight_loading
+from tests.support.hf_folder import save_with_transformers
+from tests.support.notebook_values import TENSORS_ONLY, run_and_read
+from tests.support.random_checkpoint import write_checkpoint
+
+KINDS = {"Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "Q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
+LOGITS = """
+import json, sys
+import llama_cpp
+import numpy as np
+tokens = json.loads(sys.argv[2])
+llm = llama_cpp.Llama(sys.argv[1], n_ctx=64, n_batch=64, n_threads=2, logits_all=True,
+                      verbose=False)
+llm.eval(tokens)
+np.save(sys.argv[3], np.array(llm.scores[len(tokens) - 1], dtype=np.float32))
+"""
+
+
+def convert(python: Path, source: Path, hf_folder: Path, out: Path) -> dict[str, Path]:
+    files = {"F32": out / "model-f32.gguf"}
+    env = {**os.environ, "PYTHONPATH": str(source / "gguf-py")}
+    command = [str(python), str(source / "convert_hf_to_gguf.py"), str(hf_folder)]
+    command += ["--outtype", "f32", "--outfile", str(files["F32"])]
+    subprocess.run(
+        command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    for kind, ftype in KINDS.items():
+        files[kind] = out / f"model-{kind.lower()}.gguf"
+        code = (
+            "import llama_cpp, sys\n"
+            "params = llama_cpp.llama_model_quantize_default_params()\n"
+            f"params.ftype = llama_cpp.{ftype}\n"
+            "sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), "
+            "sys.argv[2].encode(), params))\n"
+        )
+        subprocess.run(
+            [str(python), "-c", code, str(files["F32"]), str(files[kind])],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    return files
+
+
+def compare(meta_folder: Path, python: Path, source: Path, work: Path, label: str) -> None:
+    hf_folder = save_with_transformers(meta_folder, work / "hf")
+    files = convert(python, source, hf_folder, work)
+    meta = weight_loading.load_weights(meta_folder)
+    print(
+        f"\n{label}: {checkpoint_files.n_parameters(checkpoint_files.read_params(meta_folder)):,}"
+        " parameters"
+    )
+    print(
+        f"{'file':6} {'tensors vs Meta':>24} {'notebook':>9} {'llama.cpp':>10} "
+        f"{'logits: max |diff| / max |logit|':>34}"
+    )
+    for kind, path in files.items():
+        weights = weight_loading.load_weights(path)
+        worst = max(float((weights[n].float() - meta[n].float()).abs().max()) for n in meta)
+        exact = all(torch.equal(weights[n].float(), meta[n].float()) for n in meta)
+        tensors = "bit for bit" if exact else f"max |diff| {worst:.2e}"
+        run = run_and_read(work / f"run-{kind}", {**TENSORS_ONLY, "LLAMA3_CKPT": str(path)})
+        ours = run["logits"].float().reshape(-1, run["logits"].shape[-1])[-1]
+        scores = work / f"llama-cpp-{kind}.npy"
+        subprocess.run(
+            [str(python), "-c", LOGITS, str(path), json.dumps(run["prompt_tokens"]), str(scores)],
+            check=True,
+        )
+        theirs = torch.from_numpy(np.load(scores))
+        relative = float((ours - theirs).abs().max() / theirs.abs().max())
+        print(
+            f"{kind:6} {tensors:>24} {int(ours.argmax()):>9} {int(theirs.argmax()):>10} "
+            f"{relative:>34.2e}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--llama-cpp", type=Path, default=REPO_DIR / "build" / "llama-cpp")
+    parser.add_argument("--scaled", action="store_true")
+    args = parser.parse_args()
+    python, source = llama_cpp_environment(args.llama_cpp)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "embedded").mkdir()
+        compare(
+            checkpoint_files.EMBEDDED_CHECKPOINT,
+            python,
+            source,
+            work / "embedded",
+            "the embedded checkpoint",
+        )
+        if args.scaled:
+            params = {
+                "dim": 256,
+                "n_layers": 2,
+                "n_heads": 4,
+                "n_kv_heads": 2,
+                "vocab_size": 128256,
+                "multiple_of": 256,
+                "norm_eps": 1e-5,
+                "rope_theta": 500000.0,
+                "use_scaled_rope": True,
+            }
+            meta = write_checkpoint(work / "scaled-meta", params, seed=7)
+            (work / "scaled").mkdir()
+            compare(meta, python, source, work / "scaled", "a random checkpoint, scaled RoPE 8")
+
+
+if __name__ == "__main__":
+    main()
