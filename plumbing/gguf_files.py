@@ -6,7 +6,8 @@ vocabulary, and every tensor, memory-mapped by the `gguf` package (ggml's own re
 `metadata_params` turns the metadata into params.json's keys; `GGUFWeights` hands out the
 tensors under Meta's names, one at a time. llama.cpp's converter already put the q and k
 rows back in Meta's order (its `permute()` undoes Hugging Face's), so no row moves here.
-Blocks of Q8_0, Q4_0, Q4_K, Q6_K … are dequantized by `gguf.quants` when a tensor is read.
+Blocks of Q8_0, Q4_0, Q4_K, Q6_K and llama.cpp's other block formats are dequantized by
+`gguf.quants` when a tensor is read.
 
 An Ollama model name (`llama3.2:1b`) is looked up in Ollama's models folder: its manifest
 names the GGUF blob, read where it lies.
@@ -62,17 +63,32 @@ METADATA_KEYS = {
 }
 OPTIONAL_KEYS = {"n_kv_heads": "llama.attention.head_count_kv", "vocab_size": "llama.vocab_size"}
 
-# The number formats read (any other is named and refused): ggml's type → the torch dtype
-# the tensor is handed out in. Block formats come out dequantized, in float32.
-FORMATS = {
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "Q8_0": torch.float32,  # 32 int8 and one float16 scale per block: 8.5 bits per weight
-    "Q4_0": torch.float32,  # 32 4-bit integers (-8 … 7) and one float16 scale: 4.5 bits
-    "Q4_K": torch.float32,  # blocks of 256 in 8 groups, 6-bit scales and minimums: 4.5 bits
-    "Q6_K": torch.float32,  # blocks of 256 in 16 groups, 8-bit scales: 6.56 bits
-}
+# The number formats read, and the torch dtype each tensor is handed out in: F32, F16 and
+# BF16 as they are; llama.cpp's block formats dequantized into float32 by gguf.quants.
+# Any other (F64, integer tensors) is named and refused.
+IN_PLACE = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+BLOCK_FORMATS = [
+    "Q8_0",  # 32 int8 and one float16 scale per block: 8.5 bits per weight
+    "Q4_0",  # 32 4-bit integers (-8 … 7) and one float16 scale: 4.5 bits
+    "Q4_K",  # 256 weights in 8 groups, 6-bit scales and minimums: 4.5 bits (Q4_K_M's bulk)
+    "Q6_K",  # 256 weights in 16 groups, 8-bit scales: 6.56 bits (Q4_K_M's output, some w2/wv)
+    "Q4_1",
+    "Q5_0",
+    "Q5_1",
+    "Q2_K",
+    "Q3_K",
+    "Q5_K",  # llama.cpp's other legacy and K formats
+    "IQ1_S",
+    "IQ1_M",
+    "IQ2_XXS",
+    "IQ2_XS",
+    "IQ2_S",
+    "IQ3_XXS",
+    "IQ3_S",
+    "IQ4_NL",
+    "IQ4_XS",
+]
+FORMATS = IN_PLACE | dict.fromkeys(BLOCK_FORMATS, torch.float32)
 
 
 def is_gguf(path: Path) -> bool:
@@ -235,8 +251,8 @@ class GGUFWeights(Mapping):
             name = next(n for n, f in self.formats.items() if f == unread[0])
             raise CheckpointError(
                 f"{self.path}: {self.describe(name)} is stored as {unread[0]}, a format this "
-                f"notebook does not read: use a file in {', '.join(FORMATS)} (Ollama's and LM "
-                "Studio's usual downloads are among them)."
+                "notebook does not read: use a file in F32, F16, BF16 or one of llama.cpp's "
+                "block formats (Q8_0, Q4_0, Q4_K_M …, as Ollama and LM Studio download them)."
             )
         self.dtypes = {name: FORMATS[f] for name, f in self.formats.items()}
 

@@ -197,7 +197,7 @@ def check_weights(state_dict: Mapping[str, torch.Tensor], params: dict) -> str:
     if isinstance(state_dict, gguf_files.GGUFWeights):
         formats = sorted(set(state_dict.formats.values()), key=list(gguf_files.FORMATS).index)
         shard_note = f" as read, GGUF file ({'/'.join(formats)})"
-        if any(kind.startswith("Q") for kind in formats):
+        if any(kind in gguf_files.BLOCK_FORMATS for kind in formats):
             shard_note += ", blocks dequantized at each read"
     if source == "config.json":
         n_files = len(state_dict.handles)

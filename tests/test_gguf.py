@@ -146,36 +146,34 @@ def test_llama31_rope_scaling_comes_from_rope_freqs(tmp_path, small_vocabulary_f
         checkpoint_files.read_params(path)
 
 
-def k_quant_bytes(kind: str, rows: int) -> np.ndarray:
-    """Random blocks of a K-quant, with small float16 scales where the format keeps them."""
+def block_bytes(kind: str, rows: int, columns: int = 256) -> np.ndarray:
+    """Random blocks of a format: any bytes are valid blocks (a scale may come out NaN)."""
     block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]]
-    data = np.random.default_rng(5).integers(0, 256, (rows, 256 // block * size), dtype=np.uint8)
-    half = np.frombuffer(np.float16(0.01).tobytes(), dtype=np.uint8)
-    blocks = data.reshape(-1, size)
-    offsets = {"Q4_K": (0, 2), "Q6_K": (size - 2,)}[kind]  # d (and dmin) of each block
-    for offset in offsets:
-        blocks[:, offset : offset + 2] = half
-    return data
+    generator = np.random.default_rng(5)
+    return generator.integers(0, 256, (rows, columns // block * size), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("kind", ["Q4_K", "Q6_K"])
-def test_k_quants_are_read_as_gguf_dequantizes_them(tmp_path, kind):
-    """Ollama's Q4_K_M files mix Q4_K and Q6_K; a dim-64 model can't hold them (blocks of
-    256), so here one matrix of each, under Meta's name, in its shape."""
-    path = tmp_path / f"{kind}.gguf"
+def one_tensor_file(path, data, qtype):
     writer = gguf.GGUFWriter(str(path), "llama")
-    data = k_quant_bytes(kind, rows=3)
-    qtype = gguf.GGMLQuantizationType[kind]
     writer.add_tensor("blk.0.ffn_down.weight", data, raw_dtype=qtype)
     for step in (writer.write_header_to_file, writer.write_kv_data_to_file):
         step()
     writer.write_tensors_to_file()
     writer.close()
-    weights = gguf_files.GGUFWeights(path, {})
+    return path
+
+
+@pytest.mark.parametrize("kind", [k for k in gguf_files.BLOCK_FORMATS if k not in KINDS])
+def test_other_block_formats_are_read_as_gguf_dequantizes_them(tmp_path, kind):
+    """Ollama's Q4_K_M files mix Q4_K and Q6_K (and, where rows are not a multiple of 256,
+    the legacy formats); LM Studio offers the rest. A dim-64 model can't hold blocks of 256,
+    so here one matrix of each, under Meta's name, in its shape."""
+    data, qtype = block_bytes(kind, rows=3), gguf.GGMLQuantizationType[kind]
+    weights = gguf_files.GGUFWeights(one_tensor_file(tmp_path / "one.gguf", data, qtype), {})
     tensor = weights["layers.0.feed_forward.w2.weight"]
     assert tensor.shape == (3, 256) and weights.formats["layers.0.feed_forward.w2.weight"] == kind
-    assert torch.equal(tensor, torch.from_numpy(gguf.quants.dequantize(data, qtype)))
-    assert torch.isfinite(tensor).all()
+    expected = torch.from_numpy(gguf.quants.dequantize(data, qtype))
+    torch.testing.assert_close(tensor, expected, rtol=0, atol=0, equal_nan=True)
 
 
 # ---- the notebook on GGUF files -----------------------------------------------------------------
@@ -271,12 +269,15 @@ def test_not_a_gguf_file(tmp_path):
     assert "does not start with GGUF's magic bytes" in setup_error(tmp_path / "model.gguf")
 
 
-def test_a_format_that_is_not_read(tmp_path, small_vocabulary_file):
-    tokens = gguf_files.vocabulary(small_vocabulary_file)[1]
-    path = write_gguf(EMBEDDED, tmp_path / "q41.gguf", "Q4_1", vocabulary=("gpt2", tokens))
-    message = setup_error(path)
-    assert "token_embd.weight (Meta's tok_embeddings.weight) is stored as Q4_1" in message
-    assert "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K" in message
+def test_a_format_that_is_not_read(tmp_path):
+    path = one_tensor_file(tmp_path / "i32.gguf", np.zeros((3, 256), np.int32), None)
+    with pytest.raises(checkpoint_files.CheckpointError) as error:
+        gguf_files.GGUFWeights(path, {})
+    message = str(error.value)
+    assert "blk.0.ffn_down.weight (Meta's layers.0.feed_forward.w2.weight) is stored as I32" in (
+        message
+    )
+    assert "use a file in F32, F16, BF16 or one of llama.cpp's block formats" in message
 
 
 def test_a_folder_with_one_or_several_gguf_files(tmp_path, small_vocabulary_file):
