@@ -5,7 +5,9 @@ and its own logits on them, beside the notebook's.
 
 1. The embedded checkpoint, saved by transformers as a Hugging Face folder
    (tests/support/hf_folder.py), converted to GGUF F32 by llama.cpp's `convert_hf_to_gguf.py`,
-   then quantized to Q8_0 and Q4_0 by llama.cpp's `llama_model_quantize` (the environment of
+   then quantized to Q8_0, Q4_0, Q4_K_M and Q6_K by llama.cpp's `llama_model_quantize` (the
+   K-quants need rows that are multiples of 256: where they are not, llama.cpp picks another
+   format, and the table says which formats the file holds; the environment of
    benchmarks/quantized_decode.py: llama-cpp-python from the package registry, built from
    source, never in the notebook's requirements). --scaled does the same for a random
    checkpoint with Llama 3.1's scaled RoPE, factor 8, so that rope_freqs is tested too.
@@ -34,7 +36,12 @@ from tests.support.hf_folder import save_with_transformers
 from tests.support.notebook_values import TENSORS_ONLY, run_and_read
 from tests.support.random_checkpoint import write_checkpoint
 
-KINDS = {"Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "Q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
+KINDS = {
+    "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+    "Q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
+    "Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M",  # Ollama's default for the 3B and 8B
+    "Q6_K": "LLAMA_FTYPE_MOSTLY_Q6_K",
+}
 LOGITS = """
 import json, sys
 import llama_cpp
@@ -82,7 +89,7 @@ def compare(meta_folder: Path, python: Path, source: Path, work: Path, label: st
         " parameters"
     )
     print(
-        f"{'file':6} {'tensors vs Meta':>24} {'notebook':>9} {'llama.cpp':>10} "
+        f"{'file':7} {'holds':24} {'tensors vs Meta':>20} {'notebook':>9} {'llama.cpp':>10} "
         f"{'logits: max |diff| / max |logit|':>34}"
     )
     for kind, path in files.items():
@@ -90,6 +97,7 @@ def compare(meta_folder: Path, python: Path, source: Path, work: Path, label: st
         worst = max(float((weights[n].float() - meta[n].float()).abs().max()) for n in meta)
         exact = all(torch.equal(weights[n].float(), meta[n].float()) for n in meta)
         tensors = "bit for bit" if exact else f"max |diff| {worst:.2e}"
+        holds = "/".join(sorted(set(weights.formats.values())))
         run = run_and_read(work / f"run-{kind}", {**TENSORS_ONLY, "LLAMA3_CKPT": str(path)})
         ours = run["logits"].float().reshape(-1, run["logits"].shape[-1])[-1]
         scores = work / f"llama-cpp-{kind}.npy"
@@ -100,8 +108,8 @@ def compare(meta_folder: Path, python: Path, source: Path, work: Path, label: st
         theirs = torch.from_numpy(np.load(scores))
         relative = float((ours - theirs).abs().max() / theirs.abs().max())
         print(
-            f"{kind:6} {tensors:>24} {int(ours.argmax()):>9} {int(theirs.argmax()):>10} "
-            f"{relative:>34.2e}"
+            f"{kind:7} {holds:24} {tensors:>20} {int(ours.argmax()):>9} "
+            f"{int(theirs.argmax()):>10} {relative:>34.2e}"
         )
 
 

@@ -255,3 +255,51 @@ def quantization_error(
         axes.grid(alpha=0.3)
     figure.tight_layout()
     plt.show()
+
+
+def silent_bugs(per_position: dict[str, torch.Tensor], per_layer: dict[str, torch.Tensor]) -> None:
+    """How far each bug moved the model: the logits at every position of a longer input
+    (left), and the residual stream after every layer (right), relative to the correct run."""
+    figure, (along, down) = plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=[2, 1])
+    for label, values in per_position.items():
+        along.plot(_cpu(values).float().clamp_min(1e-9), label=label, linewidth=1.2)
+    along.set_yscale("log")
+    along.set_xlabel("position in the input")
+    along.set_ylabel("‖logits − correct‖ / ‖correct‖")
+    along.set_title("where along the input")
+    along.grid(alpha=0.3)
+    for label, values in per_layer.items():
+        layers = range(1, len(values) + 1)
+        down.plot(layers, _cpu(values).float().clamp_min(1e-9), marker="o", label=label)
+    down.set_yscale("log")
+    down.set_xticks(list(range(1, len(next(iter(per_layer.values()))) + 1)))
+    down.set_xlabel("after layer")
+    down.set_ylabel("‖stream − correct‖ / ‖correct‖")
+    down.set_title("where down the layers")
+    down.grid(alpha=0.3)
+    along.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    plt.show()
+
+
+def rope_scaling_parting(
+    positions: torch.Tensor, difference: torch.Tensor, original_context: int
+) -> None:
+    """How far a query-key score with scaled RoPE frequencies is from the unscaled one, by
+    the distance between query and key; the original training context marked."""
+    figure, axes = plt.subplots(figsize=(8, 3.4))
+    axes.plot(_cpu(positions), _cpu(difference).float(), color="tab:red", linewidth=1.2)
+    axes.axvline(original_context, color="0.4", linestyle="--", linewidth=1)
+    axes.annotate(
+        f" original context: {original_context:,}",
+        (original_context, 0.92),
+        xycoords=("data", "axes fraction"),
+        fontsize=8,
+        color="0.3",
+    )
+    axes.set_xlabel("distance between query and key (positions)")
+    axes.set_ylabel("|score scaled − unscaled| / max |score|")
+    axes.set_title("scaled and unscaled RoPE part with distance")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    plt.show()

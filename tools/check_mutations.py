@@ -91,6 +91,10 @@ MUTATIONS = {
 
 def mutated_copy(replacements: list[tuple[str, str]], folder: Path) -> Path:
     notebook = nbformat.read(NOTEBOOK, as_version=4)
+    # The section "When it goes quietly wrong" puts some of these very bugs in on purpose,
+    # through the lines as written: in a copy that already has one, it would fail for that
+    # reason alone. It teaches, it proves nothing, so the copy leaves it out.
+    notebook.cells = [cell for cell in notebook.cells if not cell.get("id", "").startswith("bugs")]
     sources = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
     for old, _ in replacements:
         if old not in sources:

@@ -15,6 +15,7 @@ network is the one after attention.
 
 from __future__ import annotations
 
+import inspect
 import json
 from contextlib import contextmanager
 
@@ -222,7 +223,7 @@ def quantization(nb: dict, path: str) -> None:
                 "moved_in_steps": float((weights / step - ints).abs().max()),
                 "moved_over_half": float(((weights / step - ints).abs() > 0.5).float().mean()),
                 "holds_the_notebooks": torch.equal(matrix.ints, ints)
-                and torch.equal(matrix.scales, scales),
+                and torch.equal(matrix.scales, scales.to(matrix.scales.dtype)),  # int4: bf16
                 "fused_vs_explicit": float((x @ matrix.T - explicit).abs().max())
                 / float(explicit.abs().max()),
                 "one_row_vs_explicit": float((x[0] @ matrix.T - explicit[0]).abs().max())
@@ -239,6 +240,76 @@ def quantization(nb: dict, path: str) -> None:
             "matrices": measured,
             "printed_quality": nb["quantization_quality"],
             "recomputed_int8_quality": nb["quality"](nb["quantized_models"]["int8"], exact),
+        },
+        path,
+    )
+
+
+def silent_bugs(nb: dict, path: str) -> None:
+    """The section "When it goes quietly wrong", measured again in its kernel: each bug's
+    damage recomputed with the section's own functions; whether every function it broke is
+    the original again; whether each broken line does what the section says (RoPE pairing:
+    Hugging Face's `rope_rotate_half`, from the layouts section; key/value heads: head h reads
+    h % n_kv_heads); and the scaling figure's scores at a few distances, one at a time."""
+    bugs, measure = nb["silent_bugs"], nb["measure"]
+    correct = nb["logits_and_streams"](nb["bug_input"])
+    again = {"(none)": measure(correct, nb["prompt_tokens"], nb["bug_input"])}
+    for bug, lines in bugs.items():
+        with nb["with_bug"](lines):
+            again[bug] = measure(correct, nb["prompt_tokens"], nb["bug_input"])
+    restored = {}
+    for lines in bugs.values():
+        for name, (right, wrong) in lines.items():
+            function = nb[name]
+            source = inspect.getsource(function)
+            restored[name] = (
+                function.__code__.co_filename != "<string>"
+                and right in source
+                and wrong not in source
+            )
+    x = torch.randn(3, 5, nb["head_dim"], generator=torch.Generator().manual_seed(0))
+    angles = torch.rand(5, nb["head_dim"] // 2, generator=torch.Generator().manual_seed(1))
+    with nb["with_bug"](bugs["RoPE pairs (i, i + head_dim/2)"]):
+        broken_rope = nb["apply_rope"](x, angles.cos(), angles.sin())
+    half_split = nb["rope_rotate_half"](x, angles.cos(), angles.sin())
+    # the broken line writes each turned pair (i, i + head_dim/2) back side by side; queries
+    # and keys both, so the scores are Hugging Face's pairing's: compare in its order
+    broken_rope = broken_rope.unflatten(-1, (-1, 2)).transpose(-2, -1).flatten(-2)
+    keys = torch.randn(nb["n_kv_heads"], 4, nb["head_dim"], generator=torch.Generator())
+    queries = torch.randn(nb["n_heads"], 4, nb["head_dim"], generator=torch.Generator())
+    with nb["with_bug"](bugs["kv heads repeated"]):
+        broken_pattern = nb["attention_pattern"](queries, keys)
+    reads = torch.arange(nb["n_heads"]) % nb["n_kv_heads"]  # head h reads h % n_kv_heads
+    expected_pattern = torch.softmax(
+        (queries @ keys[reads].transpose(1, 2) / nb["head_dim"] ** 0.5)
+        + nb["causal_mask_for"](4, 4),
+        dim=-1,
+    )
+    data = nb["rope_scaling_data"]
+    distances = data["distances"]
+    picked = [0, 1, len(distances) // 3, len(distances) - 1]
+    one_at_a_time = {}
+    query, key = nb["q_per_token"][-1].float(), nb["k_per_token"][0].float()
+    unscaled = nb["unscaled_rope_frequencies"].float()
+    scaled = nb["scale_rope_frequencies"](unscaled, data["factor"])
+    for label, frequencies in (("unscaled", unscaled), ("scaled", scaled)):
+        scores = []
+        for index in picked:
+            angle = distances[index] * frequencies  # [pairs]
+            scores.append(float(nb["apply_rope"](query[None], angle.cos(), angle.sin())[0] @ key))
+        one_at_a_time[label] = scores
+    torch.save(
+        {
+            "printed": nb["silent_bug_damage"],
+            "again": again,
+            "restored": restored,
+            "rope_bug_vs_half_split": float((broken_rope - half_split).abs().max()),
+            "kv_bug_vs_h_mod_kv": float((broken_pattern - expected_pattern).abs().max()),
+            "n_kv_heads": nb["n_kv_heads"],
+            "n_heads": nb["n_heads"],
+            "figure": data,
+            "picked": picked,
+            "one_at_a_time": one_at_a_time,
         },
         path,
     )
