@@ -303,3 +303,20 @@ def rope_scaling_parting(
     axes.grid(alpha=0.3)
     figure.tight_layout()
     plt.show()
+
+
+def sampling_rules(labels: list[str], probabilities: torch.Tensor, kept: dict[str, torch.Tensor]):
+    """The most likely next tokens, once per sampling rule: the bars a rule keeps in colour,
+    the others grey."""
+    values = _cpu(probabilities).float().tolist()
+    figure, panels = plt.subplots(1, len(kept), figsize=(11, 3.6), sharey=True)
+    for axes, (rule, mask) in zip(panels, kept.items(), strict=True):
+        colors = ["tab:blue" if keep else "0.8" for keep in _cpu(mask).tolist()]
+        axes.barh(range(len(values)), values, color=colors)
+        axes.set_yticks(range(len(values)), labels, fontsize=8)
+        axes.invert_yaxis()
+        axes.set_xlabel("probability")
+        axes.set_title(f"{rule}: keeps {int(_cpu(mask).sum())} of these", fontsize=10)
+        axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    plt.show()

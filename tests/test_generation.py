@@ -4,6 +4,7 @@ generate."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -97,3 +98,49 @@ def test_sampling_options(embedded):
     assert result["hot_a"] != result["greedy"][:12]
     assert result["short"] == result["greedy"][:3]
     assert 128001 not in result["greedy"]  # the end token stops generation and is not returned
+
+
+def test_each_sampling_rule_keeps_exactly_the_right_tokens(embedded):
+    # the hand-made distribution [0.1, 0.5, 0.05, 0.2, 0.15]: by rank, ids 1, 3, 4, 0, 2
+    rules = embedded["sampling"]["rules"]
+    assert rules["top_k_kept=2"] == [1, 3]
+    assert rules["top_p_kept=0.69"] == [1, 3]  # 0.5 + 0.2 reaches 0.69
+    assert rules["top_p_kept=0.71"] == [1, 3, 4]  # 0.7 does not reach 0.71
+    assert rules["top_p_kept=1.0"] == [0, 1, 2, 3, 4]
+    assert rules["top_p_kept=0.75, exact"] == [1, 3]  # 0.5 + 0.25 reaches 0.75: no more
+    assert rules["min_p_kept=0.29"] == [1, 3, 4]  # at least 0.145
+    assert rules["min_p_kept=0.31"] == [1, 3]  # at least 0.155
+
+
+def test_sampled_frequencies_follow_the_kept_distribution(embedded):
+    """20,000 seeded draws with top-k 4, top-p 0.8 and min-p 0.15 together: they keep ids 1,
+    3 and 4, renormalized to 0.5, 0.2, 0.15 over 0.85. Each frequency within 5 standard
+    errors, sqrt(q (1 - q) / n), of its share: by chance a miss has odds under 1 in 10^6."""
+    draws = embedded["sampling"]["draws"]
+    n, counts = draws["n"], draws["counts"]
+    expected = [0.0, 0.5 / 0.85, 0.0, 0.2 / 0.85, 0.15 / 0.85]
+    for token, (count, share) in enumerate(zip(counts, expected, strict=True)):
+        bound = 5 * math.sqrt(share * (1 - share) / n)
+        assert abs(count / n - share) <= bound, (token, count / n, share)
+    assert counts[0] == counts[2] == 0  # what no rule kept is never drawn
+
+
+def test_a_vanishing_top_p_or_a_min_p_of_one_is_greedy(embedded):
+    result = embedded["sampling"]
+    assert result["top_p_tiny"] == result["min_p_one"] == result["greedy"][:8]
+
+
+def test_streamed_text_is_the_decoded_text_and_stops_before_a_stop_string(embedded, tokenizer):
+    for name, case in embedded["sampling"]["streams"].items():
+        text, stops, pieces = case["text"], case["stops"], case["pieces"]
+        found = [text.find(stop) for stop in stops if stop in text]
+        expected = text[: min(found)] if found else text
+        assert "".join(pieces) == case["returned"] == expected, name
+        assert not any("\ufffd" in piece for piece in pieces), name  # never half a character
+        assert len(pieces) > 1, name  # handed out as it came, not once at the end
+    across = embedded["sampling"]["streams"]["stop across tokens"]
+    assert len(tokenizer.encode("\n\nQ:")) >= 2  # the stop string spans tokens
+    assert across["returned"] == "first answer"
+    multibyte = embedded["sampling"]["streams"]["multibyte"]
+    assert len(tokenizer.encode("🦙")) == 3  # so its first two tokens are not text yet
+    assert len([piece for piece in multibyte["pieces"] if piece]) > 3  # text as it came

@@ -173,9 +173,78 @@ def sampling(nb: dict, path: str) -> None:
         "hot_b": generate(tokens, temperature=3.0, seed=5, max_new_tokens=12),
         "hot_c": generate(tokens, temperature=3.0, seed=6, max_new_tokens=12),
         "short": generate(tokens, max_new_tokens=3),
+        "top_p_tiny": generate(tokens, temperature=1.0, top_p=1e-6, max_new_tokens=8),
+        "min_p_one": generate(tokens, temperature=1.0, min_p=1.0, max_new_tokens=8),
     }
+    # the rules on a hand-made distribution, in a shuffled order
+    shuffled = [0.1, 0.5, 0.05, 0.2, 0.15]
+    probabilities = torch.tensor(shuffled)
+    result["rules"] = {
+        f"{name}={setting}": torch.nonzero(nb[name](probabilities, setting))[:, 0].tolist()
+        for name, setting in [
+            ("top_k_kept", 2),
+            ("top_p_kept", 0.69),
+            ("top_p_kept", 0.71),
+            ("top_p_kept", 1.0),
+            ("min_p_kept", 0.29),
+            ("min_p_kept", 0.31),
+        ]
+    }
+    exact = torch.tensor([0.125, 0.5, 0.125, 0.25])  # sums without rounding: 0.5 + 0.25 = 0.75
+    result["rules"]["top_p_kept=0.75, exact"] = torch.nonzero(nb["top_p_kept"](exact, 0.75))[
+        :, 0
+    ].tolist()
+    # many draws through pick_next, with every rule at once
+    draws, generator = 20000, torch.Generator().manual_seed(0)
+    logits = torch.log(probabilities)
+    picks = [
+        nb["pick_next"](logits, 1.0, 4, generator, top_p=0.8, min_p=0.15) for _ in range(draws)
+    ]
+    result["draws"] = {
+        "n": draws,
+        "counts": torch.bincount(torch.tensor(picks), minlength=5).tolist(),
+    }
+    result["streams"] = streams(nb)
     with open(path, "w") as file:
         json.dump(result, file)
+
+
+def streams(nb: dict) -> dict:
+    """The notebook's `stream_text` on fixed token sequences: `generate` is replaced by a stand-in
+    that hands out the tokens of a given text one at a time, as the model would."""
+    tokenizer = nb["tokenizer"]
+    cases = {
+        "multibyte": ("naïve café, 🦙 and 42°C\nnext", ()),
+        "stop across tokens": ("first answer\n\nQ: a second question", ("\n\nQ:",)),
+        "stop never met": ("a line\nand a 🦙", ("\n\nQ:", "STOP")),
+        "two stops": ("one. two! three", ("!", ". ")),
+    }
+    results = {}
+    for name, (text, stops) in cases.items():
+        tokens = tokenizer.encode(text)
+
+        def stand_in(prompt_tokens, on_token=None, tokens=tokens, **options):
+            handed = []
+            for token in tokens:
+                handed.append(token)
+                if on_token(token):
+                    break
+            return handed
+
+        pieces = []
+        saved, nb["generate"] = nb["generate"], stand_in
+        try:
+            returned = nb["stream_text"]("prompt", stop_strings=stops, show=pieces.append)
+        finally:
+            nb["generate"] = saved
+        results[name] = {
+            "text": text,
+            "stops": list(stops),
+            "tokens": len(tokens),
+            "pieces": pieces,
+            "returned": returned,
+        }
+    return results
 
 
 def gradients(nb: dict, path: str) -> None:
