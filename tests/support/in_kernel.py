@@ -195,7 +195,7 @@ def sampling(nb: dict, path: str) -> None:
         :, 0
     ].tolist()
     # many draws through pick_next, with every rule at once
-    draws, generator = 20000, torch.Generator().manual_seed(0)
+    draws, generator = 5000, torch.Generator().manual_seed(0)
     logits = torch.log(probabilities)
     picks = [
         nb["pick_next"](logits, 1.0, 4, generator, top_p=0.8, min_p=0.15) for _ in range(draws)
