@@ -16,7 +16,6 @@ from pathlib import Path
 
 import gguf
 import numpy as np
-import torch
 
 import tokenizer_setup
 from plumbing import checkpoint_files, gguf_files, weight_loading
@@ -130,8 +129,3 @@ def llama31_rope_factors(head_dim: int, theta: float, factor: float) -> list[flo
             smooth = (original / wavelength - low) / (high - low)
             factors.append(1 / ((1 - smooth) / factor + smooth))
     return factors
-
-
-def meta_tensors(checkpoint: Path) -> dict[str, torch.Tensor]:
-    weights = weight_loading.load_weights(checkpoint)
-    return {name: weights[name] for name in weights}
