@@ -112,3 +112,58 @@ def compiled_decode(nb: dict, decode: int, modes: list[str], path: str) -> None:
             nb["forward"] = eager_forward
     with open(path, "w") as file:
         json.dump(results, file)
+
+
+BATCH_TEXTS = [
+    "the sun rises",
+    "once upon a time",
+    "two plus three is",
+    "the capital of france is",
+    "the sky is blue on a clear",
+]
+
+
+def batch_steps(nb: dict, prompts: list[list[int]], steps: int) -> tuple[float, list[float]]:
+    """The prefill of `prompts` as one batch, then `steps` greedy decode steps: their seconds."""
+    forward_batch = nb["forward_batch"]
+    rows, n_padding = nb["left_padded"](prompts)
+    columns = rows.shape[1]
+    cache = nb["KVCache"](columns + steps, prompts=len(prompts))
+    logits = []
+    prefill = clock(nb, lambda: logits.append(forward_batch(rows, n_padding, cache=cache)))
+    seconds = []
+    for step in range(steps):
+        next_tokens = logits[-1].argmax(dim=-1)[:, None]  # [batch × 1]
+
+        def decode(next_tokens=next_tokens, start=columns + step):
+            logits.append(forward_batch(next_tokens, n_padding, start, cache))
+
+        seconds.append(clock(nb, decode))
+    return prefill, seconds
+
+
+def batch_timing(nb: dict, batch_sizes: list[int], steps: int, repeats: int, path: str) -> None:
+    """Decode steps of the notebook's batch of prompts (`left_padded`, `KVCache`,
+    `forward_batch`: what `generate_batch` runs each step) at each batch size, and one product
+    of the first feed-forward matrix at 1 and at 8 rows."""
+    tokenizer, bos_id, device = nb["tokenizer"], nb["bos_id"], nb["device"]
+    results = {"dtype": str(nb["compute_dtype"]).removeprefix("torch.")}
+    results["quantized"] = nb["settings"].quantization_note
+    for size in batch_sizes:
+        texts = [BATCH_TEXTS[i % len(BATCH_TEXTS)] for i in range(size)]
+        prompts = [[bos_id] + tokenizer.encode(text, disallowed_special=()) for text in texts]
+        prefill, seconds = batch_steps(nb, prompts, steps)
+        results[str(size)] = {
+            "prefill": prefill,
+            "prefill_rows": size * max(len(tokens) for tokens in prompts),
+            "step": statistics.median(seconds[1:] or seconds),  # the first one warms up
+        }
+    w1 = nb["weight"]("layers.0.feed_forward.w1.weight")
+    for rows in (1, 8):
+        x = torch.randn(rows, nb["dim"], device=device, dtype=nb["compute_dtype"])
+        x @ w1.T  # warm-up
+        seconds = [clock(nb, lambda x=x: x @ w1.T) for _ in range(repeats)]
+        results[f"product {rows} rows"] = min(seconds)
+    results["product shape"] = f"[rows × {nb['dim']}] · [{nb['dim']} × {nb['ffn_hidden']}]"
+    with open(path, "w") as file:
+        json.dump(results, file)

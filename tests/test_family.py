@@ -77,21 +77,35 @@ def scaled(tmp_path_factory):
     return write_checkpoint(tmp_path_factory.mktemp("scaled") / "ckpt", params, seed=11)
 
 
-@pytest.mark.parametrize("factor", [8.0, 32.0])
-def test_scaled_rope_matches_references(scaled, factor, tmp_path):
-    long_prompt = " ".join(
-        ["the answer to the ultimate question of life, the universe, and everything is 42."] * 20
-    )
-    ours = run_and_read(
-        tmp_path,
+LONG_PROMPT = " ".join(
+    ["the answer to the ultimate question of life, the universe, and everything is 42."] * 20
+)
+
+
+@pytest.fixture(scope="module")
+def scaled_runs(scaled, tmp_path_factory):
+    """The notebook with factor 8 (LLAMA3_ROPE_SCALE_FACTOR), and in the same kernel its
+    `forward` with factor 32 (in_kernel.at_rope_scale)."""
+    run = run_and_read(
+        tmp_path_factory.mktemp("scaled-run"),
         {
             **TENSORS_ONLY,
             "LLAMA3_CKPT": str(scaled),
-            "LLAMA3_PROMPT": long_prompt,
-            "LLAMA3_ROPE_SCALE_FACTOR": str(factor),
+            "LLAMA3_PROMPT": LONG_PROMPT,
+            "LLAMA3_ROPE_SCALE_FACTOR": "8",
         },
+        also=[("at_rope_scale", 32.0, {"long": LONG_PROMPT})],
     )
-    assert ours["rope_scale_factor"] == factor and len(ours["prompt_tokens"]) > 300
+    at_32 = torch.load(run["files"]["at_rope_scale"], weights_only=True)["long"]
+    return {8.0: run, 32.0: at_32}
+
+
+@pytest.mark.parametrize("factor", [8.0, 32.0])
+def test_scaled_rope_matches_references(scaled, scaled_runs, factor):
+    ours = scaled_runs[factor]
+    assert len(ours["prompt_tokens"]) > 300
+    if factor == 8.0:
+        assert ours["rope_scale_factor"] == factor
     params = json.loads((scaled / "params.json").read_text())
     hf = reference_models.hf_model(scaled, params, rope_scale_factor=factor)
     # Frequencies decide every position's angle (position × frequency), so equal frequencies

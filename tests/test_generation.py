@@ -89,6 +89,29 @@ def test_random_checkpoint_generations_match(random_run):
     assert hf_greedy(folder, run["prompt_tokens"]) == canonical
 
 
+def check_batches(batches):
+    assert batches["together"] == batches["alone"]
+    assert batches["together_past_the_end"] == batches["alone_past_the_end"]
+    assert all(len(tokens) == 12 for tokens in batches["together_past_the_end"])
+    assert len({len(tokens) for tokens in batches["prompts"]}) >= 4  # lengths differ: padding
+    assert min(len(tokens) for tokens in batches["prompts"]) == 1  # <|begin_of_text|> alone
+    assert batches["finite"]
+    assert batches["same_angles"]  # positions start at each prompt's first real token
+    assert batches["cache_shape"] == batches["cache_sizes"]  # one row per prompt
+    for where, difference in batches["logit_differences"].items():
+        assert difference < 1e-5, f"{where}: logits moved by {difference:.2g} of the largest"
+
+
+def test_a_batch_gives_each_prompt_its_own_tokens_and_logits(embedded):
+    # In float32, with the cache: every prompt's tokens are the ones it gets alone, and
+    # padding, of any length and any ids, moves no real token's logits beyond rounding.
+    check_batches(embedded["batches"])
+
+
+def test_a_batch_on_a_random_checkpoint(random_run):
+    check_batches(random_run[2]["batches"])
+
+
 def test_sampling_options(embedded):
     # top_k=1 leaves one candidate, so any temperature gives the greedy tokens; a seed makes
     # sampling repeatable.

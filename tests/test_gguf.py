@@ -9,7 +9,6 @@ compared by benchmarks/gguf_parity.py, where llama-cpp-python is installed.
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import json
 import os
@@ -180,37 +179,30 @@ def test_other_block_formats_are_read_as_gguf_dequantizes_them(tmp_path, kind):
 
 
 @pytest.fixture(scope="session")
-def gguf_runs(files, tmp_path_factory):
-    """Two runs side by side: an Ollama name whose blob is the Q8_0 file (its blocks
-    dequantized as read); and the Q4_0 file with LLAMA3_QUANTIZE=int4, which takes its blocks
-    as they are. (F32 and BF16 give Meta's tensors bit for bit, above, so the same numbers.)"""
-    models = ollama_folder(tmp_path_factory.mktemp("ollama"), "llama3-tiny:q8_0", files["Q8_0"])
-    settings = {
-        "Q8_0": {**TENSORS_ONLY, "LLAMA3_CKPT": "llama3-tiny:q8_0", "OLLAMA_MODELS": str(models)},
-        "Q4_0": {**TENSORS_ONLY, "LLAMA3_CKPT": str(files["Q4_0"]), "LLAMA3_QUANTIZE": "int4"},
-    }
+def gguf_run(files, tmp_path_factory):
+    """One run on everything a GGUF reader meets at once: an Ollama name whose blob is the
+    Q4_0 file, under LLAMA3_QUANTIZE=int4, which takes its blocks as they are. (F32 and BF16
+    give Meta's tensors bit for bit, and Q8_0's and the other formats' blocks are dequantized
+    as gguf does, above: the same notebook on the same numbers.)"""
+    models = ollama_folder(tmp_path_factory.mktemp("ollama"), "llama3-tiny:q4_0", files["Q4_0"])
+    settings = {"LLAMA3_CKPT": "llama3-tiny:q4_0", "OLLAMA_MODELS": str(models)}
     before = {path: path.stat().st_mtime_ns for path in files.values()}
-    with concurrent.futures.ThreadPoolExecutor(len(settings)) as pool:
-        futures = {
-            kind: pool.submit(run_and_read, tmp_path_factory.mktemp(f"run-{kind}"), env)
-            for kind, env in settings.items()
-        }
-        runs = {kind: future.result() for kind, future in futures.items()}
+    run = run_and_read(
+        tmp_path_factory.mktemp("run-gguf"),
+        {**TENSORS_ONLY, **settings, "LLAMA3_QUANTIZE": "int4"},
+    )
     assert {path: path.stat().st_mtime_ns for path in files.values()} == before  # nothing written
-    return runs
+    return run
 
 
 @pytest.mark.slow
-def test_the_notebook_on_gguf_files_predicts_42(gguf_runs, embedded_run):
-    for kind, run in gguf_runs.items():
-        assert run["next_token_id"] == ANSWER, kind
-        assert run["prompt_tokens"] == embedded_run["prompt_tokens"], kind
-        setup = cell_text(run["notebook"], "prelims-code")
-        assert f"GGUF file (F32/{kind})" in setup, setup
-    assert "blobs/sha256-" in cell_text(gguf_runs["Q8_0"]["notebook"], "prelims-code")
-    assert "int4, one scale per 32 weights" in cell_text(
-        gguf_runs["Q4_0"]["notebook"], "prelims-code"
-    )
+def test_the_notebook_on_an_ollama_gguf_blob_predicts_42(gguf_run, embedded_run):
+    assert gguf_run["next_token_id"] == ANSWER
+    assert gguf_run["prompt_tokens"] == embedded_run["prompt_tokens"]
+    setup = cell_text(gguf_run["notebook"], "prelims-code")
+    assert "GGUF file (F32/Q4_0)" in setup, setup
+    assert "blobs/sha256-" in setup, setup
+    assert "int4, one scale per 32 weights" in setup, setup
 
 
 # ---- one sentence for each mistake ------------------------------------------------------------

@@ -40,11 +40,11 @@ MUTATIONS = {
         "query head h reads kv head h % n_kv_heads instead of h // (n_heads / n_kv_heads)",
         [
             (
-                "k = k.repeat_interleave(q_heads_per_kv_head, dim=0)",
+                "k = k.repeat_interleave(q_heads_per_kv_head, dim=-3)",
                 "k = k.repeat(q_heads_per_kv_head, 1, 1)",
             ),
             (
-                "v = v.repeat_interleave(q_heads_per_kv_head, dim=0)",
+                "v = v.repeat_interleave(q_heads_per_kv_head, dim=-3)",
                 "v = v.repeat(q_heads_per_kv_head, 1, 1)",
             ),
         ],
@@ -69,8 +69,8 @@ MUTATIONS = {
         "scores not divided by sqrt(head_dim)",
         [
             (
-                "scores = q @ k.transpose(1, 2) / math.sqrt(head_dim)",
-                "scores = q @ k.transpose(1, 2)",
+                "scores = q @ k.transpose(-2, -1) / math.sqrt(head_dim)",
+                "scores = q @ k.transpose(-2, -1)",
             )
         ],
     ),

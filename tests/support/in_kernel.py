@@ -118,6 +118,22 @@ def other_prompts(nb: dict, prompts: dict[str, str], path: str) -> None:
     torch.save(results, path)
 
 
+def at_rope_scale(nb: dict, factor: float, prompts: dict[str, str], path: str) -> None:
+    """other_prompts with the notebook's frequencies scaled by another factor, through its own
+    `scale_rope_frequencies`: a second factor without a second kernel. (Which factor the setup
+    cell picks is tested on its own.)"""
+    chosen = nb["rope_frequencies"]
+    nb["rope_frequencies"] = nb["scale_rope_frequencies"](nb["unscaled_rope_frequencies"], factor)
+    try:
+        other_prompts(nb, prompts, path)
+        values = torch.load(path, weights_only=True)
+        for name in values:
+            values[name]["rope_frequencies"] = nb["rope_frequencies"].float().cpu()
+        torch.save(values, path)
+    finally:
+        nb["rope_frequencies"] = chosen
+
+
 def in_dtype(nb: dict, dtype: str, prompts: dict[str, str], path: str) -> None:
     """other_prompts with the notebook computing in another dtype: its `compute_dtype` and its
     `weight` reader (the two things the setup cell's dtype decides) swapped for the run."""
@@ -157,9 +173,78 @@ def generations(nb: dict, path: str) -> None:
     result = {
         "cached": {text: generate(tokens) for text, tokens in prompts.items()},
         "recomputed": {text: generate(tokens, use_cache=False) for text, tokens in prompts.items()},
+        "batches": batches(nb),
     }
     with open(path, "w") as file:
         json.dump(result, file)
+
+
+def batches(nb: dict) -> dict:
+    """The notebook's batch of prompts against each prompt alone: `generate_batch` against
+    `generate`, and `forward_batch` with padding of any length and content against `forward`."""
+    tokenizer, bos_id = nb["tokenizer"], nb["bos_id"]
+    texts = [nb["prompt"], "the sun rises", "", "once upon a time", "a", "the sun rises"]
+    prompts = [[bos_id] + tokenizer.encode(text, disallowed_special=()) for text in texts]
+    generate, generate_batch = nb["generate"], nb["generate_batch"]
+    result = {
+        "prompts": prompts,
+        "together": generate_batch(prompts),
+        "alone": [generate(tokens) for tokens in prompts],
+        "together_past_the_end": generate_batch(prompts, max_new_tokens=12, stop_at_end=False),
+        "alone_past_the_end": [
+            generate(tokens, max_new_tokens=12, stop_at_end=False) for tokens in prompts
+        ],
+    }
+    # One prompt at a time behind 0 to 40 columns of padding, of ids that are no real token
+    # here, against forward on the prompt alone: the largest logit difference, relative.
+    device, forward, forward_batch = nb["device"], nb["forward"], nb["forward_batch"]
+    differences, finite = {}, True
+    for tokens in prompts[:2]:
+        alone = forward(tokens).float()
+        for n_padding in (0, 1, 7, 40):
+            padding_ids = torch.arange(n_padding, device=device) * 997 % nb["vocab_size"]
+            row = torch.cat([padding_ids, torch.tensor(tokens, device=device)])[None]
+            logits = forward_batch(row, torch.tensor([n_padding], device=device))[0].float()
+            finite = finite and bool(logits.isfinite().all())
+            difference = float((logits - alone).abs().max() / alone.abs().max())
+            key = f"{len(tokens)} tokens after {n_padding} padding"
+            differences[key] = difference
+    # the angles each real token turns by: its position as if alone, to the bit (with RoPE a
+    # shift of all of a prompt's positions would change scores only by rounding, so the
+    # logits alone could not tell)
+    lesson_layer, angles = nb["transformer_layer"], []
+
+    def transformer_layer(stream, layer, cos, sin, *rest):
+        if layer == 0:
+            angles.append(cos)
+        return lesson_layer(stream, layer, cos, sin, *rest)
+
+    nb["transformer_layer"] = transformer_layer
+    try:
+        tokens = prompts[1]
+        forward(tokens)
+        row = torch.tensor([[bos_id] * 5 + tokens], device=device)
+        forward_batch(row, torch.tensor([5], device=device))
+    finally:
+        nb["transformer_layer"] = lesson_layer
+    alone_cos, batch_cos = angles
+    result["same_angles"] = bool(torch.equal(batch_cos[0, 0, 5:], alone_cos))
+    # all the prompts in one batch, each row against its prompt alone
+    rows, n_padding = nb["left_padded"](prompts)
+    logits = forward_batch(rows, n_padding).float()
+    for row, tokens in enumerate(prompts):
+        alone = forward(tokens).float()
+        differences[f"row {row} of the batch"] = float(
+            (logits[row] - alone).abs().max() / alone.abs().max()
+        )
+    result["logit_differences"], result["finite"] = (
+        differences,
+        finite and bool(logits.isfinite().all()),
+    )
+    cache = nb["KVCache"](9, prompts=len(prompts))
+    result["cache_shape"] = list(cache.keys.shape)
+    result["cache_sizes"] = [nb["n_layers"], len(prompts), nb["n_kv_heads"], 9, nb["head_dim"]]
+    return result
 
 
 def sampling(nb: dict, path: str) -> None:
