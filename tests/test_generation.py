@@ -91,8 +91,9 @@ def test_random_checkpoint_generations_match(random_run):
 
 def check_batches(batches):
     assert batches["together"] == batches["alone"]
-    assert batches["together_past_the_end"] == batches["alone_past_the_end"]
-    assert all(len(tokens) == 12 for tokens in batches["together_past_the_end"])
+    if "together_past_the_end" in batches:  # some prompt ended: its row kept stepping
+        assert batches["together_past_the_end"] == batches["alone_past_the_end"]
+        assert all(len(tokens) == 12 for tokens in batches["together_past_the_end"])
     assert len({len(tokens) for tokens in batches["prompts"]}) >= 4  # lengths differ: padding
     assert min(len(tokens) for tokens in batches["prompts"]) == 1  # <|begin_of_text|> alone
     assert batches["finite"]
@@ -105,6 +106,7 @@ def check_batches(batches):
 def test_a_batch_gives_each_prompt_its_own_tokens_and_logits(embedded):
     # In float32, with the cache: every prompt's tokens are the ones it gets alone, and
     # padding, of any length and any ids, moves no real token's logits beyond rounding.
+    assert "together_past_the_end" in embedded["batches"]  # "42" ends after one token
     check_batches(embedded["batches"])
 
 

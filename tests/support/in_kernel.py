@@ -190,11 +190,12 @@ def batches(nb: dict) -> dict:
         "prompts": prompts,
         "together": generate_batch(prompts),
         "alone": [generate(tokens) for tokens in prompts],
-        "together_past_the_end": generate_batch(prompts, max_new_tokens=12, stop_at_end=False),
-        "alone_past_the_end": [
-            generate(tokens, max_new_tokens=12, stop_at_end=False) for tokens in prompts
-        ],
     }
+    if any(len(tokens) < 24 for tokens in result["alone"]):  # a prompt ended: step past it
+        result["together_past_the_end"] = generate_batch(prompts, 12, stop_at_end=False)
+        result["alone_past_the_end"] = [
+            generate(tokens, max_new_tokens=12, stop_at_end=False) for tokens in prompts
+        ]
     # One prompt at a time behind 0 to 40 columns of padding, of ids that are no real token
     # here, against forward on the prompt alone: the largest logit difference, relative.
     device, forward, forward_batch = nb["device"], nb["forward"], nb["forward_batch"]
