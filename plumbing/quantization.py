@@ -20,6 +20,8 @@ than the CPU the product is dequantize-then-multiply: the fused CUDA kernels are
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import time
 from collections.abc import Iterator
@@ -236,12 +238,16 @@ def quantize(w: torch.Tensor, scheme: str, device) -> QuantizedMatrix:
     the int8 integers of a whole matrix never exist together."""
     rule = int8_rows if scheme == "int8" else int4_groups
     packing = scheme == "int4" and torch.device(device).type == "cpu"
-    pieces = []
+    joined, block_scales, filled = None, [], 0
     for rows in w.split(ROWS_AT_A_TIME):
         ints, scales = rule(rows)
-        pieces.append((pack_int4(ints) if packing else ints, scales))
-    joined = torch.cat([ints for ints, _ in pieces])
-    scales = torch.cat([scales for _, scales in pieces])
+        stored = pack_int4(ints) if packing else ints
+        if joined is None:  # the whole matrix's integers, written block by block (no second copy)
+            joined = torch.empty((w.shape[0], *stored.shape[1:]), dtype=stored.dtype)
+        joined[filled : filled + stored.shape[0]] = stored
+        filled += stored.shape[0]
+        block_scales.append(scales)
+    scales = torch.cat(block_scales)
     if packing:
         return QuantizedMatrix(None, scales, 4, device, packed=joined)
     return QuantizedMatrix(joined, scales, 8 if scheme == "int8" else 4, device)
@@ -271,6 +277,7 @@ def quantize_checkpoint(weights, scheme: str, device) -> tuple[dict[str, Quantiz
             tensor = weights[name]  # read from the file now, dropped after this step
             source_bytes += tensor.numel() * tensor.element_size()
             matrices[name] = quantize(tensor, scheme, device)
+            return_freed_memory()  # else the freed temporaries pile up in the heap
     seconds = time.perf_counter() - started
     kept_bytes = sum(matrix.nbytes for matrix in matrices.values())
     kernel = "fused weight-only kernels" if torch.device(device).type == "cpu" else "dequantized"
@@ -278,6 +285,21 @@ def quantize_checkpoint(weights, scheme: str, device) -> tuple[dict[str, Quantiz
         f"{SCHEMES[scheme]}, {len(matrices)} matrices: {source_bytes / 1e6:,.1f} MB → "
         f"{kept_bytes / 1e6:,.1f} MB in {seconds:.1f} s ({kernel})"
     )
+
+
+def return_freed_memory() -> bool:
+    """Give the memory the quantization freed back to the system; whether the C library could.
+
+    glibc's allocator keeps freed blocks of the heap for later use: after quantizing the 8B to
+    int8 a process held 9.6 GB of anonymous memory for 7.5 GB of matrices, and 7.5 GB after
+    `malloc_trim(0)` (measured 2026-11-30). Elsewhere (macOS, Windows) nothing is done.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # no glibc: its allocator decides alone
+        return False
+    return True
 
 
 class QuantizedReader:
