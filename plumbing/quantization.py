@@ -21,7 +21,6 @@ than the CPU the product is dequantize-then-multiply: the fused CUDA kernels are
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import math
 import time
 from collections.abc import Iterator
@@ -295,8 +294,7 @@ def return_freed_memory() -> bool:
     `malloc_trim(0)` (measured 2026-11-30). Elsewhere (macOS, Windows) nothing is done.
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        libc.malloc_trim(0)
+        ctypes.CDLL(None).malloc_trim(0)  # the symbols the process has loaded, libc's among them
     except (OSError, AttributeError, TypeError):  # no glibc: its allocator decides alone
         return False
     return True

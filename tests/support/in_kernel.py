@@ -196,8 +196,8 @@ def batches(nb: dict) -> dict:
         result["alone_past_the_end"] = [
             generate(tokens, max_new_tokens=12, stop_at_end=False) for tokens in prompts
         ]
-    # One prompt at a time behind 0 to 40 columns of padding, of ids that are no real token
-    # here, against forward on the prompt alone: the largest logit difference, relative.
+    # One prompt at a time behind 0 to 40 columns of padding, of arbitrary ids, against
+    # forward on the prompt alone: the largest logit difference, relative.
     device, forward, forward_batch = nb["device"], nb["forward"], nb["forward_batch"]
     differences, finite = {}, True
     for tokens in prompts[:2]:
@@ -238,10 +238,8 @@ def batches(nb: dict) -> dict:
         differences[f"row {row} of the batch"] = float(
             (logits[row] - alone).abs().max() / alone.abs().max()
         )
-    result["logit_differences"], result["finite"] = (
-        differences,
-        finite and bool(logits.isfinite().all()),
-    )
+    result["logit_differences"] = differences
+    result["finite"] = finite and bool(logits.isfinite().all())
     cache = nb["KVCache"](9, prompts=len(prompts))
     result["cache_shape"] = list(cache.keys.shape)
     result["cache_sizes"] = [nb["n_layers"], len(prompts), nb["n_kv_heads"], 9, nb["head_dim"]]
