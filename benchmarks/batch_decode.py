@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks.generation import run_in_kernel
+from benchmarks.kernel_run import run_in_kernel
 from benchmarks.notebook_runtime import cpu_name
 from plumbing import REPO_DIR, checkpoint_files
 

@@ -28,7 +28,7 @@ import datetime
 import sys
 from pathlib import Path
 
-from benchmarks.generation import run_in_kernel
+from benchmarks.kernel_run import run_in_kernel
 from plumbing import REPO_DIR, checkpoint_files
 
 

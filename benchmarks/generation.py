@@ -22,29 +22,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
-import nbformat
-
+from benchmarks.kernel_run import run_in_kernel
 from benchmarks.notebook_runtime import cpu_name
 from plumbing import REPO_DIR, checkpoint_files
-from plumbing.run_notebook import NOTEBOOK, execute
-
-
-def run_in_kernel(settings: dict[str, str], function: str, *arguments) -> dict:
-    """Execute the notebook, then benchmarks/in_kernel.FUNCTION in its kernel; its figures."""
-    with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch) / "figures.json"
-        call = ", ".join(["globals()", *map(repr, arguments), repr(str(out))])
-        notebook = nbformat.read(NOTEBOOK, as_version=4)
-        code = f"from benchmarks import in_kernel\nin_kernel.{function}({call})"
-        notebook.cells.append(nbformat.v4.new_code_cell(code))
-        execute(notebook, settings, timeout=7200)
-        return json.loads(out.read_text())
 
 
 def main() -> int:

@@ -58,6 +58,8 @@ def decode_timing(nb: dict, repeats: int, decode: int, compare: list[int], path:
     tokens = prompt_tokens(nb)
     results = {"dtype": str(dtype).removeprefix("torch."), "prompt": len(tokens)}
     results["quantized"] = nb["settings"].quantization_note
+    matrices = getattr(weight, "matrices", {})  # a QuantizedReader's, under LLAMA3_QUANTIZE
+    results["held"] = sum(matrix.held_nbytes for matrix in matrices.values())
     generate(tokens, max_new_tokens=2, stop_at_end=False)  # warm-up
     floor_step()
     results["floor"] = min(clock(nb, floor_step) for _ in range(repeats))

@@ -154,6 +154,13 @@ class QuantizedMatrix:
         return math.prod(self.shape) * bits // 8 + self.scales.numel() * 2  # scales as 16-bit
 
     @property
+    def held_nbytes(self) -> int:
+        """What it keeps in memory: each tensor it holds once (int8's integers are also what
+        its kernel reads; int4's zero points, which its kernel requires, are counted)."""
+        storages = [t.untyped_storage() for t in vars(self).values() if torch.is_tensor(t)]
+        return sum({storage.data_ptr(): storage.nbytes() for storage in storages}.values())
+
+    @property
     def T(self) -> _Transposed:
         return _Transposed(self)
 
