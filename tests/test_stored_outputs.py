@@ -6,7 +6,7 @@ the AVX2 ones take 8 and the scalar ones 1, oneDNN blocks its products by the IS
 finds, and ARM and GPUs have kernels of their own. The results differ in the last bits,
 and a printed value that sits next to a rounding edge reads 4.65 on one machine and 4.64
 on the next. So the notebook prints only digits that stay put, and this test re-executes
-it with nbval under every kernel family PyTorch can be forced to on the machine at hand,
+it with nbval under the kernel families PyTorch can be forced to on the machine at hand,
 in float32 and in bfloat16, one thread each, all at once:
 
 - `default`: ATen's scalar kernels (`ATEN_CPU_CAPABILITY=default`), oneDNN held to SSE4.1,
@@ -15,9 +15,17 @@ in float32 and in bfloat16, one thread each, all at once:
 - `avx512`: ATen's AVX-512 kernels and oneDNN's plain AVX-512 (no BF16, no AMX), where
   the CPU has AVX-512.
 
-pytest's own nbval pass (pyproject.toml) covers the machine's own kernels in its `auto` dtype;
-a configuration that is exactly that pass is not run twice. The Chinese edition has the
-same code cells (tests/test_translations.py), so the English notebook stands for both.
+The scalar family stands in for machines whose kernels this CPU cannot run (ARM, say): on
+an AVX2-only CPU it is the one other order there is. A CPU with AVX-512 has two vector
+families besides its own native kernels, so there the scalar one is left out: on two
+cores, three re-executions took 75 s (AVX2 machine, 2026-11-30, with `make test` at 7 min
+18 s), so six would take about 150 s and `make test` past its 8 minutes; four, about 100 s.
+Where `auto` is float32, the CPU's best family in float32 is pytest's own pass (MKL does
+the float32 products whatever oneDNN is told), so it is not run twice.
+
+pytest's own nbval pass (pyproject.toml) covers the machine's own kernels in its `auto`
+dtype. The Chinese edition has the same code cells (tests/test_translations.py), so the
+English notebook stands for both.
 """
 
 from __future__ import annotations
@@ -71,9 +79,15 @@ def reason_to_skip(kernels: str, dtype: str) -> str | None:
             f"this CPU has no {kernels.upper()} (PyTorch's kernels here: {native}), "
             f"so {kernels} could not be tried; tried: {tried}"
         )
-    if kernels == "avx2" and not cpu_has("avx512") and dtype == auto_dtype():
+    if kernels == "default" and cpu_has("avx512"):
         return (
-            f"on this AVX2-only CPU, avx2 in {dtype} is what pytest's own nbval pass of the "
+            "this CPU has AVX-512: avx2 and avx512 give two orders besides its own, so the "
+            "scalar stand-in (an AVX2-only CPU's one other order) is left out here"
+        )
+    best = "avx512" if cpu_has("avx512") else "avx2"
+    if kernels == best and dtype == auto_dtype() == "float32":  # float32 products: MKL's
+        return (
+            f"on this CPU, {kernels} in float32 is what pytest's own nbval pass of the "
             "notebook just ran"
         )
     return None
@@ -100,17 +114,22 @@ def nbval(environment: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.fixture(scope="module")
-def reexecutions() -> dict[tuple[str, str], subprocess.CompletedProcess]:
-    """nbval under every configuration this machine can run, two processes at a time."""
-    configurations = [
+def configurations() -> list[tuple[str, str]]:
+    """(kernels, dtype) for every re-execution this machine runs."""
+    return [
         (kernels, dtype)
         for kernels in KERNELS
         for dtype in DTYPES
         if reason_to_skip(kernels, dtype) is None
     ]
+
+
+@pytest.fixture(scope="module")
+def reexecutions() -> dict[tuple[str, str], subprocess.CompletedProcess]:
+    """nbval under every configuration this machine runs, all at once."""
+    chosen = configurations()
     # All at once, one thread each: with two at a time, an odd count leaves a core idle at the end.
-    with ThreadPoolExecutor(max_workers=len(configurations) or 1) as pool:
+    with ThreadPoolExecutor(max_workers=len(chosen) or 1) as pool:
         results = pool.map(
             lambda configuration: nbval(
                 {
@@ -120,9 +139,9 @@ def reexecutions() -> dict[tuple[str, str], subprocess.CompletedProcess]:
                     "LLAMA3_DTYPE": configuration[1],
                 }
             ),
-            configurations,
+            chosen,
         )
-        return dict(zip(configurations, results, strict=True))
+        return dict(zip(chosen, results, strict=True))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -158,3 +177,30 @@ def test_the_kernels_are_the_ones_asked_for():
         assert process.returncode == 0 and printed.lower() == kernels, (
             f"ATEN_CPU_CAPABILITY={KERNELS[kernels]['ATEN_CPU_CAPABILITY']} gave {printed!r}"
         )
+
+
+@pytest.mark.parametrize(
+    ("families", "auto", "expected"),
+    [
+        (["default", "avx2"], "float32", [("default", d) for d in DTYPES] + [("avx2", "bfloat16")]),
+        (
+            ["default", "avx2", "avx512"],
+            "bfloat16",
+            [(k, d) for k in ("avx2", "avx512") for d in DTYPES],
+        ),
+        (
+            ["default", "avx2", "avx512"],
+            "float32",
+            [("avx2", "float32"), ("avx2", "bfloat16"), ("avx512", "bfloat16")],
+        ),
+        (["default"], "float32", [("default", d) for d in DTYPES]),
+    ],
+)
+def test_which_reexecutions_each_kind_of_cpu_runs(monkeypatch, families, auto, expected):
+    # An AVX2 machine: the scalar family in both dtypes and AVX2 in the dtype pytest's own pass
+    # did not use. An AVX-512 machine: both vector families, both dtypes, no scalar (its time),
+    # less the one pytest's own pass ran where `auto` is float32 (no native bfloat16).
+    module = sys.modules[__name__]
+    monkeypatch.setattr(module, "cpu_has", lambda kernels: kernels in families)
+    monkeypatch.setattr(module, "auto_dtype", lambda: auto)
+    assert configurations() == expected
