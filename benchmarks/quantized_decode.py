@@ -16,8 +16,8 @@ from one run.
    Jupyter kernel included, and a driver, benchmarks/kernel_run.py, as light as `make run`'s):
    the whole notebook on the 8B (demos skipped), then benchmarks/in_kernel.decode_timing:
    the prefill of the 17-token prompt and one decode step, (t(8 tokens) - t(1 token)) / 7,
-   best of 2. Formats: float32 and bfloat16
-   unquantized, int8 and int4 (LLAMA3_QUANTIZE) in the dtype `auto` picks here.
+   best of 2. Formats: float32 and bfloat16 unquantized, int8 and int4 (LLAMA3_QUANTIZE) in
+   the dtype `auto` picks here.
 4. llama.cpp on the three GGUF files, the same prompt's token ids, 2 threads
    (benchmarks/llama_cpp_step.py): the median decode step.
 5. A table, the ratios (notebook step ÷ llama.cpp step: bfloat16 ÷ BF16 within 1.2,
