@@ -16,3 +16,11 @@ BPE_STATES = [
     [" ultimate"],
 ]
 BPE_MERGE_RANKS = [266, 318, 349, 360, 495, 3509, 8675, 17139]
+
+# " например" (Russian, "for example"): where joining pairs in rank order stops, with each
+# piece's rank, and the single token the vocabulary has for the whole piece (tests/test_bpe.py
+# checks both against the notebook's bpe_merges and bpe_piece).
+BPE_WHOLE_WORD = " например"
+BPE_WHOLE_MERGED = [" нап", "р", "имер"]
+BPE_WHOLE_MERGED_RANKS = [91105, 2233, 81448]
+BPE_WHOLE_RANK = 111797

@@ -26,7 +26,14 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Arc, Circle, FancyArrowPatch, FancyBboxPatch, Rectangle
 from matplotlib.path import Path as MplPath
 
-from generators.diagram_data import BPE_MERGE_RANKS, BPE_STATES
+from generators.diagram_data import (
+    BPE_MERGE_RANKS,
+    BPE_STATES,
+    BPE_WHOLE_MERGED,
+    BPE_WHOLE_MERGED_RANKS,
+    BPE_WHOLE_RANK,
+    BPE_WHOLE_WORD,
+)
 from plumbing import REPO_DIR
 
 OUT_DIR = REPO_DIR / "images"
@@ -1204,6 +1211,49 @@ def bpe_merges():
     save(fig, "bpe-merges.png")
 
 
+def bpe_whole_piece():
+    W, H = 9.2, 2.3
+    fig, ax = canvas(W, H, "A piece that is itself a token is that token: looked up, not merged")
+    unit, row_h, x0 = 0.3, 0.42, 2.0
+    rows = [
+        ("merges alone", BPE_WHOLE_MERGED, BPE_WHOLE_MERGED_RANKS, "act", 1.5),
+        ("the vocabulary", [BPE_WHOLE_WORD], [BPE_WHOLE_RANK], "result", 0.92),
+    ]
+    for label, parts, ranks, kind, y in rows:
+        text(ax, x0 - 0.25, y, label, size=SMALL, color=MUTED, ha="right")
+        x = x0
+        for part in parts:
+            width = len(part.encode()) * unit
+            shown = part.replace(" ", "␣")
+            box(
+                ax,
+                x + width / 2 - 0.03,
+                y,
+                width - 0.08,
+                row_h,
+                shown,
+                kind,
+                size=SMALL,
+                bold=False,
+                radius=0.05,
+                lw=1.0,
+            )
+            x += width
+        ids = ", ".join(f"{rank:,}" for rank in ranks)
+        label = f"id{'s' if len(ranks) > 1 else ''} {ids}"
+        text(ax, x0 + 17 * unit + 0.3, y, label, size=SMALL, color=INK, ha="left")
+    text(
+        ax,
+        W / 2,
+        0.35,
+        f"{BPE_WHOLE_RANK:,} is one of the 28,000 tokens added to tiktoken's 100,000; "
+        "no adjacent pair of the merges' pieces is a token",
+        size=SMALL,
+        color=INK,
+    )
+    save(fig, "bpe-whole-piece.png")
+
+
 # ----------------------------------------------------------------------------------------------
 # training-step.png
 # ----------------------------------------------------------------------------------------------
@@ -1265,6 +1315,7 @@ def main():
     swiglu()
     output_projection()
     bpe_merges()
+    bpe_whole_piece()
     training_step()
 
 

@@ -1,25 +1,39 @@
-"""The notebook's own tokenizer — `bpe_merges`, `bpe_encode`, `bpe_decode` — equals Meta's and
-tiktoken's.
+"""The notebook's own tokenizer — `bpe_merges`, `bpe_piece`, `bpe_encode`, `bpe_decode` —
+equals Meta's and tiktoken's.
 
 Two ways to run the notebook's functions, never a copy of them:
 - the shared executed run of the notebook (tests/conftest.py, tests/support/in_kernel.bpe)
   encodes the 1,349 strings of tests/tokenizer_parity_strings.json in its kernel, each cut
-  to its first BPE_STRING_LIMIT characters (tests/support/notebook_values.py says why);
-- for generated strings, the cells of the section "The tokenizer, from scratch" are read
-  from the committed notebook and run here, in order, on the same inputs the setup gives them.
+  to its first BPE_STRING_LIMIT characters (tests/support/notebook_values.py says why), and
+  the sentences of tests/multilingual_sentences.py;
+- for the whole vocabulary, the sentences and generated strings, the cells of the section
+  "The tokenizer, from scratch" are read from the committed notebook and run here, in order,
+  on the same inputs the setup gives them.
+
+Every check is also run on the section with tiktoken's whole-piece rule taken out (the
+merges alone, as the notebook had it before): it must fail there, or it proves nothing.
 """
 
 from __future__ import annotations
 
 import nbformat
 import pytest
+import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tokenizer_setup
-from generators.diagram_data import BPE_MERGE_RANKS, BPE_STATES
+from generators.diagram_data import (
+    BPE_MERGE_RANKS,
+    BPE_STATES,
+    BPE_WHOLE_MERGED,
+    BPE_WHOLE_MERGED_RANKS,
+    BPE_WHOLE_RANK,
+    BPE_WHOLE_WORD,
+)
 from plumbing.run_notebook import NOTEBOOK
 from plumbing.run_settings import DEFAULT_PROMPT
+from tests.multilingual_sentences import SENTENCES
 from tests.support.notebook_values import BPE_STRING_LIMIT, bpe_parity_strings
 
 SECTION = [
@@ -27,9 +41,18 @@ SECTION = [
     "bpe-ranks",
     "bpe-split-code",
     "bpe-merge-code",
+    "bpe-whole-code",
     "bpe-encode-code",
     "bpe-decode-code",
 ]
+# The whole-piece rule as bpe_piece writes it; the mutation below takes it out.
+WHOLE_PIECE_RULE = """    if piece.encode("utf-8") in ranks:
+        return [ranks[piece.encode("utf-8")]]
+"""
+# Measured over Meta's tokenizer.model: ranked tokens that are one whole piece under the split
+# regex, and how many of them joining pairs in rank order alone never reaches.
+WHOLE_PIECES = 126_648
+MERGES_MISS = 588
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +90,9 @@ def test_the_diagram_shows_the_notebooks_merges(kernel_results, tokenizer):
     assert [tokenizer.encode_single_token(part.encode()) for part in merged] == BPE_MERGE_RANKS
 
 
-@pytest.fixture(scope="module")
-def section(tokenizer):
-    """The section's cells, run here on what the setup cell would give them."""
+def run_section(tokenizer, replacements=()):
+    """The section's cells, run here on what the setup cell would give them, each (old, new)
+    of `replacements` swapped into their source first."""
     cells = {cell.get("id"): cell for cell in nbformat.read(NOTEBOOK, as_version=4).cells}
     prompt = DEFAULT_PROMPT
     bos_id = tokenizer.encode_single_token("<|begin_of_text|>")
@@ -82,9 +105,95 @@ def section(tokenizer):
     }
     namespace["prompt_tokens"] = [bos_id] + tokenizer.encode(prompt, disallowed_special=())
     exec("import base64\nimport regex", namespace)
-    for cell_id in SECTION:
-        exec(compile(cells[cell_id].source, cell_id, "exec"), namespace)
+    sources = {cell_id: cells[cell_id].source for cell_id in SECTION}
+    for old, new in replacements:
+        assert sum(source.count(old) for source in sources.values()) == 1, f"no {old!r}"
+        sources = {cell_id: source.replace(old, new) for cell_id, source in sources.items()}
+    for cell_id, source in sources.items():
+        exec(compile(source, cell_id, "exec"), namespace)
     return namespace
+
+
+@pytest.fixture(scope="module")
+def section(tokenizer):
+    return run_section(tokenizer)
+
+
+@pytest.fixture(scope="module")
+def merges_only(tokenizer):
+    """The section without the whole-piece rule: the notebook's tokenizer before it."""
+    return run_section(tokenizer, [(WHOLE_PIECE_RULE, "")])
+
+
+def test_the_whole_piece_diagram_shows_the_notebooks_functions(section, merges_only):
+    merged = section["bpe_merges"](BPE_WHOLE_WORD)[-1]
+    assert [part.decode() for part in merged] == BPE_WHOLE_MERGED
+    assert [section["ranks"][part] for part in merged] == BPE_WHOLE_MERGED_RANKS
+    assert section["bpe_piece"](BPE_WHOLE_WORD) == [BPE_WHOLE_RANK]
+    assert merges_only["bpe_piece"](BPE_WHOLE_WORD) == BPE_WHOLE_MERGED_RANKS
+
+
+def whole_piece_tokens(ranks):
+    """(text, rank) of every ranked token whose bytes are text that the split regex leaves
+    as one piece: every token that text can be looked up as whole."""
+    tokens = []
+    for token, rank in ranks.items():
+        try:
+            text = token.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # part of a character: never a piece of text
+        if regex.findall(tokenizer_setup.SPLIT_PATTERN, text) == [text]:
+            tokens.append((text, rank))
+    return tokens
+
+
+def vocabulary_misses(namespace):
+    """The whole-piece tokens that the section's bpe_encode does not give as themselves."""
+    encode = namespace["bpe_encode"]
+    tokens = whole_piece_tokens(namespace["ranks"])
+    assert len(tokens) == WHOLE_PIECES
+    return [(text, rank) for text, rank in tokens if encode(text)[1:] != [rank]]
+
+
+def test_every_whole_piece_token_encodes_to_itself(section):
+    misses = vocabulary_misses(section)
+    assert not misses, f"{len(misses)} tokens of the vocabulary encode otherwise: {misses[:5]}"
+
+
+def test_without_the_whole_piece_rule_the_vocabulary_test_fails(merges_only):
+    misses = vocabulary_misses(merges_only)
+    assert len(misses) == MERGES_MISS  # all between tiktoken's 100,000 and 128,000
+    assert min(rank for _, rank in misses) >= 100_000
+    assert (" например", 111797) in misses
+
+
+def sentence_differences(namespace, meta):
+    return [
+        (language, sentence)
+        for language, group in SENTENCES.items()
+        for sentence in group
+        if namespace["bpe_encode"](sentence) != meta.encode(sentence, bos=True, eos=False)
+    ]
+
+
+def test_sentences_in_many_languages_encode_like_meta(section, tokenizer, meta):
+    required = ["Russian", "Ukrainian", "Turkish", "Vietnamese", "Czech", "Persian", "Hindi"]
+    required += ["Greek", "Korean", "Chinese"]
+    assert set(required) <= set(SENTENCES) and len(SENTENCES) >= 10
+    assert not sentence_differences(section, meta)
+    for group in SENTENCES.values():
+        for sentence in group:
+            ids = tokenizer.encode(sentence, disallowed_special=())
+            assert ids == meta.encode(sentence, bos=False, eos=False)
+            assert section["bpe_decode"](ids) == sentence
+
+
+def test_the_sentences_need_the_whole_piece_rule(section, merges_only, meta):
+    # the languages that have words among the tokens merges alone never reach use some
+    needing = {"Russian", "Ukrainian", "Turkish", "Vietnamese", "Czech", "Persian", "Korean"}
+    needing |= {"Chinese", "English"}
+    failing = {language for language, _ in sentence_differences(merges_only, meta)}
+    assert needing <= failing, f"no word that needs the rule in: {needing - failing}"
 
 
 SCRIPTS = [
@@ -134,3 +243,14 @@ def test_generated_strings_encode_like_meta_and_tiktoken(section, tokenizer, met
     assert ours == meta.encode(text, bos=True, eos=False)
     assert ours[1:] == tokenizer.encode(text, disallowed_special=())
     assert section["bpe_decode"](ours[1:]) == text
+
+
+token_ids = st.one_of(st.integers(0, 99_999), st.integers(100_000, 127_999))
+
+
+@settings(max_examples=500, deadline=None)
+@given(ids=st.lists(token_ids, min_size=1, max_size=12))
+def test_strings_joined_from_vocabulary_tokens_encode_like_tiktoken(section, tokenizer, ids):
+    # any tokens, the 28,000 added ones as often as tiktoken's: their bytes, read as UTF-8
+    text = b"".join(section["token_bytes"][token] for token in ids).decode(errors="replace")
+    assert section["bpe_encode"](text)[1:] == tokenizer.encode(text, disallowed_special=())

@@ -24,6 +24,7 @@ from nbclient.exceptions import CellExecutionError
 
 from plumbing import REPO_DIR
 from plumbing.run_notebook import NOTEBOOK, execute
+from tests.multilingual_sentences import SENTENCES
 
 # tools/check_mutations.py points this at deliberately broken copies to prove the tests can fail.
 NOTEBOOK_UNDER_TEST = Path(os.environ.get("NOTEBOOK_UNDER_TEST", NOTEBOOK))
@@ -54,9 +55,11 @@ BPE_STRING_LIMIT = 400
 
 
 def bpe_parity_strings() -> list[str]:
-    """The parity strings as the notebook's own BPE encodes them in the shared kernel."""
+    """The parity strings as the notebook's own BPE encodes them in the shared kernel, then the
+    sentences of tests/multilingual_sentences.py."""
     strings = json.loads(TOKENIZER_PARITY_STRINGS.read_text(encoding="utf-8"))
-    return [text[:BPE_STRING_LIMIT] for text in strings]
+    sentences = [sentence for group in SENTENCES.values() for sentence in group]
+    return [text[:BPE_STRING_LIMIT] for text in strings] + sentences
 
 
 def run_and_read(
