@@ -442,7 +442,7 @@ def silent_bugs(nb: dict, path: str) -> None:
     distances = data["distances"]
     picked = [0, 1, len(distances) // 3, len(distances) - 1]
     one_at_a_time = {}
-    query, key = nb["q_per_token"][-1].float(), nb["k_per_token"][0].float()
+    query, key = nb["q_per_token"][0].float(), nb["k_per_token"][0].float()
     unscaled = nb["unscaled_rope_frequencies"].float()
     scaled = nb["scale_rope_frequencies"](unscaled, data["factor"])
     for label, frequencies in (("unscaled", unscaled), ("scaled", scaled)):
