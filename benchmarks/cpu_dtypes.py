@@ -5,7 +5,10 @@
 
 For the 8B's largest matrix shape, [tokens × 4096] · [4096 × 14336] (a feed-forward
 product), with the weight stored in bf16 as in Meta's files, times (best of --repeats):
-- bfloat16: the product in bf16, the weight used as it is stored;
+- bfloat16: the product in bf16, the weight used as it is stored, through oneDNN (PyTorch's
+  default on the CPU);
+- bfloat16, ATen: the same product with oneDNN switched off (`torch.backends.mkldnn.flags(
+  enabled=False)`), so that ATen's own kernels (a matrix-vector kernel for one row) run;
 - float32 kept: the product in float32 with the weight already converted (weights kept);
 - float32 converted: converting the bf16 weight to float32 first, into a fresh buffer
   (`.to(torch.float32)`), then the product — what streaming used to do;
@@ -63,20 +66,23 @@ def main() -> None:
     kept = stored.float()
     reused = torch.empty_like(kept)
     print(
-        "| tokens | bfloat16 | float32, weight kept | float32, converted into a fresh buffer | "
-        "float32, converted into a reused buffer |"
+        "| tokens | bfloat16 | bfloat16, ATen | float32, weight kept | "
+        "float32, converted into a fresh buffer | float32, converted into a reused buffer |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for n in [int(n) for n in args.tokens.split(",")]:
         x32 = torch.randn(n, dim)
         x16 = x32.to(torch.bfloat16)
+        with torch.backends.mkldnn.flags(enabled=False):
+            aten = best_ms(lambda x16=x16: x16 @ stored.T, args.repeats)
         cells = [
             best_ms(lambda x16=x16: x16 @ stored.T, args.repeats),
+            aten,
             best_ms(lambda x32=x32: x32 @ kept.T, args.repeats),
             best_ms(lambda x32=x32: x32 @ stored.to(torch.float32).T, args.repeats),
             best_ms(lambda x32=x32: x32 @ reused.copy_(stored).T, args.repeats),
         ]
-        print(f"| {n} | " + " | ".join(f"{ms:.0f} ms" for ms in cells) + " |", flush=True)
+        print(f"| {n} | " + " | ".join(f"{ms:.1f} ms" for ms in cells) + " |", flush=True)
 
 
 if __name__ == "__main__":
