@@ -95,7 +95,8 @@ def unpack_int4(packed: torch.Tensor, group: int) -> torch.Tensor:
 class QuantizedMatrix:
     """A weight `[out_features × in_features]` held as integers and scales.
 
-    `x @ W.T` runs the fused kernel; anything else works on the dequantized values.
+    `x @ W.T` runs the fused kernel; anything else works on the dequantized values, in `dtype`
+    (the dtype the notebook computes in, so that `W.view(…)` meets activations of its own kind).
     """
 
     def __init__(
@@ -105,9 +106,10 @@ class QuantizedMatrix:
         bits: int,
         device,
         packed: torch.Tensor | None = None,
+        dtype: torch.dtype = torch.float32,
     ):
         """`packed`: int4's bytes for the CPU kernel, made already (then `ints` may be None)."""
-        self.device = torch.device(device)
+        self.device, self.dtype = torch.device(device), dtype
         self.shape = (
             tuple(ints.shape) if ints is not None else (packed.shape[0], packed.shape[1] * 2)
         )
@@ -164,8 +166,8 @@ class QuantizedMatrix:
     def T(self) -> _Transposed:
         return _Transposed(self)
 
-    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        return dequantized(self.ints, self.scales).to(self.device, dtype)
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return dequantized(self.ints, self.scales).to(self.device, dtype or self.dtype)
 
     def times_transposed(self, x: torch.Tensor) -> torch.Tensor:
         """x @ W.T for x [… × in_features], through the fused kernel."""
@@ -239,7 +241,9 @@ def _plain(value):
     return value
 
 
-def quantize(w: torch.Tensor, scheme: str, device) -> QuantizedMatrix:
+def quantize(
+    w: torch.Tensor, scheme: str, device, dtype: torch.dtype = torch.float32
+) -> QuantizedMatrix:
     """A block of rows at a time; for the CPU's int4 kernel each block is packed at once, so
     the int8 integers of a whole matrix never exist together."""
     rule = int8_rows if scheme == "int8" else int4_groups
@@ -255,8 +259,8 @@ def quantize(w: torch.Tensor, scheme: str, device) -> QuantizedMatrix:
         block_scales.append(scales)
     scales = torch.cat(block_scales)
     if packing:
-        return QuantizedMatrix(None, scales, 4, device, packed=joined)
-    return QuantizedMatrix(joined, scales, 8 if scheme == "int8" else 4, device)
+        return QuantizedMatrix(None, scales, 4, device, packed=joined, dtype=dtype)
+    return QuantizedMatrix(joined, scales, 8 if scheme == "int8" else 4, device, dtype=dtype)
 
 
 def quantizable(name: str, shape: tuple[int, ...], scheme: str, tied: bool) -> bool:
@@ -271,9 +275,12 @@ def quantizable(name: str, shape: tuple[int, ...], scheme: str, tied: bool) -> b
     return scheme == "int8" or shape[1] % INT4_GROUP == 0
 
 
-def quantize_checkpoint(weights, scheme: str, device) -> tuple[dict[str, QuantizedMatrix], str]:
+def quantize_checkpoint(
+    weights, scheme: str, device, dtype: torch.dtype = torch.float32
+) -> tuple[dict[str, QuantizedMatrix], str]:
     """Every matrix a step reads whole, quantized one at a time from the memory-mapped file
-    (one float copy of one tensor in memory at a time); and a line that says what it cost."""
+    (one float copy of one tensor in memory at a time); and a line that says what it cost.
+    `dtype`: the compute dtype, in which any use but `x @ W.T` sees the matrix."""
     started = time.perf_counter()
     shapes = getattr(weights, "shapes", None) or {n: tuple(t.shape) for n, t in weights.items()}
     tied = "output.weight" not in shapes
@@ -282,7 +289,7 @@ def quantize_checkpoint(weights, scheme: str, device) -> tuple[dict[str, Quantiz
         if quantizable(name, shape, scheme, tied):
             tensor = weights[name]  # read from the file now, dropped after this step
             source_bytes += tensor.numel() * tensor.element_size()
-            matrices[name] = quantize(tensor, scheme, device)
+            matrices[name] = quantize(tensor, scheme, device, dtype)
             return_freed_memory()  # else the freed temporaries pile up in the heap
     seconds = time.perf_counter() - started
     kept_bytes = sum(matrix.nbytes for matrix in matrices.values())

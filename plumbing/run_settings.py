@@ -298,7 +298,7 @@ class Settings:
         if self.quantization == "none":
             return reader
         matrices, self.quantization_note = quantization.quantize_checkpoint(
-            weights, self.quantization, self.device
+            weights, self.quantization, self.device, self.dtype
         )
         return quantization.QuantizedReader(matrices, reader)
 

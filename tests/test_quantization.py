@@ -14,6 +14,7 @@ from __future__ import annotations
 import platform
 import re
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -155,6 +156,17 @@ def test_any_other_use_sees_the_dequantized_values():
     assert "int8, one scale per row" in repr(matrix)
 
 
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_any_other_use_is_in_the_compute_dtype(scheme):
+    w = torch.randn(64, 32, generator=torch.Generator().manual_seed(4))
+    matrix = quantization.quantize(w, scheme, "cpu", torch.bfloat16)
+    x = torch.randn(3, 32).to(torch.bfloat16)
+    assert matrix.view(4, 16, 32).dtype == matrix[0].dtype == torch.bfloat16
+    assert (x @ matrix.view(4, 16, 32)[0].T).dtype == torch.bfloat16  # the lesson's per head
+    assert (x @ matrix.T).dtype == torch.bfloat16  # the fused kernel
+    assert torch.cat([matrix.T]).dtype == torch.bfloat16
+
+
 def test_the_kernels_refuse_what_they_cannot_take():
     ints, scales = quantization.int4_groups(torch.randn(8, 48), group=16)
     with pytest.raises(ValueError, match="groups of 32, 64, 128 or 256"):
@@ -168,19 +180,40 @@ def snapshot(folder):
     return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("scheme", ["int4"])  # int8: tests/test_bad_input.py, on a read-only copy
-def test_the_whole_notebook_quantized_predicts_42(scheme, tmp_path):
+# Each quantization with each compute dtype, three kernels at once, one thread each; int8 in
+# float32 runs in tests/test_bad_input.py, on a read-only copy. In bfloat16 the setup cell's
+# matrices once handed the lesson float32 values (`wq.view(…)` in the cell `heads-q`).
+COMBINATIONS = [("int4", "float32"), ("int4", "bfloat16"), ("int8", "bfloat16")]
+
+
+@pytest.fixture(scope="module")
+def quantized_runs(tmp_path_factory):
     before = snapshot(checkpoint_files.EMBEDDED_CHECKPOINT)
-    run = run_and_read(tmp_path, {**TENSORS_ONLY, "LLAMA3_QUANTIZE": scheme})
+
+    def run(scheme, dtype):
+        settings = {**TENSORS_ONLY, "LLAMA3_QUANTIZE": scheme, "LLAMA3_DTYPE": dtype}
+        folder = tmp_path_factory.mktemp(f"{scheme}-{dtype}")
+        return run_and_read(folder, {**settings, "OMP_NUM_THREADS": "1"})
+
+    with ThreadPoolExecutor(len(COMBINATIONS)) as pool:
+        futures = {combination: pool.submit(run, *combination) for combination in COMBINATIONS}
+        runs = {combination: future.result() for combination, future in futures.items()}
+    assert snapshot(checkpoint_files.EMBEDDED_CHECKPOINT) == before
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme,dtype", COMBINATIONS)
+def test_the_whole_notebook_quantized_predicts_42(quantized_runs, scheme, dtype):
+    run = quantized_runs[scheme, dtype]
     assert run["next_token_id"] == ANSWER
     setup = cell_text(run["notebook"], "prelims-code")
+    assert f"computing in {dtype}" in setup
     line = next(line for line in setup.splitlines() if line.startswith("quantized:"))
     matrices = 4 * 7 + 1  # the embedded model: 4 layers of 7, and the output matrix
     numbers = rf"{matrices} matrices: [\d.,]+ MB → [\d.,]+ MB"
     assert re.search(rf"{quantization.SCHEMES[scheme]}, {numbers}", line), line
     assert "fused weight-only kernels" in line, line
-    assert snapshot(checkpoint_files.EMBEDDED_CHECKPOINT) == before
 
 
 @pytest.mark.skipif(
