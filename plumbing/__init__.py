@@ -8,6 +8,8 @@ Imports run one way, each module using only those above it:
     gguf_files        a GGUF file (llama.cpp, Ollama, LM Studio) read under Meta's names
     checkpoint_files  which folder, which layout, which sizes (params.json or config.json)
     hf_checkpoint     a Hugging Face folder's tensors under Meta's names
+    matrices          a weight held otherwise than as a plain tensor: `x @ W.T` its own way
+    one_row           one-row products straight from the file's bf16 (LLAMA3_ONE_ROW)
     weight_loading    every tensor memory-mapped, checked, on the device and dtype chosen
     quantization      int8/int4 matrices for PyTorch's fused kernels (LLAMA3_QUANTIZE)
     run_settings      every decision about the run, from the environment, once

@@ -27,6 +27,8 @@ from collections.abc import Iterator
 
 import torch
 
+from plumbing.matrices import Matrix
+
 INT4_GROUP = 32  # weights per scale in int4: llama.cpp's Q4_0 block
 KERNEL_DTYPE = torch.bfloat16  # what the CPU kernels multiply the weights with (see below)
 SCHEMES = {
@@ -92,7 +94,7 @@ def unpack_int4(packed: torch.Tensor, group: int) -> torch.Tensor:
     return torch.cat(blocks).to(torch.int8)
 
 
-class QuantizedMatrix:
+class QuantizedMatrix(Matrix):
     """A weight `[out_features × in_features]` held as integers and scales.
 
     `x @ W.T` runs the fused kernel; anything else works on the dequantized values, in `dtype`
@@ -162,12 +164,11 @@ class QuantizedMatrix:
         storages = [t.untyped_storage() for t in vars(self).values() if torch.is_tensor(t)]
         return sum({storage.data_ptr(): storage.nbytes() for storage in storages}.values())
 
-    @property
-    def T(self) -> _Transposed:
-        return _Transposed(self)
-
     def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         return dequantized(self.ints, self.scales).to(self.device, dtype or self.dtype)
+
+    def values(self) -> torch.Tensor:
+        return self.dequantize()
 
     def times_transposed(self, x: torch.Tensor) -> torch.Tensor:
         """x @ W.T for x [… × in_features], through the fused kernel."""
@@ -185,60 +186,8 @@ class QuantizedMatrix:
             )
         return out.reshape(*x.shape[:-1], self.shape[0]).to(x.dtype)
 
-    def __getattr__(self, name):  # .view, .float, .abs …: on the dequantized values
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.dequantize(), name)
-
-    def __getitem__(self, index):
-        return self.dequantize()[index]
-
     def __repr__(self) -> str:
         return f"QuantizedMatrix({SCHEMES[self.scheme]}, shape {list(self.shape)})"
-
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        matmul = (torch.Tensor.__matmul__, torch.Tensor.matmul, torch.matmul)
-        if func in matmul and len(args) == 2 and isinstance(args[1], _Transposed):
-            if isinstance(args[0], torch.Tensor):
-                return args[1].matrix.times_transposed(args[0])
-        return func(*_plain(args), **_plain(kwargs))
-
-
-class _Transposed:
-    """`W.T` of a QuantizedMatrix: the right operand of `x @ W.T`."""
-
-    __torch_function__ = QuantizedMatrix.__torch_function__
-
-    def __init__(self, matrix: QuantizedMatrix):
-        self.matrix = matrix
-        self.shape = matrix.shape[::-1]
-
-    @property
-    def T(self) -> QuantizedMatrix:
-        return self.matrix
-
-    def __rmatmul__(self, x):
-        return self.matrix.times_transposed(x)
-
-    def __getattr__(self, name):
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.matrix.dequantize().T, name)
-
-
-def _plain(value):
-    """Arguments with every quantized matrix replaced by its dequantized values."""
-    if isinstance(value, QuantizedMatrix):
-        return value.dequantize()
-    if isinstance(value, _Transposed):
-        return value.matrix.dequantize().T
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(item) for item in value)
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    return value
 
 
 def quantize(

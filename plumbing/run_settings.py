@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from plumbing import checkpoint_files, quantization, release_facts, weight_loading
+from plumbing import checkpoint_files, one_row, quantization, release_facts, weight_loading
 from plumbing.friendly_errors import SetupError
 
 DEFAULT_PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
@@ -139,6 +139,20 @@ def choose_streaming(value: str | None, device: torch.device) -> bool:
         f"LLAMA3_STREAM={value!r} is not understood: use auto, 1 (stream weights from the file) "
         "or 0 (keep them on the device)."
     )
+
+
+def choose_one_row(value: str | None = None) -> str:
+    """LLAMA3_ONE_ROW: auto (the default), fused or plain — how one-row products read a bf16
+    file when computing in float32 (plumbing/one_row.py)."""
+    if value is None:
+        value = os.environ.get("LLAMA3_ONE_ROW", "auto")
+    value = value.strip().lower() or "auto"
+    if value not in one_row.CHOICES:
+        raise SettingError(
+            f"LLAMA3_ONE_ROW={value!r} is not understood: use auto, fused (one-row products "
+            "read the file's bf16 through a compiled loop) or plain (convert, then multiply)."
+        )
+    return value
 
 
 def choose_quantization(value: str | None = None) -> str:
@@ -266,6 +280,8 @@ class Settings:
     rope_frequency_band: tuple[float, float, int]
     quantization: str = "none"
     quantization_note: str = "none (LLAMA3_QUANTIZE=int8 or int4 quantizes the matrices)"
+    one_row: bool = False
+    one_row_note: str = "plain"
     said_why: bool = False  # whether a skipped demo has printed examples_reason yet
 
     def summary(self) -> str:
@@ -287,6 +303,7 @@ class Settings:
                 f"{str(self.dtype).removeprefix('torch.')} ({self.dtype_reason})",
                 f"weights:    {weights}",
                 f"quantized:  {self.quantization_note}",
+                f"one row:    {self.one_row_note}",
                 f"examples:   {'run' if self.run_examples else 'skipped'} ({self.examples_reason})",
             ]
         )
@@ -294,7 +311,11 @@ class Settings:
     def weight_reader(self, weights: Mapping[str, torch.Tensor]):
         """`weight(name)`: one tensor on the device, in the dtype chosen — or, with
         LLAMA3_QUANTIZE, every matrix quantized now, tensor by tensor, and those returned."""
-        reader = weight_loading.WeightReader(weights, self.device, self.dtype, self.streaming)
+        if self.one_row:
+            self.one_row, self.one_row_note = compile_one_row(weights, self.one_row_note)
+        reader = weight_loading.WeightReader(
+            weights, self.device, self.dtype, self.streaming, self.one_row
+        )
         if self.quantization == "none":
             return reader
         matrices, self.quantization_note = quantization.quantize_checkpoint(
@@ -314,6 +335,28 @@ class Settings:
         return None
 
 
+def compile_one_row(weights: Mapping[str, torch.Tensor], why: str) -> tuple[bool, str]:
+    """Compile the fused one-row product for every matrix shape a decode step reads, now, so
+    that its cost is paid once here: whether it is used, and the setup cell's line."""
+    shapes, dtypes = weight_loading.tensor_shapes(weights), weight_loading.tensor_dtypes(weights)
+    tied = "output.weight" not in shapes
+    blocks, read = weight_loading.WeightReader.BLOCK_ROWS, []
+    for name, shape in shapes.items():
+        if len(shape) != 2 or (name == "tok_embeddings.weight" and not tied):
+            continue
+        output = name == "output.weight" or name == "tok_embeddings.weight"
+        rows = [min(blocks, shape[0]), shape[0] % blocks] if output else [shape[0]]
+        read += [(n, shape[1]) for n in rows if n]
+    file_dtype = next(dtypes[name] for name in shapes if len(shapes[name]) == 2)
+    seconds, failed = one_row.compile_for(read, file_dtype)
+    if failed:
+        return False, f"plain: {failed}"
+    return True, (
+        f"fused: one-row products read the file's {str(file_dtype).removeprefix('torch.')} and "
+        f"sum in float32 ({why}); {len(set(read))} shapes compiled in {seconds:.1f} s"
+    )
+
+
 def decide(
     checkpoint_dir: Path, params: dict, tokenizer, weights: Mapping[str, torch.Tensor]
 ) -> Settings:
@@ -331,6 +374,11 @@ def decide(
     n_parameters = sum(math.prod(shape) for shape in weight_loading.tensor_shapes(weights).values())
     run_examples, examples_reason = choose_examples(None, n_parameters, device)
     factor, factor_reason = choose_rope_scale_factor(params)
+    streaming, quantized = choose_streaming(None, device), choose_quantization()
+    file_dtypes = set(weight_loading.tensor_dtypes(weights).values())
+    fused, why = one_row.decide(
+        choose_one_row(), n_parameters, device, dtype, file_dtypes, streaming, quantized != "none"
+    )
     return Settings(
         checkpoint_dir=checkpoint_dir,
         n_parameters=n_parameters,
@@ -338,11 +386,13 @@ def decide(
         device=device,
         dtype=dtype,
         dtype_reason=dtype_reason,
-        streaming=choose_streaming(None, device),
+        streaming=streaming,
         run_examples=run_examples,
         examples_reason=examples_reason,
         rope_scale_factor=factor,
         rope_scale_reason=factor_reason,
         rope_frequency_band=rope_frequency_band(params),
-        quantization=choose_quantization(),
+        quantization=quantized,
+        one_row=fused,
+        one_row_note=why if fused else f"plain ({why})",
     )

@@ -14,6 +14,7 @@ import torch
 
 from plumbing import checkpoint_files, gguf_files, hf_checkpoint
 from plumbing.checkpoint_files import CheckpointError, expected_shapes
+from plumbing.one_row import FileDtypeMatrix
 
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -225,6 +226,9 @@ class WeightReader:
     the 8B's feed-forward matrices costs several times the conversion itself
     (benchmarks/cpu_dtypes.py). So buffers are kept and reused, but only once nothing holds
     the tensor last handed out in them: a cell that keeps `wq = weight(...)` keeps its values.
+
+    one_row=True (LLAMA3_ONE_ROW): streamed and converted, each matrix is handed out as a
+    one_row.FileDtypeMatrix instead, whose one-row products read the file's bytes as they are.
     """
 
     # Rows per block when a large matrix is streamed (see in_row_blocks).
@@ -236,15 +240,17 @@ class WeightReader:
         device: torch.device,
         dtype: torch.dtype,
         streaming: bool,
+        one_row: bool = False,
     ):
         self.weights, self.device, self.dtype, self.streaming = weights, device, dtype, streaming
+        self.one_row = one_row
         self.kept: dict[str, torch.Tensor] = {}
         self.buffers: dict[int, list[torch.UntypedStorage]] = {}  # by size in bytes
 
     def __call__(self, name: str) -> torch.Tensor:
         if name in self.kept:
             return self.kept[name]
-        tensor = self._on_device(self.weights[name])
+        tensor = self._handed_out(self.weights[name])
         if not self.streaming:
             self.kept[name] = tensor
         return tensor
@@ -259,7 +265,12 @@ class WeightReader:
             yield self(name)
             return
         for rows in self.weights[name].split(self.BLOCK_ROWS):
-            yield self._on_device(rows)
+            yield self._handed_out(rows)
+
+    def _handed_out(self, source: torch.Tensor):
+        if self.one_row and source.dim() == 2 and source.dtype != self.dtype:
+            return FileDtypeMatrix(source, self._on_device)
+        return self._on_device(source)
 
     def _on_device(self, source: torch.Tensor) -> torch.Tensor:
         converting_on_cpu = self.device.type == "cpu" and source.dtype != self.dtype

@@ -76,6 +76,8 @@ def clean_env(monkeypatch):
         "LLAMA3_DTYPE",
         "LLAMA3_ROPE_SCALE_FACTOR",
         "LLAMA3_EXTRAS",
+        "LLAMA3_QUANTIZE",
+        "LLAMA3_ONE_ROW",
     ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch

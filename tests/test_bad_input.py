@@ -361,6 +361,11 @@ def test_spelled_special_token_is_text(capsys):
         ("LLAMA3_DTYPE", "float8", "SettingError: LLAMA3_DTYPE='float8' is not supported"),
         ("LLAMA3_EXTRAS", "maybe", "SettingError: LLAMA3_EXTRAS='maybe' is not understood"),
         (
+            "LLAMA3_ONE_ROW",
+            "fast",
+            "SettingError: LLAMA3_ONE_ROW='fast' is not understood: use auto",
+        ),
+        (
             "LLAMA3_QUANTIZE",
             "int3",
             "SettingError: LLAMA3_QUANTIZE='int3' is not understood: use none, int8 (one scale "

@@ -1,0 +1,168 @@
+"""One-row products straight from the file's bf16 (plumbing/one_row.py, LLAMA3_ONE_ROW).
+
+- The fused product equals today's float32 path (the weight converted, then `x @ W.T`)
+  within 1e-5 relative, on every matrix shape of the embedded checkpoint and of the random
+  test checkpoints (GQA, one kv head, tied output, head_dim 16 to 128), the output matrix in
+  the row blocks the reader hands out.
+- Only one-row products are routed; more rows, and any other use, see the converted values.
+- The rule: which runs fuse and which say why not.
+- The notebook with LLAMA3_ONE_ROW=fused writes the same tokens as without, with the cache
+  and recomputing, and predicts "42"; without a C++ compiler it runs the plain path and its
+  setup cell says why. Two kernels at once, one thread each.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from plumbing import checkpoint_files, one_row, weight_loading
+from plumbing.one_row import FileDtypeMatrix
+from tests.support.notebook_values import TENSORS_ONLY, cell_text, run_and_read
+from tests.support.parity_runs import COMMON, RANDOM_CHECKPOINTS
+
+ANSWER = 2983  # "42"
+BLOCK = weight_loading.WeightReader.BLOCK_ROWS
+
+
+def matrix_shapes() -> set[tuple[int, int]]:
+    """Every matrix shape a decode step multiplies, over the checkpoints the tests run."""
+    embedded = checkpoint_files.read_params(checkpoint_files.EMBEDDED_CHECKPOINT)
+    every = [embedded] + [{**shape, **COMMON} for shape in RANDOM_CHECKPOINTS.values()]
+    shapes = set()
+    for params in every:
+        params = {key: value for key, value in params.items() if value is not None}
+        for name, shape in checkpoint_files.expected_shapes(params).items():
+            if len(shape) == 2 and name != "tok_embeddings.weight":
+                shapes |= {shape} if name != "output.weight" else {(BLOCK, shape[1])}
+            if name == "output.weight" and shape[0] % BLOCK:
+                shapes.add((shape[0] % BLOCK, shape[1]))
+    return shapes
+
+
+def converted(w: torch.Tensor) -> torch.Tensor:
+    return w.to(torch.float32)
+
+
+@pytest.mark.slow  # compiles about twenty shapes: 10-20 s
+def test_the_fused_product_equals_the_float32_path_on_every_shape():
+    generator = torch.Generator().manual_seed(0)
+    shapes = matrix_shapes()
+    assert {(16384, 64), (13568, 64), (224, 64), (32, 64)} <= shapes  # the embedded model's
+    worst = {}
+    for shape in sorted(shapes):
+        w = (torch.randn(shape, generator=generator) * shape[1] ** -0.5).to(torch.bfloat16)
+        x = torch.randn(1, shape[1], generator=generator)
+        plain = x @ converted(w).T
+        fused = x @ FileDtypeMatrix(w, converted).T
+        worst[shape] = float((fused - plain).abs().max() / plain.abs().max())
+    assert max(worst.values()) <= 1e-5, worst
+
+
+def test_only_one_row_is_fused_and_any_other_use_is_converted(monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        one_row, "fused_product", lambda x, w: calls.append(x.shape) or x @ w.float().T
+    )
+    w = torch.randn(6, 4).to(torch.bfloat16)
+    matrix = FileDtypeMatrix(w, converted)
+    assert (torch.ones(4) @ matrix.T).shape == (6,)  # a vector: one row
+    assert (torch.ones(1, 1, 4) @ matrix.T).shape == (1, 1, 6)  # a batch of one, one column
+    assert calls == [(1, 4), (1, 4)]
+    two_rows = torch.randn(2, 4)
+    assert torch.equal(two_rows @ matrix.T, two_rows @ w.float().T) and len(calls) == 2
+    assert matrix.view(2, 3, 4).dtype == torch.float32 and torch.equal(matrix[1], w[1].float())
+    assert "bfloat16 read in float32" in repr(matrix)
+
+
+def test_the_reader_hands_out_file_dtype_matrices_only_where_asked():
+    weights = {"a.weight": torch.randn(4, 3).to(torch.bfloat16), "n.weight": torch.ones(3)}
+    cpu = torch.device("cpu")
+    fused = weight_loading.WeightReader(weights, cpu, torch.float32, True, one_row=True)
+    assert isinstance(fused("a.weight"), FileDtypeMatrix)
+    assert not isinstance(fused("n.weight"), FileDtypeMatrix)  # a vector: used as it is
+    assert all(isinstance(b, FileDtypeMatrix) for b in fused.in_row_blocks("a.weight"))
+    plain = weight_loading.WeightReader(weights, cpu, torch.float32, True)
+    assert not isinstance(plain("a.weight"), FileDtypeMatrix)
+
+
+CPU, BF16, F32 = torch.device("cpu"), torch.bfloat16, torch.float32
+
+
+@pytest.mark.parametrize(
+    "choice,parameters,conditions,fused,reason",
+    [
+        ("auto", 8e9, (CPU, F32, {BF16}, True, False), True, "auto: float32 from a bf16 file"),
+        ("auto", 16.6e6, (CPU, F32, {BF16}, True, False), False, "under 1B parameters"),
+        ("fused", 16.6e6, (CPU, F32, {BF16}, True, False), True, "LLAMA3_ONE_ROW=fused"),
+        ("plain", 8e9, (CPU, F32, {BF16}, True, False), False, "LLAMA3_ONE_ROW=plain"),
+        # a CPU that multiplies bf16 natively computes in bf16 (auto): nothing to fuse
+        ("auto", 8e9, (CPU, BF16, {BF16}, True, False), False, "computing in bfloat16"),
+        ("fused", 8e9, (torch.device("cuda"), F32, {BF16}, False, False), False, "kept"),
+        ("fused", 8e9, (CPU, F32, {BF16}, False, False), False, "not streamed"),
+        ("fused", 8e9, (CPU, F32, {F32}, True, False), False, "float32 already"),
+        ("fused", 8e9, (CPU, F32, {BF16}, True, True), False, "LLAMA3_QUANTIZE"),
+    ],
+)
+def test_the_rule(choice, parameters, conditions, fused, reason):
+    decided, why = one_row.decide(choice, int(parameters), *conditions)
+    assert decided == fused and reason in why, why
+
+
+def test_without_a_compiler_the_plain_path_says_why(monkeypatch):
+    monkeypatch.setenv("CXX", "/nowhere/c++")
+    decided, why = one_row.decide("fused", 10, CPU, F32, {BF16}, True, False)
+    assert not decided and "no C++ compiler (/nowhere/c++) found" in why
+
+
+def test_a_failing_compile_leaves_the_plain_path(monkeypatch):
+    def failing(x, w):
+        raise RuntimeError("the compiler crashed\nat length")
+
+    monkeypatch.setattr(one_row, "fused_product", failing)
+    _, failed = one_row.compile_for([(4, 3)], BF16)
+    assert failed == "torch.compile failed (RuntimeError: the compiler crashed)"
+
+
+@pytest.fixture(scope="module")
+def notebook_runs(tmp_path_factory):
+    fused = {**TENSORS_ONLY, "LLAMA3_ONE_ROW": "fused", "OMP_NUM_THREADS": "1"}
+    cases = {
+        "fused": (fused, [("generations",)]),
+        # a compiler that is not there, and a cache of compiled code of its own, so that
+        # nothing compiled earlier is found: the plain path
+        "no compiler": ({**fused, "CXX": "/nowhere/c++"}, []),
+    }
+
+    def run(name):
+        settings, also = cases[name]
+        folder = tmp_path_factory.mktemp(name.replace(" ", "-"))
+        settings = {**settings, "TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor")}
+        return run_and_read(folder, settings, also=also)
+
+    with ThreadPoolExecutor(len(cases)) as pool:
+        futures = {name: pool.submit(run, name) for name in cases}
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.mark.slow
+def test_the_notebook_fused_writes_the_same_tokens(notebook_runs, embedded_run):
+    run = notebook_runs["fused"]
+    assert run["next_token_id"] == ANSWER
+    setup = cell_text(run["notebook"], "prelims-code")
+    assert "one row:    fused: one-row products read the file's bfloat16" in setup
+    fused = json.loads(run["files"]["generations"].read_text())
+    plain = embedded_run["generations"]
+    assert fused["cached"] == plain["cached"]  # greedy tokens, with the cache
+    assert fused["recomputed"] == fused["cached"]  # the cache still equals recomputing
+
+
+@pytest.mark.slow
+def test_without_a_compiler_the_notebook_runs_plain(notebook_runs):
+    run = notebook_runs["no compiler"]
+    assert run["next_token_id"] == ANSWER
+    setup = cell_text(run["notebook"], "prelims-code")
+    assert "one row:    plain (no C++ compiler (/nowhere/c++) found" in setup
