@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from contextlib import contextmanager
 
+import nbformat
 import torch
+
+from plumbing import run_settings
 
 
 @contextmanager
@@ -466,3 +470,43 @@ def silent_bugs(nb: dict, path: str) -> None:
         },
         path,
     )
+
+
+def settings_matrix(nb: dict, combinations: list[dict], notebook_path: str, path: str) -> None:
+    """The lesson's main path again under each combination of the settings that change how
+    weights are read (LLAMA3_DTYPE, LLAMA3_QUANTIZE, LLAMA3_ONE_ROW): for each, the setup
+    cell's decisions are made anew (`run_settings.decide`, `settings.weight_reader`) and the
+    notebook's own cells from `show-def` to `forward-def` run again in this kernel (the
+    tokenizer's cells aside: they read no weight). Saves each run's next token, by the cells
+    and by `forward`, and the setup's lines about it."""
+    cells = nbformat.read(notebook_path, as_version=4).cells
+    ids = [cell.get("id") for cell in cells]
+    lesson = cells[ids.index("show-def") : ids.index("forward-def") + 1]
+    sources = [
+        cell.source
+        for cell in lesson
+        if cell.cell_type == "code" and not cell.get("id", "").startswith("bpe")
+    ]
+    results = []
+    for combination in combinations:
+        os.environ.update(combination)
+        settings = run_settings.decide(
+            nb["checkpoint_dir"], nb["config"], nb["tokenizer"], nb["model"]
+        )
+        nb.update(settings=settings, device=settings.device, compute_dtype=settings.dtype)
+        nb["weight"] = settings.weight_reader(nb["model"])
+        for source in sources:
+            exec(compile(source, "lesson", "exec"), nb)
+        forward_token = int(nb["forward"](nb["prompt_tokens"]).argmax())
+        results.append(
+            {
+                **combination,
+                "cells": nb["next_token_id"],
+                "forward": forward_token,
+                "dtype": str(settings.dtype).removeprefix("torch."),
+                "quantized": settings.quantization_note,
+                "one_row": settings.one_row_note,
+            }
+        )
+    with open(path, "w") as file:
+        json.dump(results, file)

@@ -1,0 +1,71 @@
+"""Every combination of the settings that change how weights are read runs the lesson and
+predicts what the plain run predicts.
+
+dtype (float32, bfloat16) × quantization (none, int8, int4) × layout (Meta's folder, Hugging
+Face's folder, a GGUF file; all three the embedded model, in bf16), and the one-row routing
+(LLAMA3_ONE_ROW=fused, float32, unquantized). One kernel per layout runs the notebook (demos
+off), then, in the same kernel, makes the setup's decisions anew for each combination and
+runs the notebook's own cells from `show-def` to `forward-def` again
+(tests/support/in_kernel.settings_matrix): the layer-0 walk through `wq.view(…)`, every
+layer, the answer, and `forward`. bf16 with int8 once stopped at `heads-q`. The three
+kernels run at once, one thread each.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
+from tests.support.gguf_writer import write_gguf
+from tests.support.hf_folder import save_streaming
+from tests.support.notebook_values import NOTEBOOK_UNDER_TEST, TENSORS_ONLY, run_and_read
+
+pytestmark = pytest.mark.slow
+
+ANSWER = 2983  # "42": what the embedded model predicts unquantized, in either dtype
+COMBINATIONS = [
+    {"LLAMA3_DTYPE": dtype, "LLAMA3_QUANTIZE": scheme, "LLAMA3_ONE_ROW": "plain"}
+    for dtype, scheme in itertools.product(["float32", "bfloat16"], ["none", "int8", "int4"])
+] + [{"LLAMA3_DTYPE": "float32", "LLAMA3_QUANTIZE": "none", "LLAMA3_ONE_ROW": "fused"}]
+LAYOUTS = ["meta", "hugging face", "gguf"]
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("layouts")
+    checkpoints = {
+        "meta": EMBEDDED_CHECKPOINT,
+        "hugging face": save_streaming(EMBEDDED_CHECKPOINT, folder / "hf"),
+        "gguf": write_gguf(EMBEDDED_CHECKPOINT, folder / "embedded-bf16.gguf", "BF16"),
+    }
+
+    def run(layout):
+        work = tmp_path_factory.mktemp(layout.replace(" ", "-"))
+        settings = {**TENSORS_ONLY, "LLAMA3_CKPT": str(checkpoints[layout])}
+        settings["OMP_NUM_THREADS"] = "1"
+        also = [("settings_matrix", COMBINATIONS, str(NOTEBOOK_UNDER_TEST))]
+        values = run_and_read(work, settings, also=also)
+        return values, json.loads(values["files"]["settings_matrix"].read_text())
+
+    with ThreadPoolExecutor(len(LAYOUTS)) as pool:
+        futures = {layout: pool.submit(run, layout) for layout in LAYOUTS}
+        return {layout: future.result() for layout, future in futures.items()}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_combination_predicts_what_the_plain_run_predicts(matrix, layout):
+    values, results = matrix[layout]
+    assert values["next_token_id"] == ANSWER  # the run itself: float32, unquantized
+    assert len(results) == len(COMBINATIONS)
+    for result in results:
+        combination = {key: result[key] for key in COMBINATIONS[0]}
+        assert result["cells"] == result["forward"] == ANSWER, combination
+        assert result["dtype"] == result["LLAMA3_DTYPE"], combination
+        quantized = result["LLAMA3_QUANTIZE"] != "none"
+        assert result["quantized"].startswith(("int8", "int4") if quantized else "none")
+        fused = result["LLAMA3_ONE_ROW"] == "fused"
+        assert result["one_row"].startswith("fused" if fused else "plain"), result["one_row"]
