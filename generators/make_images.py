@@ -1149,6 +1149,25 @@ def output_projection():
 # ----------------------------------------------------------------------------------------------
 
 
+def piece_box(ax, x, y, part, unit, row_h, kind):
+    """One BPE piece as a box as wide as its bytes, left edge at x (␣ for a space); its width."""
+    width = len(part.encode()) * unit
+    box(
+        ax,
+        x + width / 2 - 0.03,
+        y,
+        width - 0.08,
+        row_h,
+        part.replace(" ", "␣"),
+        kind,
+        size=SMALL,
+        bold=False,
+        radius=0.05,
+        lw=1.0,
+    )
+    return width
+
+
 def bpe_merges():
     W, H = 9.2, 5.9
     fig, ax = canvas(W, H, "BPE joins the adjacent pair of lowest rank, until none is a token")
@@ -1177,22 +1196,8 @@ def bpe_merges():
         text(ax, 0.55, y, "bytes" if step == 0 else f"merge {step}", size=SMALL, color=MUTED)
         x = x0
         for k, part in enumerate(parts):
-            width = len(part.encode()) * unit
             kind = "result" if k == new else ("act" if step < len(BPE_STATES) - 1 else "result")
-            box(
-                ax,
-                x + width / 2 - 0.03,
-                y,
-                width - 0.08,
-                row_h,
-                part.replace(" ", "␣"),
-                kind,
-                size=SMALL,
-                bold=False,
-                radius=0.05,
-                lw=1.0,
-            )
-            x += width
+            x += piece_box(ax, x, y, part, unit, row_h, kind)
         if step:
             merged = parts[new]
             label = f"'{merged.replace(' ', '␣')}': {BPE_MERGE_RANKS[step - 1]:,}"
@@ -1223,22 +1228,7 @@ def bpe_whole_piece():
         text(ax, x0 - 0.25, y, label, size=SMALL, color=MUTED, ha="right")
         x = x0
         for part in parts:
-            width = len(part.encode()) * unit
-            shown = part.replace(" ", "␣")
-            box(
-                ax,
-                x + width / 2 - 0.03,
-                y,
-                width - 0.08,
-                row_h,
-                shown,
-                kind,
-                size=SMALL,
-                bold=False,
-                radius=0.05,
-                lw=1.0,
-            )
-            x += width
+            x += piece_box(ax, x, y, part, unit, row_h, kind)
         ids = ", ".join(f"{rank:,}" for rank in ranks)
         label = f"id{'s' if len(ranks) > 1 else ''} {ids}"
         text(ax, x0 + 17 * unit + 0.3, y, label, size=SMALL, color=INK, ha="left")

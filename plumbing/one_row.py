@@ -10,6 +10,12 @@ copy; more rows take the converted path as before. docs/performance.md has the f
 
 `torch.compile` writes that loop in C++ for the CPU, so it needs a C++ compiler at run time;
 without one, or if compiling fails, the plain path runs and the setup cell says why.
+
+Computing in bf16 on a CPU that multiplies it natively, there is nothing to convert, but two
+kernels can take a one-row product: oneDNN's (PyTorch's default) and ATen's own
+matrix-vector kernel. Which is faster differs between such machines (docs/performance.md:
+ATen 2.5× faster on one, 2× slower on another), so `auto` times both once, on the model's
+largest matrix shape, and an `AtenOneRowMatrix` routes one row to ATen where it won.
 """
 
 from __future__ import annotations
@@ -59,34 +65,65 @@ def compiler_missing() -> str | None:
 
 
 def applies(device, compute_dtype, file_dtypes, streaming: bool, quantized: bool) -> str | None:
-    """Why fusing has nothing to do in this run, or None when it would read the file's bytes."""
+    """Why no one-row route has anything to do in this run, or None. `file_dtypes`: those of
+    the file's matrices."""
     if quantized:
         return "LLAMA3_QUANTIZE: the quantized kernels read the matrices"
     if device.type != "cpu" or not streaming:
         return "the weights are converted once and kept (not streamed)"
-    if compute_dtype != torch.float32:
-        return f"computing in {str(compute_dtype).removeprefix('torch.')}, as the file stores"
-    if not set(file_dtypes) & {torch.bfloat16, torch.float16}:
+    if compute_dtype not in (torch.float32, torch.bfloat16):
+        return f"computing in {compute_dtype}"
+    if compute_dtype == torch.float32 and not set(file_dtypes) & {torch.bfloat16, torch.float16}:
         return "the file's matrices are float32 already"
+    if compute_dtype == torch.bfloat16 and torch.bfloat16 not in set(file_dtypes):
+        return "computing in bfloat16 from a file with no bfloat16 matrices"
     return None
 
 
-def decide(choice: str, n_parameters: int, *conditions) -> tuple[bool, str]:
-    """Whether one-row products read the file's bytes, and why, in a few words; `conditions`
-    are `applies`'s."""
+def decide(
+    choice: str, n_parameters: int, native_bf16: bool, *conditions
+) -> tuple[str | None, str]:
+    """The one-row route — "fused" (float32: the compiled loop over the file's bf16),
+    "aten?" (bfloat16: ATen's kernel if it wins when timed in setup) or None — and why, in a
+    few words. `native_bf16`: whether the CPU multiplies bf16 in hardware; `conditions` are
+    `applies`'s."""
     if choice == "plain":
-        return False, "LLAMA3_ONE_ROW=plain"
+        return None, "LLAMA3_ONE_ROW=plain"
     if reason := applies(*conditions):
-        return False, reason
+        return None, reason
     if choice == "auto" and n_parameters < AUTO_FROM_PARAMETERS:
-        return False, (
+        return None, (
             f"auto: under {AUTO_FROM_PARAMETERS / 1e9:.0f}B parameters a step waits on Python, "
-            "not on its weights (LLAMA3_ONE_ROW=fused fuses them)"
+            "not on its weights (LLAMA3_ONE_ROW=fused routes them)"
+        )
+    forced = choice == "fused"
+    if conditions[1] == torch.bfloat16:  # the compute dtype: nothing to convert
+        if not (native_bf16 or forced):
+            return None, "auto: bf16 without native bf16 products, oneDNN's kernel"
+        return ("aten" if forced else "aten?"), (
+            "LLAMA3_ONE_ROW=fused" if forced else "auto: the faster of oneDNN and ATen, timed"
         )
     if reason := compiler_missing():
-        return False, reason
-    why = "LLAMA3_ONE_ROW=fused" if choice == "fused" else "auto: float32 from a bf16 file"
-    return True, why
+        return None, reason
+    return "fused", "LLAMA3_ONE_ROW=fused" if forced else "auto: float32 from a bf16 file"
+
+
+def one_row_seconds(shape: tuple[int, int], repeats: int = 3) -> dict[str, float]:
+    """One bf16 row times a bf16 `shape` matrix, through oneDNN and through ATen: the best of
+    `repeats` seconds each (random values; the matrix as large as the model's largest)."""
+    w = torch.empty(shape, dtype=torch.bfloat16).normal_()
+    x = torch.empty(1, shape[1], dtype=torch.bfloat16).normal_()
+    seconds = {}
+    for kernel, enabled in (("oneDNN", True), ("ATen", False)):
+        with torch.backends.mkldnn.flags(enabled=enabled):
+            x @ w.T  # the first call pays for the pages and the kernel's setup
+            times = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                x @ w.T
+                times.append(time.perf_counter() - started)
+        seconds[kernel] = min(times)
+    return seconds
 
 
 def compile_for(shapes: list[tuple[int, int]], file_dtype: torch.dtype) -> tuple[float, str | None]:
@@ -101,6 +138,23 @@ def compile_for(shapes: list[tuple[int, int]], file_dtype: torch.dtype) -> tuple
         failed = f"torch.compile failed ({type(error).__name__}: {detail})"
         return time.perf_counter() - started, failed
     return time.perf_counter() - started, None
+
+
+class AtenOneRowMatrix(Matrix):
+    """A bf16 weight used in bf16: one row through ATen's own kernel (oneDNN switched off for
+    that product); more rows, and any other use, as PyTorch does by default."""
+
+    def __init__(self, stored: torch.Tensor):
+        self.stored, self.shape, self.dtype = stored, stored.shape, stored.dtype
+
+    def values(self) -> torch.Tensor:
+        return self.stored
+
+    def times_transposed(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() // x.shape[-1] > FUSED_ROWS:
+            return x @ self.stored.T
+        with torch.backends.mkldnn.flags(enabled=False):
+            return x @ self.stored.T
 
 
 class FileDtypeMatrix(Matrix):

@@ -9,6 +9,7 @@ The lessons below it contain no such `if`s.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import re
@@ -143,7 +144,8 @@ def choose_streaming(value: str | None, device: torch.device) -> bool:
 
 def choose_one_row(value: str | None = None) -> str:
     """LLAMA3_ONE_ROW: auto (the default), fused or plain — how one-row products read a bf16
-    file when computing in float32 (plumbing/one_row.py)."""
+    file when computing in float32, and which kernel a one-row bf16 product runs on a CPU
+    with native bf16 (plumbing/one_row.py)."""
     if value is None:
         value = os.environ.get("LLAMA3_ONE_ROW", "auto")
     value = value.strip().lower() or "auto"
@@ -280,7 +282,7 @@ class Settings:
     rope_frequency_band: tuple[float, float, int]
     quantization: str = "none"
     quantization_note: str = "none (LLAMA3_QUANTIZE=int8 or int4 quantizes the matrices)"
-    one_row: bool = False
+    one_row: str | None = None  # plumbing/one_row.py's route: "fused", "aten", "aten?" or None
     one_row_note: str = "plain"
     said_why: bool = False  # whether a skipped demo has printed examples_reason yet
 
@@ -311,8 +313,10 @@ class Settings:
     def weight_reader(self, weights: Mapping[str, torch.Tensor]):
         """`weight(name)`: one tensor on the device, in the dtype chosen — or, with
         LLAMA3_QUANTIZE, every matrix quantized now, tensor by tensor, and those returned."""
-        if self.one_row:
+        if self.one_row == "fused":
             self.one_row, self.one_row_note = compile_one_row(weights, self.one_row_note)
+        elif self.one_row is not None:
+            self.one_row, self.one_row_note = choose_aten(weights, self.one_row, self.one_row_note)
         reader = weight_loading.WeightReader(
             weights, self.device, self.dtype, self.streaming, self.one_row
         )
@@ -335,7 +339,27 @@ class Settings:
         return None
 
 
-def compile_one_row(weights: Mapping[str, torch.Tensor], why: str) -> tuple[bool, str]:
+def choose_aten(
+    weights: Mapping[str, torch.Tensor], route: str, why: str
+) -> tuple[str | None, str]:
+    """In bf16: ATen's one-row kernel when forced ("aten"), or when it beats oneDNN's, timed
+    now on the matrix shape that holds most of the model's weights (the 8B's w1 and w3,
+    [14336 × 4096]) ("aten?"); the route and the setup cell's line."""
+    if route == "aten":
+        return "aten", f"ATen's matrix-vector kernel for one bf16 row, not oneDNN's ({why})"
+    weight_by_shape = collections.Counter()
+    for shape in weight_loading.tensor_shapes(weights).values():
+        if len(shape) == 2:
+            weight_by_shape[shape] += math.prod(shape)
+    largest = weight_by_shape.most_common(1)[0][0]
+    seconds = one_row.one_row_seconds(largest)
+    timed = ", ".join(f"{kernel} {value * 1e3:.1f} ms" for kernel, value in seconds.items())
+    if seconds["ATen"] < seconds["oneDNN"]:
+        return "aten", f"ATen's kernel for one bf16 row ({why}: {timed} for {list(largest)})"
+    return None, f"plain: oneDNN's kernel for one bf16 row ({why}: {timed} for {list(largest)})"
+
+
+def compile_one_row(weights: Mapping[str, torch.Tensor], why: str) -> tuple[str | None, str]:
     """Compile the fused one-row product for every matrix shape a decode step reads, now, so
     that its cost is paid once here: whether it is used, and the setup cell's line."""
     shapes, dtypes = weight_loading.tensor_shapes(weights), weight_loading.tensor_dtypes(weights)
@@ -350,8 +374,8 @@ def compile_one_row(weights: Mapping[str, torch.Tensor], why: str) -> tuple[bool
     file_dtype = next(dtypes[name] for name in shapes if len(shapes[name]) == 2)
     seconds, failed = one_row.compile_for(read, file_dtype)
     if failed:
-        return False, f"plain: {failed}"
-    return True, (
+        return None, f"plain: {failed}"
+    return "fused", (
         f"fused: one-row products read the file's {str(file_dtype).removeprefix('torch.')} and "
         f"sum in float32 ({why}); {len(set(read))} shapes compiled in {seconds:.1f} s"
     )
@@ -375,9 +399,17 @@ def decide(
     run_examples, examples_reason = choose_examples(None, n_parameters, device)
     factor, factor_reason = choose_rope_scale_factor(params)
     streaming, quantized = choose_streaming(None, device), choose_quantization()
-    file_dtypes = set(weight_loading.tensor_dtypes(weights).values())
-    fused, why = one_row.decide(
-        choose_one_row(), n_parameters, device, dtype, file_dtypes, streaming, quantized != "none"
+    shapes, dtypes = weight_loading.tensor_shapes(weights), weight_loading.tensor_dtypes(weights)
+    file_dtypes = {dtypes[name] for name, shape in shapes.items() if len(shape) == 2}
+    route, why = one_row.decide(
+        choose_one_row(),
+        n_parameters,
+        device.type == "cpu" and cpu_has_native_bf16(),
+        device,
+        dtype,
+        file_dtypes,
+        streaming,
+        quantized != "none",
     )
     return Settings(
         checkpoint_dir=checkpoint_dir,
@@ -393,6 +425,6 @@ def decide(
         rope_scale_reason=factor_reason,
         rope_frequency_band=rope_frequency_band(params),
         quantization=quantized,
-        one_row=fused,
-        one_row_note=why if fused else f"plain ({why})",
+        one_row=route,
+        one_row_note=why if route else f"plain ({why})",
     )

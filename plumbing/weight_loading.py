@@ -14,7 +14,7 @@ import torch
 
 from plumbing import checkpoint_files, gguf_files, hf_checkpoint
 from plumbing.checkpoint_files import CheckpointError, expected_shapes
-from plumbing.one_row import FileDtypeMatrix
+from plumbing.one_row import AtenOneRowMatrix, FileDtypeMatrix
 
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -227,8 +227,10 @@ class WeightReader:
     (benchmarks/cpu_dtypes.py). So buffers are kept and reused, but only once nothing holds
     the tensor last handed out in them: a cell that keeps `wq = weight(...)` keeps its values.
 
-    one_row=True (LLAMA3_ONE_ROW): streamed and converted, each matrix is handed out as a
-    one_row.FileDtypeMatrix instead, whose one-row products read the file's bytes as they are.
+    one_row (LLAMA3_ONE_ROW): "fused": streamed and converted, each matrix is handed out as a
+    one_row.FileDtypeMatrix instead, whose one-row products read the file's bytes as they
+    are; "aten": in bf16, as a one_row.AtenOneRowMatrix, whose one-row products run ATen's
+    kernel instead of oneDNN's.
     """
 
     # Rows per block when a large matrix is streamed (see in_row_blocks).
@@ -240,7 +242,7 @@ class WeightReader:
         device: torch.device,
         dtype: torch.dtype,
         streaming: bool,
-        one_row: bool = False,
+        one_row: str | None = None,
     ):
         self.weights, self.device, self.dtype, self.streaming = weights, device, dtype, streaming
         self.one_row = one_row
@@ -268,8 +270,10 @@ class WeightReader:
             yield self._handed_out(rows)
 
     def _handed_out(self, source: torch.Tensor):
-        if self.one_row and source.dim() == 2 and source.dtype != self.dtype:
+        if self.one_row == "fused" and source.dim() == 2 and source.dtype != self.dtype:
             return FileDtypeMatrix(source, self._on_device)
+        if self.one_row == "aten" and source.dim() == 2 and source.dtype == self.dtype:
+            return AtenOneRowMatrix(self._on_device(source))
         return self._on_device(source)
 
     def _on_device(self, source: torch.Tensor) -> torch.Tensor:

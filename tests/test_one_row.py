@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from plumbing import checkpoint_files, one_row, weight_loading
-from plumbing.one_row import FileDtypeMatrix
+from plumbing import checkpoint_files, one_row, run_settings, weight_loading
+from plumbing.one_row import AtenOneRowMatrix, FileDtypeMatrix
 from tests.support.notebook_values import TENSORS_ONLY, cell_text, run_and_read
 from tests.support.parity_runs import COMMON, RANDOM_CHECKPOINTS
 
@@ -81,7 +81,7 @@ def test_only_one_row_is_fused_and_any_other_use_is_converted(monkeypatch):
 def test_the_reader_hands_out_file_dtype_matrices_only_where_asked():
     weights = {"a.weight": torch.randn(4, 3).to(torch.bfloat16), "n.weight": torch.ones(3)}
     cpu = torch.device("cpu")
-    fused = weight_loading.WeightReader(weights, cpu, torch.float32, True, one_row=True)
+    fused = weight_loading.WeightReader(weights, cpu, torch.float32, True, one_row="fused")
     assert isinstance(fused("a.weight"), FileDtypeMatrix)
     assert not isinstance(fused("n.weight"), FileDtypeMatrix)  # a vector: used as it is
     assert all(isinstance(b, FileDtypeMatrix) for b in fused.in_row_blocks("a.weight"))
@@ -90,32 +90,57 @@ def test_the_reader_hands_out_file_dtype_matrices_only_where_asked():
 
 
 CPU, BF16, F32 = torch.device("cpu"), torch.bfloat16, torch.float32
+AVX2, NATIVE = False, True  # whether the simulated CPU multiplies bf16 in hardware
 
 
 @pytest.mark.parametrize(
-    "choice,parameters,conditions,fused,reason",
+    "choice,parameters,cpu,conditions,route,reason",
     [
-        ("auto", 8e9, (CPU, F32, {BF16}, True, False), True, "auto: float32 from a bf16 file"),
-        ("auto", 16.6e6, (CPU, F32, {BF16}, True, False), False, "under 1B parameters"),
-        ("fused", 16.6e6, (CPU, F32, {BF16}, True, False), True, "LLAMA3_ONE_ROW=fused"),
-        ("plain", 8e9, (CPU, F32, {BF16}, True, False), False, "LLAMA3_ONE_ROW=plain"),
-        # a CPU that multiplies bf16 natively computes in bf16 (auto): nothing to fuse
-        ("auto", 8e9, (CPU, BF16, {BF16}, True, False), False, "computing in bfloat16"),
-        ("fused", 8e9, (torch.device("cuda"), F32, {BF16}, False, False), False, "kept"),
-        ("fused", 8e9, (CPU, F32, {BF16}, False, False), False, "not streamed"),
-        ("fused", 8e9, (CPU, F32, {F32}, True, False), False, "float32 already"),
-        ("fused", 8e9, (CPU, F32, {BF16}, True, True), False, "LLAMA3_QUANTIZE"),
+        ("auto", 8e9, AVX2, (CPU, F32, {BF16}, True, False), "fused", "float32 from a bf16"),
+        ("auto", 8e9, NATIVE, (CPU, F32, {BF16}, True, False), "fused", "float32 from a bf16"),
+        ("auto", 16.6e6, AVX2, (CPU, F32, {BF16}, True, False), None, "under 1B parameters"),
+        ("fused", 16.6e6, AVX2, (CPU, F32, {BF16}, True, False), "fused", "LLAMA3_ONE_ROW=fused"),
+        ("plain", 8e9, AVX2, (CPU, F32, {BF16}, True, False), None, "LLAMA3_ONE_ROW=plain"),
+        # in bf16: a CPU that multiplies it natively times oneDNN against ATen in setup
+        ("auto", 8e9, NATIVE, (CPU, BF16, {BF16}, True, False), "aten?", "timed"),
+        ("auto", 8e9, AVX2, (CPU, BF16, {BF16}, True, False), None, "without native bf16"),
+        ("fused", 8e9, AVX2, (CPU, BF16, {BF16}, True, False), "aten", "LLAMA3_ONE_ROW=fused"),
+        ("auto", 16.6e6, NATIVE, (CPU, BF16, {BF16}, True, False), None, "under 1B"),
+        ("fused", 8e9, NATIVE, (torch.device("cuda"), F32, {BF16}, False, False), None, "kept"),
+        ("fused", 8e9, AVX2, (CPU, F32, {BF16}, False, False), None, "not streamed"),
+        ("fused", 8e9, AVX2, (CPU, F32, {F32}, True, False), None, "float32 already"),
+        ("fused", 8e9, AVX2, (CPU, F32, {BF16}, True, True), None, "LLAMA3_QUANTIZE"),
     ],
 )
-def test_the_rule(choice, parameters, conditions, fused, reason):
-    decided, why = one_row.decide(choice, int(parameters), *conditions)
-    assert decided == fused and reason in why, why
+def test_the_rule(choice, parameters, cpu, conditions, route, reason):
+    decided, why = one_row.decide(choice, int(parameters), cpu, *conditions)
+    assert decided == route and reason in why, why
+
+
+@pytest.mark.parametrize("aten_faster", [True, False])
+def test_native_bf16_takes_the_kernel_that_was_faster(monkeypatch, aten_faster):
+    # both machines seen: ATen 2.5× faster than oneDNN on one, 2× slower on another
+    timed = {"oneDNN": 0.005, "ATen": 0.003 if aten_faster else 0.010}
+    monkeypatch.setattr(one_row, "one_row_seconds", lambda shape: timed)
+    weights = {"big.weight": torch.zeros(8, 4, dtype=BF16), "small.weight": torch.zeros(2, 4)}
+    route, line = run_settings.choose_aten(weights, "aten?", "auto: timed")
+    assert route == ("aten" if aten_faster else None)
+    assert "oneDNN 5.0 ms" in line and "[8, 4]" in line
+
+
+def test_the_aten_route_equals_the_default_product():
+    w = torch.randn(300, 64).to(BF16)
+    x = torch.randn(1, 64).to(BF16)
+    routed = x @ AtenOneRowMatrix(w).T
+    assert routed.dtype == BF16 and routed.shape == (1, 300)
+    plain = (x.float() @ w.float().T).abs().max()
+    assert (routed.float() - (x @ w.T).float()).abs().max() <= 1e-2 * plain  # bf16 rounding
 
 
 def test_without_a_compiler_the_plain_path_says_why(monkeypatch):
     monkeypatch.setenv("CXX", "/nowhere/c++")
-    decided, why = one_row.decide("fused", 10, CPU, F32, {BF16}, True, False)
-    assert not decided and "no C++ compiler (/nowhere/c++) found" in why
+    decided, why = one_row.decide("fused", 10, AVX2, CPU, F32, {BF16}, True, False)
+    assert decided is None and "no C++ compiler (/nowhere/c++) found" in why
 
 
 def test_a_failing_compile_leaves_the_plain_path(monkeypatch):

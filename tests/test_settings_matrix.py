@@ -3,7 +3,8 @@ predicts what the plain run predicts.
 
 dtype (float32, bfloat16) × quantization (none, int8, int4) × layout (Meta's folder, Hugging
 Face's folder, a GGUF file; all three the embedded model, in bf16), and the one-row routing
-(LLAMA3_ONE_ROW=fused, float32, unquantized). One kernel per layout runs the notebook (demos
+(LLAMA3_ONE_ROW=fused, unquantized: in float32 the compiled loop over the file's bf16, in
+bfloat16 ATen's one-row kernel). One kernel per layout runs the notebook (demos
 off), then, in the same kernel, makes the setup's decisions anew for each combination and
 runs the notebook's own cells from `show-def` to `forward-def` again
 (tests/support/in_kernel.settings_matrix): the layer-0 walk through `wq.view(…)`, every
@@ -30,7 +31,10 @@ ANSWER = 2983  # "42": what the embedded model predicts unquantized, in either d
 COMBINATIONS = [
     {"LLAMA3_DTYPE": dtype, "LLAMA3_QUANTIZE": scheme, "LLAMA3_ONE_ROW": "plain"}
     for dtype, scheme in itertools.product(["float32", "bfloat16"], ["none", "int8", "int4"])
-] + [{"LLAMA3_DTYPE": "float32", "LLAMA3_QUANTIZE": "none", "LLAMA3_ONE_ROW": "fused"}]
+] + [
+    {"LLAMA3_DTYPE": dtype, "LLAMA3_QUANTIZE": "none", "LLAMA3_ONE_ROW": "fused"}
+    for dtype in ["float32", "bfloat16"]  # the compiled loop; ATen's kernel for one bf16 row
+]
 LAYOUTS = ["meta", "hugging face", "gguf"]
 
 
@@ -68,4 +72,5 @@ def test_every_combination_predicts_what_the_plain_run_predicts(matrix, layout):
         quantized = result["LLAMA3_QUANTIZE"] != "none"
         assert result["quantized"].startswith(("int8", "int4") if quantized else "none")
         fused = result["LLAMA3_ONE_ROW"] == "fused"
-        assert result["one_row"].startswith("fused" if fused else "plain"), result["one_row"]
+        routed = ("fused", "ATen") if fused else ("plain",)
+        assert result["one_row"].startswith(routed), result["one_row"]
