@@ -58,6 +58,7 @@ def decode_timing(nb: dict, repeats: int, decode: int, compare: list[int], path:
     tokens = prompt_tokens(nb)
     results = {"dtype": str(dtype).removeprefix("torch."), "prompt": len(tokens)}
     results["quantized"] = nb["settings"].quantization_note
+    results["one_row"] = nb["settings"].one_row_note
     matrices = getattr(weight, "matrices", {})  # a QuantizedReader's, under LLAMA3_QUANTIZE
     results["held"] = sum(matrix.held_nbytes for matrix in matrices.values())
     generate(tokens, max_new_tokens=2, stop_at_end=False)  # warm-up

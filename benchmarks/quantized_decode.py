@@ -2,7 +2,8 @@
 from one run.
 
     python -m benchmarks.quantized_decode [--data build/checkpoints] [--kernels native|avx2]
-                                          [--formats float32,bfloat16,int8,int4]
+                                          [--formats float32,float32-plain,bfloat16,int8,int4]
+                                          [--gguf BF16,Q8_0,Q4_0]
 
 1. Weights: the random 8B of benchmarks/scale.py, in Hugging Face's layout (both layouts are
    written first, 32 GB; the Meta-layout copy is then deleted to leave room for the GGUF
@@ -16,14 +17,17 @@ from one run.
    Jupyter kernel included, and a driver, benchmarks/kernel_run.py, as light as `make run`'s):
    the whole notebook on the 8B (demos skipped), then benchmarks/in_kernel.decode_timing:
    the prefill of the 17-token prompt and one decode step, (t(8 tokens) - t(1 token)) / 7,
-   best of 2. Formats: float32 and bfloat16 unquantized, int8 and int4 (LLAMA3_QUANTIZE) in
-   the dtype `auto` picks here.
+   best of 2, and the floor in the same kernel (one token through every matrix, nothing else;
+   in bfloat16 that is the file's bytes read once). Formats: float32 (its one-row products as
+   LLAMA3_ONE_ROW=auto routes them: at the 8B, fused over the file's bf16), float32-plain
+   (LLAMA3_ONE_ROW=plain: each weight converted, then multiplied), bfloat16, and int8 and
+   int4 (LLAMA3_QUANTIZE) in the dtype `auto` picks here.
 4. llama.cpp on the three GGUF files, the same prompt's token ids, 2 threads
    (benchmarks/llama_cpp_step.py): the median decode step.
-5. A table, the ratios (notebook step ÷ llama.cpp step: bfloat16 ÷ BF16 within 1.2,
-   int8 ÷ Q8_0 and int4 ÷ Q4_0 within 1.5) and the memory target (peak anonymous memory at
-   most the quantized matrices as the notebook holds them, zero points included, + 1 GB),
-   reported whatever they are.
+5. A table, the ratios (notebook step ÷ llama.cpp step: bfloat16 and float32 ÷ BF16 within
+   1.2, int8 ÷ Q8_0 and int4 ÷ Q4_0 within 1.5; float32's step ÷ the bf16 floor within 1.2)
+   and the memory target (peak anonymous memory at most the quantized matrices as the
+   notebook holds them, zero points included, + 1 GB), reported whatever they are.
 
 --kernels avx2 sets ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 for the notebook's
 processes: the path of CPUs without AVX-512.
@@ -49,8 +53,9 @@ from tests.support.notebook_values import CANONICAL_TOKENS
 
 LLAMA_CPP_VERSION = "0.3.36"
 GGUF_TYPES = {"BF16": None, "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "Q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
-PAIRS = {"bfloat16": "BF16", "float32": "BF16", "int8": "Q8_0", "int4": "Q4_0"}
-TARGETS = {"bfloat16": 1.2, "int8": 1.5, "int4": 1.5}
+PAIRS = {"bfloat16": "BF16", "float32": "BF16", "float32-plain": "BF16", "int8": "Q8_0"}
+PAIRS["int4"] = "Q4_0"
+TARGETS = {"bfloat16": 1.2, "float32": 1.2, "int8": 1.5, "int4": 1.5}
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
@@ -75,9 +80,11 @@ def llama_cpp_environment(root: Path) -> tuple[Path, Path]:
     return python, source
 
 
-def gguf_files(hf_folder: Path, root: Path, python: Path, source: Path) -> dict[str, Path]:
+def gguf_files(
+    hf_folder: Path, root: Path, python: Path, source: Path, kinds=tuple(GGUF_TYPES)
+) -> dict[str, Path]:
     """The 8B as GGUF BF16 (llama.cpp's converter), then Q8_0 and Q4_0 (its quantizer)."""
-    files = {kind: root / f"8b-{kind.lower()}.gguf" for kind in GGUF_TYPES}
+    files = {kind: root / f"8b-{kind.lower()}.gguf" for kind in ["BF16", *kinds]}
     env = {**os.environ, "PYTHONPATH": str(source / "gguf-py")}
     if not files["BF16"].exists():
         print("converting the 8B to GGUF BF16 with llama.cpp's convert_hf_to_gguf.py", flush=True)
@@ -85,7 +92,7 @@ def gguf_files(hf_folder: Path, root: Path, python: Path, source: Path) -> dict[
         convert += ["--outtype", "bf16", "--outfile", str(files["BF16"])]
         subprocess.run(convert, check=True, env=env, stdout=subprocess.DEVNULL)
     for kind, ftype in GGUF_TYPES.items():
-        if ftype and not files[kind].exists():
+        if ftype and kind in files and not files[kind].exists():
             print(f"quantizing to {kind} with llama_model_quantize", flush=True)
             code = (
                 "import llama_cpp, sys\n"
@@ -120,8 +127,9 @@ def warm_file(path: Path) -> None:
 def notebook_step(hf_folder: Path, form: str, kernels: str) -> dict:
     """The notebook's prefill and decode step in a fresh process, and its peak memory."""
     settings = {"LLAMA3_CKPT": str(hf_folder), "LLAMA3_DEVICE": "cpu", "LLAMA3_EXTRAS": "0"}
-    if form in ("float32", "bfloat16"):
-        settings |= {"LLAMA3_DTYPE": form, "LLAMA3_QUANTIZE": "none"}
+    if form in ("float32", "float32-plain", "bfloat16"):
+        settings |= {"LLAMA3_DTYPE": form.removesuffix("-plain"), "LLAMA3_QUANTIZE": "none"}
+        settings |= {"LLAMA3_ONE_ROW": "plain" if form.endswith("-plain") else "auto"}
     else:
         settings |= {"LLAMA3_DTYPE": "auto", "LLAMA3_QUANTIZE": form}
     env = AVX2 if kernels == "avx2" else {}
@@ -137,7 +145,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=REPO_DIR / "build" / "checkpoints")
     parser.add_argument("--llama-cpp", type=Path, default=REPO_DIR / "build" / "llama-cpp")
-    parser.add_argument("--formats", default="float32,bfloat16,int8,int4")
+    parser.add_argument("--formats", default="float32,float32-plain,bfloat16,int8,int4")
+    parser.add_argument("--gguf", default="BF16,Q8_0,Q4_0", help="llama.cpp's files to run")
     parser.add_argument("--kernels", choices=["native", "avx2"], default="native")
     parser.add_argument("--keep-meta", action="store_true")
     args = parser.parse_args()
@@ -148,7 +157,9 @@ def main() -> int:
         shutil.rmtree(args.data / "8b")
     args.llama_cpp.mkdir(parents=True, exist_ok=True)
     python, source = llama_cpp_environment(args.llama_cpp)
-    files = gguf_files(hf_folder, args.llama_cpp, python, source)
+    kinds = args.gguf.split(",")
+    files = gguf_files(hf_folder, args.llama_cpp, python, source, kinds)
+    files = {kind: path for kind, path in files.items() if kind in kinds}
 
     print(
         f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, kernels "
@@ -163,6 +174,9 @@ def main() -> int:
     )
     for form, figures in ours.items():
         pair = PAIRS[form]
+        if pair not in theirs:
+            print(f"{form:>18} {figures['step']:6.2f}s {figures['prefill']:7.2f}s")
+            continue
         ratio = figures["step"] / theirs[pair]["step"]
         target = f"(target ≤ {TARGETS[form]})" if form in TARGETS else ""
         label = f"{form} ({figures['dtype']})"
@@ -172,7 +186,16 @@ def main() -> int:
             f"{ratio:6.2f}× {target}"
         )
     for form, figures in ours.items():
-        print(f"{form}: quantized: {figures['quantized']}")
+        print(
+            f"{form}: floor {figures['floor']:.2f} s; quantized: {figures['quantized']}; "
+            f"one row: {figures['one_row']}"
+        )
+    if "bfloat16" in ours:
+        floor = ours["bfloat16"]["floor"]  # one token through every matrix, in the file's bf16
+        for form in ("float32", "float32-plain"):
+            if form in ours:
+                ratio = ours[form]["step"] / floor
+                print(f"{form} step ÷ the bf16 floor ({floor:.2f} s): {ratio:.2f}× (target ≤ 1.2)")
     for kind, figures in theirs.items():
         print(
             f"llama.cpp {kind}: {sizes[kind] / 1e9:.1f} GB, step {figures['step']:.3f} s, "
