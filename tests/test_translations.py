@@ -9,6 +9,8 @@ re-executes the editions as well (pytest.ini's testpaths), against the same stor
 
 from __future__ import annotations
 
+import re
+
 import nbformat
 import pytest
 
@@ -72,6 +74,24 @@ def test_edition_has_the_english_code_and_outputs(english, language):
 def test_links_to_headings_resolve(notebook_path):
     notebook = nbformat.read(notebook_path, as_version=4)
     assert broken_heading_links(notebook) == []
+
+
+@pytest.mark.parametrize(
+    "notebook_path",
+    [ENGLISH, *(edition_path(language) for language in sorted(LANGUAGES))],
+    ids=lambda path: path.name,
+)
+def test_the_contents_link_every_section_in_order(notebook_path):
+    cells = markdown_cells(nbformat.read(notebook_path, as_version=4))
+    sections = [
+        line.removeprefix("## ")
+        for cell in cells
+        for line in cell.source.splitlines()
+        if line.startswith("## ")
+    ]
+    contents = next(cell for cell in cells if cell.get("id") == "contents").source
+    linked = re.findall(r"^\d+\. \[.*\]\(#(.+)\)$", contents, flags=re.MULTILINE)
+    assert linked == [translate_notebook.heading_anchor(section) for section in sections]
 
 
 def test_the_chinese_edition_says_once_that_its_diagrams_keep_english_labels():
