@@ -45,9 +45,8 @@ lint: $(VENV)/.installed-test
 
 ## notebook: re-execute the committed notebook on CPU and normalize it (the stored outputs nbval compares), then regenerate the Chinese edition from it and i18n/zh.json
 notebook: $(VENV)/.installed-test
-	env -u LLAMA3_PROMPT -u LLAMA3_STREAM -u LLAMA3_EXTRAS -u LLAMA3_ROPE_SCALE_FACTOR \
-		-u LLAMA3_QUANTIZE -u LLAMA3_DOWNLOAD -u LLAMA3_ONE_ROW \
-		LLAMA3_CKPT= LLAMA3_DEVICE=cpu LLAMA3_DTYPE=float32 $(BIN)/python -m plumbing.run_notebook --inplace
+	env $$($(BIN)/python -m plumbing.run_settings --unset) \
+		LLAMA3_DEVICE=cpu LLAMA3_DTYPE=float32 $(BIN)/python -m plumbing.run_notebook --inplace
 	$(BIN)/python -m generators.translate_notebook zh
 
 ## translation: regenerate the Chinese edition only (after editing i18n/zh.json or an English markdown cell); `--todo` lists what to translate

@@ -13,6 +13,7 @@ import collections
 import math
 import os
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,23 @@ from plumbing import checkpoint_files, one_row, quantization, release_facts, wei
 from plumbing.friendly_errors import SetupError
 
 DEFAULT_PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
+
+# Every LLAMA3_* variable the notebook reads, with its default as the README's table gives it.
+# From this one table: `make notebook` clears them all (`python -m plumbing.run_settings
+# --unset`), the tests' clean environment drops them, and tests/test_settings_table.py checks
+# that the README's table lists exactly these.
+SETTINGS = {
+    "LLAMA3_CKPT": "`weights/llama3-tiny-hitchhiker`",
+    "LLAMA3_DOWNLOAD": "`0`",
+    "LLAMA3_DEVICE": "`auto`",
+    "LLAMA3_DTYPE": "`auto`",
+    "LLAMA3_STREAM": "`auto`",
+    "LLAMA3_PROMPT": "the Hitchhiker's question",
+    "LLAMA3_EXTRAS": "by size",
+    "LLAMA3_ROPE_SCALE_FACTOR": "by rule",
+    "LLAMA3_QUANTIZE": "`none`",
+    "LLAMA3_ONE_ROW": "`auto`",
+}
 
 # Above this many parameters, on the CPU, the demos that make extra passes over every
 # weight (more prompts, generation, the logit lens) are skipped unless LLAMA3_EXTRAS=1.
@@ -428,3 +446,9 @@ def decide(
         one_row=route,
         one_row_note=why if route else f"plain ({why})",
     )
+
+
+if __name__ == "__main__":  # `env $(python -m plumbing.run_settings --unset) …`: none of them set
+    if sys.argv[1:] != ["--unset"]:
+        raise SystemExit("usage: python -m plumbing.run_settings --unset")
+    print(" ".join(f"-u {name}" for name in SETTINGS))

@@ -10,6 +10,7 @@ import torch
 from llama_models.llama3.tokenizer import Tokenizer
 
 import tokenizer_setup
+from plumbing import run_settings
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from tests.support import parity_runs
 from tests.support.notebook_values import FLOAT32_CPU, bpe_parity_strings, run_and_read
@@ -70,15 +71,7 @@ def meta():
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for name in (
-        "LLAMA3_CKPT",
-        "LLAMA3_DEVICE",
-        "LLAMA3_DTYPE",
-        "LLAMA3_ROPE_SCALE_FACTOR",
-        "LLAMA3_EXTRAS",
-        "LLAMA3_QUANTIZE",
-        "LLAMA3_ONE_ROW",
-    ):
+    for name in run_settings.SETTINGS:
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
