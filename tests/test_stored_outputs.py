@@ -106,9 +106,8 @@ def nbval(environment: dict[str, str]) -> subprocess.CompletedProcess:
         for name, value in os.environ.items()
         if not name.startswith(("LLAMA3_", "ATEN_CPU", "ONEDNN_", "MKL_CBWR"))
     }
-    command = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider"]
-    command += ["--nbval", "--nbval-current-env", "--nbval-sanitize-with"]
-    command += ["tests/nbval_sanitize.cfg", "--nbval-cell-timeout", "600", NOTEBOOK.name]
+    # nbval's options are pyproject.toml's addopts, the one place they are written
+    command = [sys.executable, "-m", "pytest", "-q", NOTEBOOK.name]
     return subprocess.run(
         command, cwd=REPO_DIR, env=env | environment, capture_output=True, text=True, timeout=1800
     )

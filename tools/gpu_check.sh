@@ -19,8 +19,8 @@ $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_na
 status=0
 
 nbval() {  # $1: log name; environment decides device and dtype
-    $PY -m pytest -o addopts="" -p no:cacheprovider --nbval --nbval-current-env \
-        --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 600 llama3-from-scratch.ipynb 2>&1 | tee "$OUT/$1" | tail -3
+    # nbval's options: pyproject.toml's addopts, the one place they are written
+    $PY -m pytest llama3-from-scratch.ipynb 2>&1 | tee "$OUT/$1" | tail -3
 }
 
 echo "== nbval on CUDA, float32: every stored CPU output must match"
