@@ -330,7 +330,8 @@ class Settings:
 
     def weight_reader(self, weights: Mapping[str, torch.Tensor]):
         """`weight(name)`: one tensor on the device, in the dtype chosen — or, with
-        LLAMA3_QUANTIZE, every matrix quantized now, tensor by tensor, and those returned."""
+        LLAMA3_QUANTIZE, every matrix quantized now, tensor by tensor, and those returned;
+        a weight_loading.Weights, so that `with weight.reading(other):` can swap it."""
         if self.one_row == "fused":
             self.one_row, self.one_row_note = compile_one_row(weights, self.one_row_note)
         elif self.one_row is not None:
@@ -339,11 +340,11 @@ class Settings:
             weights, self.device, self.dtype, self.streaming, self.one_row
         )
         if self.quantization == "none":
-            return reader
+            return weight_loading.Weights(reader)
         matrices, self.quantization_note = quantization.quantize_checkpoint(
             weights, self.quantization, self.device, self.dtype
         )
-        return quantization.QuantizedReader(matrices, reader)
+        return weight_loading.Weights(quantization.QuantizedReader(matrices, reader))
 
     def show_example(self, demo):
         """Run `demo()` and return its result — unless the expensive demos are off for this run.

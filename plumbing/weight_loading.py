@@ -7,6 +7,7 @@ hands the notebook one tensor at a time on its compute device and in its compute
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -291,6 +292,38 @@ class WeightReader:
             storage = torch.UntypedStorage(nbytes)
             buffers.append(storage)
         return torch.empty(0, dtype=self.dtype).set_(storage, 0, source.shape).copy_(source)
+
+
+class Weights:
+    """`weight(name)` as the notebook calls it: one tensor, through whichever reader it reads
+    now (a WeightReader, or a quantization.QuantizedReader).
+
+    `with weight.reading(other):` reads through `other` inside the block — a trained copy's
+    tensors, quantized matrices — and through the reader before it once the block ends. The
+    notebook's functions look `weight` up as they run, so they follow without a change.
+    """
+
+    def __init__(self, reader):
+        self.reader = reader
+
+    def __call__(self, name: str):
+        return self.reader(name)
+
+    def in_row_blocks(self, name: str) -> Iterator:
+        return self.reader.in_row_blocks(name)
+
+    @contextlib.contextmanager
+    def reading(self, reader):
+        saved, self.reader = self.reader, reader
+        try:
+            yield
+        finally:
+            self.reader = saved
+
+    def __getattr__(self, name):  # .matrices, .dtype …: the current reader's
+        if name.startswith("_") or name == "reader":
+            raise AttributeError(name)
+        return getattr(self.reader, name)
 
 
 # How many tensors and storage objects hold a storage (PyTorch's own count; private, so

@@ -43,3 +43,21 @@ def test_no_buffers_when_nothing_is_converted():
     _, kept = reader(streaming=False)
     assert kept(NAMES[0]) is kept(NAMES[0])
     assert not weight.buffers and not kept.buffers
+
+
+def test_reading_swaps_the_reader_for_a_block_only():
+    # the notebook's `with weights_from(copy):` and `with weights_quantized(...)`: no global
+    first = {"w": torch.ones(2, 2)}
+    second = {"w": torch.zeros(2, 2)}
+    cpu = torch.device("cpu")
+    weight = weight_loading.Weights(weight_loading.WeightReader(first, cpu, torch.float32, True))
+    with weight.reading(weight_loading.WeightReader(second, cpu, torch.float32, True)):
+        assert torch.equal(weight("w"), second["w"])
+        assert weight.dtype == torch.float32  # the current reader's attributes
+    assert torch.equal(weight("w"), first["w"])
+    try:
+        with weight.reading(weight_loading.WeightReader(second, cpu, torch.float32, True)):
+            raise KeyError("a cell that fails inside the block")
+    except KeyError:
+        pass
+    assert torch.equal(weight("w"), first["w"])  # back, even after an error

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import nbformat
 import torch
 
-from plumbing import run_settings
+from plumbing import run_settings, weight_loading
 
 
 @contextmanager
@@ -141,15 +141,16 @@ def at_rope_scale(nb: dict, factor: float, prompts: dict[str, str], path: str) -
 def in_dtype(nb: dict, dtype: str, prompts: dict[str, str], path: str) -> None:
     """other_prompts with the notebook computing in another dtype: its `compute_dtype` and its
     `weight` reader (the two things the setup cell's dtype decides) swapped for the run."""
-    saved = {name: nb[name] for name in ("compute_dtype", "weight")}
+    saved = nb["compute_dtype"]
     nb["compute_dtype"] = getattr(torch, dtype)
-    nb["weight"] = type(saved["weight"])(
+    reader = weight_loading.WeightReader(
         nb["model"], nb["device"], nb["compute_dtype"], nb["settings"].streaming
     )
     try:
-        other_prompts(nb, prompts, path)
+        with nb["weight"].reading(reader):
+            other_prompts(nb, prompts, path)
     finally:
-        nb.update(saved)
+        nb["compute_dtype"] = saved
 
 
 def bpe(nb: dict, strings_file: str, path: str) -> None:
