@@ -112,7 +112,7 @@ def attention_grid(
     columns = min(n_heads, 8)
     rows = math.ceil(n_heads / columns)
     panel = 3.8 if n_heads <= 4 else 2.0
-    labelled = n_tokens <= 24 and n_heads <= 4
+    labelled = n_tokens <= 32 and n_heads <= 4
     figure, grid = plt.subplots(
         rows, columns, figsize=(panel * columns, panel * rows + 0.6), squeeze=False
     )
@@ -122,7 +122,9 @@ def attention_grid(
         if head >= n_heads:
             axes.axis("off")
             continue
-        axes.imshow(_cpu(maps[head]), cmap="magma", vmin=0, vmax=1)
+        # the brightest weight shown is white: in a window of a long prompt, most weight falls
+        # on keys outside it, and a scale up to 1 would draw it black
+        axes.imshow(_cpu(maps[head]), cmap="magma", vmin=0, vmax=float(maps.max()))
         axes.set_title(f"head {head} (kv head {head // q_heads_per_kv_head})", fontsize=9)
         if labelled and head % columns == 0:
             axes.set_yticks(range(n_tokens), labels, fontsize=7)
