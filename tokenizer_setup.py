@@ -19,8 +19,8 @@ from pathlib import Path
 
 import tiktoken
 
-from plumbing import gguf_files
-from plumbing.checkpoint_files import download_mistake
+from plumbing import checkpoint_files, gguf_files
+from plumbing.checkpoint_checks import download_mistake
 from plumbing.friendly_errors import SetupError
 
 # Meta's pre-tokenizer regex for Llama 3 (fact, from Meta's tokenizer).
@@ -259,7 +259,7 @@ def load_tokenizer(checkpoint_dir: str | Path | None = None) -> tiktoken.Encodin
     else its tokenizer.model (Meta), else the tokenizer.model in `llama-models`.
     """
     json_path = Path(checkpoint_dir) / "tokenizer.json" if checkpoint_dir is not None else None
-    if checkpoint_dir is not None and gguf_files.is_gguf(Path(checkpoint_dir)):
+    if checkpoint_dir is not None and checkpoint_files.is_gguf(Path(checkpoint_dir)):
         ranks, special = read_gguf_tokenizer(checkpoint_dir)
         path = Path(checkpoint_dir)
     elif json_path is not None and json_path.exists():

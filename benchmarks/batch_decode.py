@@ -7,7 +7,7 @@
 Executes the notebook headless on each checkpoint (demos skipped on the 8B: the random one
 benchmarks/scale.py makes, in Hugging Face's layout under build/checkpoints/8b-hf), in each
 format (LLAMA3_DTYPE, or LLAMA3_QUANTIZE for int8 and int4), then in the same kernel
-benchmarks/in_kernel.batch_timing: for each batch size, short prompts of different lengths,
+benchmarks/kernel_figures.batch_timing: for each batch size, short prompts of different lengths,
 left-padded, one prefill, then --steps decode steps through the notebook's own
 `forward_batch` and `KVCache` (what `generate_batch` runs each step); a step is the median
 of all but the first. tokens/s = batch size ÷ step. Also one product of the first
@@ -18,14 +18,10 @@ ratio is about the most a batch of 8 can gain with this machine's kernels.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
 import sys
 from pathlib import Path
 
-from benchmarks.kernel_run import run_in_kernel
-from benchmarks.notebook_runtime import cpu_name
-from plumbing import REPO_DIR, checkpoint_files
+from benchmarks.common import DATA, checkpoint_for, header, kernel_figures
 
 QUANTIZED = {"int8", "int4"}
 
@@ -42,17 +38,15 @@ def main() -> int:
     parser.add_argument("--sizes", default="1,2,4,8,16")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--data", type=Path, default=REPO_DIR / "build" / "checkpoints")
+    parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
-    print(f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, device cpu")
+    print(header(device="cpu"))
     print(f"batch sizes {sizes}; a step: the median of {args.steps - 1} decode steps\n", flush=True)
     table, products = [], []
     for name in args.models.split(","):
-        if name == "embedded":
-            folder, formats = checkpoint_files.EMBEDDED_CHECKPOINT, args.formats
-        else:
-            folder, formats = args.data / "8b-hf", args.formats_8b
+        folder = checkpoint_for("embedded" if name == "embedded" else "8b-hf", args.data)
+        formats = args.formats if name == "embedded" else args.formats_8b
         for form in formats.split(","):
             settings = {"LLAMA3_CKPT": str(folder), "LLAMA3_DEVICE": "cpu"}
             if form in QUANTIZED:
@@ -61,7 +55,7 @@ def main() -> int:
                 settings |= {"LLAMA3_DTYPE": form, "LLAMA3_QUANTIZE": "none"}
             if name != "embedded":
                 settings["LLAMA3_EXTRAS"] = "0"
-            r = run_in_kernel(settings, "batch_timing", sizes, args.steps, args.repeats)
+            r = kernel_figures(settings, "batch_timing", sizes, args.steps, args.repeats)
             one = 1 / r[str(sizes[0])]["step"] * sizes[0]
             label = f"{form} (compute dtype {r['dtype']})" if form in QUANTIZED else form
             for size in sizes:

@@ -24,12 +24,10 @@ Benchmarks only: the notebook never compiles anything.
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from pathlib import Path
 
-from benchmarks.kernel_run import run_in_kernel
-from plumbing import REPO_DIR, checkpoint_files
+from benchmarks.common import DATA, checkpoint_for, header, kernel_figures
 
 
 def main() -> int:
@@ -42,12 +40,15 @@ def main() -> int:
     )
     parser.add_argument("--decode", type=int, default=16)
     parser.add_argument("--modes", default="default,reduce-overhead")
-    parser.add_argument("--data", type=Path, default=REPO_DIR / "build" / "checkpoints")
+    parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
     modes = [mode for mode in args.modes.split(",") if mode]
     print(
-        f"{datetime.date.today()}  device {args.device}, LLAMA3_DTYPE={args.dtype}, "
-        f"LLAMA3_STREAM={args.stream}; {args.decode} new tokens after the 17-token prompt\n"
+        header(
+            f"LLAMA3_DTYPE={args.dtype}",
+            f"LLAMA3_STREAM={args.stream}; {args.decode} new tokens after the 17-token prompt\n",
+            device=args.device,
+        )
     )
     print(
         "| checkpoint | dtype | forward | decoding | first call (compiles) | graphs compiled | "
@@ -55,14 +56,14 @@ def main() -> int:
     )
     print("|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
-        folder = checkpoint_files.EMBEDDED_CHECKPOINT if name == "embedded" else args.data / name
+        folder = checkpoint_for(name, args.data)
         settings = {
             "LLAMA3_CKPT": str(folder),
             "LLAMA3_DEVICE": args.device,
             "LLAMA3_DTYPE": args.dtype,
             "LLAMA3_STREAM": args.stream,
         }
-        r = run_in_kernel(settings, "compiled_decode", args.decode, modes)
+        r = kernel_figures(settings, "compiled_decode", args.decode, modes)
         print(
             f"| {name} | {r['dtype']} | eager | {1 / r['eager']:.1f} tokens/s | — | — | — |",
             flush=True,

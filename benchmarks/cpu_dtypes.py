@@ -21,15 +21,13 @@ picks here.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
 import time
 
 import torch
 
-from benchmarks.notebook_runtime import cpu_name
-from plumbing import checkpoint_files, run_settings
-from tests.support.random_checkpoint import PRESETS
+from benchmarks.common import header
+from plumbing import model_sizes, run_settings
+from testbeds.presets import PRESETS
 
 
 def best_ms(work, repeats: int) -> float:
@@ -49,10 +47,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     cpu = torch.device("cpu")
     dtype, reason = run_settings.choose_dtype("auto", cpu)
-    print(
-        f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, PyTorch "
-        f"{torch.__version__}"
-    )
+    print(header(f"PyTorch {torch.__version__}"))
     print(
         f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16: "
         f"{run_settings.cpu_has_native_bf16()}"
@@ -60,7 +55,7 @@ def main() -> None:
     print(f"auto picks {str(dtype).removeprefix('torch.')} ({reason})\n")
     dim, hidden = (
         PRESETS["8b"]["dim"],
-        checkpoint_files.ffn_hidden_size(PRESETS["8b"]),
+        model_sizes.ffn_hidden_size(PRESETS["8b"]),
     )  # 4096, 14336
     stored = torch.randn(hidden, dim).to(torch.bfloat16)  # as in the file
     kept = stored.float()

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import tokenizer_setup
-from plumbing import checkpoint_files
+from plumbing import checkpoints
 from plumbing.run_settings import DEFAULT_PROMPT
 
 
@@ -32,7 +32,7 @@ def floor_logits(
     checkpoint: Path, dtype: torch.dtype, device: torch.device, eager: bool = False
 ) -> torch.Tensor:
     """The last position's logits for the canonical prompt, by one plain forward pass."""
-    params = checkpoint_files.read_params(checkpoint)
+    params = checkpoints.open_checkpoint(checkpoint).params  # n_kv_heads filled in
     weights = torch.load(
         checkpoint / "consolidated.00.pth", map_location="cpu", mmap=not eager, weights_only=True
     )
@@ -40,8 +40,8 @@ def floor_logits(
     tokens = [tokenizer.encode_single_token("<|begin_of_text|>"), *tokenizer.encode(DEFAULT_PROMPT)]
 
     dim, n_heads = params["dim"], params["n_heads"]
-    n_kv_heads = params.get("n_kv_heads") or n_heads
-    head_dim, group = dim // n_heads, n_heads // (params.get("n_kv_heads") or n_heads)
+    n_kv_heads = params["n_kv_heads"]
+    head_dim, group = dim // n_heads, n_heads // n_kv_heads
     eps, n = params["norm_eps"], len(tokens)
 
     def w(name):

@@ -21,14 +21,10 @@ benchmarks/scale.py makes in build/checkpoints), then, in the same kernel:
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
 import sys
 from pathlib import Path
 
-from benchmarks.kernel_run import run_in_kernel
-from benchmarks.notebook_runtime import cpu_name
-from plumbing import REPO_DIR, checkpoint_files
+from benchmarks.common import DATA, checkpoint_for, header, kernel_figures
 
 
 def main() -> int:
@@ -53,13 +49,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--data", type=Path, default=REPO_DIR / "build" / "checkpoints")
+    parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
     lengths = [int(n) for n in args.compare.split(",") if n.strip()]
-    print(
-        f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, device "
-        f"{args.device}, LLAMA3_DTYPE={args.dtype}"
-    )
+    print(header(f"LLAMA3_DTYPE={args.dtype}", device=args.device))
     print(
         f"{args.decode} new tokens after the 17-token prompt, greedy; best of {args.repeats} runs "
         "each\n",
@@ -67,14 +60,14 @@ def main() -> int:
     )
     decode_rows, compare_rows = [], []
     for name in args.models.split(","):
-        folder = checkpoint_files.EMBEDDED_CHECKPOINT if name == "embedded" else args.data / name
+        folder = checkpoint_for(name, args.data)
         compare = lengths if name in args.compare_models.split(",") else []
         settings = {
             "LLAMA3_CKPT": str(folder),
             "LLAMA3_DEVICE": args.device,
             "LLAMA3_DTYPE": args.dtype,
         }
-        r = run_in_kernel(settings, "decode_timing", args.repeats, args.decode, compare)
+        r = kernel_figures(settings, "decode_timing", args.repeats, args.decode, compare)
         decode_rows.append(
             f"| {name} | {r['dtype']} | {r['prefill']:.2f} s | {1 / r['step']:.2f} tokens/s "
             f"({r['step'] * 1e3:.0f} ms) "

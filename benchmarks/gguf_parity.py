@@ -4,7 +4,7 @@ and its own logits on them, beside the notebook's.
     python -m benchmarks.gguf_parity [--llama-cpp build/llama-cpp] [--scaled]
 
 1. The embedded checkpoint, saved by transformers as a Hugging Face folder
-   (tests/support/hf_folder.py), converted to GGUF F32 by llama.cpp's `convert_hf_to_gguf.py`,
+   (testbeds/hf_folder.py), converted to GGUF F32 by llama.cpp's `convert_hf_to_gguf.py`,
    then quantized to Q8_0, Q4_0, Q4_K_M and Q6_K by llama.cpp's `llama_model_quantize` (the
    K-quants need rows that are multiples of 256: where they are not, llama.cpp picks another
    format, and the table says which formats the file holds; the environment of
@@ -30,11 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import header, kernel_figures
 from benchmarks.quantized_decode import llama_cpp_environment
-from plumbing import REPO_DIR, checkpoint_files, weight_loading
-from tests.support.hf_folder import save_with_transformers
-from tests.support.notebook_values import TENSORS_ONLY, run_and_read
-from tests.support.random_checkpoint import write_checkpoint
+from plumbing import REPO_DIR, checkpoint_files, checkpoints, model_sizes
+from testbeds.hf_folder import save_with_transformers
+from testbeds.notebook_kernel import TENSORS_ONLY
+from testbeds.presets import PRESETS
+from testbeds.random_checkpoint import write_checkpoint
 
 KINDS = {
     "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
@@ -83,23 +85,22 @@ def convert(python: Path, source: Path, hf_folder: Path, out: Path) -> dict[str,
 def compare(meta_folder: Path, python: Path, source: Path, work: Path, label: str) -> None:
     hf_folder = save_with_transformers(meta_folder, work / "hf")
     files = convert(python, source, hf_folder, work)
-    meta = weight_loading.load_weights(meta_folder)
+    meta = checkpoints.open_checkpoint(meta_folder).weights
     print(
-        f"\n{label}: {checkpoint_files.n_parameters(checkpoint_files.read_params(meta_folder)):,}"
-        " parameters"
+        f"\n{label}: {model_sizes.n_parameters(checkpoints.read_params(meta_folder)):,} parameters"
     )
     print(
         f"{'file':7} {'holds':24} {'tensors vs Meta':>20} {'notebook':>9} {'llama.cpp':>10} "
         f"{'logits: max |diff| / max |logit|':>34}"
     )
     for kind, path in files.items():
-        weights = weight_loading.load_weights(path)
+        weights = checkpoints.open_checkpoint(path).weights
         worst = max(float((weights[n].float() - meta[n].float()).abs().max()) for n in meta)
         exact = all(torch.equal(weights[n].float(), meta[n].float()) for n in meta)
         tensors = "bit for bit" if exact else f"max |diff| {worst:.2e}"
         holds = "/".join(sorted(set(weights.formats.values())))
-        run = run_and_read(work / f"run-{kind}", {**TENSORS_ONLY, "LLAMA3_CKPT": str(path)})
-        ours = run["logits"].float().reshape(-1, run["logits"].shape[-1])[-1]
+        run = kernel_figures({**TENSORS_ONLY, "LLAMA3_CKPT": str(path)}, "next_token_logits")
+        ours = torch.tensor(run["logits"])
         scores = work / f"llama-cpp-{kind}.npy"
         subprocess.run(
             [str(python), "-c", LOGITS, str(path), json.dumps(run["prompt_tokens"]), str(scores)],
@@ -119,6 +120,7 @@ def main() -> None:
     parser.add_argument("--scaled", action="store_true")
     args = parser.parse_args()
     python, source = llama_cpp_environment(args.llama_cpp)
+    print(header("llama.cpp's converter and quantizer from llama-cpp-python"))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "embedded").mkdir()
@@ -130,18 +132,7 @@ def main() -> None:
             "the embedded checkpoint",
         )
         if args.scaled:
-            params = {
-                "dim": 256,
-                "n_layers": 2,
-                "n_heads": 4,
-                "n_kv_heads": 2,
-                "vocab_size": 128256,
-                "multiple_of": 256,
-                "norm_eps": 1e-5,
-                "rope_theta": 500000.0,
-                "use_scaled_rope": True,
-            }
-            meta = write_checkpoint(work / "scaled-meta", params, seed=7)
+            meta = write_checkpoint(work / "scaled-meta", dict(PRESETS["gguf-scaled"]), seed=7)
             (work / "scaled").mkdir()
             compare(meta, python, source, work / "scaled", "a random checkpoint, scaled RoPE 8")
 

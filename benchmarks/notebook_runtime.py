@@ -11,28 +11,16 @@ Prints one line per run and a summary with the date and CPU.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+from benchmarks.common import header
 from plumbing import REPO_DIR
 
 TARGET_SECONDS = 30.0
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:
@@ -60,7 +48,7 @@ def main() -> int:
         times.append(elapsed)
         print(f"run {run}: {elapsed:6.2f} s  {prediction}")
     checkpoint = os.environ.get("LLAMA3_CKPT") or "embedded checkpoint"
-    print(f"\n{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, {checkpoint}")
+    print("\n" + header(checkpoint, device=os.environ.get("LLAMA3_DEVICE") or "cpu"))
     print(
         f"full notebook run: median {statistics.median(times):.1f} s, best {min(times):.1f} s, "
         f"worst {max(times):.1f} s over {len(times)} runs"

@@ -14,8 +14,8 @@ from one run.
    llama.cpp's own `convert_hf_to_gguf.py`, which writes the same 8B as GGUF BF16; llama.cpp's
    quantizer (`llama_model_quantize`) makes Q8_0 and Q4_0 from that (16.1, 8.5, 4.7 GB).
 3. The notebook, each format in a fresh process whose anonymous memory is sampled (the
-   Jupyter kernel included, and a driver, benchmarks/kernel_run.py, as light as `make run`'s):
-   the whole notebook on the 8B (demos skipped), then benchmarks/in_kernel.decode_timing:
+   Jupyter kernel included, and a driver, testbeds/notebook_kernel.py, as light as `make run`'s):
+   the whole notebook on the 8B (demos skipped), then benchmarks/kernel_figures.decode_timing:
    the prefill of the 17-token prompt and one decode step, (t(8 tokens) - t(1 token)) / 7,
    best of 2, and the floor in the same kernel (one token through every matrix, nothing else;
    in bfloat16 that is the file's bytes read once). Formats: float32 (its one-row products as
@@ -36,7 +36,6 @@ processes: the path of CPUs without AVX-512.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shutil
@@ -46,10 +45,10 @@ import sys
 import tarfile
 from pathlib import Path
 
-from benchmarks.notebook_runtime import cpu_name
-from benchmarks.scale import checkpoint_for, measure, warm_page_cache
+from benchmarks.common import DATA, header
+from benchmarks.scale import make_checkpoint, measure, warm_page_cache
 from plumbing import REPO_DIR
-from tests.support.notebook_values import CANONICAL_TOKENS
+from testbeds.notebook_kernel import CANONICAL_TOKENS
 
 LLAMA_CPP_VERSION = "0.3.36"
 GGUF_TYPES = {"BF16": None, "Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "Q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
@@ -133,8 +132,9 @@ def notebook_step(hf_folder: Path, form: str, kernels: str) -> dict:
     else:
         settings |= {"LLAMA3_DTYPE": "auto", "LLAMA3_QUANTIZE": form}
     env = AVX2 if kernels == "avx2" else {}
-    command = [sys.executable, "-m", "benchmarks.kernel_run", json.dumps(settings)]
-    command += ["decode_timing", json.dumps([2, 8, []])]  # its driver is as light as `make run`'s
+    command = [sys.executable, "-m", "testbeds.notebook_kernel", json.dumps(settings)]
+    command += ["benchmarks.kernel_figures", "decode_timing", json.dumps([2, 8, []])]
+    # (its driver is as light as `make run`'s)
     warm_page_cache(hf_folder)
     seconds, peak, out, _ = measure(command, env)
     figures = json.loads(out.strip().splitlines()[-1])
@@ -143,7 +143,7 @@ def notebook_step(hf_folder: Path, form: str, kernels: str) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=REPO_DIR / "build" / "checkpoints")
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--llama-cpp", type=Path, default=REPO_DIR / "build" / "llama-cpp")
     parser.add_argument("--formats", default="float32,float32-plain,bfloat16,int8,int4")
     parser.add_argument("--gguf", default="BF16,Q8_0,Q4_0", help="llama.cpp's files to run")
@@ -151,7 +151,7 @@ def main() -> int:
     parser.add_argument("--keep-meta", action="store_true")
     args = parser.parse_args()
 
-    hf_folder = checkpoint_for("8b-hf", args.data)
+    hf_folder = make_checkpoint("8b-hf", args.data)
     if not args.keep_meta and (args.data / "8b").exists():
         print(f"deleting {args.data / '8b'} (the Meta-layout copy) to make room", flush=True)
         shutil.rmtree(args.data / "8b")
@@ -162,9 +162,10 @@ def main() -> int:
     files = {kind: path for kind, path in files.items() if kind in kinds}
 
     print(
-        f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, kernels "
-        f"{args.kernels}; 8B shape, 17-token prompt, decode step = median of 16 (llama.cpp) "
-        "or (t8 - t1)/7, best of 2 (notebook)"
+        header(
+            f"kernels {args.kernels}; 8B shape, 17-token prompt, decode step = median of 16 "
+            "(llama.cpp) or (t8 - t1)/7, best of 2 (notebook)"
+        )
     )
     ours = {form: notebook_step(hf_folder, form, args.kernels) for form in args.formats.split(",")}
     theirs = {kind: llama_cpp_step(python, path) for kind, path in files.items()}

@@ -5,10 +5,10 @@
 
 For each model shape it
 1. makes a random-weight checkpoint with the release's exact params.json in Meta's
-   layout if it is not on disk yet (tests/support/random_checkpoint.py; the 8B is
-   16 GB and 3.2-1B 2.5 GB — it says so before writing), except `embedded`, which ships;
+   layout if it is not on disk yet (testbeds/random_checkpoint.py, testbeds/presets.py; the 8B
+   is 16 GB and 3.2-1B 2.5 GB — it says so before writing), except `embedded`, which ships;
    A name ending in -hf is the same model in Hugging Face's layout, written from the
-   Meta-layout one (tests/support/hf_folder.py --stream: 16 GB more for the 8B);
+   Meta-layout one (testbeds/hf_folder.py --stream: 16 GB more for the 8B);
 2. reads the weights files twice so that every run finds them in the page cache;
 3. runs, each as a fresh process, sampling the anonymous resident memory (RssAnon,
    from /proc) of the whole process tree — the Jupyter kernel included — every 20 ms:
@@ -34,7 +34,6 @@ drop at any time; anonymous memory is what a machine must really have.
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import os
 import subprocess
@@ -45,10 +44,11 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.notebook_runtime import cpu_name
-from plumbing import REPO_DIR, checkpoint_files, run_settings, weight_loading
-from tests.support.hf_folder import save_streaming
-from tests.support.random_checkpoint import PRESETS, TIED_PRESETS, write_checkpoint
+from benchmarks.common import DATA, checkpoint_for, header
+from plumbing import REPO_DIR, checkpoints, model_sizes, run_settings, tensor_names
+from testbeds.hf_folder import save_streaming
+from testbeds.presets import PRESETS, TIED_PRESETS
+from testbeds.random_checkpoint import write_checkpoint
 
 TARGET_8B_ANON_GB = 2.5
 TARGET_8B_TIME_RATIO = 1.5
@@ -134,8 +134,8 @@ def measure(
 def warm_page_cache(folder: Path) -> None:
     """Read the weights twice: the second read moves their pages to the kernel's active list.
 
-    After one read, the first timed run still re-read part of the 8B from disk (1.70× the
-    bf16 floor against 1.39× for the run after it, 2026-11-26).
+    After one read, the first timed run still re-read part of the 8B from disk and was
+    markedly slower than the run after it.
     """
     for _ in range(2):
         for path in [*folder.glob("consolidated.*.pth"), *folder.glob("*.safetensors")]:
@@ -144,31 +144,32 @@ def warm_page_cache(folder: Path) -> None:
                     pass
 
 
-def checkpoint_for(name: str, data: Path) -> Path:
-    if name == "embedded":
-        return checkpoint_files.EMBEDDED_CHECKPOINT
+def make_checkpoint(name: str, data: Path) -> Path:
+    """benchmarks.common.checkpoint_for(name, data), written first if it is missing: random
+    weights with preset NAME's shape in Meta's layout, or for NAME-hf the same weights in
+    Hugging Face's layout."""
     folder = data / name
+    if name == "embedded" or (folder / "config.json").exists():
+        return checkpoint_for(name, data)
     if name.endswith("-hf"):  # the same weights in Hugging Face's layout
-        if not (folder / "config.json").exists():
-            meta = checkpoint_for(name.removesuffix("-hf"), data)
-            print(
-                f"writing {name}: {meta.name}'s weights as Hugging Face safetensors in {folder}",
-                flush=True,
-            )
-            save_streaming(meta, folder, shard_bytes=2 * 2**30)
-        return folder
-    if not (folder / "consolidated.00.pth").exists():
+        meta = make_checkpoint(name.removesuffix("-hf"), data)
+        print(
+            f"writing {name}: {meta.name}'s weights as Hugging Face safetensors in {folder}",
+            flush=True,
+        )
+        save_streaming(meta, folder, shard_bytes=2 * 2**30)
+    elif not (folder / "consolidated.00.pth").exists():
         tied = name in TIED_PRESETS
-        size = 2 * checkpoint_files.n_parameters(PRESETS[name], tied)
+        size = 2 * model_sizes.n_parameters(PRESETS[name], tied)
         print(f"creating a random {name} checkpoint: {size / 1e9:.1f} GB in {folder}", flush=True)
         write_checkpoint(folder, dict(PRESETS[name]), tied_output=tied)
-    return folder
+    return checkpoint_for(name, data)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="embedded,3.2-1b,8b")
-    parser.add_argument("--data", type=Path, default=REPO_DIR / "build" / "checkpoints")
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--skip-eager",
@@ -187,16 +188,12 @@ def main() -> int:
         help="comma-separated words: run only the runs whose label contains one",
     )
     args = parser.parse_args()
-    print(
-        f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} logical CPUs, device "
-        f"{args.device}\n",
-        flush=True,
-    )
+    print(header(device=args.device) + "\n", flush=True)
     failures = []
     gpu = args.device.startswith("cuda")
     floors: dict[str, dict] = {}  # by model: its floor runs, for its Hugging Face twin
     for name in args.models.split(","):
-        folder = checkpoint_for(name, args.data)
+        folder = make_checkpoint(name, args.data)
         hf = name.endswith("-hf")
         warm_page_cache(folder)
         notebook = [
@@ -274,7 +271,9 @@ def main() -> int:
         base_time, base_anon = results[floor_label][:2]
         n_parameters = sum(
             math.prod(shape)
-            for shape in weight_loading.tensor_shapes(weight_loading.load_weights(folder)).values()
+            for shape in tensor_names.tensor_shapes(
+                checkpoints.open_checkpoint(folder).weights
+            ).values()
         )
         print(f"\n{name}: {n_parameters / 1e9:.2f}B parameters")
         print(

@@ -43,23 +43,13 @@ import torch
 from transformers import LlamaForCausalLM
 
 import tokenizer_setup
-from plumbing import REPO_DIR, checkpoint_files
-from plumbing.hf_checkpoint import hf_name, hf_rows_to_meta
+from plumbing import REPO_DIR, model_sizes, tensor_names
+from plumbing.hf_checkpoint import hf_rows_to_meta
 from plumbing.run_settings import DEFAULT_PROMPT
-from tests.support.reference_models import hf_config
+from testbeds.presets import PRESETS
+from testbeds.transformers_llama import hf_config
 
-PARAMS = {
-    "dim": 64,
-    "n_layers": 4,
-    "n_heads": 4,
-    "n_kv_heads": 2,
-    "vocab_size": 128256,
-    "multiple_of": 32,
-    "ffn_dim_multiplier": 1.3,
-    "norm_eps": 1e-05,
-    "rope_theta": 500000.0,
-    "use_scaled_rope": False,
-}
+PARAMS = PRESETS["embedded"]
 FORTY_TWO = 2983
 SEED = 42
 STEPS = 400
@@ -70,8 +60,8 @@ def meta_state_dict(model: LlamaForCausalLM, params: dict) -> dict[str, torch.Te
     """The trained weights under Meta's names (the one name map), q/k rows in Meta's order."""
     hf = model.state_dict()
     out = {}
-    for name in checkpoint_files.expected_shapes(params):
-        tensor = hf[hf_name(name)]
+    for name in model_sizes.expected_shapes(params):
+        tensor = hf[tensor_names.HUGGING_FACE.from_meta(name)]
         if name.endswith("attention.wq.weight"):
             tensor = hf_rows_to_meta(tensor, params["n_heads"])
         elif name.endswith("attention.wk.weight"):

@@ -4,16 +4,22 @@ Imports run one way, each module using only those above it:
 
     friendly_errors   one sentence that names the fix; the packages requirements.txt names
     release_facts     what params.json does not say (context lengths, the RoPE factor rule)
-    model_ids         a Hugging Face model id as its folder in the local cache
+    model_ids         a model's name as where its files lie: a Hugging Face id, an Ollama name
+    checkpoint_files  finding the checkpoint (LLAMA3_CKPT): which folder or file, which Layout
+    tensor_names      every tensor's name in each layout, in one table, with a line on each
+    model_sizes       the sizes with their defaults filled in once, and the shapes they imply
+    checkpoint_checks what is wrong with a checkpoint's sizes or tensors, in one sentence
+    meta_checkpoint   Meta's layout: params.json and consolidated.*.pth, memory-mapped
+    hf_checkpoint     Hugging Face's layout: config.json and safetensors, under Meta's names
     gguf_files        a GGUF file (llama.cpp, Ollama, LM Studio) read under Meta's names
-    checkpoint_files  which folder, which layout, which sizes (params.json or config.json)
-    hf_checkpoint     a Hugging Face folder's tensors under Meta's names
+    checkpoints       open_checkpoint(path): any layout's params and weights, one interface
     matrices          a weight held otherwise than as a plain tensor: `x @ W.T` its own way
     one_row           one-row products straight from the file's bf16 (LLAMA3_ONE_ROW)
-    weight_loading    every tensor memory-mapped, checked, on the device and dtype chosen
+    weight_loading    each tensor handed to the notebook on the device and dtype chosen
     quantization      int8/int4 matrices for PyTorch's fused kernels (LLAMA3_QUANTIZE)
     run_settings      every decision about the run, from the environment, once
     plots             the notebook's figures, from the tensors its cells computed
+    tables            the notebook's printed tables, from what its cells measured
     run_notebook      the one headless runner (make run, tests, benchmarks)
 
 `tokenizer_setup.py`, beside the notebook, builds the tokenizer on top of these.

@@ -3,53 +3,29 @@ Meta's layout — plumbing only.
 
 One file holds everything: the sizes as metadata (`llama.block_count`, …), the tokenizer's
 vocabulary, and every tensor, memory-mapped by the `gguf` package (ggml's own reader).
-`metadata_params` turns the metadata into params.json's keys; `GGUFWeights` hands out the
+`read_params` turns the metadata into params.json's keys; `GGUFWeights` hands out the
 tensors under Meta's names, one at a time. llama.cpp's converter already put the q and k
 rows back in Meta's order (its `permute()` undoes Hugging Face's), so no row moves here.
 Blocks of Q8_0, Q4_0, Q4_K, Q6_K and llama.cpp's other block formats are dequantized by
 `gguf.quants` when a tensor is read.
 
-An Ollama model name (`llama3.2:1b`) is looked up in Ollama's models folder: its manifest
-names the GGUF blob, read where it lies.
+(An Ollama model name, `llama3.2:1b`, is found by model_ids: the GGUF blob it names is read
+here, where it lies.)
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import re
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import gguf
 import numpy as np
 import torch
 
-from plumbing import release_facts
+from plumbing import checkpoint_checks, release_facts, tensor_names
+from plumbing.checkpoint_files import GGUF_MAGIC
 from plumbing.friendly_errors import CheckpointError
+from plumbing.tensor_names import NamedWeights
 
-MAGIC = b"GGUF"
-
-# Meta's tensor names → llama.cpp's ({i}: the layer).
-GGUF_NAMES = {
-    "tok_embeddings.weight": "token_embd.weight",
-    "layers.{i}.attention_norm.weight": "blk.{i}.attn_norm.weight",
-    "layers.{i}.attention.wq.weight": "blk.{i}.attn_q.weight",
-    "layers.{i}.attention.wk.weight": "blk.{i}.attn_k.weight",
-    "layers.{i}.attention.wv.weight": "blk.{i}.attn_v.weight",
-    "layers.{i}.attention.wo.weight": "blk.{i}.attn_output.weight",
-    "layers.{i}.ffn_norm.weight": "blk.{i}.ffn_norm.weight",
-    "layers.{i}.feed_forward.w1.weight": "blk.{i}.ffn_gate.weight",
-    "layers.{i}.feed_forward.w3.weight": "blk.{i}.ffn_up.weight",
-    "layers.{i}.feed_forward.w2.weight": "blk.{i}.ffn_down.weight",
-    "norm.weight": "output_norm.weight",
-    "output.weight": "output.weight",
-}
-_META_NAMES = {
-    re.compile(re.escape(name).replace(r"\{i\}", r"(\d+)") + "$"): meta
-    for meta, name in GGUF_NAMES.items()
-}
 ROPE_FACTORS = "rope_freqs.weight"  # Llama 3.1+: one factor per RoPE pair (see below)
 
 # params.json's keys from the metadata ({arch}: general.architecture, "llama").
@@ -91,17 +67,6 @@ BLOCK_FORMATS = [
 FORMATS = IN_PLACE | dict.fromkeys(BLOCK_FORMATS, torch.float32)
 
 
-def is_gguf(path: Path) -> bool:
-    """A file that starts with GGUF's magic bytes (or is named .gguf: then it is checked)."""
-    path = Path(path)
-    if not path.is_file():
-        return False
-    if path.suffix.lower() == ".gguf":
-        return True
-    with open(path, "rb") as file:
-        return file.read(4) == MAGIC
-
-
 _readers: dict[tuple[str, int, int], gguf.GGUFReader] = {}
 
 
@@ -115,7 +80,7 @@ def open_gguf(path: Path) -> gguf.GGUFReader:
         return _readers[key]
     fix = "it is truncated or damaged; download it again"
     with open(path, "rb") as file:
-        if file.read(4) != MAGIC:
+        if file.read(4) != GGUF_MAGIC:
             raise CheckpointError(
                 f"{path} does not start with GGUF's magic bytes, so it is not a GGUF file (an "
                 "unfinished download or another format): download it again."
@@ -138,18 +103,18 @@ def field(reader: gguf.GGUFReader, key: str):
     return None if found is None else found.contents()
 
 
-def meta_name(name: str) -> str:
-    """Meta's name for a llama.cpp tensor name (unknown names come back unchanged)."""
-    for pattern, meta in _META_NAMES.items():
-        match = pattern.match(name)
-        if match:
-            return meta.replace("{i}", match.group(1)) if match.groups() else meta
-    return name
+SPELLING = METADATA_KEYS | OPTIONAL_KEYS  # for messages: the metadata's name for each key
 
 
-def metadata_params(path: Path) -> dict:
-    """The metadata as params.json's keys, as read_config does for config.json: sizes and
-    `ffn_hidden`, `tied_output`, and Llama 3.1's RoPE scaling from the rope_freqs tensor."""
+def sizes_path(path: Path) -> Path:
+    """The file that states the sizes: the GGUF file itself."""
+    return Path(path)
+
+
+def read_params(path: Path) -> dict:
+    """The metadata as params.json's keys, as hf_checkpoint does for config.json: sizes and
+    `ffn_hidden`, `tied_output`, and Llama 3.1's RoPE scaling as the rope_freqs tensor states
+    it, checked to be Llama 3.1's rule."""
     reader = open_gguf(path)
     architecture = field(reader, "general.architecture")
     if architecture != "llama":
@@ -169,50 +134,39 @@ def metadata_params(path: Path) -> dict:
     for key in ("rope_theta", "norm_eps"):  # stored as float32: 1e-05, not 9.99999974e-06
         if isinstance(params[key], (int, float)):
             params[key] = float(f"{params[key]:.7g}")
-    params["n_kv_heads"] = field(reader, OPTIONAL_KEYS["n_kv_heads"]) or params["n_heads"]
+    if field(reader, OPTIONAL_KEYS["n_kv_heads"]):  # else one per query head (model_sizes)
+        params["n_kv_heads"] = field(reader, OPTIONAL_KEYS["n_kv_heads"])
     tokens = reader.get_field("tokenizer.ggml.tokens")
     params["vocab_size"] = field(reader, OPTIONAL_KEYS["vocab_size"]) or (
         len(tokens.data) if tokens is not None else 0
     )
+    stated_context = field(reader, "llama.context_length")
+    if isinstance(stated_context, int) and stated_context > 0:
+        params["context_length"] = stated_context
     names = {t.name for t in reader.tensors}
     params["tied_output"] = "output.weight" not in names
     params["use_scaled_rope"] = ROPE_FACTORS in names
     if ROPE_FACTORS in names:
-        params["rope_scaling"] = rope_scaling(path, reader, params)
+        stored = np.array(tensor_by_name(reader)[ROPE_FACTORS].data, dtype=np.float32).ravel()
+        params["rope_scaling"] = rope_scaling(stored)
+        checkpoint_checks.check_pair_factors(params, stored.tolist(), path, ROPE_FACTORS)
     return params
 
 
-def rope_scaling(path: Path, reader: gguf.GGUFReader, params: dict) -> dict:
-    """Llama 3.1's scaled RoPE, from the per-pair factors llama.cpp's converter stored.
+def rope_scaling(stored: np.ndarray) -> dict:
+    """Llama 3.1's scaled RoPE as the file states it: the factor is the largest of the
+    per-pair factors llama.cpp's converter stored.
 
-    The converter computes them from the four numbers of config.json's rope_scaling and keeps
-    only the result. The largest factor is the factor itself; the other three are the same in
-    every release (release_facts), and the stored factors must be exactly what they give.
+    The converter computes the pair factors from the four numbers of config.json's
+    rope_scaling and keeps only the result; the other three are the same in every release
+    (release_facts). checkpoint_checks checks that the stored factors are exactly what
+    these give; the notebook computes the frequencies.
     """
-    stored = torch.from_numpy(np.array(tensor_by_name(reader)[ROPE_FACTORS].data)).float()
-    factor = float(stored.max())
-    low, high = release_facts.ROPE_LOW_FREQ_FACTOR, release_facts.ROPE_HIGH_FREQ_FACTOR
-    original = release_facts.ROPE_ORIGINAL_CONTEXT
-    head_dim = params["dim"] // params["n_heads"]
-    frequencies = 1.0 / params["rope_theta"] ** (torch.arange(0, head_dim, 2).float() / head_dim)
-    wavelengths = 2 * math.pi / frequencies
-    smooth = (original / wavelengths - low) / (high - low)
-    expected = torch.where(
-        wavelengths < original / high,
-        1.0,
-        torch.where(wavelengths > original / low, factor, 1 / ((1 - smooth) / factor + smooth)),
-    )
-    if stored.shape != expected.shape or not torch.allclose(stored, expected, rtol=1e-5):
-        raise CheckpointError(
-            f"{path}: its {ROPE_FACTORS} are not Llama 3.1's RoPE scaling (factor {factor:g}, "
-            f"low/high frequency factors {low:g}/{high:g}, original context {original}): this "
-            "notebook implements only that rule; use a Llama 3 GGUF file."
-        )
     return {
-        "factor": factor,
-        "low_freq_factor": low,
-        "high_freq_factor": high,
-        "original_max_position_embeddings": original,
+        "factor": float(stored.max()),
+        "low_freq_factor": release_facts.ROPE_LOW_FREQ_FACTOR,
+        "high_freq_factor": release_facts.ROPE_HIGH_FREQ_FACTOR,
+        "original_max_position_embeddings": release_facts.ROPE_ORIGINAL_CONTEXT,
         "stated_in": f"the GGUF file's {ROPE_FACTORS}",
     }
 
@@ -225,7 +179,7 @@ def format_name(tensor) -> str:
     return gguf.GGMLQuantizationType(tensor.tensor_type).name
 
 
-class GGUFWeights(Mapping):
+class GGUFWeights(NamedWeights):
     """A GGUF file's tensors under Meta's names, read when looked up.
 
     F32, F16 and BF16 come straight from the memory-mapped file, with no copy. Block formats
@@ -234,13 +188,15 @@ class GGUFWeights(Mapping):
     and scales instead (the same integers: Q4_0 is the rule the notebook's int4 follows).
     """
 
-    config_name = "the GGUF metadata"
-    files_name = "its tensors"
+    source = "the GGUF metadata"
+    files = "its tensors"
 
     def __init__(self, path: Path, params: dict):
         self.path = Path(path)
         reader = open_gguf(self.path)
-        self.tensors = {meta_name(t.name): t for t in reader.tensors if t.name != ROPE_FACTORS}
+        self.tensors = {
+            tensor_names.GGUF.to_meta(t.name): t for t in reader.tensors if t.name != ROPE_FACTORS
+        }
         self.shapes = {
             name: tuple(int(n) for n in reversed(t.shape.tolist()))
             for name, t in self.tensors.items()
@@ -260,6 +216,13 @@ class GGUFWeights(Mapping):
         original = self.tensors[name].name if name in self.tensors else name
         return f"{original} (Meta's {name})" if original != name else name
 
+    def note(self) -> str:
+        formats = sorted(set(self.formats.values()), key=list(FORMATS).index)
+        note = f" as read, GGUF file ({'/'.join(formats)})"
+        if any(kind in BLOCK_FORMATS for kind in formats):
+            note += ", blocks dequantized at each read"
+        return note
+
     def __getitem__(self, name: str) -> torch.Tensor:
         tensor = self.tensors[name]
         kind = self.formats[name]
@@ -270,11 +233,10 @@ class GGUFWeights(Mapping):
         values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
         return torch.from_numpy(values).reshape(self.shapes[name])
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.tensors)
 
-    def __len__(self) -> int:
-        return len(self.tensors)
+def weights(path: Path, params: dict) -> NamedWeights:
+    """The file's tensors by Meta's names, read (and dequantized) when looked up."""
+    return GGUFWeights(path, params)
 
 
 def vocabulary(path: Path) -> tuple[str | None, list[str]]:
@@ -283,46 +245,3 @@ def vocabulary(path: Path) -> tuple[str | None, list[str]]:
     reader = open_gguf(path)
     tokens = reader.get_field("tokenizer.ggml.tokens")
     return field(reader, "tokenizer.ggml.model"), tokens.contents() if tokens else []
-
-
-# ---- Ollama ----------------------------------------------------------------------------------
-
-OLLAMA_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?:[A-Za-z0-9._-]+$")
-OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
-
-
-def looks_like_ollama_name(value: str) -> bool:
-    """`llama3.2:1b`, `library/llama3:8b`, `someone/model:tag`: a name and a tag, no path."""
-    return bool(OLLAMA_NAME.match(value)) and not Path(value).expanduser().exists()
-
-
-def ollama_models_dir() -> Path:
-    return Path(os.environ.get("OLLAMA_MODELS") or "~/.ollama/models").expanduser()
-
-
-def ollama_blob(name: str) -> Path:
-    """The GGUF file of an Ollama model, in place: manifests/…/NAME/TAG names its blob."""
-    models = ollama_models_dir()
-    model, tag = name.rsplit(":", 1)
-    namespace, model = model.split("/", 1) if "/" in model else ("library", model)
-    manifest = models / "manifests" / "registry.ollama.ai" / namespace / model / tag
-    if not manifest.is_file():
-        raise CheckpointError(
-            f"Ollama has no model {name} in {models} (OLLAMA_MODELS moves that folder): run "
-            f"`ollama pull {name}`, or set LLAMA3_CKPT to a checkpoint path."
-        )
-    try:
-        layers = json.loads(manifest.read_text())["layers"]
-        digest = next(x["digest"] for x in layers if x.get("mediaType") == OLLAMA_MODEL_LAYER)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, StopIteration):
-        raise CheckpointError(
-            f"{manifest} is not an Ollama manifest that names a model file: run "
-            f"`ollama pull {name}` again."
-        ) from None
-    blob = models / "blobs" / str(digest).replace(":", "-")
-    if not blob.is_file():
-        raise CheckpointError(
-            f"Ollama's manifest for {name} names {blob.name}, which is not in {models / 'blobs'}: "
-            f"run `ollama pull {name}` again."
-        )
-    return blob

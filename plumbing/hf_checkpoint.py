@@ -2,8 +2,8 @@
 
 A Llama 3 folder from the Hugging Face hub holds `config.json`, the weights as
 `model.safetensors` (or `model-0000k-of-0000n.safetensors` listed in
-`model.safetensors.index.json`) and `tokenizer.json`. `checkpoint_files.read_config` turns
-config.json into params.json's keys; `HuggingFaceWeights` hands out the tensors under Meta's
+`model.safetensors.index.json`) and `tokenizer.json`. `read_params` turns config.json into
+params.json's keys; `HuggingFaceWeights` hands out the tensors under Meta's
 names, one at a time from the memory-mapped files, with the query and key rows put back in
 Meta's order.
 The notebook then runs unchanged; its section "Meta's files and Hugging Face's" shows
@@ -13,51 +13,116 @@ what differs and why.
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
-from plumbing.checkpoint_files import CheckpointError, download_mistake, expected_shapes
+from plumbing import checkpoint_checks, model_sizes, tensor_names
+from plumbing.friendly_errors import CheckpointError
+from plumbing.tensor_names import NamedWeights
 
-# Meta's tensor names → Hugging Face's ({i}: the layer).
-HF_NAMES = {
-    "tok_embeddings.weight": "model.embed_tokens.weight",
-    "layers.{i}.attention_norm.weight": "model.layers.{i}.input_layernorm.weight",
-    "layers.{i}.attention.wq.weight": "model.layers.{i}.self_attn.q_proj.weight",
-    "layers.{i}.attention.wk.weight": "model.layers.{i}.self_attn.k_proj.weight",
-    "layers.{i}.attention.wv.weight": "model.layers.{i}.self_attn.v_proj.weight",
-    "layers.{i}.attention.wo.weight": "model.layers.{i}.self_attn.o_proj.weight",
-    "layers.{i}.ffn_norm.weight": "model.layers.{i}.post_attention_layernorm.weight",
-    "layers.{i}.feed_forward.w1.weight": "model.layers.{i}.mlp.gate_proj.weight",
-    "layers.{i}.feed_forward.w3.weight": "model.layers.{i}.mlp.up_proj.weight",
-    "layers.{i}.feed_forward.w2.weight": "model.layers.{i}.mlp.down_proj.weight",
-    "norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
+# config.json keys the notebook needs, each with params.json's name for it.
+CONFIG_KEYS = {
+    "hidden_size": "dim",
+    "num_hidden_layers": "n_layers",
+    "num_attention_heads": "n_heads",
+    "vocab_size": "vocab_size",
+    "intermediate_size": "ffn_hidden",
+    "rms_norm_eps": "norm_eps",
 }
-_META_NAMES = {
-    re.compile(re.escape(hf).replace(r"\{i\}", r"(\d+)") + "$"): meta
-    for meta, hf in HF_NAMES.items()
-}
+# For messages about a config.json: its own name for each params.json key.
+SPELLING = {meta: key for key, meta in CONFIG_KEYS.items()} | {"n_kv_heads": "num_key_value_heads"}
 
 
-def meta_name(hf_name: str) -> str:
-    """Meta's name for a Hugging Face tensor name (unknown names come back unchanged)."""
-    for pattern, meta in _META_NAMES.items():
-        match = pattern.match(hf_name)
-        if match:
-            return meta.replace("{i}", match.group(1)) if match.groups() else meta
-    return hf_name
+def sizes_path(folder: Path) -> Path:
+    """The file that states the sizes."""
+    return Path(folder) / "config.json"
 
 
-def hf_name(meta: str) -> str:
-    """Hugging Face's name for a tensor name of Meta's layout."""
-    layer = re.match(r"layers\.(\d+)\.(.*)$", meta)
-    if layer:
-        return HF_NAMES["layers.{i}." + layer.group(2)].replace("{i}", layer.group(1))
-    return HF_NAMES[meta]
+def read_params(folder: Path) -> dict:
+    """config.json as params.json's keys, checked; plus what params.json leaves to rules.
+
+    `ffn_hidden` (config.json states the feed-forward width), `tied_output`, and, for
+    scaled RoPE, `rope_scaling` with the file's own factor, frequency factors and original
+    context. Both spellings transformers has written are read: top-level `rope_theta` and
+    `rope_scaling` (4.x, the hub's files), or `rope_parameters` (5.x).
+    """
+    path = sizes_path(folder)
+    config = checkpoint_checks.read_json_object(
+        path, "download config.json again from the same model"
+    )
+    architectures = config.get("architectures") or []
+    if "LlamaForCausalLM" not in architectures or config.get("model_type", "llama") != "llama":
+        found = ", ".join(architectures) or config.get("model_type") or "an unnamed architecture"
+        raise CheckpointError(
+            f"{path} describes {found}, not LlamaForCausalLM: this notebook runs Llama 3 models "
+            "only; point LLAMA3_CKPT at a Llama 3 folder."
+        )
+    for key in CONFIG_KEYS:
+        if key not in config:
+            raise CheckpointError(
+                f"{path} has no {key!r}: it is not a complete Llama configuration; download "
+                "config.json again from the same model."
+            )
+    rope = config.get("rope_parameters") or {}
+    scaling = config.get("rope_scaling") or rope
+    for key, value in (("rope_parameters", rope), ("rope_scaling", scaling)):
+        if not isinstance(value, dict):
+            raise CheckpointError(
+                f"{path}: {key} is {value!r}, not an object of RoPE settings; download "
+                "config.json again from the same model."
+            )
+    theta = config.get("rope_theta", rope.get("rope_theta"))
+    if theta is None:
+        raise CheckpointError(
+            f"{path} states no rope_theta (neither at the top nor in rope_parameters): download "
+            "config.json again from the same model."
+        )
+    if not checkpoint_checks.is_kind(theta, float):
+        raise CheckpointError(
+            f"{path}: rope_theta is {theta!r}, it must be a number; download config.json again "
+            "from the same model."
+        )
+    if scaling.get("rope_type", scaling.get("type", "default")) == "default":
+        scaling = None  # "default" (either spelling) is plain RoPE
+    params = {meta: config[key] for key, meta in CONFIG_KEYS.items()}
+    if config.get("num_key_value_heads"):  # else one per query head (model_sizes fills it)
+        params["n_kv_heads"] = config["num_key_value_heads"]
+    params["rope_theta"] = float(theta)
+    params["use_scaled_rope"] = scaling is not None
+    if scaling is not None:
+        kind = scaling.get("rope_type", scaling.get("type"))
+        if kind != "llama3":
+            raise CheckpointError(
+                f"{path}: RoPE scaling of type {kind!r}; Llama 3.1+ uses 'llama3', and this "
+                "notebook implements only that one."
+            )
+        keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+        missing = [key for key in keys if key not in scaling]
+        if missing:
+            raise CheckpointError(
+                f"{path}: the llama3 RoPE scaling has no {missing[0]!r}; download config.json "
+                "again from the same model."
+            )
+        for key in keys:
+            if not checkpoint_checks.is_kind(scaling[key], float) or scaling[key] <= 0:
+                raise CheckpointError(
+                    f"{path}: the llama3 RoPE scaling's {key} is {scaling[key]!r}, it must be a "
+                    "positive number; download config.json again from the same model."
+                )
+        params["rope_scaling"] = {key: scaling[key] for key in keys}
+    params["tied_output"] = bool(config.get("tie_word_embeddings", False))
+    stated_context = config.get("max_position_embeddings")
+    if checkpoint_checks.is_kind(stated_context, int) and stated_context > 0:
+        params["context_length"] = stated_context
+    head_dim = config.get("head_dim")
+    if head_dim is not None and head_dim * params["n_heads"] != params["dim"]:
+        raise CheckpointError(
+            f"{path}: head_dim {head_dim} × {params['n_heads']} heads ≠ hidden_size "
+            f"{params['dim']}; Llama 3 splits the width evenly among heads."
+        )
+    return params
 
 
 def hf_rows_to_meta(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -85,7 +150,7 @@ def safetensors_files(folder: Path) -> dict[str, Path]:
                 raise TypeError
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
             wrong = (
-                download_mistake(index)
+                checkpoint_checks.download_mistake(index)
                 or "not a readable safetensors index (no weight_map from names to files)"
             )
             raise CheckpointError(f"{index} is {wrong}: download it again.") from None
@@ -121,7 +186,7 @@ def _open(path: Path):
     except (
         Exception
     ) as error:  # safetensors raises SafetensorError, OSError … depending on the damage
-        if mistake := download_mistake(path):
+        if mistake := checkpoint_checks.download_mistake(path):
             raise CheckpointError(f"{path} is {mistake}.") from None
         text = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
         raise CheckpointError(
@@ -130,7 +195,7 @@ def _open(path: Path):
         ) from None
 
 
-class HuggingFaceWeights(Mapping):
+class HuggingFaceWeights(NamedWeights):
     """A Hugging Face folder's tensors under Meta's names, read when looked up.
 
     `safe_open` memory-maps each file: looking a tensor up reads only that tensor, straight
@@ -138,18 +203,17 @@ class HuggingFaceWeights(Mapping):
     order (a copy of one matrix at a time).
     """
 
-    config_name = "config.json"
+    source = "config.json"
+    files = "the safetensors files"
 
     def __init__(self, folder: Path, params: dict):
         self.folder = Path(folder)
         files = safetensors_files(self.folder)
         self.handles = {path: _open(path) for path in sorted(set(files.values()))}
-        found = {meta_name(name): (name, files[name]) for name in files}
+        found = {tensor_names.HUGGING_FACE.to_meta(name): (name, files[name]) for name in files}
         # In Meta's order (the files list names alphabetically), then any the model does not have.
         self.file_of = {
-            name: found[name]
-            for name in expected_shapes(params, params.get("tied_output", False))
-            if name in found
+            name: found[name] for name in model_sizes.expected_shapes(params) if name in found
         } | found
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.dtypes: dict[str, torch.dtype] = {}
@@ -170,8 +234,15 @@ class HuggingFaceWeights(Mapping):
                 self.heads[name] = shape[0] // head_dim
 
     def describe(self, name: str) -> str:
-        original = self.file_of[name][0] if name in self.file_of else hf_name(name)
+        if name in self.file_of:
+            original = self.file_of[name][0]
+        else:
+            original = tensor_names.HUGGING_FACE.from_meta(name)
         return f"{original} (Meta's {name})" if original != name else name
+
+    def note(self) -> str:
+        n_files = len(self.handles)
+        return f", Hugging Face layout ({n_files} safetensors file{'s' if n_files > 1 else ''})"
 
     def __getitem__(self, name: str) -> torch.Tensor:
         original, path = self.file_of[name]
@@ -180,8 +251,7 @@ class HuggingFaceWeights(Mapping):
             tensor = hf_rows_to_meta(tensor, self.heads[name])
         return tensor
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.file_of)
 
-    def __len__(self) -> int:
-        return len(self.file_of)
+def weights(folder: Path, params: dict) -> NamedWeights:
+    """The safetensors files' tensors by Meta's names, memory-mapped."""
+    return HuggingFaceWeights(folder, params)

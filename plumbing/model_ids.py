@@ -1,4 +1,7 @@
-"""A Hugging Face model id in LLAMA3_CKPT (`meta-llama/Llama-3.2-1B`) as a folder — plumbing only.
+"""A model's name in LLAMA3_CKPT as the place its files lie — plumbing only.
+
+A Hugging Face model id (`meta-llama/Llama-3.2-1B`) becomes its folder in the local cache;
+an Ollama name (`llama3.2:1b`) becomes the GGUF file Ollama downloaded (at the end).
 
 `resolve(model_id)` finds the model in the local Hugging Face cache (`HF_HUB_CACHE`, by
 default `~/.cache/huggingface/hub`), offline, and returns its snapshot folder: the files
@@ -10,6 +13,7 @@ can go wrong is one sentence that names the fix.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from tqdm import TqdmWarning
 
-from plumbing.friendly_errors import SetupError
+from plumbing.friendly_errors import CheckpointError, SetupError
 
 # huggingface_hub draws its progress bars with tqdm.auto, which warns at import inside a
 # Jupyter kernel without ipywidgets ("IProgress not found") and then draws text bars: enough.
@@ -113,3 +117,46 @@ def in_layout(snapshot: str) -> Path:
     if not (folder / "config.json").exists() and (folder / "original" / "params.json").exists():
         return folder / "original"
     return folder
+
+
+# ---- Ollama ----------------------------------------------------------------------------------
+
+OLLAMA_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?:[A-Za-z0-9._-]+$")
+OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
+
+
+def looks_like_ollama_name(value: str) -> bool:
+    """`llama3.2:1b`, `library/llama3:8b`, `someone/model:tag`: a name and a tag, no path."""
+    return bool(OLLAMA_NAME.match(value)) and not Path(value).expanduser().exists()
+
+
+def ollama_models_dir() -> Path:
+    return Path(os.environ.get("OLLAMA_MODELS") or "~/.ollama/models").expanduser()
+
+
+def ollama_blob(name: str) -> Path:
+    """The GGUF file of an Ollama model, in place: manifests/…/NAME/TAG names its blob."""
+    models = ollama_models_dir()
+    model, tag = name.rsplit(":", 1)
+    namespace, model = model.split("/", 1) if "/" in model else ("library", model)
+    manifest = models / "manifests" / "registry.ollama.ai" / namespace / model / tag
+    if not manifest.is_file():
+        raise CheckpointError(
+            f"Ollama has no model {name} in {models} (OLLAMA_MODELS moves that folder): run "
+            f"`ollama pull {name}`, or set LLAMA3_CKPT to a checkpoint path."
+        )
+    try:
+        layers = json.loads(manifest.read_text())["layers"]
+        digest = next(x["digest"] for x in layers if x.get("mediaType") == OLLAMA_MODEL_LAYER)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, StopIteration):
+        raise CheckpointError(
+            f"{manifest} is not an Ollama manifest that names a model file: run "
+            f"`ollama pull {name}` again."
+        ) from None
+    blob = models / "blobs" / str(digest).replace(":", "-")
+    if not blob.is_file():
+        raise CheckpointError(
+            f"Ollama's manifest for {name} names {blob.name}, which is not in {models / 'blobs'}: "
+            f"run `ollama pull {name}` again."
+        )
+    return blob

@@ -6,15 +6,16 @@ A decode step multiplies one row, and there converting every weight costs severa
 product itself. So, where LLAMA3_ONE_ROW says so, the reader hands out each matrix as a
 `FileDtypeMatrix`: `x @ W.T` with one row of `x` runs `fused_product`, which reads the bf16
 weight and multiplies and sums in float32 inside one compiled loop, never making a float32
-copy; more rows take the converted path as before. docs/performance.md has the figures.
+copy; more rows take the converted path as before. The figures:
+docs/performance.md#one-row-products-from-the-files-bytes.
 
 `torch.compile` writes that loop in C++ for the CPU, so it needs a C++ compiler at run time;
 without one, or if compiling fails, the plain path runs and the setup cell says why.
 
 Computing in bf16 on a CPU that multiplies it natively, there is nothing to convert, but two
 kernels can take a one-row product: oneDNN's (PyTorch's default) and ATen's own
-matrix-vector kernel. Which is faster differs between such machines (docs/performance.md:
-ATen 2.5× faster on one, 2× slower on another), so `auto` times both once, on the model's
+matrix-vector kernel. Which is faster differs between such machines
+(docs/performance.md#number-formats-on-the-cpu), so `auto` times both once, on the model's
 largest matrix shape, and an `AtenOneRowMatrix` routes one row to ATen where it won.
 """
 

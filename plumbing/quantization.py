@@ -64,8 +64,8 @@ def dequantized(ints: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     return (groups * scales[..., None]).flatten(1)
 
 
-# Rows quantized at a time: a whole 128,256-row output matrix of the 8B would take about 6 GB
-# of float32 temporaries at once (measured 2026-11-30). Every scale is within one row, so
+# Rows quantized at a time: a whole 128,256-row output matrix of the 8B would take gigabytes
+# of float32 temporaries at once. Every scale is within one row, so
 # blocks of rows give the very same integers and scales.
 ROWS_AT_A_TIME = 4096
 
@@ -174,9 +174,8 @@ class QuantizedMatrix(Matrix):
         """x @ W.T for x [… × in_features], through the fused kernel."""
         if not self.fused:
             return x @ self.dequantize(x.dtype).T
-        # The kernels take bfloat16 activations: given float32, both ran 5-14× slower on
-        # 2 AVX2 cores (one [1 × 4096]·[4096 × 14336] product: int8 65 ms against 12.5 ms,
-        # int4 143 ms against 10 ms; 2026-11-30).
+        # The kernels take bfloat16 activations: given float32, both ran several times slower
+        # (docs/performance.md#quantized-decoding-beside-llamacpp).
         rows = x.reshape(-1, x.shape[-1]).to(KERNEL_DTYPE).contiguous()
         if self.scheme == "int8":
             out = torch._weight_int8pack_mm(rows, self.packed, self.kernel_scales)
@@ -252,9 +251,9 @@ def quantize_checkpoint(
 def return_freed_memory() -> bool:
     """Give the memory the quantization freed back to the system; whether the C library could.
 
-    glibc's allocator keeps freed blocks of the heap for later use: after quantizing the 8B to
-    int8 a process held 9.6 GB of anonymous memory for 7.5 GB of matrices, and 7.5 GB after
-    `malloc_trim(0)` (measured 2026-11-30). Elsewhere (macOS, Windows) nothing is done.
+    glibc's allocator keeps freed blocks of the heap for later use, gigabytes of them after
+    quantizing the 8B (docs/performance.md#quantized-decoding-beside-llamacpp), until
+    `malloc_trim(0)`. Elsewhere (macOS, Windows) nothing is done.
     """
     try:
         ctypes.CDLL(None).malloc_trim(0)  # the symbols the process has loaded, libc's among them
@@ -271,6 +270,9 @@ class QuantizedReader:
 
     def __call__(self, name: str):
         return self.matrices[name] if name in self.matrices else self.fallback(name)
+
+    def rows(self, name: str, index):  # the embedding's rows, from the file even when tied
+        return self.fallback.rows(name, index)
 
     def in_row_blocks(self, name: str) -> Iterator:
         if name in self.matrices:

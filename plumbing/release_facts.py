@@ -33,7 +33,11 @@ ROPE_SCALE_FACTOR_3_2 = 32.0  # Llama 3.2 1B and 3B
 
 
 def context_length(params: dict) -> int:
-    """Llama 3 was trained on 8,192 positions; releases with scaled RoPE (3.1+) on 131,072."""
+    """The positions the model was trained to read: as a Hugging Face config.json or a GGUF
+    file states it (`context_length`), else by release: Llama 3 was trained on 8,192
+    positions, releases with scaled RoPE (3.1+) on 131,072 (params.json does not say)."""
+    if params.get("context_length"):
+        return params["context_length"]
     return CONTEXT_SCALED_ROPE if params.get("use_scaled_rope") else CONTEXT_LLAMA3
 
 

@@ -20,10 +20,24 @@ from pathlib import Path
 
 import torch
 
-from plumbing import checkpoint_files, one_row, quantization, release_facts, weight_loading
+from plumbing import (
+    checkpoint_files,
+    one_row,
+    quantization,
+    release_facts,
+    tensor_names,
+    weight_loading,
+)
 from plumbing.friendly_errors import SetupError
 
 DEFAULT_PROMPT = "the answer to the ultimate question of life, the universe, and everything is "
+# Long inputs. Past KEY_BLOCK keys, the notebook's attention reads the keys that many at a time
+# (attention_in_blocks: one block's scores, [n_heads × new × KEY_BLOCK], never all of them), and
+# generate feeds a prompt through the layers PREFILL_CHUNK positions at a time, filling the
+# cache. On the 8B, one block's float32 scores for a full chunk are 32 × 1024 × 1024 × 4 bytes,
+# 128 MB: memory that no longer grows with the prompt.
+KEY_BLOCK = 1024
+PREFILL_CHUNK = 1024
 
 # Every LLAMA3_* variable the notebook reads, with its default as the README's table gives it.
 # From this one table: `make notebook` clears them all (`python -m plumbing.run_settings
@@ -36,6 +50,7 @@ SETTINGS = {
     "LLAMA3_DTYPE": "`auto`",
     "LLAMA3_STREAM": "`auto`",
     "LLAMA3_PROMPT": "the Hitchhiker's question",
+    "LLAMA3_PROMPT_FILE": "none",
     "LLAMA3_EXTRAS": "by size",
     "LLAMA3_ROPE_SCALE_FACTOR": "by rule",
     "LLAMA3_QUANTIZE": "`none`",
@@ -102,10 +117,11 @@ def cpu_has_native_bf16() -> bool:
 def choose_dtype(name: str | None, device: torch.device) -> tuple[torch.dtype, str]:
     """LLAMA3_DTYPE: float32, bfloat16, or auto; returns the dtype and why, in a few words.
 
-    auto, measured on 2-core CPUs (README, "dtype policy"): the weights are bfloat16 on disk.
+    auto (the figures: docs/performance.md#number-formats-on-the-cpu): the weights are
+    bfloat16 on disk.
     - A CPU with AVX-512 BF16 or AMX multiplies bf16 matrices several times faster than
       float32 and converts nothing: bfloat16.
-    - Any other CPU (AVX2) emulates bf16 products, 5-7× slower than float32 once a pass
+    - Any other CPU (AVX2) emulates bf16 products, several times slower than float32 once a pass
       has more than a few dozen tokens: float32, each weight converted when used.
     - CUDA: bfloat16, native on every GPU this notebook targets.
     - Apple's MPS (reasoned, not measured here): bfloat16 on macOS 14 or newer, which runs
@@ -260,6 +276,36 @@ def rope_frequency_band(params: dict) -> tuple[float, float, int]:
     )
 
 
+def choose_prompt(text: str | None = None, file: str | None = None) -> str:
+    """The prompt: LLAMA3_PROMPT's text, or the UTF-8 text of the file LLAMA3_PROMPT_FILE names,
+    else the Hitchhiker's question."""
+    text = os.environ.get("LLAMA3_PROMPT") if text is None else text
+    file = os.environ.get("LLAMA3_PROMPT_FILE") if file is None else file
+    if not file:
+        return DEFAULT_PROMPT if text is None else text
+    if text is not None:
+        raise SettingError("LLAMA3_PROMPT and LLAMA3_PROMPT_FILE are both set: unset one of them.")
+    path = Path(file).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingError(
+            f"LLAMA3_PROMPT_FILE={file!r}: there is no such file; give the path of a text file."
+        ) from None
+    except IsADirectoryError:
+        raise SettingError(
+            f"LLAMA3_PROMPT_FILE={file!r} is a folder: give the path of a text file in it."
+        ) from None
+    except UnicodeDecodeError:
+        raise SettingError(
+            f"LLAMA3_PROMPT_FILE={file!r} is not UTF-8 text: save it as UTF-8 and try again."
+        ) from None
+    except OSError as error:
+        raise SettingError(
+            f"LLAMA3_PROMPT_FILE={file!r} cannot be read ({error.strerror}): check its permissions."
+        ) from None
+
+
 def check_prompt(prompt: str, tokens: list[int], params: dict) -> None:
     """Refuse a prompt longer than the context; say what an empty or special-looking prompt
     means."""
@@ -267,7 +313,7 @@ def check_prompt(prompt: str, tokens: list[int], params: dict) -> None:
     if len(tokens) > limit:
         raise SettingError(
             f"The prompt is {len(tokens):,} tokens, longer than this model's context of "
-            f"{limit:,}: shorten LLAMA3_PROMPT."
+            f"{limit:,}: shorten the prompt (LLAMA3_PROMPT or LLAMA3_PROMPT_FILE)."
         )
     if not prompt:
         print(
@@ -302,6 +348,9 @@ class Settings:
     quantization_note: str = "none (LLAMA3_QUANTIZE=int8 or int4 quantizes the matrices)"
     one_row: str | None = None  # plumbing/one_row.py's route: "fused", "aten", "aten?" or None
     one_row_note: str = "plain"
+    context_length: int = release_facts.CONTEXT_LLAMA3
+    key_block: int = KEY_BLOCK
+    prefill_chunk: int = PREFILL_CHUNK
     said_why: bool = False  # whether a skipped demo has printed examples_reason yet
 
     def summary(self) -> str:
@@ -324,6 +373,9 @@ class Settings:
                 f"weights:    {weights}",
                 f"quantized:  {self.quantization_note}",
                 f"one row:    {self.one_row_note}",
+                f"long input: context {self.context_length:,} positions; keys "
+                f"{self.key_block:,} at a time past {self.key_block:,}; a prompt fed "
+                f"{self.prefill_chunk:,} positions at a time",
                 f"examples:   {'run' if self.run_examples else 'skipped'} ({self.examples_reason})",
             ]
         )
@@ -367,7 +419,7 @@ def choose_aten(
     if route == "aten":
         return "aten", f"ATen's matrix-vector kernel for one bf16 row, not oneDNN's ({why})"
     weight_by_shape = collections.Counter()
-    for shape in weight_loading.tensor_shapes(weights).values():
+    for shape in tensor_names.tensor_shapes(weights).values():
         if len(shape) == 2:
             weight_by_shape[shape] += math.prod(shape)
     largest = weight_by_shape.most_common(1)[0][0]
@@ -381,7 +433,7 @@ def choose_aten(
 def compile_one_row(weights: Mapping[str, torch.Tensor], why: str) -> tuple[str | None, str]:
     """Compile the fused one-row product for every matrix shape a decode step reads, now, so
     that its cost is paid once here: whether it is used, and the setup cell's line."""
-    shapes, dtypes = weight_loading.tensor_shapes(weights), weight_loading.tensor_dtypes(weights)
+    shapes, dtypes = tensor_names.tensor_shapes(weights), tensor_names.tensor_dtypes(weights)
     tied = "output.weight" not in shapes
     blocks, read = weight_loading.WeightReader.BLOCK_ROWS, []
     for name, shape in shapes.items():
@@ -409,16 +461,16 @@ def decide(
     before any lesson runs; notes about an empty prompt or spelled special tokens print here.
     The parameter count is of the tensors the checkpoint holds (a tied output matrix once).
     """
-    prompt = os.environ.get("LLAMA3_PROMPT", DEFAULT_PROMPT)
+    prompt = choose_prompt()
     bos_id = tokenizer.encode_single_token("<|begin_of_text|>")
     check_prompt(prompt, [bos_id] + tokenizer.encode(prompt, disallowed_special=()), params)
     device = choose_device()
     dtype, dtype_reason = choose_dtype(None, device)
-    n_parameters = sum(math.prod(shape) for shape in weight_loading.tensor_shapes(weights).values())
+    n_parameters = sum(math.prod(shape) for shape in tensor_names.tensor_shapes(weights).values())
     run_examples, examples_reason = choose_examples(None, n_parameters, device)
     factor, factor_reason = choose_rope_scale_factor(params)
     streaming, quantized = choose_streaming(None, device), choose_quantization()
-    shapes, dtypes = weight_loading.tensor_shapes(weights), weight_loading.tensor_dtypes(weights)
+    shapes, dtypes = tensor_names.tensor_shapes(weights), tensor_names.tensor_dtypes(weights)
     file_dtypes = {dtypes[name] for name, shape in shapes.items() if len(shape) == 2}
     route, why = one_row.decide(
         choose_one_row(),
@@ -443,6 +495,7 @@ def decide(
         rope_scale_factor=factor,
         rope_scale_reason=factor_reason,
         rope_frequency_band=rope_frequency_band(params),
+        context_length=release_facts.context_length(params),  # stated, else by release
         quantization=quantized,
         one_row=route,
         one_row_note=why if route else f"plain ({why})",

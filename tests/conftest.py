@@ -44,7 +44,7 @@ def embedded_run(tmp_path_factory):
     strings = tmp_path_factory.mktemp("bpe") / "strings.json"
     strings.write_text(json.dumps(bpe_parity_strings()), encoding="utf-8")
     also = [("bpe", str(strings)), ("generations",), ("sampling",)]
-    also += [("gradients",), ("quantization",), ("silent_bugs",)]
+    also += [("gradients",), ("quantization",), ("silent_bugs",), ("long_inputs",)]
     also += parity_runs.THROUGH_FORWARD  # the parity tests' long prompt and bfloat16 pass
     run = run_and_read(tmp_path_factory.mktemp("embedded"), FLOAT32_CPU, also=also)
     run["bpe"] = json.loads(run["files"]["bpe"].read_text(encoding="utf-8"))
@@ -53,6 +53,7 @@ def embedded_run(tmp_path_factory):
     run["learning"] = torch.load(run["files"]["gradients"], weights_only=True)
     run["quantization"] = torch.load(run["files"]["quantization"], weights_only=True)
     run["silent_bugs"] = torch.load(run["files"]["silent_bugs"], weights_only=True)
+    run["long_inputs"] = torch.load(run["files"]["long_inputs"], weights_only=True)
     run["folder_before"], run["folder_after"] = before, snapshot(EMBEDDED_CHECKPOINT)
     return run
 

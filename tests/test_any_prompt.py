@@ -1,6 +1,6 @@
 """The notebook runs end to end on any prompt a reader gives it, not only the Hitchhiker's.
 
-Each prompt below once stopped a cell: the empty one `bugs-measure-code` (a forward pass over
+Each prompt below once stopped a cell: the empty one `bugs-measure-every` (a forward pass over
 no tokens) and, in bfloat16, `candidates-code` (two logits tied); one character, an emoji or
 a Russian word `bugs-scaling-code` (the last query of a token the embedded model never saw is
 zero); Russian `bpe-encode-code` (a word of the vocabulary that merges alone never reach); a
@@ -63,6 +63,6 @@ def test_the_notebook_runs_to_the_end_and_names_a_next_token(executed, name, met
 
 
 def test_a_demo_that_needs_more_than_the_prompt_says_why(executed):
-    printed = cell_text(executed["empty"], "bugs-measure-code")
+    printed = cell_text(executed["empty"], "bugs-measure-every")
     assert "no row without <|begin_of_text|>: the empty prompt has no other token" in printed
     assert "(none)" in printed  # and the rest of the table is there

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from plumbing import checkpoint_files, run_settings, weight_loading
+from plumbing import checkpoint_checks, checkpoint_files, checkpoints, run_settings
 from plumbing.checkpoint_files import CheckpointError
 from plumbing.run_settings import SettingError
 from tests.support.notebook_values import (
@@ -71,7 +71,7 @@ def test_hugging_face_folder_with_an_empty_config(tmp_path):
     with pytest.raises(
         CheckpointError, match="describes an unnamed architecture, not LlamaForCausalLM"
     ):
-        checkpoint_files.read_params(folder)
+        checkpoints.read_params(folder)
 
 
 def test_safetensors_without_config(tmp_path):
@@ -105,22 +105,22 @@ def test_default_is_the_embedded_checkpoint(clean_env):
 def test_params_not_json(good_copy):
     (good_copy / "params.json").write_text('{"dim": 64,')
     with pytest.raises(CheckpointError, match="is not valid JSON"):
-        checkpoint_files.read_params(good_copy)
+        checkpoints.read_params(good_copy)
 
 
 def test_params_not_an_object(good_copy):
     write_params(good_copy, [1, 2, 3])
     with pytest.raises(CheckpointError, match="holds a JSON list"):
-        checkpoint_files.read_params(good_copy)
+        checkpoints.read_params(good_copy)
 
 
-@pytest.mark.parametrize("key", sorted(checkpoint_files.REQUIRED_PARAMS))
+@pytest.mark.parametrize("key", sorted(checkpoint_checks.REQUIRED_PARAMS))
 def test_params_missing_key(good_copy, key):
     params = params_of(good_copy)
     del params[key]
     write_params(good_copy, params)
     with pytest.raises(CheckpointError, match=f"has no '{key}'"):
-        checkpoint_files.read_params(good_copy)
+        checkpoints.read_params(good_copy)
 
 
 @pytest.mark.parametrize(
@@ -140,7 +140,7 @@ def test_params_missing_key(good_copy, key):
 def test_params_bad_values(good_copy, key, value, message):
     write_params(good_copy, params_of(good_copy) | {key: value})
     with pytest.raises(CheckpointError, match=message):
-        checkpoint_files.read_params(good_copy)
+        checkpoints.read_params(good_copy)
 
 
 # ---- the tensors ------------------------------------------------------------------------
@@ -156,9 +156,7 @@ def resave(folder: Path, change) -> None:
 
 
 def check(folder: Path) -> str:
-    return weight_loading.check_weights(
-        weight_loading.load_weights(folder), checkpoint_files.read_params(folder)
-    )
+    return checkpoints.open_checkpoint(folder).check()
 
 
 def test_good_checkpoint_summary():
@@ -214,7 +212,7 @@ def test_truncated_file(good_copy):
     with pytest.raises(
         CheckpointError, match="is not a readable PyTorch checkpoint .* download it again"
     ):
-        weight_loading.load_weights(good_copy)
+        checkpoints.open_checkpoint(good_copy)
 
 
 def test_git_lfs_pointer_instead_of_the_weights(good_copy):
@@ -226,7 +224,7 @@ def test_git_lfs_pointer_instead_of_the_weights(good_copy):
         CheckpointError,
         match=r"consolidated.00.pth is a Git LFS pointer, not the file itself \(run `git lfs pull`",
     ):
-        weight_loading.load_weights(good_copy)
+        checkpoints.open_checkpoint(good_copy)
 
 
 def test_corrupt_file(good_copy):
@@ -235,7 +233,7 @@ def test_corrupt_file(good_copy):
     data[len(data) - 200 :] = b"\xff" * 200  # the zip's central directory
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="is not a readable PyTorch checkpoint"):
-        weight_loading.load_weights(good_copy)
+        checkpoints.open_checkpoint(good_copy)
 
 
 def test_not_a_torch_file(good_copy):
@@ -244,7 +242,7 @@ def test_not_a_torch_file(good_copy):
         CheckpointError,
         match="consolidated.00.pth is an HTML page, not the file .* download the file itself",
     ):
-        weight_loading.load_weights(good_copy)
+        checkpoints.open_checkpoint(good_copy)
 
 
 class RunsCode:
@@ -267,7 +265,7 @@ def test_pickle_that_runs_code_is_refused(good_copy, tmp_path):
         CheckpointError,
         match=r"pickled code .* loading refused \(weights_only=True\), nothing in it was run",
     ):
-        weight_loading.load_weights(good_copy)
+        checkpoints.open_checkpoint(good_copy)
     assert not marker.exists()
 
 
@@ -328,11 +326,36 @@ def test_auto_dtype_follows_the_cpu(monkeypatch):
 def test_prompt_longer_than_context():
     with pytest.raises(
         SettingError,
-        match="The prompt is 8,193 tokens, longer than this model's context of 8,192: shorten "
-        "LLAMA3_PROMPT",
+        match=r"The prompt is 8,193 tokens, longer than this model's context of 8,192: shorten "
+        r"the prompt \(LLAMA3_PROMPT or LLAMA3_PROMPT_FILE\)\.$",
     ):
         run_settings.check_prompt("x", [1] * 8193, {"use_scaled_rope": False})
     run_settings.check_prompt("x", [1] * 8193, {"use_scaled_rope": True})  # 3.1+: 131,072
+
+
+def test_prompt_from_a_file(tmp_path):
+    (tmp_path / "long.txt").write_text("первая строка\nsecond line\n", encoding="utf-8")
+    read = run_settings.choose_prompt(None, str(tmp_path / "long.txt"))
+    assert read == "первая строка\nsecond line\n"  # the whole text, newlines and all
+    assert run_settings.choose_prompt("typed", "") == "typed"  # an empty setting is no file
+
+
+@pytest.mark.parametrize(
+    ("text", "file", "message"),
+    [
+        (None, "missing.txt", "LLAMA3_PROMPT_FILE='{}': there is no such file; give the path"),
+        (None, ".", "LLAMA3_PROMPT_FILE='{}' is a folder: give the path of a text file in it."),
+        (None, "latin1.txt", "LLAMA3_PROMPT_FILE='{}' is not UTF-8 text: save it as UTF-8"),
+        ("typed", "long.txt", "LLAMA3_PROMPT and LLAMA3_PROMPT_FILE are both set: unset one"),
+    ],
+)
+def test_bad_prompt_file_is_one_sentence(tmp_path, text, file, message):
+    (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
+    (tmp_path / "long.txt").write_text("a prompt")
+    path = str(tmp_path / file)
+    with pytest.raises(SettingError) as raised:
+        run_settings.choose_prompt(text, path)
+    assert str(raised.value).startswith(message.format(path)) and "\n" not in str(raised.value)
 
 
 def test_empty_prompt_is_explained(capsys):
@@ -375,6 +398,11 @@ def test_spelled_special_token_is_text(capsys):
             "LLAMA3_PROMPT",
             "word " * 9000,
             "SettingError: The prompt is 9,002 tokens, longer than this model's context of 8,192",
+        ),
+        (
+            "LLAMA3_PROMPT_FILE",
+            "/nowhere/prompt.txt",
+            "SettingError: LLAMA3_PROMPT_FILE='/nowhere/prompt.txt': there is no such file",
         ),
     ],
 )
@@ -423,7 +451,7 @@ def test_read_only_checkpoint_works_and_is_untouched(good_copy, tmp_path):
 
 def test_skipped_demos_say_why_once(clean_env, capsys, tokenizer):
     folder = checkpoint_files.EMBEDDED_CHECKPOINT
-    params, weights = checkpoint_files.read_params(folder), weight_loading.load_weights(folder)
+    params, weights = checkpoints.read_params(folder), checkpoints.open_checkpoint(folder).weights
     clean_env.setenv("LLAMA3_EXTRAS", "0")
     settings = run_settings.decide(folder, params, tokenizer, weights)
     assert settings.show_example(lambda: "ran") is None

@@ -2,7 +2,7 @@
 equals Meta's and tiktoken's.
 
 Two ways to run the notebook's functions, never a copy of them:
-- the shared executed run of the notebook (tests/conftest.py, tests/support/in_kernel.bpe)
+- the shared executed run of the notebook (tests/conftest.py, tests/support/kernel_readers.bpe)
   encodes the 1,349 strings of tests/tokenizer_parity_strings.json in its kernel, each cut
   to its first BPE_STRING_LIMIT characters (tests/support/notebook_values.py says why), and
   the sentences of tests/multilingual_sentences.py;

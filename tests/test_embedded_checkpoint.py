@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from plumbing import checkpoint_files
+from plumbing import checkpoint_files, checkpoints, model_sizes, tensor_names
 
 FOLDER = checkpoint_files.EMBEDDED_CHECKPOINT
 META_PARAM_KEYS = {
@@ -48,11 +48,11 @@ def test_params_meet_the_design(params):
     assert params["n_layers"] >= 2
     assert params["n_kv_heads"] >= 2 and params["n_heads"] // params["n_kv_heads"] >= 2
     assert params["n_heads"] % params["n_kv_heads"] == 0 and params["dim"] % params["n_heads"] == 0
-    assert checkpoint_files.read_params(FOLDER) == params
+    assert checkpoints.read_params(FOLDER) == params
 
 
 def test_keys_shapes_and_dtype(params, state_dict):
-    shapes = checkpoint_files.expected_shapes(params)
+    shapes = model_sizes.expected_shapes(params)
     assert set(state_dict) == set(shapes)
     for name, tensor in state_dict.items():
         assert tuple(tensor.shape) == shapes[name], name
@@ -66,3 +66,33 @@ def test_unused_vocabulary_rows_are_exactly_zero(state_dict):
     used = state_dict["tok_embeddings.weight"].float().abs().sum(-1) > 0
     assert 1000 < int(used.sum()) < 5000
     assert torch.equal(state_dict["output.weight"].float().abs().sum(-1) > 0, used)
+
+
+def test_one_interface_opens_it():
+    checkpoint = checkpoints.open_checkpoint(FOLDER)
+    assert checkpoint.layout is checkpoint_files.Layout.META
+    assert checkpoint.stated == checkpoints.read_params(FOLDER)
+    # params.json states n_kv_heads; ffn_hidden follows Meta's rule; the file holds output.weight;
+    # the context is Llama 3's (no use_scaled_rope)
+    filled_in = {"ffn_hidden": 224, "tied_output": False, "context_length": 8192}
+    assert checkpoint.params == {**checkpoint.stated, **filled_in}
+    assert checkpoint.weights.shapes == model_sizes.expected_shapes(checkpoint.params)
+    assert set(checkpoint.weights.dtypes.values()) == {torch.bfloat16}
+    assert all(checkpoint.weights.about(name) for name in checkpoint.weights)
+    assert checkpoint.check().startswith("checkpoint ok: 4 layers")
+
+
+def test_defaults_are_filled_once():
+    stated = {"dim": 64, "n_layers": 2, "n_heads": 4, "vocab_size": 256, "multiple_of": 32}
+    sizes = model_sizes.filled(stated)
+    assert (sizes["n_kv_heads"], sizes["ffn_hidden"], sizes["tied_output"]) == (4, 192, False)
+    assert model_sizes.filled(sizes, tied_output=True) == sizes  # filled params stay as they are
+    assert "n_kv_heads" not in stated  # a copy
+
+
+def test_one_name_map_both_ways(params):
+    for name in model_sizes.expected_shapes(params):
+        for layout in (tensor_names.HUGGING_FACE, tensor_names.GGUF):
+            assert layout.to_meta(layout.from_meta(name)) == name
+    assert tensor_names.GGUF.from_meta("layers.3.feed_forward.w1.weight") == "blk.3.ffn_gate.weight"
+    assert tensor_names.HUGGING_FACE.to_meta("model.norm.weight") == "norm.weight"

@@ -12,21 +12,15 @@ from llama_models.llama3.chat_format import ChatFormat
 from llama_models.llama3.tokenizer import Tokenizer as MetaTokenizer
 
 import tokenizer_setup
-from plumbing import checkpoint_files, release_facts, run_settings, weight_loading
+from plumbing import checkpoint_files, meta_checkpoint, model_sizes, release_facts, run_settings
+from plumbing.checkpoints import open_checkpoint, read_params
+from testbeds.presets import PRESETS, preset
+from testbeds.random_checkpoint import write_checkpoint
+from testbeds.sharded_checkpoint import write_shards
 from tests.support import parity_runs, reference_models
 from tests.support.notebook_values import TENSORS_ONLY, cell_text, run_and_read
-from tests.support.random_checkpoint import PRESETS, write_checkpoint
-from tests.support.sharded_checkpoint import write_shards
 
 pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
-
-SMALL = {
-    "vocab_size": 128256,
-    "norm_eps": 1e-05,
-    "rope_theta": 500000.0,
-    "multiple_of": 64,
-    "ffn_dim_multiplier": 1.3,
-}
 
 
 def compare(ours: dict, theirs: dict) -> None:
@@ -66,17 +60,13 @@ def test_scale_factor_rule_on_70b_and_override(clean_env):
 def scaled(tmp_path_factory):
     """head_dim 128 (the family's), so the slow pairs that scaling changes are all there; one
     head of it keeps the model narrow."""
-    params = {
-        **SMALL,
-        "dim": 128,
-        "n_layers": 2,
-        "n_heads": 1,
-        "n_kv_heads": 1,
-        "use_scaled_rope": True,
-    }
+    params = preset("scaled-hd128")
     return write_checkpoint(tmp_path_factory.mktemp("scaled") / "ckpt", params, seed=11)
 
 
+# Positions for the test past Llama 3's 8,192 (kernel_readers.long_logits: the notebook's
+# chunked prefill, keys in blocks).
+PAST_THE_CONTEXT = 10_000
 LONG_PROMPT = " ".join(
     ["the answer to the ultimate question of life, the universe, and everything is 42."] * 20
 )
@@ -85,7 +75,7 @@ LONG_PROMPT = " ".join(
 @pytest.fixture(scope="module")
 def scaled_runs(scaled, tmp_path_factory):
     """The notebook with factor 8 (LLAMA3_ROPE_SCALE_FACTOR), and in the same kernel its
-    `forward` with factor 32 (in_kernel.at_rope_scale)."""
+    `forward` with factor 32 (kernel_readers.at_rope_scale)."""
     run = run_and_read(
         tmp_path_factory.mktemp("scaled-run"),
         {
@@ -94,10 +84,14 @@ def scaled_runs(scaled, tmp_path_factory):
             "LLAMA3_PROMPT": LONG_PROMPT,
             "LLAMA3_ROPE_SCALE_FACTOR": "8",
         },
-        also=[("at_rope_scale", 32.0, {"long": LONG_PROMPT})],
+        also=[
+            ("at_rope_scale", 32.0, {"long": LONG_PROMPT}),
+            ("long_logits", PAST_THE_CONTEXT, [None, 8.0, 32.0]),
+        ],
     )
     at_32 = torch.load(run["files"]["at_rope_scale"], weights_only=True)["long"]
-    return {8.0: run, 32.0: at_32}
+    past = torch.load(run["files"]["long_logits"], weights_only=True)
+    return {8.0: run, 32.0: at_32, "past the context": past}
 
 
 @pytest.mark.parametrize("factor", [8.0, 32.0])
@@ -126,9 +120,28 @@ def test_scaled_rope_matches_references(scaled, scaled_runs, factor):
         )
 
 
+@pytest.mark.parametrize("factor", [None, 8.0, 32.0])
+def test_past_the_training_context_equals_transformers(scaled, scaled_runs, factor):
+    # 10,000 positions, fed a chunk at a time with the keys in blocks: the last position's
+    # logits, unscaled (Llama 3) and scaled as Llama 3.1 (8) and 3.2 (32) scale
+    past = scaled_runs["past the context"]
+    tokens = past["tokens"]
+    assert len(tokens) == PAST_THE_CONTEXT > release_facts.CONTEXT_LLAMA3
+    params = json.loads((scaled / "params.json").read_text())
+    if factor is None:
+        params = {**params, "use_scaled_rope": False}
+    hf = reference_models.hf_model(scaled, params, rope_scale_factor=factor)
+    with torch.no_grad():
+        theirs = hf(torch.tensor([tokens]), logits_to_keep=1).logits[0, -1].float()
+    ours = past[str(factor)]
+    difference = float((ours - theirs).abs().max() / theirs.abs().max())
+    assert difference <= reference_models.FP32_TOLERANCE, f"{difference:.2e} relative"
+    assert int(ours.argmax()) == int(theirs.argmax())
+
+
 def test_default_factor_for_a_small_scaled_model_is_32(scaled, clean_env, tokenizer):
     # the setup cell's choice, made by run_settings.decide with no LLAMA3_ROPE_SCALE_FACTOR
-    params, weights = checkpoint_files.read_params(scaled), weight_loading.load_weights(scaled)
+    params, weights = read_params(scaled), open_checkpoint(scaled).weights
     assert run_settings.decide(scaled, params, tokenizer, weights).rope_scale_factor == 32.0
 
 
@@ -137,10 +150,9 @@ def test_tied_output_runs_every_demo(runs, checkpoints):
     # prompt (tests/test_parity.py); its run also has the demos, so learning trained one
     # matrix that is both the embedding and the output.
     folder = checkpoints[parity_runs.TIED]
-    weights = weight_loading.load_weights(folder)
-    assert "output.weight" not in weights
-    params = checkpoint_files.read_params(folder)
-    assert "tied output matrix" in weight_loading.check_weights(weights, params)
+    checkpoint = open_checkpoint(folder)
+    assert "output.weight" not in checkpoint.weights
+    assert "tied output matrix" in checkpoint.check()
     run = runs.notebook(parity_runs.TIED, "canonical-17")
     projection = cell_text(run["notebook"], "family-tied-code")
     assert projection == "output projection: tok_embeddings.weight\n", projection
@@ -149,12 +161,15 @@ def test_tied_output_runs_every_demo(runs, checkpoints):
 
 
 def test_a_tied_checkpoint_counts_its_shared_matrix_once(tmp_path, clean_env, tokenizer):
-    params = {**SMALL, "dim": 128, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2}
+    params = preset("tied-gqa")
     folder = write_checkpoint(tmp_path / "tied", params, seed=12, tied_output=True)
     settings = run_settings.decide(
-        folder, checkpoint_files.read_params(folder), tokenizer, weight_loading.load_weights(folder)
+        folder,
+        read_params(folder),
+        tokenizer,
+        open_checkpoint(folder).weights,
     )
-    untied = checkpoint_files.n_parameters(params, tied_output=False)
+    untied = model_sizes.n_parameters(params, tied_output=False)
     assert settings.n_parameters == untied - params["vocab_size"] * params["dim"]
     assert f"({settings.n_parameters / 1e6:.1f}M parameters)" in settings.summary()
 
@@ -164,14 +179,14 @@ def test_a_tied_checkpoint_counts_its_shared_matrix_once(tmp_path, clean_env, to
 
 def test_sharded_checkpoints_give_identical_results(tmp_path):
     # 8 key/value heads, like the 70B, so that 8 shards hold one kv head each.
-    params = {**SMALL, "dim": 128, "n_layers": 2, "n_heads": 8, "n_kv_heads": 8}
+    params = preset("eight-kv-heads")
     whole = write_checkpoint(tmp_path / "whole", params, seed=13)
-    single = weight_loading.load_weights(whole)
+    single = open_checkpoint(whole).weights
     for n in (2, 8):  # the loader joins the shards into the very tensors of the one file
         folder = write_shards(whole, tmp_path / f"shards{n}", n)
         assert len(list(folder.glob("consolidated.*.pth"))) == n
-        sharded = weight_loading.load_weights(folder)
-        assert isinstance(sharded, weight_loading.ShardedWeights)
+        sharded = open_checkpoint(folder).weights
+        assert isinstance(sharded, meta_checkpoint.ShardedWeights)
         for name in single:
             assert torch.equal(sharded[name], single[name]), name
     # so the notebook on 8 shards computes what the references compute from the one file
@@ -188,7 +203,7 @@ def test_sharded_checkpoints_give_identical_results(tmp_path):
 
 
 def test_missing_shard_is_named(tmp_path):
-    params = {**SMALL, "dim": 256, "n_layers": 1, "n_heads": 4, "n_kv_heads": 4}
+    params = preset("four-heads-one-layer")
     folder = write_shards(write_checkpoint(tmp_path / "whole", params), tmp_path / "shards", 4)
     (folder / "consolidated.02.pth").unlink()
     with pytest.raises(

@@ -2,7 +2,7 @@
 unchanged: Meta's tensors bit for bit in F32 and BF16, within the format's own error in Q8_0
 and Q4_0, the same "42", and one sentence for each usual mistake.
 
-The files are written from the embedded checkpoint by tests/support/gguf_writer.py with the
+The files are written from the embedded checkpoint by testbeds/gguf_writer.py with the
 `gguf` package. llama.cpp's own converter and llama.cpp's logits on the same files are
 compared by benchmarks/gguf_parity.py, where llama-cpp-python is installed.
 """
@@ -19,8 +19,8 @@ import pytest
 import torch
 
 import tokenizer_setup
-from plumbing import checkpoint_files, gguf_files, quantization, weight_loading
-from tests.support.gguf_writer import llama31_rope_factors, vocabulary_text, write_gguf
+from plumbing import checkpoint_files, checkpoints, gguf_files, model_ids, quantization
+from testbeds.gguf_writer import llama31_rope_factors, vocabulary_text, write_gguf
 from tests.support.notebook_values import (
     FLOAT32_CPU,
     TENSORS_ONLY,
@@ -42,7 +42,7 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def meta():
-    weights = weight_loading.load_weights(EMBEDDED)
+    weights = checkpoints.open_checkpoint(EMBEDDED).weights
     return {name: weights[name] for name in weights}
 
 
@@ -65,7 +65,7 @@ def ollama_folder(root, name, blob):
     manifest.parent.mkdir(parents=True)
     layers = [
         {"mediaType": "application/vnd.ollama.image.template", "digest": "sha256:" + "0" * 64},
-        {"mediaType": gguf_files.OLLAMA_MODEL_LAYER, "digest": f"sha256:{digest}"},
+        {"mediaType": model_ids.OLLAMA_MODEL_LAYER, "digest": f"sha256:{digest}"},
     ]
     manifest.write_text(json.dumps({"schemaVersion": 2, "layers": layers}))
     return root
@@ -76,7 +76,7 @@ def ollama_folder(root, name, blob):
 
 def test_f32_and_bf16_give_metas_tensors_bit_for_bit(files, meta):
     for kind in ("F32", "BF16"):
-        weights = weight_loading.load_weights(files[kind])
+        weights = checkpoints.open_checkpoint(files[kind]).weights
         assert list(weights) == list(meta), kind  # Meta's names, in Meta's order
         for name, tensor in meta.items():
             assert torch.equal(weights[name].float(), tensor.float()), (kind, name)
@@ -88,7 +88,7 @@ def test_f32_and_bf16_give_metas_tensors_bit_for_bit(files, meta):
 def test_block_formats_within_their_own_error(files, meta, kind, bound):
     """Each weight within `bound` of its block's step: half a step for Q8_0 (plus the float16
     rounding of the scale, up to 127 × 2^-11 of a step), one step for Q4_0 (its clamp at 7)."""
-    weights = weight_loading.load_weights(files[kind])
+    weights = checkpoints.open_checkpoint(files[kind]).weights
     levels = 127 if kind == "Q8_0" else 8
     for name, tensor in meta.items():
         if tensor.dim() == 1:
@@ -100,10 +100,21 @@ def test_block_formats_within_their_own_error(files, meta, kind, bound):
         assert (moved <= bound * step + 1e-12).all(), name
 
 
+def test_one_interface_for_a_gguf_file(files):
+    meta, ours = checkpoints.open_checkpoint(EMBEDDED), checkpoints.open_checkpoint(files["Q8_0"])
+    assert ours.layout is checkpoint_files.Layout.GGUF
+    sizes = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "ffn_hidden", "tied_output")
+    assert {key: ours.params[key] for key in sizes} == {key: meta.params[key] for key in sizes}
+    assert ours.weights.shapes == meta.weights.shapes  # Meta's names, in Meta's order
+    name = "layers.0.attention.wq.weight"
+    assert ours.weights.describe(name) == f"blk.0.attn_q.weight (Meta's {name})"
+    assert ours.weights.about(name) == meta.weights.about(name)
+
+
 def test_int4_takes_q4_0_blocks_as_they_are(files):
     """LLAMA3_QUANTIZE=int4 on a Q4_0 file: the kernel gets the file's own integers, and its
     float16 scales rounded to bfloat16 (the kernel's); nothing is quantized twice."""
-    weights = weight_loading.load_weights(files["Q4_0"])
+    weights = checkpoints.open_checkpoint(files["Q4_0"]).weights
     name = "layers.1.feed_forward.w2.weight"
     matrices, _ = quantization.quantize_checkpoint(weights, "int4", "cpu")
     raw = np.asarray(weights.tensors[name].data).reshape(-1, 18)  # blocks: float16 d, 16 bytes
@@ -134,15 +145,15 @@ def test_llama31_rope_scaling_comes_from_rope_freqs(tmp_path, small_vocabulary_f
     path = write_gguf(
         EMBEDDED, tmp_path / "scaled.gguf", vocabulary=("gpt2", tokens), rope_factors=factors
     )
-    params = checkpoint_files.read_params(path)
+    params = checkpoints.read_params(path)
     assert params["use_scaled_rope"] and params["rope_scaling"]["factor"] == 32.0
-    assert "rope_freqs.weight" not in weight_loading.load_weights(path)  # not a weight
+    assert "rope_freqs.weight" not in checkpoints.open_checkpoint(path).weights  # not a weight
     factors[3] *= 1.01  # not Llama 3.1's rule
     path = write_gguf(
         EMBEDDED, tmp_path / "odd.gguf", vocabulary=("gpt2", tokens), rope_factors=factors
     )
     with pytest.raises(checkpoint_files.CheckpointError, match="not Llama 3.1's RoPE scaling"):
-        checkpoint_files.read_params(path)
+        checkpoints.read_params(path)
 
 
 def block_bytes(kind: str, rows: int, columns: int = 256) -> np.ndarray:
@@ -299,4 +310,11 @@ def test_an_ollama_name_resolves_to_its_blob_in_place(tmp_path, small_vocabulary
     monkeypatch.setenv("OLLAMA_MODELS", str(models))
     found = checkpoint_files.find_checkpoint_dir("llama3.2:1b")
     assert found.parent == models / "blobs" and found.resolve() == small_vocabulary_file.resolve()
-    assert checkpoint_files.layout(found) == "gguf"  # a blob has no .gguf suffix: the magic says
+    # a blob has no .gguf suffix: the magic says
+    assert checkpoint_files.layout(found) == checkpoint_files.Layout.GGUF
+
+
+def test_the_context_is_the_one_the_file_states(tmp_path):
+    # llama.context_length, where the metadata states it (as llama.cpp's converter writes it)
+    stated = write_gguf(EMBEDDED, tmp_path / "short.gguf", "F32", context_length=2048)
+    assert checkpoints.open_checkpoint(stated).params["context_length"] == 2048

@@ -1,6 +1,6 @@
 """A Hugging Face folder runs the notebook unchanged: Meta's tensors bit for bit, the same "42".
 
-The folders are written by transformers' own `save_pretrained` (tests/support/hf_folder.py)
+The folders are written by transformers' own `save_pretrained` (testbeds/hf_folder.py)
 from Meta-layout checkpoints: the embedded one, single-file and sharded, and random ones of
 several shapes (grouped-query, tied output, scaled RoPE with a factor no rule would guess).
 """
@@ -17,42 +17,35 @@ from safetensors.torch import load_file, save_file
 from transformers import LlamaForCausalLM
 
 import tokenizer_setup
-from plumbing import checkpoint_files, hf_checkpoint, weight_loading
+from plumbing import (
+    checkpoint_files,
+    checkpoints,
+    hf_checkpoint,
+    model_sizes,
+    tensor_names,
+)
+from testbeds.hf_folder import respell_config, save_streaming, save_with_transformers
+from testbeds.hub_cache import cache_model
+from testbeds.presets import PRESETS
+from testbeds.random_checkpoint import write_checkpoint
 from tests.support import reference_models
-from tests.support.hf_folder import respell_config, save_streaming, save_with_transformers
-from tests.support.hub_cache import cache_model
 from tests.support.notebook_values import (
     FLOAT32_CPU,
     TENSORS_ONLY,
     run_and_read,
     setup_cell_in_process,
 )
-from tests.support.random_checkpoint import write_checkpoint
 
 pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
 
 EMBEDDED = checkpoint_files.EMBEDDED_CHECKPOINT
 FP32_TOLERANCE = reference_models.FP32_TOLERANCE
 
-SMALL = {
-    "dim": 64,
-    "n_layers": 2,
-    "n_heads": 8,
-    "n_kv_heads": 2,
-    "vocab_size": 128256,
-    "multiple_of": 32,
-    "ffn_dim_multiplier": 1.5,
-    "norm_eps": 1e-5,
-    "rope_theta": 500000.0,
-}
+# (params, tied output, RoPE scale factor)
 SHAPES = {
-    "gqa": (SMALL, False, None),
-    "no-gqa-tied": ({**SMALL, "dim": 96, "n_heads": 6, "n_kv_heads": 6}, True, None),
-    "scaled-rope": (
-        {**SMALL, "use_scaled_rope": True},
-        False,
-        16.0,
-    ),  # neither 8 nor 32: only the file says so
+    "gqa": (PRESETS["hf-gqa"], False, None),
+    "no-gqa-tied": (PRESETS["hf-no-gqa"], True, None),
+    "scaled-rope": (PRESETS["hf-scaled-rope"], False, 16.0),  # neither 8 nor 32: the file says
 }
 
 
@@ -85,7 +78,10 @@ def random_pairs(tmp_path_factory):
 
 
 def assert_same_tensors(meta_folder, hf_folder):
-    meta, hf = weight_loading.load_weights(meta_folder), weight_loading.load_weights(hf_folder)
+    meta, hf = (
+        checkpoints.open_checkpoint(meta_folder).weights,
+        checkpoints.open_checkpoint(hf_folder).weights,
+    )
     assert list(hf) == list(meta)  # in the order of Meta's file, which the notebook's listing shows
     for name in meta:
         assert hf[name].dtype == meta[name].dtype, name
@@ -97,7 +93,7 @@ def test_embedded_tensors_bit_for_bit(embedded_hf, embedded_hf_sharded):
     assert (embedded_hf_sharded / "model.safetensors.index.json").exists()
     assert len(list(embedded_hf_sharded.glob("model-*.safetensors"))) > 2
     for folder in (embedded_hf, embedded_hf_sharded):
-        assert checkpoint_files.layout(folder) == "huggingface"
+        assert checkpoint_files.layout(folder) == checkpoint_files.Layout.HUGGING_FACE
         assert_same_tensors(EMBEDDED, folder)
 
 
@@ -107,7 +103,7 @@ def test_streamed_writer_matches_transformers(tmp_path, embedded_hf):
     folder = save_streaming(EMBEDDED, tmp_path / "streamed", shard_bytes=8 * 2**20)
     assert len(list(folder.glob("model-*.safetensors"))) > 2
     assert_same_tensors(EMBEDDED, folder)
-    assert checkpoint_files.read_config(folder) == checkpoint_files.read_config(embedded_hf)
+    assert hf_checkpoint.read_params(folder) == hf_checkpoint.read_params(embedded_hf)
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
@@ -115,12 +111,11 @@ def test_random_shapes_bit_for_bit(random_pairs, shape):
     meta, hf, factor = random_pairs[shape]
     assert (hf / "model.safetensors.index.json").exists() == (shape == "gqa")
     assert_same_tensors(meta, hf)
-    ours, theirs = checkpoint_files.read_params(hf), checkpoint_files.read_params(meta)
+    ours, theirs = checkpoints.open_checkpoint(hf).params, checkpoints.open_checkpoint(meta).params
     for key in ("dim", "n_layers", "n_heads", "vocab_size", "norm_eps", "rope_theta"):
         assert ours[key] == theirs[key], key
-    assert ours["n_kv_heads"] == (theirs.get("n_kv_heads") or theirs["n_heads"])
-    assert checkpoint_files.ffn_hidden_size(ours) == checkpoint_files.ffn_hidden_size(theirs)
-    assert ours["tied_output"] == ("output.weight" not in weight_loading.load_weights(meta))
+    for key in ("n_kv_heads", "ffn_hidden", "tied_output"):  # stated by one, filled for the other
+        assert ours[key] == theirs[key], key
     assert ours["use_scaled_rope"] == bool(theirs.get("use_scaled_rope"))
     if factor is not None:
         assert ours["rope_scaling"]["factor"] == factor
@@ -137,8 +132,19 @@ def read_in_both_spellings(hf, tmp_path) -> dict[str, dict]:
         respell_config(folder, spelling)
         config = json.loads((folder / "config.json").read_text())
         assert ("rope_parameters" in config) == (spelling == "5")
-        read[spelling] = checkpoint_files.read_config(folder)
+        read[spelling] = hf_checkpoint.read_params(folder)
     return read
+
+
+def test_one_interface_for_a_hugging_face_folder(embedded_hf):
+    meta, ours = checkpoints.open_checkpoint(EMBEDDED), checkpoints.open_checkpoint(embedded_hf)
+    assert ours.layout is checkpoint_files.Layout.HUGGING_FACE
+    sizes = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "ffn_hidden", "tied_output")
+    assert {key: ours.params[key] for key in sizes} == {key: meta.params[key] for key in sizes}
+    assert ours.weights.shapes == meta.weights.shapes  # Meta's names, in Meta's order
+    assert ours.weights.dtypes == meta.weights.dtypes
+    name = "layers.0.attention.wq.weight"
+    assert ours.weights.describe(name) == f"model.layers.0.self_attn.q_proj.weight (Meta's {name})"
 
 
 def test_both_config_spellings(tmp_path, embedded_hf):
@@ -248,9 +254,9 @@ def test_scaled_rope_uses_the_files_factor(random_pairs, tmp_path):
     assert diffs[worst] <= FP32_TOLERANCE, f"{worst}: {diffs[worst]:.2e} relative"
     n_parameters = sum(
         math.prod(shape)
-        for shape in weight_loading.tensor_shapes(weight_loading.load_weights(hf)).values()
+        for shape in tensor_names.tensor_shapes(checkpoints.open_checkpoint(hf).weights).values()
     )
-    assert n_parameters == checkpoint_files.n_parameters(checkpoint_files.read_params(hf))
+    assert n_parameters == model_sizes.n_parameters(checkpoints.read_params(hf))
 
 
 # ---- bad input: one sentence each, nothing written into the folder ------------------------
@@ -264,9 +270,7 @@ def hf_copy(tmp_path, embedded_hf_sharded):
 def setup_error(folder) -> str:
     """What the notebook's setup cell would raise for this folder (its first steps, in order)."""
     with pytest.raises(checkpoint_files.CheckpointError) as caught:
-        found = checkpoint_files.find_checkpoint_dir(str(folder))
-        params = checkpoint_files.read_params(found)
-        weight_loading.check_weights(weight_loading.load_weights(found), params)
+        checkpoints.open_checkpoint(checkpoint_files.find_checkpoint_dir(str(folder))).check()
     return str(caught.value)
 
 
@@ -385,10 +389,7 @@ def test_an_untied_config_needs_its_output_matrix(random_pairs, tmp_path):
     tied = shutil.copytree(
         random_pairs["no-gqa-tied"][1], tmp_path / "tied"
     )  # no lm_head.weight in its files
-    params = checkpoint_files.read_params(tied)
-    assert "tied output matrix" in weight_loading.check_weights(
-        weight_loading.load_weights(tied), params
-    )
+    assert "tied output matrix" in checkpoints.open_checkpoint(tied).check()
     edit_config(tied, tie_word_embeddings=False)
     expected = (
         "The checkpoint has no output matrix lm_head.weight (Meta's output.weight), "
@@ -399,7 +400,7 @@ def test_an_untied_config_needs_its_output_matrix(random_pairs, tmp_path):
 
 def test_rope_scaling_of_the_default_type_is_plain_rope(hf_copy):
     edit_config(hf_copy, rope_scaling={"rope_type": "default"})
-    params = checkpoint_files.read_params(hf_copy)
+    params = checkpoints.read_params(hf_copy)
     assert params["use_scaled_rope"] is False and "rope_scaling" not in params
 
 
@@ -433,3 +434,15 @@ def test_setup_cell_on_a_bad_hf_folder_is_one_sentence_and_writes_nothing(hf_cop
         sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in hf_copy.iterdir())
         == before
     )
+
+
+def test_the_context_is_the_one_config_json_states(hf_copy):
+    # max_position_embeddings, where a config.json states it; else the release's rule
+    stated = json.loads((hf_copy / "config.json").read_text())["max_position_embeddings"]
+    assert checkpoints.open_checkpoint(hf_copy).params["context_length"] == stated
+    config = json.loads((hf_copy / "config.json").read_text())
+    (hf_copy / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 4096}))
+    assert checkpoints.open_checkpoint(hf_copy).params["context_length"] == 4096
+    del config["max_position_embeddings"]
+    (hf_copy / "config.json").write_text(json.dumps(config))
+    assert checkpoints.open_checkpoint(hf_copy).params["context_length"] == 8192  # Llama 3's

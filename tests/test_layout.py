@@ -5,7 +5,11 @@
 - the plumbing's imports run one way, in the order plumbing/__init__.py lists, and no
   module of the project's own imports anything inside a function (which would hide a
   circle, or a missing package, until that function runs);
-- the README is a map, at most 200 lines; the details live in docs/.
+- the README is a map, at most 200 lines; the details live in docs/;
+- tests/ is the tests' own: what benchmarks, generators and tools share with them lives in
+  testbeds/, which loads no reference model (fairscale, llama_models) when imported; the
+  helper that runs the notebook for a benchmark imports no torch, so that a benchmark of a
+  whole run's memory measures what `make run`'s driver holds.
 """
 
 from __future__ import annotations
@@ -95,3 +99,35 @@ def test_no_import_inside_a_function(path):
 def test_the_readme_is_a_map():
     lines = (REPO_DIR / "README.md").read_text().splitlines()
     assert len(lines) <= 200, f"README.md has {len(lines)} lines; move details to docs/"
+
+
+def imported_modules(path) -> set[str]:
+    """The top-level module names `path` imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("folder", ["plumbing", "benchmarks", "generators", "tools", "testbeds"])
+def test_only_tests_import_tests(folder):
+    importing = sorted(
+        path.name for path in (REPO_DIR / folder).glob("*.py") if "tests" in imported_modules(path)
+    )
+    assert not importing, f"{folder}/ {importing} import tests/: move what they need to testbeds/"
+
+
+def test_testbeds_load_no_reference_model():
+    loading = {
+        path.name: sorted(imported_modules(path) & {"fairscale", "llama_models"})
+        for path in (REPO_DIR / "testbeds").glob("*.py")
+    }
+    assert not any(loading.values()), {name: found for name, found in loading.items() if found}
+
+
+@pytest.mark.parametrize("module", ["notebook_kernel", "notebook_contract"])
+def test_the_notebook_helpers_import_no_torch(module):
+    assert "torch" not in imported_modules(REPO_DIR / "testbeds" / f"{module}.py")

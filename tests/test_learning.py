@@ -15,7 +15,7 @@ import re
 import pytest
 import torch
 
-from plumbing import checkpoint_files
+from plumbing import checkpoint_files, checkpoints
 from tests.support import reference_models
 
 pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
@@ -30,7 +30,7 @@ def learning_run(embedded_run):
 
 @pytest.fixture(scope="module")
 def transformers_gradients(learning_run):
-    params = checkpoint_files.read_params(checkpoint_files.EMBEDDED_CHECKPOINT)
+    params = checkpoints.open_checkpoint(checkpoint_files.EMBEDDED_CHECKPOINT).params
     model = reference_models.hf_model(checkpoint_files.EMBEDDED_CHECKPOINT, params, torch.float32)
     tokens = torch.tensor([learning_run["learning"]["tokens"]])
     with torch.enable_grad():
@@ -50,7 +50,7 @@ def test_gradients_of_layer0_and_the_output_matrix_equal_transformers(
 ):
     params, model, _ = transformers_gradients
     ours = learning_run["learning"]["grads"]
-    n_heads, n_kv_heads = params["n_heads"], params.get("n_kv_heads") or params["n_heads"]
+    n_heads, n_kv_heads = params["n_heads"], params["n_kv_heads"]
     layer = model.model.layers[0]
     compared = {}
     for short, hf in reference_models.HF_LAYER_KEYS.items():

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-from plumbing import checkpoint_files, model_ids
+from plumbing import checkpoint_files, checkpoints, model_ids
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
-from tests.support.hub_cache import cache_model
+from testbeds.hub_cache import cache_model
 from tests.support.notebook_values import setup_cell_in_process
 
 MODEL = "test-org/llama3-tiny"
@@ -34,7 +34,7 @@ def test_a_cached_model_resolves_offline_to_its_snapshot(hub, tmp_path):
     folder = checkpoint_files.find_checkpoint_dir(MODEL)
     assert folder == snapshot / "original"  # nothing copied: the cache's own folder
     assert (folder / "consolidated.00.pth").is_symlink()
-    assert checkpoint_files.read_params(folder)["dim"] == 64
+    assert checkpoints.read_params(folder)["dim"] == 64
 
 
 def test_a_relative_folder_that_looks_like_an_id_stays_a_folder(tmp_path, monkeypatch):

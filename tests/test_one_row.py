@@ -19,10 +19,17 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from plumbing import checkpoint_files, one_row, run_settings, weight_loading
+from plumbing import (
+    checkpoint_files,
+    checkpoints,
+    model_sizes,
+    one_row,
+    run_settings,
+    weight_loading,
+)
 from plumbing.one_row import AtenOneRowMatrix, FileDtypeMatrix
 from tests.support.notebook_values import TENSORS_ONLY, cell_text, run_and_read
-from tests.support.parity_runs import COMMON, RANDOM_CHECKPOINTS
+from tests.support.parity_runs import RANDOM_CHECKPOINTS
 
 ANSWER = 2983  # "42"
 BLOCK = weight_loading.WeightReader.BLOCK_ROWS
@@ -30,12 +37,12 @@ BLOCK = weight_loading.WeightReader.BLOCK_ROWS
 
 def matrix_shapes() -> set[tuple[int, int]]:
     """Every matrix shape a decode step multiplies, over the checkpoints the tests run."""
-    embedded = checkpoint_files.read_params(checkpoint_files.EMBEDDED_CHECKPOINT)
-    every = [embedded] + [{**shape, **COMMON} for shape in RANDOM_CHECKPOINTS.values()]
+    embedded = checkpoints.read_params(checkpoint_files.EMBEDDED_CHECKPOINT)
+    every = [embedded, *RANDOM_CHECKPOINTS.values()]
     shapes = set()
     for params in every:
         params = {key: value for key, value in params.items() if value is not None}
-        for name, shape in checkpoint_files.expected_shapes(params).items():
+        for name, shape in model_sizes.expected_shapes(params).items():
             if len(shape) == 2 and name != "tok_embeddings.weight":
                 shapes |= {shape} if name != "output.weight" else {(BLOCK, shape[1])}
             if name == "output.weight" and shape[0] % BLOCK:

@@ -2,7 +2,7 @@
 
 - The section "Fewer bytes per weight" runs in the shared kernel (tests/conftest.py), which
   then measures every matrix it quantized with the notebook's own functions
-  (tests/support/in_kernel.quantization): the error bound of each scheme, the fused
+  (tests/support/kernel_readers.quantization): the error bound of each scheme, the fused
   product against dequantize-then-multiply, and a quality figure computed again.
 - plumbing/quantization.py, which LLAMA3_QUANTIZE uses from the setup cell, is checked
   here in-process on random matrices, and in a kernel on the whole notebook: "42" under
@@ -72,7 +72,7 @@ def test_the_kernel_holds_the_notebooks_integers_and_multiplies_as_the_formula(s
 
 @pytest.mark.slow  # the shared kernel
 def test_the_quality_figures_are_computed(section, embedded_run):
-    printed = cell_text(embedded_run["notebook"], "quant-quality-code")
+    printed = cell_text(embedded_run["notebook"], "quant-quality-table")
     for label, (agreement, divergence, p_answer) in section["printed_quality"].items():
         line = next(line for line in printed.splitlines() if line.strip().startswith(label))
         assert f"{agreement:.1%}" in line and f"{divergence:.2g}" in line, line

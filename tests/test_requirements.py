@@ -34,13 +34,15 @@ from packaging.utils import canonicalize_name
 from plumbing import friendly_errors
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from plumbing.run_notebook import NOTEBOOK, REPO_DIR
-from tests.support.hf_folder import save_with_transformers
+from testbeds.hf_folder import save_with_transformers
+from tests.support.notebook_values import setup_source
 
 FIRST_PARTY = {path.stem for path in REPO_DIR.glob("*.py")} | {
     "plumbing",
     "generators",
     "tools",
     "tests",
+    "testbeds",
     "benchmarks",
 }
 
@@ -159,15 +161,11 @@ def test_the_setup_cell_names_the_fix_for_a_module_that_will_not_import(tmp_path
     (tmp_path / "safetensors" / "__init__.py").write_text(
         "raise ModuleNotFoundError(\"No module named 'safetensors'\", name='safetensors')\n"
     )
-    setup = next(
-        cell
-        for cell in nbformat.read(NOTEBOOK, as_version=4).cells
-        if cell.get("id") == "prelims-code"
-    )
+    setup = setup_source()
     code = (
         f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\n"
         "from IPython import get_ipython\n"
-        f"get_ipython().run_cell({setup.source!r})\n"
+        f"get_ipython().run_cell({setup!r})\n"
     )
     script = tmp_path / "run.py"
     script.write_text(code)

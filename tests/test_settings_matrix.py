@@ -7,7 +7,7 @@ Face's folder, a GGUF file; all three the embedded model, in bf16), and the one-
 bfloat16 ATen's one-row kernel). One kernel per layout runs the notebook (demos
 off), then, in the same kernel, makes the setup's decisions anew for each combination and
 runs the notebook's own cells from `show-def` to `forward-def` again
-(tests/support/in_kernel.settings_matrix): the layer-0 walk through `wq.view(…)`, every
+(tests/support/kernel_readers.settings_matrix): the layer-0 walk through `wq.view(…)`, every
 layer, the answer, and `forward`. bf16 with int8 once stopped at `heads-q`. The three
 kernels run at once, one thread each.
 """
@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
-from tests.support.gguf_writer import write_gguf
-from tests.support.hf_folder import save_streaming
+from testbeds.gguf_writer import write_gguf
+from testbeds.hf_folder import save_streaming
 from tests.support.notebook_values import NOTEBOOK_UNDER_TEST, TENSORS_ONLY, run_and_read
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,7 @@ broken line is the bug it is named for; every function comes back; and the scali
 holds the notebook's own scores.
 
 All read from the shared embedded run (`embedded_run`), whose kernel measures the section
-again with its own functions (tests/support/in_kernel.py, `silent_bugs`).
+again with its own functions (tests/support/kernel_readers.py, `silent_bugs`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def test_each_damage_is_measured_again_to_the_bit(section, embedded_run):
                 assert torch.equal(value, printed[bug][key]), (bug, key)
             else:
                 assert value == printed[bug][key], (bug, key)
-    table = cell_text(embedded_run["notebook"], "bugs-measure-code")
+    table = cell_text(embedded_run["notebook"], "bugs-measure-every")
     for bug, measured in printed.items():
         line = next(line for line in table.splitlines() if line.startswith(bug))
         assert f"{measured['p_answer']:9.3f}" in line, line

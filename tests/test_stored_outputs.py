@@ -18,8 +18,8 @@ in float32 and in bfloat16, one thread each, all at once:
 The scalar family stands in for machines whose kernels this CPU cannot run (ARM, say): on
 an AVX2-only CPU it is the one other order there is. A CPU with AVX-512 has two vector
 families besides its own native kernels, so there the scalar one is left out: on two
-cores, three re-executions took 75 s (AVX2 machine, 2026-11-30, with `make test` at 7 min
-18 s), so six would take about 150 s and `make test` past its 8 minutes; four, about 100 s.
+cores each re-execution takes about 25 s, and six would add minutes to `make test` (its time:
+docs/testing.md#the-test-files).
 Where `auto` is float32, the CPU's best family in float32 is pytest's own pass (MKL does
 the float32 products whatever oneDNN is told), so it is not run twice.
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import torch
 
-from plumbing import checkpoint_files, weight_loading
+from plumbing import checkpoint_files, checkpoints, weight_loading
 
 NAMES = [f"layers.{layer}.attention.wq.weight" for layer in range(4)]
 
 
 def reader(dtype=torch.float32, streaming=True):
-    weights = weight_loading.load_weights(checkpoint_files.EMBEDDED_CHECKPOINT)
+    weights = checkpoints.open_checkpoint(checkpoint_files.EMBEDDED_CHECKPOINT).weights
     return weights, weight_loading.WeightReader(weights, torch.device("cpu"), dtype, streaming)
 
 

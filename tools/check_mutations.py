@@ -2,15 +2,18 @@
 
     python -m tools.check_mutations [NAME ...]
 
-Each mutation edits a scratch copy of llama3-from-scratch.ipynb (the committed notebook
-is never touched), also disables the notebook's own `assert` lines in that copy so that
-only the parity tests against HF transformers and Meta's reference can catch the bug,
-then runs tests/test_parity.py on the copy. A mutation is "caught" when pytest fails.
+The mutations are the bugs the notebook's section "When it goes quietly wrong" shows, read
+from its `silent_bugs` cell, and a few more listed here. Each mutation edits a scratch copy
+of llama3-from-scratch.ipynb (the committed notebook is never touched), also disables the
+notebook's own `assert` lines in that copy so that only the parity tests against HF
+transformers and Meta's reference can catch the bug, then runs tests/test_parity.py on the
+copy. A mutation is "caught" when pytest fails.
 Prints one line per mutation; exits non-zero if any mutation survives.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -25,34 +28,9 @@ from plumbing import REPO_DIR
 
 NOTEBOOK = REPO_DIR / "llama3-from-scratch.ipynb"
 
-# name: (description, [(old, new), ...]) — every `old` must occur in the notebook.
-MUTATIONS = {
-    "rope-half-split-pairs": (
-        "RoPE rotates features (i, i + head_dim/2), HF's layout, instead of Meta's adjacent pairs",
-        [
-            (
-                "pairs = x.float().unflatten(-1, (-1, 2))",
-                "pairs = x.float().unflatten(-1, (2, -1)).transpose(-2, -1)",
-            )
-        ],
-    ),
-    "wrong-kv-head": (
-        "query head h reads kv head h % n_kv_heads instead of h // (n_heads / n_kv_heads)",
-        [
-            (
-                "k = k.repeat_interleave(q_heads_per_kv_head, dim=-3)",
-                "k = k.repeat(q_heads_per_kv_head, 1, 1)",
-            ),
-            (
-                "v = v.repeat_interleave(q_heads_per_kv_head, dim=-3)",
-                "v = v.repeat(q_heads_per_kv_head, 1, 1)",
-            ),
-        ],
-    ),
-    "rmsnorm-not-fp32": (
-        "RMSNorm's statistics in the compute dtype instead of float32",
-        [("x32 = x.float()", "x32 = x")],
-    ),
+# The silent-bugs section's own bugs come from the notebook (notebook_bugs); these are the
+# others. name: (description, [(old, new), ...]) — every `old` must occur in the notebook.
+OTHER_MUTATIONS = {
     "skip-ffn-residual": (
         "the feed-forward output replaces the residual stream instead of adding to it",
         [("stream = stream + feed_forward(", "stream = feed_forward(")],
@@ -89,6 +67,27 @@ MUTATIONS = {
 }
 
 
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def notebook_bugs() -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """The silent-bugs section's `silent_bugs = {bug: {function: (right, wrong)}}`, as it is."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type != "code" or "silent_bugs = {" not in cell.source:
+            continue
+        for node in ast.parse(cell.source).body:
+            targets = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+            if targets == ["silent_bugs"]:
+                bugs = ast.literal_eval(node.value)
+                return {
+                    slug(bug): (f"the notebook's silent bug: {bug}", list(lines.values()))
+                    for bug, lines in bugs.items()
+                }
+    raise SystemExit("no `silent_bugs = {...}` cell in the notebook: see its section on bugs")
+
+
 def mutated_copy(replacements: list[tuple[str, str]], folder: Path) -> Path:
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     # The section "When it goes quietly wrong" puts some of these very bugs in on purpose,
@@ -113,11 +112,15 @@ def mutated_copy(replacements: list[tuple[str, str]], folder: Path) -> Path:
 
 
 def main() -> int:
-    names = sys.argv[1:] or list(MUTATIONS)
+    mutations = {**notebook_bugs(), **OTHER_MUTATIONS}
+    names = sys.argv[1:] or list(mutations)
+    unknown = [name for name in names if name not in mutations]
+    if unknown:
+        raise SystemExit(f"no mutation {unknown[0]!r}: choose from {', '.join(mutations)}")
     survivors = []
     with tempfile.TemporaryDirectory() as scratch:
         for name in names:
-            description, replacements = MUTATIONS[name]
+            description, replacements = mutations[name]
             folder = Path(scratch) / name
             folder.mkdir()
             env = {**os.environ, "NOTEBOOK_UNDER_TEST": str(mutated_copy(replacements, folder))}

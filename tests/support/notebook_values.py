@@ -1,8 +1,8 @@
 """Run llama3-from-scratch.ipynb unchanged and read back what its own cells computed.
 
 Tests never re-implement the model. They execute the notebook in a fresh kernel
-(plumbing.run_notebook, the project's one runner), then, in the same kernel, call
-functions of tests/support/in_kernel.py on the notebook's globals: `read_back` saves the
+(testbeds/notebook_kernel.py, which benchmarks use too), then, in the same kernel, call
+functions of tests/support/kernel_readers.py on the notebook's globals: `read_back` saves the
 lesson's tensors, and others run the notebook's own `generate`, `bpe_encode`,
 `token_losses` … and save what the tests compare. A kernel is the costly part of a test,
 so one run serves every test of its configuration (see tests/conftest.py).
@@ -24,24 +24,14 @@ from nbclient.exceptions import CellExecutionError
 
 from plumbing import REPO_DIR
 from plumbing.run_notebook import NOTEBOOK, execute
+from testbeds import notebook_kernel
+
+# The notebook runs' settings and facts, named where the tests read them (testbeds'):
+from testbeds.notebook_kernel import CANONICAL_TOKENS as CANONICAL_TOKENS
+from testbeds.notebook_kernel import FLOAT32_CPU as FLOAT32_CPU
+from testbeds.notebook_kernel import NOTEBOOK_UNDER_TEST as NOTEBOOK_UNDER_TEST
+from testbeds.notebook_kernel import TENSORS_ONLY as TENSORS_ONLY
 from tests.multilingual_sentences import SENTENCES
-
-# tools/check_mutations.py points this at deliberately broken copies to prove the tests can fail.
-NOTEBOOK_UNDER_TEST = Path(os.environ.get("NOTEBOOK_UNDER_TEST", NOTEBOOK))
-
-# The settings most tests run the notebook with: float32 on the CPU, as the references compute.
-FLOAT32_CPU = {"LLAMA3_DTYPE": "float32", "LLAMA3_DEVICE": "cpu"}
-# For runs that only read the lesson's tensors: the demos (more prompts, generation, the logit
-# lens, learning) are skipped. On a ~100M-parameter random test checkpoint they cost about 40 s
-# of a 50 s run; each test checkpoint shape still runs them once, in test_parity.
-TENSORS_ONLY = {**FLOAT32_CPU, "LLAMA3_EXTRAS": "0"}
-
-# The canonical prompt as Llama 3's tokenizer encodes it, <|begin_of_text|> first (Meta's ids).
-# fmt: off
-CANONICAL_TOKENS = [
-    128000, 1820, 4320, 311, 279, 17139, 3488, 315, 2324, 11, 279, 15861, 11, 323, 4395, 374, 220,
-]
-# fmt: on
 
 # Meta's tokenizer against ours on these strings (made by generators/make_tokenizer_strings.py).
 TOKENIZER_PARITY_STRINGS = REPO_DIR / "tests" / "tokenizer_parity_strings.json"
@@ -68,19 +58,14 @@ def run_and_read(
     """Execute the notebook with these LLAMA3_* settings; return its tensors and the executed
     notebook.
 
-    `also`: more in_kernel functions to call after `read_back`, each as (name, *arguments);
-    each writes to workdir / name, returned under values["files"][name].
+    `also`: more kernel_readers functions to call after `read_back`, each as (name,
+    *arguments); each writes to workdir / name, returned under values["files"][name].
     """
-    notebook = nbformat.read(NOTEBOOK_UNDER_TEST, as_version=4)
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     calls = [("read_back",), *also]
-    lines = ["from tests.support import in_kernel"]
-    for name, *arguments in calls:
-        arguments = [*arguments, str(workdir / name)]
-        lines.append(f"in_kernel.{name}(globals(), {', '.join(map(repr, arguments))})")
-    notebook.cells.append(nbformat.v4.new_code_cell("\n".join(lines)))
-    execute(notebook, settings, timeout=timeout)
+    notebook = notebook_kernel.run_and_call(
+        settings, "tests.support.kernel_readers", calls, workdir, timeout
+    )
     values = torch.load(workdir / "read_back", weights_only=True)
     values["notebook"] = notebook
     values["files"] = {name: workdir / name for name, *_ in also}
@@ -103,6 +88,18 @@ def setup_cell_failure(settings: dict[str, str]):
     return next(cell for cell in notebook.cells if cell.cell_type == "code" and cell.outputs)
 
 
+def setup_source() -> str:
+    """The notebook's first code cells, up to the setup cell (`prelims-code`), as one source:
+    the package check, the imports and the setup, what a reader runs before any lesson."""
+    sources = []
+    for cell in nbformat.read(NOTEBOOK, as_version=4).cells:
+        if cell.cell_type == "code":
+            sources.append(cell.source)
+            if cell.get("id") == "prelims-code":
+                return "\n".join(sources)
+    raise AssertionError("the notebook has no setup cell, `prelims-code`")
+
+
 def setup_cell_in_process(settings: dict[str, str]) -> str:
     """Run the notebook's setup cell in an IPython shell in this process with these LLAMA3_*
     settings, as Jupyter would; it must fail. Returns everything it printed.
@@ -110,11 +107,7 @@ def setup_cell_in_process(settings: dict[str, str]) -> str:
     No kernel to start, so a bad input costs a fraction of a second; `setup_cell_failure`
     checks once, in a real kernel, that Run All stops there with that line as the only output.
     """
-    setup = next(
-        cell
-        for cell in nbformat.read(NOTEBOOK, as_version=4).cells
-        if cell.get("id") == "prelims-code"
-    )
+    setup = setup_source()
     shell = InteractiveShell.instance()
     printed = io.StringIO()
     saved = {name: value for name, value in os.environ.items() if name.startswith("LLAMA3_")}
@@ -123,7 +116,7 @@ def setup_cell_in_process(settings: dict[str, str]) -> str:
     os.environ.update(settings)
     try:
         with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
-            result = shell.run_cell(setup.source)
+            result = shell.run_cell(setup)
     finally:
         for name in [name for name in os.environ if name.startswith("LLAMA3_")]:
             del os.environ[name]

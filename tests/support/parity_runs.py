@@ -13,49 +13,15 @@ import torch
 
 from plumbing import REPO_DIR, checkpoint_files
 from plumbing.run_settings import DEFAULT_PROMPT
+from testbeds import presets
+from testbeds.random_checkpoint import write_checkpoint
 from tests.support import reference_models
 from tests.support.notebook_values import run_and_read
-from tests.support.random_checkpoint import write_checkpoint
 
-# Random checkpoints in Meta's layout covering the axes that matter: query heads per kv
-# head 1, 3, 4, 8; head_dim 16, 32, 64 and 128; 1 to 3 layers; several FFN rules. Every
-# one has the real 128,256-row embedding and output matrices, so its width sets its cost:
-# the widths are as small as each shape allows.
-RANDOM_CHECKPOINTS = {
-    "q_per_kv_1-hd64-1layer": {
-        "dim": 128,
-        "n_layers": 1,
-        "n_heads": 2,
-        "n_kv_heads": 2,
-        "multiple_of": 64,
-        "ffn_dim_multiplier": 1.0,
-    },
-    "q_per_kv_3-hd32-3layers": {
-        "dim": 192,
-        "n_layers": 3,
-        "n_heads": 6,
-        "n_kv_heads": 2,
-        "multiple_of": 32,
-        "ffn_dim_multiplier": 1.5,
-    },
-    "q_per_kv_4-hd128-2layers": {
-        "dim": 512,
-        "n_layers": 2,
-        "n_heads": 4,
-        "n_kv_heads": 1,
-        "multiple_of": 256,
-        "ffn_dim_multiplier": None,
-    },
-    "q_per_kv_8-hd16-2layers": {
-        "dim": 128,
-        "n_layers": 2,
-        "n_heads": 8,
-        "n_kv_heads": 1,
-        "multiple_of": 128,
-        "ffn_dim_multiplier": 1.3,
-    },
-}
-COMMON = {"vocab_size": 128256, "norm_eps": 1e-05, "rope_theta": 500000.0}
+# Random checkpoints in Meta's layout covering the axes that matter (testbeds/presets.py's
+# PARITY). Every one has the real 128,256-row embedding and output matrices, so its width sets
+# its cost: the widths are as small as each shape allows.
+RANDOM_CHECKPOINTS = presets.PARITY
 # This one has no output.weight: its output matrix is the embedding table, as in Llama 3.2
 # 1B and 3B. Its run is the one random checkpoint with the demos (more prompts, generation,
 # the logit lens, learning), which must then train one matrix that is both embedding and
@@ -82,11 +48,9 @@ THROUGH_FORWARD = [
 def make_checkpoints(root: Path) -> dict[str, Path]:
     """The embedded checkpoint and the random ones, written under `root`."""
     made = {"embedded": checkpoint_files.EMBEDDED_CHECKPOINT}
-    for seed, (name, shape) in enumerate(RANDOM_CHECKPOINTS.items()):
-        params = {**shape, **COMMON}
-        if params["ffn_dim_multiplier"] is None:
-            del params["ffn_dim_multiplier"]
-        made[name] = write_checkpoint(root / name, params, seed=seed, tied_output=name == TIED)
+    for seed, (name, params) in enumerate(RANDOM_CHECKPOINTS.items()):
+        tied = name == TIED
+        made[name] = write_checkpoint(root / name, dict(params), seed=seed, tied_output=tied)
     return made
 
 
@@ -95,7 +59,7 @@ class Runs:
 
     A kernel is the costly part, so one serves several prompts and both dtypes: a checkpoint
     runs the whole notebook on the canonical prompt in float32, and in the same kernel its
-    own `forward` on the other prompts and in bfloat16 (tests/support/in_kernel.py:
+    own `forward` on the other prompts and in bfloat16 (tests/support/kernel_readers.py:
     other_prompts, in_dtype). The embedded checkpoint's kernel is the one most tests share;
     it also runs the whole lesson on the 1-token prompt, so the lesson's cells meet 1 and 17
     tokens (nbval's capability runs give them bfloat16).

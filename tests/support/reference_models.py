@@ -2,9 +2,10 @@
 
 Two references, both loaded from the same Meta-layout checkpoint the notebook reads:
 
-* Hugging Face transformers' `LlamaForCausalLM`. HF stores each head's q/k rows in a
-  different order (RoPE pairs half a head apart instead of adjacent), so the Meta rows
-  are permuted on the way in — the same conversion as HF's own Meta→HF converter.
+* Hugging Face transformers' `LlamaForCausalLM`, built by testbeds/transformers_llama.py.
+  HF stores each head's q/k rows in a different order (RoPE pairs half a head apart instead
+  of adjacent), so the Meta rows are permuted on the way in — the same conversion as HF's
+  own Meta→HF converter.
 * Meta's reference `Transformer` from the `llama-models` package
   (`llama_models/llama3/model.py`), which needs fairscale and a one-process
   torch.distributed group with model parallelism of size 1.
@@ -26,10 +27,15 @@ import torch
 import torch.distributed as dist
 from llama_models.llama3.args import ModelArgs
 from llama_models.llama3.model import Transformer
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from plumbing import checkpoint_files, release_facts, weight_loading
-from plumbing.hf_checkpoint import HF_NAMES
+# The Hugging Face reference and its conversions are testbeds' (non-test code builds the same
+# model to save Hugging Face folders); named here too, as the references' other half.
+from testbeds.transformers_llama import HF_LAYER_KEYS as HF_LAYER_KEYS
+from testbeds.transformers_llama import hf_config as hf_config
+from testbeds.transformers_llama import hf_model as hf_model
+from testbeds.transformers_llama import hf_rope_scaling as hf_rope_scaling
+from testbeds.transformers_llama import load_meta_checkpoint
+from testbeds.transformers_llama import meta_rows_to_hf as meta_rows_to_hf
 
 # float32, against either reference: max|ours − ref| / max|ref| for every compared tensor.
 # All compute in float32 and differ only in the order of sums (batched vs per-head products,
@@ -38,107 +44,6 @@ from plumbing.hf_checkpoint import HF_NAMES
 # any real mistake (a wrong RoPE pair or kv head, a missing residual or norm weight) moves
 # these tensors by 1e-2 or more (tools/check_mutations.py).
 FP32_TOLERANCE = 1e-4
-
-# Each layer's tensors, Meta's name → Hugging Face's, read off the one name map.
-HF_LAYER_KEYS = {
-    meta.removeprefix("layers.{i}."): hf.removeprefix("model.layers.{i}.")
-    for meta, hf in HF_NAMES.items()
-    if meta.startswith("layers.{i}.")
-}
-
-
-def load_meta_checkpoint(checkpoint_dir: Path):
-    """The checkpoint's tensors by name (one file or Meta's shards), as the notebook reads them."""
-    return weight_loading.load_weights(Path(checkpoint_dir))
-
-
-def meta_rows_to_hf(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Reorder each head's q/k rows from Meta's adjacent pairs (2i, 2i+1) to HF's (i, i +
-    head_dim/2)."""
-    out_features, in_features = weight.shape
-    head_dim = out_features // n_heads
-    return (
-        weight.view(n_heads, head_dim // 2, 2, in_features)
-        .transpose(1, 2)
-        .reshape(out_features, in_features)
-    )
-
-
-def hf_rope_scaling(factor: float) -> dict:
-    """Llama 3.1+ scaled RoPE as a Hugging Face config states it (rope_type "llama3")."""
-    return {
-        "rope_type": "llama3",
-        "factor": factor,
-        "low_freq_factor": release_facts.ROPE_LOW_FREQ_FACTOR,
-        "high_freq_factor": release_facts.ROPE_HIGH_FREQ_FACTOR,
-        "original_max_position_embeddings": release_facts.ROPE_ORIGINAL_CONTEXT,
-    }
-
-
-def hf_config(
-    params: dict, tied_output: bool = False, rope_scale_factor: float | None = None
-) -> LlamaConfig:
-    """transformers' LlamaConfig for these params.json sizes: the one place a config is built.
-
-    rope_scale_factor: Llama 3.1+ scaled RoPE (HF's rope_type "llama3"); required when
-    params.json sets use_scaled_rope, since the file does not say which factor.
-    """
-    rope_scaling = None
-    if params.get("use_scaled_rope"):
-        if rope_scale_factor is None:
-            raise ValueError(
-                "use_scaled_rope is set: pass rope_scale_factor (8 for Llama 3.1/3.3, 32 for 3.2)"
-            )
-        rope_scaling = hf_rope_scaling(rope_scale_factor)
-    return LlamaConfig(
-        vocab_size=params["vocab_size"],
-        hidden_size=params["dim"],
-        intermediate_size=checkpoint_files.ffn_hidden_size(params),
-        num_hidden_layers=params["n_layers"],
-        num_attention_heads=params["n_heads"],
-        num_key_value_heads=params.get("n_kv_heads") or params["n_heads"],
-        head_dim=params["dim"] // params["n_heads"],
-        rms_norm_eps=params["norm_eps"],
-        rope_theta=params["rope_theta"],
-        rope_scaling=rope_scaling,
-        max_position_embeddings=release_facts.context_length(params),
-        tie_word_embeddings=tied_output,
-        attention_bias=False,
-        mlp_bias=False,
-        hidden_act="silu",
-        bos_token_id=128000,  # <|begin_of_text|>
-        eos_token_id=128001,  # <|end_of_text|>
-        architectures=["LlamaForCausalLM"],
-    )
-
-
-def hf_model(
-    checkpoint_dir: Path,
-    params: dict,
-    dtype: torch.dtype = torch.float32,
-    rope_scale_factor: float | None = None,
-):
-    """transformers' LlamaForCausalLM holding the checkpoint's weights (q/k rows in HF's order)."""
-    state_dict = load_meta_checkpoint(checkpoint_dir)
-    n_kv_heads = params.get("n_kv_heads") or params["n_heads"]
-    tied = "output.weight" not in state_dict
-    config = hf_config(params, tied, rope_scale_factor)
-    hf = {
-        "model.embed_tokens.weight": state_dict["tok_embeddings.weight"],
-        "model.norm.weight": state_dict["norm.weight"],
-    }
-    hf["lm_head.weight"] = state_dict["tok_embeddings.weight" if tied else "output.weight"]
-    for i in range(params["n_layers"]):
-        for meta_key, hf_key in HF_LAYER_KEYS.items():
-            tensor = state_dict[f"layers.{i}.{meta_key}"]
-            if meta_key == "attention.wq.weight":
-                tensor = meta_rows_to_hf(tensor, params["n_heads"])
-            elif meta_key == "attention.wk.weight":
-                tensor = meta_rows_to_hf(tensor, n_kv_heads)
-            hf[f"model.layers.{i}.{hf_key}"] = tensor
-    model = LlamaForCausalLM(config)
-    model.load_state_dict({k: v.to(torch.float32) for k, v in hf.items()}, strict=True)
-    return model.to(dtype).eval()
 
 
 def hf_tensors(model, tokens: list[int]) -> dict:
@@ -278,7 +183,7 @@ def relative_difference(ours: torch.Tensor, reference: torch.Tensor) -> float:
 def layer_differences(ours: dict, reference: dict) -> dict[str, float]:
     """relative_difference of every tensor the notebook and a reference both name, layer by layer.
 
-    A run through the notebook's `forward` (in_kernel.other_prompts) has the final norm's
+    A run through the notebook's `forward` (kernel_readers.other_prompts) has the final norm's
     output at the last position only, and is compared there.
     """
     result = {

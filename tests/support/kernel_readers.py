@@ -1,10 +1,11 @@
-"""What the tests run inside the notebook's kernel, after its last cell, on the notebook's own
+"""What the tests read inside the notebook's kernel, after its last cell, on the notebook's own
 objects.
 
 The tests never re-implement the model. `notebook_values.run_and_read` executes the notebook
-unchanged, then calls functions of this module in the same kernel with the notebook's
-globals, `nb`, and a file for their results: the cells' own functions (`transformer_layer`,
-`generate`, `bpe_encode`, `token_losses` …) do the work. One kernel serves many tests.
+unchanged (testbeds/notebook_kernel.py), then calls functions of this module in the same kernel
+with the notebook's globals, `nb` (read through its contract, testbeds/notebook_contract.py),
+and a file for their results: the cells' own functions (`transformer_layer`, `generate`,
+`bpe_encode`, `token_losses` …) do the work. One kernel serves many tests.
 
 `read_back` also reads what the lesson does not keep — the residual stream after each
 layer's *attention* — the way a forward hook reads a torch model: the notebook's own
@@ -22,12 +23,14 @@ from contextlib import contextmanager
 
 import nbformat
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from plumbing import run_settings, weight_loading
+from testbeds.notebook_contract import NotebookGlobals
 
 
 @contextmanager
-def recording_layers(nb: dict):
+def recording_layers(nb: NotebookGlobals):
     """While open, `nb`'s rms_norm and feed_forward record the stream after each layer's
     attention."""
     after_attention, latest_norm_input = [], [None]
@@ -52,7 +55,7 @@ def cpu32(tensors):
     return [tensor.float().cpu() for tensor in tensors]
 
 
-def read_back(nb: dict, path: str) -> None:
+def read_back(nb: NotebookGlobals, path: str) -> None:
     """The lesson's tensors, and the stream after every layer's attention, saved to `path`."""
     with recording_layers(nb) as after_attention:
         stream = nb["token_embeddings"]
@@ -79,7 +82,7 @@ def read_back(nb: dict, path: str) -> None:
     )
 
 
-def other_prompts(nb: dict, prompts: dict[str, str], path: str) -> None:
+def other_prompts(nb: NotebookGlobals, prompts: dict[str, str], path: str) -> None:
     """For each prompt, the tensors read_back saves, through the notebook's own `forward`.
 
     `forward` normalizes and projects only the last position, so `final_normed` and `logits`
@@ -122,7 +125,7 @@ def other_prompts(nb: dict, prompts: dict[str, str], path: str) -> None:
     torch.save(results, path)
 
 
-def at_rope_scale(nb: dict, factor: float, prompts: dict[str, str], path: str) -> None:
+def at_rope_scale(nb: NotebookGlobals, factor: float, prompts: dict[str, str], path: str) -> None:
     """other_prompts with the notebook's frequencies scaled by another factor, through its own
     `scale_rope_frequencies`: a second factor without a second kernel. (Which factor the setup
     cell picks is tested on its own.)"""
@@ -138,7 +141,7 @@ def at_rope_scale(nb: dict, factor: float, prompts: dict[str, str], path: str) -
         nb["rope_frequencies"] = chosen
 
 
-def in_dtype(nb: dict, dtype: str, prompts: dict[str, str], path: str) -> None:
+def in_dtype(nb: NotebookGlobals, dtype: str, prompts: dict[str, str], path: str) -> None:
     """other_prompts with the notebook computing in another dtype: its `compute_dtype` and its
     `weight` reader (the two things the setup cell's dtype decides) swapped for the run."""
     saved = nb["compute_dtype"]
@@ -153,7 +156,7 @@ def in_dtype(nb: dict, dtype: str, prompts: dict[str, str], path: str) -> None:
         nb["compute_dtype"] = saved
 
 
-def bpe(nb: dict, strings_file: str, path: str) -> None:
+def bpe(nb: NotebookGlobals, strings_file: str, path: str) -> None:
     """The notebook's from-scratch tokenizer on every string of `strings_file`, and its merges."""
     with open(strings_file, encoding="utf-8") as file:
         strings = json.load(file)
@@ -168,7 +171,7 @@ def bpe(nb: dict, strings_file: str, path: str) -> None:
         json.dump(result, file)
 
 
-def generations(nb: dict, path: str) -> None:
+def generations(nb: NotebookGlobals, path: str) -> None:
     """The notebook's `generate` with and without the cache, on three prompts."""
     texts = [nb["prompt"], "the sun rises", "once upon a time"]
     prompts = {
@@ -184,7 +187,7 @@ def generations(nb: dict, path: str) -> None:
         json.dump(result, file)
 
 
-def batches(nb: dict) -> dict:
+def batches(nb: NotebookGlobals) -> dict:
     """The notebook's batch of prompts against each prompt alone: `generate_batch` against
     `generate`, and `forward_batch` with padding of any length and content against `forward`."""
     tokenizer, bos_id = nb["tokenizer"], nb["bos_id"]
@@ -251,7 +254,7 @@ def batches(nb: dict) -> dict:
     return result
 
 
-def sampling(nb: dict, path: str) -> None:
+def sampling(nb: NotebookGlobals, path: str) -> None:
     """The notebook's `generate` with its sampling options, on one prompt."""
     generate = nb["generate"]
     tokens = [nb["bos_id"]] + nb["tokenizer"].encode("once upon a time", disallowed_special=())
@@ -298,7 +301,7 @@ def sampling(nb: dict, path: str) -> None:
         json.dump(result, file)
 
 
-def streams(nb: dict) -> dict:
+def streams(nb: NotebookGlobals) -> dict:
     """The notebook's `stream_text` on fixed token sequences: `generate` is replaced by a stand-in
     that hands out the tokens of a given text one at a time, as the model would."""
     tokenizer = nb["tokenizer"]
@@ -336,7 +339,7 @@ def streams(nb: dict) -> dict:
     return results
 
 
-def gradients(nb: dict, path: str) -> None:
+def gradients(nb: NotebookGlobals, path: str) -> None:
     """The learning section's loss and the gradients of layer 0 and the output matrix."""
     copy = nb["trainable_copy"]()
     with nb["weights_from"](copy), torch.enable_grad():
@@ -353,7 +356,7 @@ def gradients(nb: dict, path: str) -> None:
     )
 
 
-def quantization(nb: dict, path: str) -> None:
+def quantization(nb: NotebookGlobals, path: str) -> None:
     """The quantization section's own functions and matrices, measured in its kernel.
 
     For every matrix of `quantized_models`: the notebook's integers and scales again from
@@ -390,7 +393,7 @@ def quantization(nb: dict, path: str) -> None:
                 / float(explicit.abs().max()),
             }
     exact = [
-        torch.log_softmax(nb["all_logits"](tokens).float(), dim=-1)
+        torch.log_softmax(nb["forward"](tokens, every_position=True).float(), dim=-1)
         for tokens in nb["quality_tokens"]
     ]
     torch.save(
@@ -403,7 +406,7 @@ def quantization(nb: dict, path: str) -> None:
     )
 
 
-def silent_bugs(nb: dict, path: str) -> None:
+def silent_bugs(nb: NotebookGlobals, path: str) -> None:
     """The section "When it goes quietly wrong", measured again in its kernel: each bug's
     damage recomputed with the section's own functions; whether every function it broke is
     the original again; whether each broken line does what the section says (RoPE pairing:
@@ -418,7 +421,7 @@ def silent_bugs(nb: dict, path: str) -> None:
     restored = {}
     for lines in bugs.values():
         for name, (right, wrong) in lines.items():
-            function = nb[name]
+            function = nb.namespace[name]  # a function the section names itself
             source = inspect.getsource(function)
             restored[name] = (
                 function.__code__.co_filename != "<string>"
@@ -473,7 +476,9 @@ def silent_bugs(nb: dict, path: str) -> None:
     )
 
 
-def settings_matrix(nb: dict, combinations: list[dict], notebook_path: str, path: str) -> None:
+def settings_matrix(
+    nb: NotebookGlobals, combinations: list[dict], notebook_path: str, path: str
+) -> None:
     """The lesson's main path again under each combination of the settings that change how
     weights are read (LLAMA3_DTYPE, LLAMA3_QUANTIZE, LLAMA3_ONE_ROW): for each, the setup
     cell's decisions are made anew (`run_settings.decide`, `settings.weight_reader`) and the
@@ -497,7 +502,7 @@ def settings_matrix(nb: dict, combinations: list[dict], notebook_path: str, path
         nb.update(settings=settings, device=settings.device, compute_dtype=settings.dtype)
         nb["weight"] = settings.weight_reader(nb["model"])
         for source in sources:
-            exec(compile(source, "lesson", "exec"), nb)
+            exec(compile(source, "lesson", "exec"), nb.namespace)
         forward_token = int(nb["forward"](nb["prompt_tokens"]).argmax())
         results.append(
             {
@@ -511,3 +516,143 @@ def settings_matrix(nb: dict, combinations: list[dict], notebook_path: str, path
         )
     with open(path, "w") as file:
         json.dump(results, file)
+
+
+class LargestTensor(TorchDispatchMode):
+    """While open, the largest tensor any operation creates, in numbers (views of others not
+    counted; nor, through `unrecorded`, the weights the reader converts): what the memory of
+    a computation's activations grows with."""
+
+    def __init__(self):
+        super().__init__()
+        self.numel, self.paused = 0, False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = [*args, *(kwargs or {}).values()]
+        held = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor)}
+        for tensor in out if isinstance(out, (tuple, list)) else [out]:
+            new = (
+                isinstance(tensor, torch.Tensor) and tensor.untyped_storage().data_ptr() not in held
+            )
+            if new and not self.paused:  # not a view of an input, not a weight being read
+                self.numel = max(self.numel, tensor.numel())
+        return out
+
+    @contextmanager
+    def unrecorded(self):
+        self.paused = True
+        try:
+            yield
+        finally:
+            self.paused = False
+
+
+class WeightsUnrecorded:
+    """The notebook's weight reader, its reads left out of a LargestTensor's count: a weight
+    the size of the vocabulary would hide every activation."""
+
+    def __init__(self, reader, largest: LargestTensor):
+        self.reader, self.largest = reader, largest
+
+    def __call__(self, name: str):
+        with self.largest.unrecorded():
+            return self.reader(name)
+
+    def rows(self, name: str, index):
+        with self.largest.unrecorded():
+            return self.reader.rows(name, index)
+
+    def in_row_blocks(self, name: str):
+        blocks = iter(self.reader.in_row_blocks(name))
+        while True:
+            with self.largest.unrecorded():
+                block = next(blocks, None)
+            if block is None:
+                return
+            yield block
+
+
+def long_inputs(nb: NotebookGlobals, path: str) -> None:
+    """The notebook's attention over keys in blocks (`attention_in_blocks`) against its
+    attention at once (`attention_pattern`); its model with tiny blocks and prefill chunks
+    against the same model with none; and the largest tensor a chunked prefill makes at two
+    prompt lengths."""
+    torch.manual_seed(0)
+    device, n_heads, n_kv_heads = nb["device"], nb["n_heads"], nb["n_kv_heads"]
+    head_dim, group = nb["head_dim"], nb["n_heads"] // nb["n_kv_heads"]
+    result = {"blocks": {}}
+    # (queries, keys, block): blocks that divide the keys and blocks that do not, queries that
+    # are all the positions (a prompt) or the last few (with a cache), a batch with padding
+    cases = [(40, 40, 8), (40, 40, 7), (40, 40, 1), (40, 40, 64), (5, 40, 16), (1, 33, 4)]
+    for new, seen, block in cases:
+        for batch in (None, 3):
+            front = () if batch is None else (batch,)
+            q = torch.randn(*front, n_heads, new, head_dim, device=device)
+            k = torch.randn(*front, n_kv_heads, seen, head_dim, device=device)
+            v = torch.randn(*front, n_kv_heads, seen, head_dim, device=device)
+            padding = None
+            if batch is not None:  # as forward_batch makes it: row b hides its first 2·b keys
+                hidden = torch.arange(seen, device=device) < 2 * torch.arange(batch)[:, None]
+                padding = torch.zeros(hidden.shape, device=device).masked_fill(
+                    hidden, torch.finfo(torch.float32).min
+                )[:, None, None, :]
+            at_once = nb["attention_pattern"](q, k, padding) @ v.repeat_interleave(group, dim=-3)
+            in_blocks = nb["attention_in_blocks"](q, k, v, block, padding)
+            key = f"{new} queries, {seen} keys, blocks of {block}, batch {batch}"
+            result["blocks"][key] = float((in_blocks - at_once).abs().max() / at_once.abs().max())
+    # the whole model: keys in blocks of 3 and a prompt fed 5 positions at a time, against
+    # one block and one chunk
+    tokenizer, bos_id, forward = nb["tokenizer"], nb["bos_id"], nb["forward"]
+    tokens = [bos_id] + tokenizer.encode(" ".join(["the sky is blue on a clear day"] * 6))
+    key_block, prefill_chunk = nb["key_block"], nb["prefill_chunk"]
+    runs = {}
+    for name, (block, chunk) in {"plain": (10**9, 10**9), "small": (3, 5)}.items():
+        nb["key_block"], nb["prefill_chunk"] = block, chunk
+        try:
+            cache = nb["KVCache"](len(tokens) + 8)
+            runs[name] = {
+                "every_position": forward(tokens, every_position=True).float().cpu(),
+                "prefill": nb["prefill"](tokens, cache).float().cpu(),
+                "generated": nb["generate"](tokens, max_new_tokens=8, stop_at_end=False),
+            }
+        finally:
+            nb["key_block"], nb["prefill_chunk"] = key_block, prefill_chunk
+    result["n_tokens"] = len(tokens)
+    result["model"] = runs
+    # memory: the largest tensor a prefill makes, at two lengths, keys in blocks of 64 and
+    # chunks of 64 positions; and the same without blocks (what would grow)
+    largest, reader = {}, nb["weight"]
+    for name, block in {"blocks": 64, "no blocks": 10**9}.items():
+        nb["key_block"], nb["prefill_chunk"] = block, 64
+        try:
+            for length in (512, 1024):
+                long_tokens = (tokens * (length // len(tokens) + 1))[:length]
+                cache = nb["KVCache"](length)  # made outside: the cache grows with the prompt
+                seen = LargestTensor()
+                nb["weight"] = WeightsUnrecorded(reader, seen)
+                with seen:
+                    nb["prefill"](long_tokens, cache)
+                largest[f"{name}, {length} tokens"] = seen.numel
+        finally:
+            nb["key_block"], nb["prefill_chunk"], nb["weight"] = key_block, prefill_chunk, reader
+    result["largest"] = largest
+    torch.save(result, path)
+
+
+def long_logits(nb: NotebookGlobals, n_positions: int, factors: list, path: str) -> None:
+    """The notebook's `prefill` (a chunk of positions at a time, keys in blocks) over
+    n_positions tokens: the last position's logits with RoPE's frequencies scaled by each
+    factor through its own `scale_rope_frequencies` (None: unscaled)."""
+    sentence = nb["tokenizer"].encode(" the answer to the ultimate question is 42.")
+    tokens = [nb["bos_id"]] + (sentence * (n_positions // len(sentence) + 1))[: n_positions - 1]
+    chosen, unscaled = nb["rope_frequencies"], nb["unscaled_rope_frequencies"]
+    result = {"tokens": tokens}
+    try:
+        for factor in factors:
+            scaled = unscaled if factor is None else nb["scale_rope_frequencies"](unscaled, factor)
+            nb["rope_frequencies"] = scaled
+            result[str(factor)] = nb["prefill"](tokens, nb["KVCache"](len(tokens))).float().cpu()
+    finally:
+        nb["rope_frequencies"] = chosen
+    torch.save(result, path)

@@ -1,9 +1,9 @@
 """Split a one-file checkpoint into Meta's model-parallel shards, for tests.
 
-    python -m tests.support.sharded_checkpoint SOURCE_DIR OUT_DIR --shards 8
+    python -m testbeds.sharded_checkpoint SOURCE_DIR OUT_DIR --shards 8
 
 Writes consolidated.00.pth … consolidated.NN.pth the way Meta's 70B release is split
-(weight_loading.SHARD_AXIS: wq/wk/wv/w1/w3/tok_embeddings/output cut along rows,
+(meta_checkpoint.SHARD_AXIS: wq/wk/wv/w1/w3/tok_embeddings/output cut along rows,
 wo/w2 along columns, norms copied into every shard) and copies params.json. Each
 split axis must divide evenly, as in Meta's releases.
 """
@@ -16,15 +16,15 @@ from pathlib import Path
 
 import torch
 
-from plumbing import weight_loading
+from plumbing import checkpoints, meta_checkpoint
 
 
 def write_shards(source: Path, out: Path, n_shards: int) -> Path:
-    state_dict = weight_loading.load_weights(source)
+    state_dict = checkpoints.open_checkpoint(source).weights
     out.mkdir(parents=True, exist_ok=False)
     shards: list[dict[str, torch.Tensor]] = [{} for _ in range(n_shards)]
     for name, tensor in state_dict.items():
-        axis = weight_loading.shard_axis(name)
+        axis = meta_checkpoint.shard_axis(name)
         if axis is None:
             pieces = [tensor] * n_shards
         else:

@@ -1,9 +1,9 @@
 """Write a Meta-layout checkpoint as a Hugging Face model folder — for tests and benchmarks.
 
-    python -m tests.support.hf_folder META_FOLDER OUT [--shard-size 2GB] [--spelling 4|5]
-                                         [--scale-factor 8] [--stream]
+    python -m testbeds.hf_folder META_FOLDER OUT [--shard-size 2GB] [--spelling 4|5]
+                                  [--scale-factor 8] [--stream]
 
-Default: transformers builds LlamaForCausalLM from the Meta files (reference_models.hf_model,
+Default: transformers builds LlamaForCausalLM from the Meta files (testbeds/transformers_llama.py,
 which reorders the q/k rows as Hugging Face's own converter does) and writes it with
 `save_pretrained` — config.json, model.safetensors or sharded files with their index — in
 bfloat16, like the hub's files. tokenizer.json is made from Llama 3's tokenizer.model by
@@ -27,9 +27,8 @@ from safetensors.torch import save_file
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
 import tokenizer_setup
-from plumbing import checkpoint_files, release_facts, weight_loading
-from plumbing.hf_checkpoint import hf_name
-from tests.support import reference_models
+from plumbing import checkpoints, release_facts, tensor_names
+from testbeds import transformers_llama
 
 SPECIAL_TOKENS = tokenizer_setup.special_token_names()
 
@@ -70,7 +69,7 @@ def rope_scaling(params: dict, factor: float | None) -> dict | None:
         return None
     if factor is None:
         factor = release_facts.rope_scale_factor(params)[0]
-    return reference_models.hf_rope_scaling(factor)
+    return transformers_llama.hf_rope_scaling(factor)
 
 
 def save_with_transformers(
@@ -80,9 +79,11 @@ def save_with_transformers(
     spelling: str = "5",
     scale_factor: float | None = None,
 ) -> Path:
-    params = checkpoint_files.read_params(meta)
+    params = checkpoints.read_params(meta)
     factor = (rope_scaling(params, scale_factor) or {}).get("factor")
-    model = reference_models.hf_model(meta, params, dtype=torch.bfloat16, rope_scale_factor=factor)
+    model = transformers_llama.hf_model(
+        meta, params, dtype=torch.bfloat16, rope_scale_factor=factor
+    )
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, max_shard_size=shard_size or "50GB")
     write_tokenizer_json(out)
@@ -98,27 +99,26 @@ def save_streaming(
     scale_factor: float | None = None,
 ) -> Path:
 
-    params = checkpoint_files.read_params(meta)
-    weights = weight_loading.load_weights(meta)
-    n_kv_heads = params.get("n_kv_heads") or params["n_heads"]
+    checkpoint = checkpoints.open_checkpoint(meta)
+    params, weights = checkpoint.stated, checkpoint.weights
+    n_kv_heads = checkpoint.params["n_kv_heads"]
     tied = "output.weight" not in weights
     out.mkdir(parents=True, exist_ok=True)
     factor = (rope_scaling(params, scale_factor) or {}).get("factor")
-    reference_models.hf_config(params, tied, factor).save_pretrained(
-        out
-    )  # config.json, as transformers writes it
+    config = transformers_llama.hf_config(params, tied, factor)
+    config.save_pretrained(out)  # config.json, as transformers writes it
     respell_config(out, spelling)
     shards, current, size = [], {}, 0
     for name in weights:
         tensor = weights[name]
         if name.endswith("attention.wq.weight"):
-            tensor = reference_models.meta_rows_to_hf(tensor, params["n_heads"])
+            tensor = transformers_llama.meta_rows_to_hf(tensor, params["n_heads"])
         elif name.endswith("attention.wk.weight"):
-            tensor = reference_models.meta_rows_to_hf(tensor, n_kv_heads)
+            tensor = transformers_llama.meta_rows_to_hf(tensor, n_kv_heads)
         if current and size + tensor.numel() * tensor.element_size() > shard_bytes:
             shards.append(current)
             current, size = {}, 0
-        current[hf_name(name)] = tensor.contiguous()
+        current[tensor_names.HUGGING_FACE.from_meta(name)] = tensor.contiguous()
         size += tensor.numel() * tensor.element_size()
     shards.append(current)
     weight_map = {}

@@ -1,4 +1,4 @@
-"""Write a Meta-layout checkpoint as a GGUF file with the `gguf` package, for the tests.
+"""Write a Meta-layout checkpoint as a GGUF file with the `gguf` package, for tests.
 
 llama.cpp's own converter needs a Hugging Face folder and its environment (see
 benchmarks/quantized_decode.py; tests/test_gguf.py uses it where build/llama-cpp has it).
@@ -18,7 +18,7 @@ import gguf
 import numpy as np
 
 import tokenizer_setup
-from plumbing import checkpoint_files, gguf_files, weight_loading
+from plumbing import checkpoints, gguf_files
 
 GGML = gguf.GGMLQuantizationType
 
@@ -70,19 +70,21 @@ def write_gguf(
     vocabulary: tuple[str, list[str]] | None = None,
     rope_factors: list[float] | None = None,
     keep: set[str] | None = None,
+    context_length: int | None = None,
 ) -> Path:
     """`kind`: the matrices' format (F32, F16, BF16, Q8_0, Q4_0, Q4_1); `vocabulary`: (kind,
     tokens) instead of Llama 3's; `rope_factors`: a rope_freqs tensor; `keep`: only these
-    Meta names (to make a file that lacks a tensor)."""
-    params = checkpoint_files.read_params(checkpoint)
-    weights = weight_loading.load_weights(checkpoint)
+    Meta names (to make a file that lacks a tensor); `context_length`: instead of the
+    checkpoint's."""
+    opened = checkpoints.open_checkpoint(checkpoint)
+    params, weights = opened.params, opened.weights
     writer = gguf.GGUFWriter(str(path), architecture)
     writer.add_block_count(params["n_layers"])
-    writer.add_context_length(8192)
+    writer.add_context_length(context_length or params["context_length"])
     writer.add_embedding_length(params["dim"])
-    writer.add_feed_forward_length(checkpoint_files.ffn_hidden_size(params))
+    writer.add_feed_forward_length(params["ffn_hidden"])
     writer.add_head_count(params["n_heads"])
-    writer.add_head_count_kv(params.get("n_kv_heads") or params["n_heads"])
+    writer.add_head_count_kv(params["n_kv_heads"])
     writer.add_rope_freq_base(params["rope_theta"])
     writer.add_layer_norm_rms_eps(params["norm_eps"])
     writer.add_vocab_size(params["vocab_size"])

@@ -1,0 +1,147 @@
+"""Read a checkpoint in Meta's layout: params.json and consolidated.*.pth — plumbing only.
+
+Meta's download (the `original/` folder on Hugging Face) holds the sizes in `params.json`
+and the tensors, already under Meta's names, in `consolidated.00.pth`; the 70B and 405B
+split them across model-parallel shards `consolidated.00.pth … NN.pth`. `read_params`
+gives params.json, checked; `weights` memory-maps the files (`torch.load(…, mmap=True,
+weights_only=True)`: nothing is read until used, and a pickle that would run code is
+refused).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from plumbing import checkpoint_checks
+from plumbing.friendly_errors import CheckpointError
+from plumbing.tensor_names import NamedWeights
+
+SPELLING: dict[str, str] = {}  # params.json's keys are the notebook's own
+
+
+def sizes_path(folder: Path) -> Path:
+    """The file that states the sizes."""
+    return Path(folder) / "params.json"
+
+
+def read_params(folder: Path) -> dict:
+    """params.json: every key present, of the right type (sizes are checked by the caller)."""
+    path = sizes_path(folder)
+    params = checkpoint_checks.read_json_object(
+        path, "copy params.json from the same download as the weights"
+    )
+    return checkpoint_checks.check_params_json(params, path)
+
+
+def load_one(path: Path) -> dict[str, torch.Tensor]:
+    """`torch.load(path, map_location="cpu", mmap=True, weights_only=True)`, with clear errors."""
+    try:
+        state_dict = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    # torch raises RuntimeError, UnpicklingError, ValueError, EOFError … depending on the damage
+    except Exception as error:
+        text = str(error)
+        if mistake := checkpoint_checks.download_mistake(path):
+            raise CheckpointError(f"{path} is {mistake}.") from None
+        if "Weights only load failed" in text or "weights_only" in text:
+            raise CheckpointError(
+                f"{path} contains pickled code or objects that are not tensors; loading refused "
+                "(weights_only=True), nothing in it was run. Use the file from Meta's "
+                "download."
+            ) from None
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: "
+            f"{text.splitlines()[0][:120] if text else 'no detail'}); it is truncated, "
+            "corrupt or another kind of file — download it again."
+        ) from None
+    if not isinstance(state_dict, dict) or not all(
+        isinstance(v, torch.Tensor) for v in state_dict.values()
+    ):
+        raise CheckpointError(
+            f"{path} holds a {type(state_dict).__name__}, not a dictionary of tensors: use the "
+            "file from Meta's download."
+        )
+    return state_dict
+
+
+class MetaWeights(NamedWeights):
+    """consolidated.00.pth's tensors, memory-mapped: a lookup hands out the file's own tensor."""
+
+    def __init__(self, state_dict: dict[str, torch.Tensor]):
+        self.state_dict = state_dict
+        self.shapes = {name: tuple(tensor.shape) for name, tensor in state_dict.items()}
+        self.dtypes = {name: tensor.dtype for name, tensor in state_dict.items()}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.state_dict[name]
+
+
+# How Meta's model-parallel shards (70B: 8 files) split each tensor: the axis to
+# concatenate along, or None for tensors every shard holds a copy of (facts).
+SHARD_AXIS = {
+    "tok_embeddings.weight": 0,
+    "output.weight": 0,
+    "attention.wq.weight": 0,
+    "attention.wk.weight": 0,
+    "attention.wv.weight": 0,
+    "attention.wo.weight": 1,
+    "feed_forward.w1.weight": 0,
+    "feed_forward.w3.weight": 0,
+    "feed_forward.w2.weight": 1,
+    "attention_norm.weight": None,
+    "ffn_norm.weight": None,
+    "norm.weight": None,
+}
+
+
+def shard_axis(name: str) -> int | None:
+    suffix = name.split(".", 2)[-1] if name.startswith("layers.") else name
+    if suffix not in SHARD_AXIS:
+        raise CheckpointError(
+            f"unexpected tensor {name} in a sharded checkpoint: this is not a Llama 3 checkpoint "
+            "in Meta's layout."
+        )
+    return SHARD_AXIS[suffix]
+
+
+class ShardedWeights(NamedWeights):
+    """A model-parallel checkpoint (consolidated.00.pth … NN.pth) read as one state dict.
+
+    Every shard is memory-mapped; a tensor is assembled from its pieces only when it
+    is looked up, so memory holds one whole tensor at a time, never the model.
+    """
+
+    def __init__(self, shards: list[dict[str, torch.Tensor]]):
+        self.shards = shards
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        for name, first in shards[0].items():
+            axis = shard_axis(name)
+            pieces = [shard.get(name) for shard in shards]
+            if any(piece is None for piece in pieces):
+                raise CheckpointError(
+                    f"tensor {name} is missing from shard {pieces.index(None):02d}: download that "
+                    "shard again."
+                )
+            shape = list(first.shape)
+            if axis is not None:
+                shape[axis] = sum(piece.shape[axis] for piece in pieces)
+            self.shapes[name] = tuple(shape)
+        self.dtypes = {name: tensor.dtype for name, tensor in shards[0].items()}
+
+    def note(self) -> str:
+        return f", {len(self.shards)} shards"
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        axis = shard_axis(name)
+        if axis is None:
+            return self.shards[0][name]
+        return torch.cat([shard[name] for shard in self.shards], dim=axis)
+
+
+def weights(folder: Path, params: dict) -> NamedWeights:
+    """The tensors by Meta's names, memory-mapped: one file as it is, several joined."""
+    paths = sorted(Path(folder).glob("consolidated.*.pth"))
+    if len(paths) <= 1:
+        return MetaWeights(load_one(Path(folder) / "consolidated.00.pth"))
+    return ShardedWeights([load_one(path) for path in paths])

@@ -1,0 +1,74 @@
+"""The model's sizes with what a file may leave out filled in, once — and the shapes they imply.
+
+Every layout's reader gives params.json's keys. Three of them a file may leave unsaid:
+`n_kv_heads` (absent: one key/value head per query head), `ffn_hidden` (Meta's params.json
+gives a rule instead: `multiple_of` and `ffn_dim_multiplier`) and `tied_output` (Meta's
+files say it by holding no output matrix). `filled` is the one place those defaults are
+written; everything else reads the filled params. The notebook derives the same sizes in
+the open, in its section "Sizes derived from `params.json`".
+"""
+
+from __future__ import annotations
+
+import math
+
+from plumbing import release_facts
+
+
+def ffn_hidden_size(params: dict) -> int:
+    """The SwiGLU width: stated by a Hugging Face config or a GGUF file, else Meta's rule."""
+    if params.get("ffn_hidden") is not None:
+        return params["ffn_hidden"]
+    hidden = int(2 * 4 * params["dim"] / 3)
+    if params.get("ffn_dim_multiplier") is not None:
+        hidden = int(params["ffn_dim_multiplier"] * hidden)
+    return params["multiple_of"] * math.ceil(hidden / params["multiple_of"])
+
+
+def filled(params: dict, tied_output: bool = False) -> dict:
+    """A copy of `params` with n_kv_heads, ffn_hidden, tied_output and context_length always
+    present.
+
+    `tied_output` is the default for a file that does not state it (Meta's: whether its
+    weights hold no output matrix). Filling filled params changes nothing.
+    """
+    sizes = dict(params)
+    if sizes.get("n_kv_heads") is None:
+        sizes["n_kv_heads"] = sizes["n_heads"]  # no grouping: one key/value head per query head
+    sizes["ffn_hidden"] = ffn_hidden_size(sizes)
+    if sizes.get("tied_output") is None:
+        sizes["tied_output"] = tied_output
+    sizes["context_length"] = release_facts.context_length(sizes)
+    return sizes
+
+
+def expected_shapes(params: dict, tied_output: bool | None = None) -> dict[str, tuple[int, ...]]:
+    """Every tensor name of Meta's layout, in the order of Meta's files, with the shape the
+    params imply (the output matrix left out when tied)."""
+    sizes = filled(params)
+    dim, n_heads = sizes["dim"], sizes["n_heads"]
+    head_dim = dim // n_heads
+    kv_features = sizes["n_kv_heads"] * head_dim
+    hidden = sizes["ffn_hidden"]
+    shapes = {"tok_embeddings.weight": (sizes["vocab_size"], dim)}
+    for i in range(sizes["n_layers"]):
+        shapes |= {
+            f"layers.{i}.attention.wq.weight": (n_heads * head_dim, dim),
+            f"layers.{i}.attention.wk.weight": (kv_features, dim),
+            f"layers.{i}.attention.wv.weight": (kv_features, dim),
+            f"layers.{i}.attention.wo.weight": (dim, n_heads * head_dim),
+            f"layers.{i}.feed_forward.w1.weight": (hidden, dim),
+            f"layers.{i}.feed_forward.w2.weight": (dim, hidden),
+            f"layers.{i}.feed_forward.w3.weight": (hidden, dim),
+            f"layers.{i}.attention_norm.weight": (dim,),
+            f"layers.{i}.ffn_norm.weight": (dim,),
+        }
+    shapes["norm.weight"] = (dim,)
+    if not (sizes["tied_output"] if tied_output is None else tied_output):
+        shapes["output.weight"] = (sizes["vocab_size"], dim)
+    return shapes
+
+
+def n_parameters(params: dict, tied_output: bool | None = None) -> int:
+    """How many numbers the model holds, from the shapes the params imply (no file read)."""
+    return sum(math.prod(shape) for shape in expected_shapes(params, tied_output).values())

@@ -1,0 +1,19 @@
+"""The tables the notebook prints from its own measurements: formatting only, no model math."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def silent_bugs(
+    damage: dict[str, dict], decode: Callable[[list[int]], str], answer_id: int, n_tokens: int
+) -> None:
+    """One line per bug of the notebook's silent-bugs section, as `measure` returned it."""
+    answer = decode([answer_id])
+    print(f"{'bug':32} next token  p({answer!r})  logits apart  top-1 agrees  ({n_tokens} tokens)")
+    for bug, measured in damage.items():
+        line = f"{bug:32} {decode([measured['next_token']])!r:>10} {measured['p_answer']:9.3f}"
+        if "per_position" in measured:  # the input bugs have no longer run to compare
+            line += f"  {float(measured['per_position'].mean()):12.2g}"
+            line += f"  {measured['top1_agreement']:12.0%}"
+        print(line)
