@@ -16,6 +16,10 @@ and its own logits on them, beside the notebook's.
 3. The notebook on each file (demos skipped) and llama.cpp on the same file and the same
    token ids: the last position's logits, their largest difference relative to the largest
    logit, and both predictions.
+4. Both perplexities on the held-out sentences (generators/heldout.txt, as the notebook's
+   learning section reads them): the notebook's `perplexity`, and e^(mean −log p(next token))
+   from llama.cpp's logits at every position of the same token ids (log-softmax computed here,
+   in float64; each sentence in one batch, as the notebook reads it).
 """
 
 from __future__ import annotations
@@ -45,14 +49,27 @@ KINDS = {
     "Q6_K": "LLAMA_FTYPE_MOSTLY_Q6_K",
 }
 LOGITS = """
-import json, sys
+import json, math, sys
 import llama_cpp
 import numpy as np
 tokens = json.loads(sys.argv[2])
-llm = llama_cpp.Llama(sys.argv[1], n_ctx=64, n_batch=64, n_threads=2, logits_all=True,
+sequences = json.loads(open(sys.argv[4]).read())
+n_ctx = max(64, len(tokens), *map(len, sequences))
+llm = llama_cpp.Llama(sys.argv[1], n_ctx=n_ctx, n_batch=n_ctx, n_threads=2, logits_all=True,
                       verbose=False)
 llm.eval(tokens)
 np.save(sys.argv[3], np.array(llm.scores[len(tokens) - 1], dtype=np.float32))
+total, count = 0.0, 0
+for sequence in sequences:
+    llm.reset()
+    llm.eval(sequence)
+    logits = np.array(llm.scores[: len(sequence) - 1], dtype=np.float64)
+    top = logits.max(axis=1)
+    normalizer = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+    chosen = logits[np.arange(len(sequence) - 1), sequence[1:]]
+    total += float((normalizer - chosen).sum())
+    count += len(sequence) - 1
+print(json.dumps({"perplexity": math.exp(total / count)}))
 """
 
 
@@ -91,7 +108,8 @@ def compare(meta_folder: Path, python: Path, source: Path, work: Path, label: st
     )
     print(
         f"{'file':7} {'holds':24} {'tensors vs Meta':>20} {'notebook':>9} {'llama.cpp':>10} "
-        f"{'logits: max |diff| / max |logit|':>34}"
+        f"{'logits: max |diff| / max |logit|':>34} {'held-out perplexity: notebook':>30} "
+        f"{'llama.cpp':>10}"
     )
     for kind, path in files.items():
         weights = checkpoints.open_checkpoint(path).weights
@@ -99,18 +117,25 @@ def compare(meta_folder: Path, python: Path, source: Path, work: Path, label: st
         exact = all(torch.equal(weights[n].float(), meta[n].float()) for n in meta)
         tensors = "bit for bit" if exact else f"max |diff| {worst:.2e}"
         holds = "/".join(sorted(set(weights.formats.values())))
-        run = kernel_figures({**TENSORS_ONLY, "LLAMA3_CKPT": str(path)}, "next_token_logits")
+        settings = {**TENSORS_ONLY, "LLAMA3_CKPT": str(path)}
+        run = kernel_figures(settings, "logits_and_perplexity")
         ours = torch.tensor(run["logits"])
-        scores = work / f"llama-cpp-{kind}.npy"
-        subprocess.run(
-            [str(python), "-c", LOGITS, str(path), json.dumps(run["prompt_tokens"]), str(scores)],
+        scores, sequences = work / f"llama-cpp-{kind}.npy", work / "heldout.json"
+        sequences.write_text(json.dumps(run["heldout"]))
+        tokens = json.dumps(run["prompt_tokens"])
+        printed = subprocess.run(
+            [str(python), "-c", LOGITS, str(path), tokens, str(scores), str(sequences)],
             check=True,
-        )
+            stdout=subprocess.PIPE,
+            text=True,
+        ).stdout
+        their_perplexity = json.loads(printed.strip().splitlines()[-1])["perplexity"]
         theirs = torch.from_numpy(np.load(scores))
         relative = float((ours - theirs).abs().max() / theirs.abs().max())
         print(
             f"{kind:7} {holds:24} {tensors:>20} {int(ours.argmax()):>9} "
-            f"{int(theirs.argmax()):>10} {relative:>34.2e}"
+            f"{int(theirs.argmax()):>10} {relative:>34.2e} {run['perplexity']:>30.7g} "
+            f"{their_perplexity:>10.7g}"
         )
 
 

@@ -194,6 +194,21 @@ def next_token_logits(nb: NotebookGlobals, path: str) -> None:
         )
 
 
+def logits_and_perplexity(nb: NotebookGlobals, path: str) -> None:
+    """next_token_logits's figures, and the learning section's `perplexity` on its held-out
+    sentences with their token ids, so that another implementation can score the same ids."""
+    with open(path, "w") as file:
+        json.dump(
+            {
+                "prompt_tokens": nb["prompt_tokens"],
+                "logits": nb["logits"].float().cpu().tolist(),
+                "heldout": nb["heldout"],
+                "perplexity": nb["perplexity"](nb["heldout"]),
+            },
+            file,
+        )
+
+
 def resident_gb(field: str) -> float:
     """This process's VmRSS (now) or VmHWM (peak since the last reset), in GB."""
     for line in open("/proc/self/status"):

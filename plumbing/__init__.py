@@ -3,6 +3,7 @@
 Imports run one way, each module using only those above it:
 
     friendly_errors   one sentence that names the fix; the packages requirements.txt names
+    tables            the notebook's printed tables, and long text, legible (imports none)
     release_facts     what params.json does not say (context lengths, the RoPE factor rule)
     model_ids         a model's name as where its files lie: a Hugging Face id, an Ollama name
     checkpoint_files  finding the checkpoint (LLAMA3_CKPT): which folder or file, which Layout
@@ -19,7 +20,6 @@ Imports run one way, each module using only those above it:
     quantization      int8/int4 matrices for PyTorch's fused kernels (LLAMA3_QUANTIZE)
     run_settings      every decision about the run, from the environment, once
     plots             the notebook's figures, from the tensors its cells computed
-    tables            the notebook's printed tables, from what its cells measured
     run_notebook      the one headless runner (make run, tests, benchmarks)
 
 `tokenizer_setup.py`, beside the notebook, builds the tokenizer on top of these.

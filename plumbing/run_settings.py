@@ -25,6 +25,7 @@ from plumbing import (
     one_row,
     quantization,
     release_facts,
+    tables,
     tensor_names,
     weight_loading,
 )
@@ -367,7 +368,7 @@ class Settings:
         return "\n".join(
             [
                 f"checkpoint: {checkpoint_files.describe(self.checkpoint_dir)} ({size} parameters)",
-                f"prompt:     {self.prompt!r}",
+                f"prompt:     {tables.elided(self.prompt)}",
                 f"device:     {self.device}, computing in "
                 f"{str(self.dtype).removeprefix('torch.')} ({self.dtype_reason})",
                 f"weights:    {weights}",

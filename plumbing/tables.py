@@ -17,3 +17,15 @@ def silent_bugs(
             line += f"  {float(measured['per_position'].mean()):12.2g}"
             line += f"  {measured['top1_agreement']:12.0%}"
         print(line)
+
+
+def elided(value: str | list, limit: int = 80) -> str:
+    """`repr(value)`, or for a string longer than `limit` characters (a list longer than
+    `limit` items) its start and its end with the middle left out: a long prompt, legible."""
+    if len(value) <= limit:
+        return repr(value)
+    half = limit // 2
+    if isinstance(value, str):
+        return f"{value[:half]!r} … {value[-half:]!r} ({len(value):,} characters)"
+    head, tail = ", ".join(map(repr, value[:half])), ", ".join(map(repr, value[-half:]))
+    return f"[{head}, …, {tail}] ({len(value):,} items)"

@@ -89,6 +89,11 @@ CONTRACT = {
     "weights_from": "a context in which the weight reader reads other tensors",
     "token_losses": "each next token's cross-entropy loss on a token sequence",
     "hitchhiker_tokens": "the learning section's token sequence",
+    "perplexity": "e^(mean −log p(next token)) over token sequences, read in windows with a stride",
+    "end_of_text_id": "<|end_of_text|>'s token id",
+    "heldout_lines": "the held-out sentences (generators/heldout.txt), never trained on",
+    "heldout": "the held-out sentences' token ids, <|begin_of_text|> … <|end_of_text|>",
+    "heldout_score": "the model's held-out perplexity the section printed (None: demos skipped)",
     # quantization
     "quantize_int8": "int8 integers and scales for a matrix",
     "quantize_int4": "int4 integers and scales for a matrix",

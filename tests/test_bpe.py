@@ -104,7 +104,7 @@ def run_section(tokenizer, replacements=()):
         "prompt": prompt,
     }
     namespace["prompt_tokens"] = [bos_id] + tokenizer.encode(prompt, disallowed_special=())
-    exec("import base64\nimport regex", namespace)
+    exec("import base64\nimport regex\nfrom plumbing import tables", namespace)
     sources = {cell_id: cells[cell_id].source for cell_id in SECTION}
     for old, new in replacements:
         assert sum(source.count(old) for source in sources.values()) == 1, f"no {old!r}"

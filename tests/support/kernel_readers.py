@@ -656,3 +656,31 @@ def long_logits(nb: NotebookGlobals, n_positions: int, factors: list, path: str)
     finally:
         nb["rope_frequencies"] = chosen
     torch.save(result, path)
+
+
+def perplexities(nb: NotebookGlobals, path: str) -> None:
+    """The learning section's `perplexity` on its held-out sentences, without windows and with
+    windows shorter than the sequences, and the token ids it read, so that a test can score the
+    same ids with transformers.
+
+    With windows: the first 12 held-out sentences read 6 tokens at a time moving by 4 (each
+    sentence needs several windows), and one 100-token sequence (the sentences one after
+    another) read 32 at a time moving by 16, and by 20."""
+    perplexity, heldout = nb["perplexity"], nb["heldout"]
+    long = [token for sentence in heldout for token in sentence][:100]
+    result = {
+        "heldout": heldout,
+        "heldout_lines": nb["heldout_lines"],
+        "end_of_text_id": nb["end_of_text_id"],
+        "heldout_score": nb["heldout_score"],  # what the cell printed (None: demos skipped)
+        "long": long,
+        "scores": {
+            "heldout": perplexity(heldout),
+            "12 heldout, window 6, stride 4": perplexity(heldout[:12], window=6, stride=4),
+            "long": perplexity([long]),
+            "long, window 32, stride 16": perplexity([long], window=32, stride=16),
+            "long, window 32, stride 20": perplexity([long], window=32, stride=20),
+        },
+    }
+    with open(path, "w") as file:
+        json.dump(result, file)

@@ -31,6 +31,9 @@ TIED = "q_per_kv_8-hd16-2layers"
 WITH_DEMOS = {TIED}
 # This one also generates in its kernel, for tests/test_generation.py.
 GENERATING = "q_per_kv_3-hd32-3layers"
+# This one, the narrowest, also runs the learning section's `perplexity` in its kernel, for
+# tests/test_perplexity.py.
+SCORING = "q_per_kv_1-hd64-1layer"
 
 CORPUS = (REPO_DIR / "generators" / "corpus.txt").read_text().splitlines()
 PROMPTS = {
@@ -98,6 +101,7 @@ class Runs:
                 canonical = {"canonical-17": PROMPTS["canonical-17"]}
                 also = [("other_prompts", others), ("in_dtype", "bfloat16", canonical)]
                 also += [("generations",)] if checkpoint == GENERATING else []
+                also += [("perplexities",)] if checkpoint == SCORING else []
                 demos = "1" if checkpoint in WITH_DEMOS else "0"
                 env |= {"LLAMA3_PROMPT": PROMPTS["canonical-17"], "LLAMA3_DTYPE": "float32"}
                 run = run_and_read(folder, {**env, "LLAMA3_EXTRAS": demos}, also=also)
@@ -105,14 +109,18 @@ class Runs:
                 self.read_through_forward(checkpoint, run)
         return self.notebook_runs[key]
 
-    def reference(
-        self, kind: str, checkpoint: str, tokens: list[int], dtype: torch.dtype = torch.float32
-    ) -> dict:
+    def model(self, kind: str, checkpoint: str, dtype: torch.dtype = torch.float32):
+        """The reference model ("hf": transformers', "meta": Meta's) on this checkpoint."""
         key = (kind, checkpoint, dtype)
         if key not in self.models:
             folder = self.checkpoints[checkpoint]
             params = json.loads((folder / "params.json").read_text())
             build = reference_models.hf_model if kind == "hf" else reference_models.meta_model
             self.models[key] = build(folder, params, dtype)
+        return self.models[key]
+
+    def reference(
+        self, kind: str, checkpoint: str, tokens: list[int], dtype: torch.dtype = torch.float32
+    ) -> dict:
         run = reference_models.hf_tensors if kind == "hf" else reference_models.meta_tensors
-        return run(self.models[key], tokens)
+        return run(self.model(kind, checkpoint, dtype), tokens)
