@@ -10,10 +10,14 @@ def silent_bugs(
 ) -> None:
     """One line per bug of the notebook's silent-bugs section, as `measure` returned it."""
     answer = decode([answer_id])
-    print(f"{'bug':32} next token  p({answer!r})  logits apart  top-1 agrees  ({n_tokens} tokens)")
+    print(
+        f"{'bug':32} next token  p({answer!r})  perplexity  logits apart  top-1 agrees  "
+        f"({n_tokens} tokens)"
+    )
     for bug, measured in damage.items():
         line = f"{bug:32} {decode([measured['next_token']])!r:>10} {measured['p_answer']:9.3f}"
-        if "per_position" in measured:  # the input bugs have no longer run to compare
+        if "per_position" in measured:  # the trailing space has no longer run to compare
+            line += f"  {measured['perplexity']:10.4g}"
             line += f"  {float(measured['per_position'].mean()):12.2g}"
             line += f"  {measured['top1_agreement']:12.0%}"
         print(line)

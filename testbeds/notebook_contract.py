@@ -99,8 +99,8 @@ CONTRACT = {
     "quantize_int4": "int4 integers and scales for a matrix",
     "dequantize": "integers and scales back to a float matrix",
     "quantized_models": "each scheme's quantized matrices by name",
-    "quality": "each scheme's quality figures against the exact log-probabilities",
-    "quality_tokens": "the token sequences the quality figures are measured on",
+    "quality": "perplexity, top-1 agreement, mean and p99 KL, p(answer) for some matrices",
+    "quality_positions": "the (held-out sentence, position) of every distinct context",
     "quantization_quality": "the quality figures the section printed",
     # when it goes quietly wrong
     "silent_bugs": "each bug: the function it breaks, and its right and wrong line",

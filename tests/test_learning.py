@@ -10,6 +10,7 @@ relative.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -17,6 +18,7 @@ import torch
 
 from plumbing import checkpoint_files, checkpoints
 from tests.support import reference_models
+from tests.support.notebook_values import cell_text
 
 pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
 
@@ -86,3 +88,12 @@ def test_fine_tuning_changes_the_prediction_as_claimed(learning_run):
 
 def test_the_checkpoint_folder_is_untouched(learning_run):
     assert learning_run["folder_after"] == learning_run["folder_before"]
+
+
+def test_what_teaching_cost_is_the_held_out_perplexity_before_and_after(learning_run):
+    # before: the unchanged model's held-out perplexity, as the learning section printed it
+    text = cell_text(learning_run["notebook"], "learn-teach-cost")
+    before, after = map(float, re.findall(r"teaching: ([\d.e+]+)", text))
+    unchanged = json.loads(learning_run["files"]["perplexities"].read_text())["heldout_score"]
+    assert before == pytest.approx(unchanged, rel=1e-3)
+    assert after != pytest.approx(before, rel=1e-2)  # teaching one sentence moved it

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import re
 import sys
@@ -73,15 +74,29 @@ def test_the_kernel_holds_the_notebooks_integers_and_multiplies_as_the_formula(s
 @pytest.mark.slow  # the shared kernel
 def test_the_quality_figures_are_computed(section, embedded_run):
     printed = cell_text(embedded_run["notebook"], "quant-quality-table")
-    for label, (agreement, divergence, p_answer) in section["printed_quality"].items():
+    for label, figures in section["printed_quality"].items():
+        score, agreement, divergence, p99, p_answer = figures
         line = next(line for line in printed.splitlines() if line.strip().startswith(label))
-        assert f"{agreement:.1%}" in line and f"{divergence:.2g}" in line, line
+        assert f"{score:.4g}" in line and f"{agreement:.1%}" in line, line
+        assert f"{divergence:.2g}" in line and f"{p99:.2g}" in line, line
         assert f"{p_answer:.3f}" in line, line
     again = section["recomputed_int8_quality"]
     assert again == pytest.approx(section["printed_quality"]["int8"], rel=1e-6)
     int8, int4 = section["printed_quality"]["int8"], section["printed_quality"]["int4"]
-    assert int8[0] >= int4[0] and int8[1] < int4[1]  # int8 agrees as often, diverges less
-    assert int4[2] > 0.9  # "42" keeps its probability
+    assert int8[1] >= int4[1] and int8[2] < int4[2]  # int8 agrees as often, diverges less
+    assert int8[2] <= int8[3]  # the mean KL is below its 99th percentile
+    assert int4[4] > 0.9  # "42" keeps its probability
+
+
+@pytest.mark.slow  # the shared kernel
+def test_each_context_counts_once(embedded_run):
+    # every held-out sentence opens with <|begin_of_text|>: that context counts once, not 60 times
+    text = cell_text(embedded_run["notebook"], "quant-quality-code")
+    contexts, sentences = map(int, re.findall(r"(\d+) distinct contexts in (\d+)", text)[0])
+    heldout = json.loads(embedded_run["files"]["perplexities"].read_text())["heldout"]
+    every_prefix = {tuple(tokens[: i + 1]) for tokens in heldout for i in range(len(tokens) - 1)}
+    assert sentences == len(heldout) > 1 and contexts == len(every_prefix)
+    assert contexts <= sum(len(tokens) - 1 for tokens in heldout) - (sentences - 1)
 
 
 @pytest.mark.slow  # the shared kernel

@@ -38,6 +38,7 @@ def test_each_damage_is_measured_again_to_the_bit(section, embedded_run):
         assert f"{measured['p_answer']:9.3f}" in line, line
         if "top1_agreement" in measured:
             assert f"{measured['top1_agreement']:12.0%}" in line, line
+            assert f"{measured['perplexity']:10.4g}" in line, line
     assert printed["(none)"]["per_position"].abs().max() == 0  # the correct run against itself
     assert {"no <|begin_of_text|>", "no trailing space"} <= set(printed)
 

@@ -394,7 +394,7 @@ def quantization(nb: NotebookGlobals, path: str) -> None:
             }
     exact = [
         torch.log_softmax(nb["forward"](tokens, every_position=True).float(), dim=-1)
-        for tokens in nb["quality_tokens"]
+        for tokens in nb["heldout"]
     ]
     torch.save(
         {
