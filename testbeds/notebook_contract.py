@@ -110,6 +110,7 @@ CONTRACT = {
     "measure": "a run's next token, p(answer), and damage per position and layer",
     "silent_bug_damage": "the damage the section printed, bug by bug",
     "rope_scaling_data": "the scaled-RoPE figure's distances, factor and scores",
+    "rope_scaling_logits": "gap → how far the logits part without the scaling, past 8,192",
 }
 
 

@@ -72,3 +72,12 @@ def test_the_scaling_figure_holds_the_notebooks_own_scores(section):
     largest = [figure["difference"][figure["distances"] <= limit].max() for limit in WINDOWS]
     assert largest[0] < largest[1] < largest[2]
     assert largest[0] < 0.2 * largest[2]
+
+
+def test_missing_scaling_shows_on_the_logits_past_the_context(section):
+    # a sentence, then the question `gap` positions later, with and without the scaling: the
+    # question's logits nearly agree when the sentence is near, and part past 8,192 positions
+    apart = section["on_logits"]
+    assert min(apart) == 0 and max(apart) > 8192
+    far = [value for gap, value in apart.items() if gap >= 8192]
+    assert apart[0] < 0.01 and min(far) > 10 * apart[0], apart

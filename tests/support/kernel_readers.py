@@ -462,6 +462,7 @@ def silent_bugs(nb: NotebookGlobals, path: str) -> None:
     torch.save(
         {
             "printed": nb["silent_bug_damage"],
+            "on_logits": nb["rope_scaling_logits"],
             "again": again,
             "restored": restored,
             "rope_bug_vs_half_split": float((broken_rope - half_split).abs().max()),
