@@ -6,6 +6,7 @@
   module of the project's own imports anything inside a function (which would hide a
   circle, or a missing package, until that function runs);
 - the README is a map, at most 200 lines; the details live in docs/;
+- no code cell of the notebook runs past 25 lines, and none uses `global`: one idea a cell;
 - tests/ is the tests' own: what benchmarks, generators and tools share with them lives in
   testbeds/, which loads no reference model (fairscale, llama_models) when imported; the
   helper that runs the notebook for a benchmark imports no torch, so that a benchmark of a
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 
@@ -131,3 +133,13 @@ def test_testbeds_load_no_reference_model():
 @pytest.mark.parametrize("module", ["notebook_kernel", "notebook_contract"])
 def test_the_notebook_helpers_import_no_torch(module):
     assert "torch" not in imported_modules(REPO_DIR / "testbeds" / f"{module}.py")
+
+
+def test_every_cell_is_short_and_uses_no_global():
+    notebook = json.loads((REPO_DIR / "llama3-from-scratch.ipynb").read_text(encoding="utf-8"))
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            source = "".join(cell["source"])
+            lines = source.count("\n") + 1
+            assert lines <= 25, f"cell {cell.get('id')} has {lines} lines: split it at an idea"
+            assert not re.search(r"^\s*global ", source, re.M), f"cell {cell.get('id')}: global"
