@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import torch
 
 from plumbing import (
@@ -236,6 +237,32 @@ def choose_examples(value: str | None, n_parameters: int, device: torch.device) 
     )
 
 
+# Full fine-tuning with Adam holds, per weight, its float32 value, its gradient and Adam's two
+# running moments: 4 numbers of 4 bytes.
+FULL_TRAINING_BYTES_PER_WEIGHT = 16
+
+
+def choose_full_training(n_parameters: int, device: torch.device) -> str | None:
+    """Why the demos that train a float32 copy of every weight cannot run here (None: they can).
+
+    They need FULL_TRAINING_BYTES_PER_WEIGHT bytes per weight, on the device; LoRA, taught
+    after them, needs a small fraction of that and runs at any size.
+    """
+    if device.type == "cuda":
+        available = torch.cuda.get_device_properties(device).total_memory
+    else:  # the CPU, or Apple's GPU, which shares the machine's memory
+        available = psutil.virtual_memory().total
+    needed = FULL_TRAINING_BYTES_PER_WEIGHT * n_parameters
+    if needed <= 0.75 * available:  # room for the activations, the file's pages, the rest
+        return None
+    return (
+        f"a copy of every weight to train needs {FULL_TRAINING_BYTES_PER_WEIGHT} bytes per "
+        f"weight (float32 value, gradient and Adam's two moments), {needed / 1e9:.0f} GB for "
+        f"this model, and this {device.type} has {available / 1e9:.0f} GB; LoRA, below, trains "
+        "in little memory"
+    )
+
+
 def choose_rope_scale_factor(params: dict, value: str | None = None) -> tuple[float | None, str]:
     """The scaled-RoPE factor: LLAMA3_ROPE_SCALE_FACTOR if set, else config.json's, else the release
     rule."""
@@ -352,7 +379,10 @@ class Settings:
     context_length: int = release_facts.CONTEXT_LLAMA3
     key_block: int = KEY_BLOCK
     prefill_chunk: int = PREFILL_CHUNK
+    full_training_reason: str | None = None  # why a full float32 copy cannot be trained here
     said_why: bool = False  # whether a skipped demo has printed examples_reason yet
+    said_why_not_full: bool = False  # … and full_training_reason
+    plain_reader: weight_loading.WeightReader | None = None  # weight_reader's, unquantized
 
     def summary(self) -> str:
         size = (
@@ -378,6 +408,7 @@ class Settings:
                 f"{self.key_block:,} at a time past {self.key_block:,}; a prompt fed "
                 f"{self.prefill_chunk:,} positions at a time",
                 f"examples:   {'run' if self.run_examples else 'skipped'} ({self.examples_reason})",
+                f"training:   {self.full_training_reason or 'a float32 copy of every weight fits'}",
             ]
         )
 
@@ -392,12 +423,26 @@ class Settings:
         reader = weight_loading.WeightReader(
             weights, self.device, self.dtype, self.streaming, self.one_row
         )
+        self.plain_reader = reader
         if self.quantization == "none":
             return weight_loading.Weights(reader)
         matrices, self.quantization_note = quantization.quantize_checkpoint(
             weights, self.quantization, self.device, self.dtype
         )
         return weight_loading.Weights(quantization.QuantizedReader(matrices, reader))
+
+    def float32_reader(self, weights: Mapping[str, torch.Tensor]) -> weight_loading.WeightReader:
+        """The checkpoint's tensors in float32, as training reads them. Where weight_reader's
+        own reader computes in float32 too, the two share its conversion buffers, which would
+        otherwise be kept twice (0.5 GB on the 8B)."""
+        reader = self.plain_reader
+        if reader is None or reader.weights is not weights or reader.dtype != torch.float32:
+            return weight_loading.WeightReader(weights, self.device, torch.float32, self.streaming)
+        if reader.one_row is None:
+            return reader  # also what it keeps on a GPU: one float32 copy of each weight, not two
+        return weight_loading.WeightReader(  # its one-row products are not training's
+            weights, self.device, torch.float32, self.streaming, pool=reader.pool
+        )
 
     def show_example(self, demo):
         """Run `demo()` and return its result — unless the expensive demos are off for this run.
@@ -408,6 +453,16 @@ class Settings:
             return demo()
         print("skipped, as above" if self.said_why else f"skipped: {self.examples_reason}")
         self.said_why = True
+        return None
+
+    def show_full_training(self, demo):
+        """show_example for the demos that train (or take gradients of) a float32 copy of every
+        weight: skipped, too, where that copy does not fit (full_training_reason)."""
+        if self.full_training_reason is None or not self.run_examples:
+            return self.show_example(demo)
+        said = "skipped, as above" if self.said_why_not_full else "skipped: "
+        print(said + ("" if self.said_why_not_full else self.full_training_reason))
+        self.said_why_not_full = True
         return None
 
 
@@ -493,6 +548,7 @@ def decide(
         streaming=streaming,
         run_examples=run_examples,
         examples_reason=examples_reason,
+        full_training_reason=choose_full_training(n_parameters, device),
         rope_scale_factor=factor,
         rope_scale_reason=factor_reason,
         rope_frequency_band=rope_frequency_band(params),

@@ -8,11 +8,23 @@ its compute dtype, and `Weights` is the `weight(name)` the notebook calls.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+import functools
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 
 from plumbing.one_row import AtenOneRowMatrix, FileDtypeMatrix
+
+
+class ConversionBuffers:
+    """The storages streamed weights are converted into, by size in bytes, kept for reuse
+    (WeightReader); and, while read_again_in_backward is on, how to read the file's tensor in
+    each one again. Readers of one device and dtype may share them: training's float32 reader
+    and the notebook's own, where it computes in float32 (Settings.float32_reader)."""
+
+    def __init__(self):
+        self.by_size: dict[int, list[torch.UntypedStorage]] = {}
+        self.sources: dict[int, Callable[[], torch.Tensor]] | None = None
 
 
 class WeightReader:
@@ -35,8 +47,11 @@ class WeightReader:
     kernel instead of oneDNN's.
     """
 
-    # Rows per block when a large matrix is streamed (see in_row_blocks).
-    BLOCK_ROWS = 16384
+    # Rows per block when a large matrix is streamed (see in_row_blocks). A loop over the
+    # blocks still holds one while the next is converted, so two buffers of a block's size
+    # stay in use: 4,096 rows of the 8B's output matrix is its wq's size, 67 MB in float32,
+    # whose buffers are there anyway (16,384 rows kept two more of 268 MB).
+    BLOCK_ROWS = 4096
 
     def __init__(
         self,
@@ -45,17 +60,22 @@ class WeightReader:
         dtype: torch.dtype,
         streaming: bool,
         one_row: str | None = None,
+        pool: ConversionBuffers | None = None,
     ):
         self.weights, self.device, self.dtype, self.streaming = weights, device, dtype, streaming
         self.one_row = one_row
         self.kept: dict[str, torch.Tensor] = {}
         self.row_sources: dict[str, torch.Tensor] = {}  # see rows
-        self.buffers: dict[int, list[torch.UntypedStorage]] = {}  # by size in bytes
+        self.pool = pool or ConversionBuffers()  # another reader's of this dtype: shared
+
+    @property
+    def buffers(self) -> dict[int, list[torch.UntypedStorage]]:
+        return self.pool.by_size
 
     def __call__(self, name: str) -> torch.Tensor:
         if name in self.kept:
             return self.kept[name]
-        tensor = self._handed_out(self.weights[name])
+        tensor = self._handed_out(self.weights[name], functools.partial(self.weights.get, name))
         if not self.streaming:
             self.kept[name] = tensor
         return tensor
@@ -83,17 +103,62 @@ class WeightReader:
         if not self.streaming:
             yield self(name)
             return
-        for rows in self.weights[name].split(self.BLOCK_ROWS):
-            yield self._handed_out(rows)
+        for i, rows in enumerate(self.weights[name].split(self.BLOCK_ROWS)):
+            yield self._handed_out(rows, functools.partial(self._row_block, name, i))
 
-    def _handed_out(self, source: torch.Tensor):
+    def _row_block(self, name: str, i: int) -> torch.Tensor:
+        return self.weights[name].split(self.BLOCK_ROWS)[i]
+
+    def _handed_out(self, source: torch.Tensor, origin: Callable[[], torch.Tensor]):
+        """`source` on the device, in the compute dtype; `origin()` gives `source` again (from
+        the file: read_again_in_backward keeps it instead of the converted copy)."""
         if self.one_row == "fused" and source.dim() == 2 and source.dtype != self.dtype:
             return FileDtypeMatrix(source, self._on_device)
         if self.one_row == "aten" and source.dim() == 2 and source.dtype == self.dtype:
             return AtenOneRowMatrix(self._on_device(source))
-        return self._on_device(source)
+        return self._on_device(source, origin)
 
-    def _on_device(self, source: torch.Tensor) -> torch.Tensor:
+    @contextlib.contextmanager
+    def read_again_in_backward(self):
+        """Inside the block, autograd keeps no converted copy of a weight for the backward pass:
+        for each one it keeps how to read it from the file, and reads and converts it again
+        when the backward pass needs it.
+
+        Autograd saves every tensor a product's gradient needs: for `x @ W.T` with x on the
+        gradient's path, W itself. Streamed and converted (the 8B's bf16 file read in
+        float32), every W would stay as a float32 copy until `backward()`: 32 GB. Kept on the
+        device, or streamed in the file's own dtype, W is already in memory or in the page
+        cache, so it is saved as it is. (Only the CPU's reused conversion buffers are known by
+        their address; a weight streamed to a GPU is saved as it is, too.) What is kept is a
+        way to read the tensor, not the tensor the file gave: a Hugging Face checkpoint's wq
+        and wk come as copies with their rows put back in Meta's order, 1.3 GB for the 8B.
+        """
+        if not self.streaming:
+            yield
+            return
+        self.pool.sources = sources = {}
+
+        def pack(tensor: torch.Tensor):
+            origin = sources.get(tensor.untyped_storage().data_ptr())
+            if origin is None or tensor.requires_grad:
+                return tensor
+            return origin, tensor.size(), tensor.stride(), tensor.storage_offset()
+
+        def unpack(packed):
+            if isinstance(packed, torch.Tensor):
+                return packed
+            origin, size, stride, offset = packed
+            return self._on_device(origin(), origin).as_strided(size, stride, offset)
+
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+                yield
+        finally:
+            self.pool.sources = None
+
+    def _on_device(
+        self, source: torch.Tensor, origin: Callable[[], torch.Tensor] | None = None
+    ) -> torch.Tensor:
         converting_on_cpu = self.device.type == "cpu" and source.dtype != self.dtype
         if not (self.streaming and converting_on_cpu and _storage_users is not None):
             return source.to(device=self.device, dtype=self.dtype)
@@ -107,7 +172,33 @@ class WeightReader:
         else:
             storage = torch.UntypedStorage(nbytes)
             buffers.append(storage)
+        if self.pool.sources is not None:  # a buffer is never freed: its address is its own
+            self.pool.sources[storage.data_ptr()] = origin or (lambda: source)
         return torch.empty(0, dtype=self.dtype).set_(storage, 0, source.shape).copy_(source)
+
+
+class Overlay:
+    """A reader that hands out `tensors[name]` where `tensors` has the name, and `base`'s
+    weight elsewhere: a trained copy of every weight, or low-rank adapters over the file's.
+
+    A tensor is handed out as it is, not converted: it is the caller's (a float32 copy that
+    autograd trains, say).
+    """
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], base: WeightReader):
+        self.tensors, self.base = tensors, base
+
+    def __call__(self, name: str):
+        return self.tensors[name] if name in self.tensors else self.base(name)
+
+    def rows(self, name: str, index):
+        return self.tensors[name][index] if name in self.tensors else self.base.rows(name, index)
+
+    def in_row_blocks(self, name: str) -> Iterator:
+        if name in self.tensors:
+            yield self.tensors[name]
+        else:
+            yield from self.base.in_row_blocks(name)
 
 
 class Weights:

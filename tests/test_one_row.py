@@ -58,7 +58,7 @@ def converted(w: torch.Tensor) -> torch.Tensor:
 def test_the_fused_product_equals_the_float32_path_on_every_shape():
     generator = torch.Generator().manual_seed(0)
     shapes = matrix_shapes()
-    assert {(16384, 64), (13568, 64), (224, 64), (32, 64)} <= shapes  # the embedded model's
+    assert {(4096, 64), (1280, 64), (224, 64), (32, 64)} <= shapes  # the embedded model's
     worst = {}
     for shape in sorted(shapes):
         w = (torch.randn(shape, generator=generator) * shape[1] ** -0.5).to(torch.bfloat16)

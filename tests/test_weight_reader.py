@@ -3,6 +3,8 @@ holds."""
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from plumbing import checkpoint_files, checkpoints, weight_loading
@@ -61,3 +63,45 @@ def test_reading_swaps_the_reader_for_a_block_only():
     except KeyError:
         pass
     assert torch.equal(weight("w"), first["w"])  # back, even after an error
+
+
+def squares_after_products(weight, x):
+    # x @ W.T through four matrices, then the output matrix in row blocks: a training step's
+    # products, each of which autograd saves its W for
+    for name in NAMES:
+        x = torch.tanh(x @ weight(name).T)
+    return (
+        torch.cat([x @ rows.T for rows in weight.in_row_blocks("output.weight")], -1).square().sum()
+    )
+
+
+def gradient_and_buffers(read_again: bool) -> tuple[torch.Tensor, int]:
+    weights, weight = reader()
+    x = torch.linspace(-1, 1, 3 * weights[NAMES[0]].shape[1]).view(3, -1).requires_grad_()
+    context = weight.read_again_in_backward() if read_again else contextlib.nullcontext()
+    with torch.enable_grad(), context:
+        squares_after_products(weight, x).backward()
+    return x.grad, sum(len(buffers) for buffers in weight.buffers.values())
+
+
+def test_read_again_in_backward_keeps_no_converted_copy_and_changes_no_gradient():
+    # Without it, every converted W stays alive until backward(): one buffer each (4 matrices
+    # and the output's 32 row blocks). With it, one buffer per size is used again and again.
+    kept_gradient, kept_buffers = gradient_and_buffers(read_again=False)
+    gradient, buffers = gradient_and_buffers(read_again=True)
+    assert torch.equal(gradient, kept_gradient)
+    assert kept_buffers == len(NAMES) + 32
+    # wq's size; two full row blocks (a block is converted while the loop still holds the one
+    # before); the last, shorter block
+    assert buffers == 4
+
+
+def test_overlay_reads_its_tensors_and_the_base_elsewhere():
+    weights, base = reader()
+    mine = {NAMES[0]: torch.zeros(weights[NAMES[0]].shape)}
+    overlay = weight_loading.Overlay(mine, base)
+    assert overlay(NAMES[0]) is mine[NAMES[0]]
+    assert torch.equal(overlay(NAMES[1]), weights[NAMES[1]].float())
+    assert torch.equal(overlay.rows(NAMES[0], [1, 2]), mine[NAMES[0]][[1, 2]])
+    assert torch.equal(overlay.rows(NAMES[1], [1, 2]), weights[NAMES[1]][[1, 2]].float())
+    assert list(overlay.in_row_blocks(NAMES[0])) == [mine[NAMES[0]]]
