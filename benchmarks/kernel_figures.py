@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import statistics
+import threading
 import time
 
 import torch
@@ -322,3 +324,111 @@ def available_gb() -> float:
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) * 1024 / 1e9
     return 0.0
+
+
+class AnonymousPeak:
+    """`with AnonymousPeak() as peak:` samples the RssAnon of this process and its children
+    (benchmarks/scale.tree_anon_bytes, the sampler scale.py runs on a notebook's process tree)
+    every 20 ms while the block runs: peak.start and peak.most, in bytes."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval, self.start, self.most = interval, 0, 0
+        self._done = threading.Event()
+
+    def _sample(self):
+        from benchmarks.scale import tree_anon_bytes
+
+        while not self._done.is_set():
+            self.most = max(self.most, tree_anon_bytes(os.getpid()))
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        from benchmarks.scale import tree_anon_bytes
+
+        quantization.return_freed_memory()  # what earlier work freed, back to the system first
+        self.start = self.most = tree_anon_bytes(os.getpid())
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        from benchmarks.scale import tree_anon_bytes
+
+        self._done.set()
+        self._thread.join()
+        self.most = max(self.most, tree_anon_bytes(os.getpid()))
+        return False
+
+
+def conversion_buffers(reader) -> dict:
+    """The float32 buffers a streaming WeightReader keeps for reuse: how many of each size (in
+    MB) and their bytes in all."""
+    sizes = {
+        f"{nbytes / 1e6:.1f} MB": len(storages)
+        for nbytes, storages in sorted(getattr(reader, "buffers", {}).items())
+    }
+    total = sum(n * len(s) for n, s in getattr(reader, "buffers", {}).items())
+    return {"sizes": sizes, "bytes": total}
+
+
+def lora_steps(nb: NotebookGlobals, rank: int, steps: int, sentence: str, path: str) -> None:
+    """One forward pass over a sentence's tokens (`with weights_from({}): forward(tokens,
+    every_position=True)`, twice: the second is reported), then `teach([sentence], steps,
+    rank=rank)`: its seconds, each step's (a step begins where `token_losses` is called), its
+    losses, the adapters' numbers, and the peak anonymous memory of the kernel during each.
+    Beside each wall time, the kernel's CPU time (all its threads), which another process
+    sharing the cores lengthens less."""
+    forward, weights_from = nb["forward"], nb["weights_from"]
+    tokens = [nb["bos_id"]] + nb["tokenizer"].encode(sentence, disallowed_special=())
+    results = {"tokens": len(tokens), "parameters": nb["settings"].n_parameters}
+    results["dtype"] = str(nb["compute_dtype"]).removeprefix("torch.")
+
+    def now():
+        return time.perf_counter(), time.process_time()
+
+    def since(start):
+        return [b - a for a, b in zip(start, now(), strict=True)]
+
+    results["forward"], results["forward_cpu"] = [], []
+    with AnonymousPeak() as peak:
+        for _ in range(2):
+            with weights_from({}):
+                started = now()
+                forward(tokens, every_position=True)
+                seconds, cpu = since(started)
+            results["forward"].append(seconds)
+            results["forward_cpu"].append(cpu)
+    results["forward_anon"] = {"start": peak.start, "peak": peak.most}
+    token_losses, marks = nb["token_losses"], []
+
+    def timed_token_losses(tokens):  # teach calls it once a step for one sentence
+        marks.append(now())
+        losses = token_losses(tokens)
+        marks.append(now())
+        return losses
+
+    nb["token_losses"] = timed_token_losses
+    try:
+        with AnonymousPeak() as peak:
+            started = now()
+            trained, losses = nb["teach"]([sentence], steps=steps, rank=rank)
+            ended = now()
+    finally:
+        nb["token_losses"] = token_losses
+    starts, ends = marks[0::2], marks[1::2]
+    results["teach"] = {
+        "seconds": ended[0] - started[0],
+        "cpu": ended[1] - started[1],
+        "setup": starts[0][0] - started[0],
+        "steps": [b[0] - a[0] for a, b in zip(starts, [*starts[1:], ended], strict=True)],
+        "steps_cpu": [b[1] - a[1] for a, b in zip(starts, [*starts[1:], ended], strict=True)],
+        "forward_in_step": [b[0] - a[0] for a, b in zip(starts, ends, strict=True)],
+        "losses": losses,
+        "trainable": sum(m.a.numel() + m.b.numel() for m in trained.values()),
+        "adapted": len(trained),
+        "anon": {"start": peak.start, "peak": peak.most},
+    }
+    results["buffers"] = conversion_buffers(nb["file_in_float32"])
+    results["weight_buffers"] = conversion_buffers(nb["weight"].reader)
+    with open(path, "w") as file:
+        json.dump(results, file)

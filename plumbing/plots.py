@@ -189,10 +189,16 @@ def top_candidates(labels: list[str], probabilities: torch.Tensor) -> None:
     plt.show()
 
 
-def loss_curve(losses: list[float], title: str) -> None:
-    """The training loss after every optimizer step."""
+def loss_curve(losses: list[float] | dict[str, list[float]], title: str) -> None:
+    """The training loss after every optimizer step: one curve, or one per label."""
+    curves = losses if isinstance(losses, dict) else {"": losses}
     figure, axes = plt.subplots(figsize=(7, 3))
-    axes.plot(range(1, len(losses) + 1), losses, marker="o", markersize=3, color="tab:blue")
+    colors = ["tab:blue", "tab:orange", "tab:green"][: len(curves)]
+    for (label, curve), color in zip(curves.items(), colors, strict=True):
+        steps = range(1, len(curve) + 1)
+        axes.plot(steps, curve, marker="o", markersize=3, color=color, label=label or None)
+    if len(curves) > 1:
+        axes.legend()
     axes.set_xlabel("step")
     axes.set_ylabel("mean loss (nats per token)")
     axes.set_ylim(bottom=0)

@@ -94,6 +94,10 @@ CONTRACT = {
     "heldout_lines": "the held-out sentences (generators/heldout.txt), never trained on",
     "heldout": "the held-out sentences' token ids, <|begin_of_text|> … <|end_of_text|>",
     "heldout_score": "the model's held-out perplexity the section printed (None: demos skipped)",
+    "file_in_float32": "the checkpoint's tensors in float32, as training reads them",
+    "teach": "train on sentences: every weight (rank=None) or LoRA adapters; (trained, losses)",
+    "new_fact": "the sentences the learning section teaches",
+    "low_rank_adapters": "a LowRankAdapted (.a, .b, .scale) for each adapted matrix, by name",
     # quantization
     "quantize_int8": "int8 integers and scales for a matrix",
     "quantize_int4": "int4 integers and scales for a matrix",

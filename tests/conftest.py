@@ -38,14 +38,15 @@ def snapshot(folder):
 def embedded_run(tmp_path_factory):
     """The notebook executed once on the embedded checkpoint in float32, the configuration most
     tests read: its tensors, and in the same kernel its tokenizer on the parity strings, its
-    generations, and the learning section's gradients and perplexities, and the parity tests' long
-    prompt and bfloat16 pass through its `forward`; the checkpoint folder before and after."""
+    generations, the learning section's gradients, perplexities and LoRA, and the parity tests'
+    long prompt and bfloat16 pass through its `forward`; the checkpoint folder before and
+    after."""
     before = snapshot(EMBEDDED_CHECKPOINT)
     strings = tmp_path_factory.mktemp("bpe") / "strings.json"
     strings.write_text(json.dumps(bpe_parity_strings()), encoding="utf-8")
     also = [("bpe", str(strings)), ("generations",), ("sampling",)]
     also += [("gradients",), ("quantization",), ("silent_bugs",), ("long_inputs",)]
-    also += [("perplexities",)]
+    also += [("perplexities",), parity_runs.LORA]
     also += parity_runs.THROUGH_FORWARD  # the parity tests' long prompt and bfloat16 pass
     run = run_and_read(tmp_path_factory.mktemp("embedded"), FLOAT32_CPU, also=also)
     run["bpe"] = json.loads(run["files"]["bpe"].read_text(encoding="utf-8"))

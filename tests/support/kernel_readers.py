@@ -23,9 +23,13 @@ from contextlib import contextmanager
 
 import nbformat
 import torch
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from plumbing import run_settings, weight_loading
+from plumbing import friendly_errors, run_settings, weight_loading
 from testbeds.notebook_contract import NotebookGlobals
 
 
@@ -351,6 +355,130 @@ def gradients(nb: NotebookGlobals, path: str) -> None:
             "loss": loss.detach(),
             "tokens": nb["hitchhiker_tokens"],
             "grads": {name: copy[name].grad for name in keep},
+        },
+        path,
+    )
+
+
+def _adapter_values(adapters: dict) -> dict:
+    """Each adapter's A and B, detached copies on the CPU, by the adapted matrix's name."""
+    return {
+        name: {"a": adapted.a.detach().cpu().clone(), "b": adapted.b.detach().cpu().clone()}
+        for name, adapted in adapters.items()
+    }
+
+
+def lora(nb: NotebookGlobals, rank: int, path: str) -> None:
+    """The learning section's LoRA, through its own `low_rank_adapters`, `weights_from`,
+    `token_losses` and `teach`:
+
+    - "gradients": adapters of `rank` with B set to random nonzero values (at B = 0, A's
+      gradient is zero), the Hitchhiker sentence's mean loss through them, and every A's and
+      B's gradient;
+    - "training": `teach(new_fact, steps=3, rank=rank)` after `torch.manual_seed(1)`: the
+      adapters it made (watched as `teach` makes them) and `low_rank_adapters(rank)`'s after
+      the same seed; at each step, read by torch's optimizer hooks, every A's and B's gradient
+      and their values after the step, whether the optimizer holds exactly the adapters, and
+      its type and settings; the losses it returned; the token ids it trained on;
+    - "bad_ranks": what `low_rank_adapters` raised for each rank it must refuse, and the
+      adapters' shapes at the largest rank it must accept, the smallest side of a matrix.
+    """
+    low_rank_adapters = nb["low_rank_adapters"]
+    torch.manual_seed(0)
+    adapters = low_rank_adapters(rank)
+    with torch.no_grad():
+        for adapted in adapters.values():
+            adapted.b.copy_(0.02 * torch.randn(adapted.b.shape))
+    with nb["weights_from"](adapters), torch.enable_grad():
+        loss = nb["token_losses"](nb["hitchhiker_tokens"]).mean()
+        loss.backward()
+    gradients = {
+        "tokens": nb["hitchhiker_tokens"],
+        "loss": float(loss),
+        "scales": {name: adapted.scale for name, adapted in adapters.items()},
+        "adapters": _adapter_values(adapters),
+        "grads": {
+            name: {"a": adapted.a.grad.cpu(), "b": adapted.b.grad.cpu()}
+            for name, adapted in adapters.items()
+        },
+    }
+
+    torch.manual_seed(1)
+    recorded = _adapter_values(low_rank_adapters(rank))
+    made, started, steps, optimizers = [], [], [], []  # what teach made and did, watched
+
+    def low_rank_adapters_for_teach(*args, **kwargs):
+        made.append(low_rank_adapters(*args, **kwargs))
+        started.append(_adapter_values(made[-1]))  # before teach's first step moves them
+        return made[-1]
+
+    def before_step(optimizer, args, kwargs):
+        trained = [number for group in optimizer.param_groups for number in group["params"]]
+        adapted = [n for adapters in made for a in adapters.values() for n in (a.a, a.b)]
+        optimizers.append(
+            {
+                "type": type(optimizer).__name__,
+                "settings": dict(optimizer.defaults),
+                "holds_the_adapters": len(trained) == len(adapted)
+                and {id(n) for n in trained} == {id(n) for n in adapted},
+            }
+        )
+        grads = {
+            name: {"a": adapted.a.grad.cpu().clone(), "b": adapted.b.grad.cpu().clone()}
+            for name, adapted in made[-1].items()
+        }
+        steps.append({"grads": grads})
+
+    def after_step(optimizer, args, kwargs):
+        steps[-1]["after"] = _adapter_values(made[-1])
+
+    teach = nb["teach"]
+    nb["low_rank_adapters"] = low_rank_adapters_for_teach
+    hooks = [
+        register_optimizer_step_pre_hook(before_step),
+        register_optimizer_step_post_hook(after_step),
+    ]
+    torch.manual_seed(1)
+    try:
+        _, losses = teach(nb["new_fact"], steps=3, rank=rank)
+    finally:
+        nb["low_rank_adapters"] = low_rank_adapters
+        for hook in hooks:
+            hook.remove()
+    bos_id, tokenizer = nb["bos_id"], nb["tokenizer"]
+    training = {
+        "recorded_start": recorded,
+        "teach_started": started,
+        "steps": steps,
+        "optimizers": optimizers,
+        "losses": losses,
+        "batch": [
+            [bos_id] + tokenizer.encode(text, disallowed_special=()) for text in nb["new_fact"]
+        ],
+    }
+
+    smallest = min(min(adapted.b.shape[0], adapted.a.shape[1]) for adapted in adapters.values())
+    refused = {}
+    for bad in (0, -1, 2.5, "8", smallest + 1):
+        try:
+            low_rank_adapters(bad)
+            refused[repr(bad)] = {"raised": None}
+        except Exception as error:  # which exception it is, the test checks
+            refused[repr(bad)] = {
+                "raised": type(error).__name__,
+                "setup_error": isinstance(error, friendly_errors.SetupError),
+                "message": str(error),
+            }
+    at_smallest = {
+        name: (tuple(adapted.a.shape), tuple(adapted.b.shape))
+        for name, adapted in low_rank_adapters(smallest).items()
+    }
+    torch.save(
+        {
+            "rank": rank,
+            "gradients": gradients,
+            "training": training,
+            "bad_ranks": {"smallest": smallest, "refused": refused, "at_smallest": at_smallest},
         },
         path,
     )

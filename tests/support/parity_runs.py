@@ -41,6 +41,11 @@ PROMPTS = {
     "canonical-17": DEFAULT_PROMPT,
     "long": ". ".join(CORPUS[1:40]) + ". ",  # 200+ tokens
 }
+# These, grouped queries with an untied output matrix and with a tied one, also measure the
+# learning section's LoRA in their kernels (kernel_readers.lora, at this rank), for
+# tests/test_lora.py; the embedded checkpoint's shared kernel does too.
+LORA = ("lora", 4)
+LORA_CHECKPOINTS = {GENERATING, TIED}
 # What the embedded checkpoint's shared kernel (tests/conftest.py) also runs through `forward`.
 THROUGH_FORWARD = [
     ("other_prompts", {"long": PROMPTS["long"]}),
@@ -102,6 +107,7 @@ class Runs:
                 also = [("other_prompts", others), ("in_dtype", "bfloat16", canonical)]
                 also += [("generations",)] if checkpoint == GENERATING else []
                 also += [("perplexities",)] if checkpoint == SCORING else []
+                also += [LORA] if checkpoint in LORA_CHECKPOINTS else []
                 demos = "1" if checkpoint in WITH_DEMOS else "0"
                 env |= {"LLAMA3_PROMPT": PROMPTS["canonical-17"], "LLAMA3_DTYPE": "float32"}
                 run = run_and_read(folder, {**env, "LLAMA3_EXTRAS": demos}, also=also)
