@@ -461,3 +461,24 @@ def test_skipped_demos_say_why_once(clean_env, capsys, tokenizer):
     assert (
         run_settings.decide(folder, params, tokenizer, weights).show_example(lambda: "ran") == "ran"
     )
+
+
+def test_training_every_weight_is_skipped_where_its_copy_cannot_fit(
+    clean_env, capsys, tokenizer, monkeypatch
+):
+    # 16 bytes a weight (value, gradient, Adam's two moments): the 8B's 8.03B need 128 GB
+    memory = type("Memory", (), {"total": 16 * 2**30})  # a 16 GB laptop
+    monkeypatch.setattr(run_settings.psutil, "virtual_memory", lambda: memory)
+    cpu = torch.device("cpu")
+    reason = run_settings.choose_full_training(8_030_261_248, cpu)
+    assert "128 GB for this model" in reason and "17 GB" in reason and "LoRA" in reason
+    assert run_settings.choose_full_training(16_638_528, cpu) is None  # the embedded model
+    folder = checkpoint_files.EMBEDDED_CHECKPOINT
+    params, weights = checkpoints.read_params(folder), checkpoints.open_checkpoint(folder).weights
+    settings = run_settings.decide(folder, params, tokenizer, weights)
+    assert settings.show_full_training(lambda: "ran") == "ran"
+    settings.full_training_reason = reason
+    assert settings.show_full_training(lambda: "ran") is None
+    assert settings.show_full_training(lambda: "ran") is None
+    assert settings.show_example(lambda: "ran") == "ran"  # the other demos still run
+    assert capsys.readouterr().out == f"skipped: {reason}\nskipped, as above\n"
