@@ -413,12 +413,25 @@ def test_bad_input_is_one_sentence_in_the_setup_cell(setting, value, message):
 
 
 @pytest.mark.slow
-def test_in_jupyter_run_all_stops_at_the_setup_cell_with_one_line():
-    failing = setup_cell_failure({"LLAMA3_DTYPE": "float8"})
+@pytest.mark.parametrize("case", ["dtype", "prompt file past the context"])
+def test_in_jupyter_run_all_stops_at_the_setup_cell_with_one_line(case, tmp_path):
+    long_prompt = tmp_path / "prompt.txt"
+    long_prompt.write_text("word " * 9000, encoding="utf-8")
+    setting, expected = {
+        "dtype": (
+            {"LLAMA3_DTYPE": "float8"},
+            "SettingError: LLAMA3_DTYPE='float8' is not supported",
+        ),
+        "prompt file past the context": (
+            {"LLAMA3_PROMPT_FILE": str(long_prompt)},
+            "SettingError: The prompt is 9,002 tokens, longer than this model's context of 8,192",
+        ),
+    }[case]
+    failing = setup_cell_failure(setting)
     assert failing.id == "prelims-code"
     assert [output.output_type for output in failing.outputs] == ["stream"]  # no traceback
     text = failing.outputs[0].text
-    assert text.startswith("SettingError: LLAMA3_DTYPE='float8' is not supported")
+    assert text.startswith(expected), text
     assert text.count("\n") == 1
 
 
