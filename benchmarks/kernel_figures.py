@@ -326,9 +326,35 @@ def available_gb() -> float:
     return 0.0
 
 
+def tree_anon_bytes(root: int) -> int:
+    """Sum of RssAnon over `root` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        stack.extend(children.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("RssAnon:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
+    return total
+
+
 class AnonymousPeak:
     """`with AnonymousPeak() as peak:` samples the RssAnon of this process and its children
-    (benchmarks/scale.tree_anon_bytes, the sampler scale.py runs on a notebook's process tree)
+    (tree_anon_bytes, which benchmarks/scale.py samples on a notebook's process tree)
     every 20 ms while the block runs: peak.start and peak.most, in bytes."""
 
     def __init__(self, interval: float = 0.02):
@@ -336,15 +362,11 @@ class AnonymousPeak:
         self._done = threading.Event()
 
     def _sample(self):
-        from benchmarks.scale import tree_anon_bytes
-
         while not self._done.is_set():
             self.most = max(self.most, tree_anon_bytes(os.getpid()))
             time.sleep(self.interval)
 
     def __enter__(self):
-        from benchmarks.scale import tree_anon_bytes
-
         quantization.return_freed_memory()  # what earlier work freed, back to the system first
         self.start = self.most = tree_anon_bytes(os.getpid())
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -352,8 +374,6 @@ class AnonymousPeak:
         return self
 
     def __exit__(self, *exc):
-        from benchmarks.scale import tree_anon_bytes
-
         self._done.set()
         self._thread.join()
         self.most = max(self.most, tree_anon_bytes(os.getpid()))

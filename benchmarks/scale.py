@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import DATA, checkpoint_for, header
+from benchmarks.kernel_figures import tree_anon_bytes
 from plumbing import REPO_DIR, checkpoints, model_sizes, run_settings, tensor_names
 from testbeds.hf_folder import save_streaming
 from testbeds.presets import PRESETS, TIED_PRESETS
@@ -53,32 +54,6 @@ from testbeds.random_checkpoint import write_checkpoint
 TARGET_8B_ANON_GB = 2.5
 TARGET_8B_TIME_RATIO = 1.5
 TARGET_EMBEDDED_SECONDS = 30.0
-
-
-def tree_anon_bytes(root: int) -> int:
-    """Sum of RssAnon over `root` and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        stack.extend(children.get(pid, []))
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("RssAnon:"):
-                        total += int(line.split()[1]) * 1024
-                        break
-        except OSError:
-            pass
-    return total
 
 
 def gpu_memory_used() -> int:
