@@ -45,7 +45,7 @@ lint: $(VENV)/.installed-test
 
 ## notebook: re-execute the committed notebook on CPU and normalize it (the stored outputs nbval compares), then regenerate the Chinese edition from it and i18n/zh.json
 notebook: $(VENV)/.installed-test
-	env $$($(BIN)/python -m plumbing.run_settings --unset) \
+	env $$($(BIN)/python -m plumbing.settings --unset) \
 		LLAMA3_DEVICE=cpu LLAMA3_DTYPE=float32 $(BIN)/python -m plumbing.run_notebook --inplace
 	$(BIN)/python -m generators.translate_notebook zh
 

@@ -22,11 +22,11 @@ where it stood before the run (Linux's VmHWM, reset first).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from benchmarks.common import header, kernel_figures
 from plumbing import model_sizes, release_facts
+from plumbing import settings as plumbing_settings
 
 WAYS = ["blocks", "at once", "sdpa"]
 
@@ -42,10 +42,11 @@ def main() -> int:
     parser.add_argument("--lengths", default="1024,4096,8192,32768")
     parser.add_argument("--layer-lengths", default="4096,8192")
     args = parser.parse_args()
+    environment = plumbing_settings.read()
     settings = {"LLAMA3_EXTRAS": "0"}
     for name in ("LLAMA3_DTYPE", "LLAMA3_DEVICE"):  # these pass through
-        if name in os.environ:
-            settings[name] = os.environ[name]
+        if environment.get(name) is not None:
+            settings[name] = environment.get(name)
     lengths = [int(n) for n in args.lengths.split(",")]
     prefills = kernel_figures(settings, "long_context", lengths)
     eight_b = model_sizes.filled(release_facts.LLAMA3_8B_PARAMS)

@@ -23,12 +23,12 @@ anonymous memory ≤ 3 GB; on any model the loss must fall. The last line sums t
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from benchmarks.common import DATA, checkpoint_for, header, kernel_figures
 from benchmarks.scale import warm_page_cache
+from plumbing import settings as plumbing_settings
 
 TARGET_STEP_RATIO = 4.0
 TARGET_ANON_GB = 3.0
@@ -45,8 +45,8 @@ def duration(seconds: float) -> str:
 
 
 def default_checkpoint() -> str:
-    if os.environ.get("LLAMA3_CKPT"):
-        return os.environ["LLAMA3_CKPT"]
+    if chosen := plumbing_settings.read().get("LLAMA3_CKPT"):
+        return chosen
     return "8b-hf" if (DATA / "8b-hf" / "config.json").exists() else "8b"
 
 

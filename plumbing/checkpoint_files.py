@@ -9,10 +9,9 @@ it is the layout's own module's job (checkpoints.open_checkpoint picks it).
 from __future__ import annotations
 
 import enum
-import os
 from pathlib import Path
 
-from plumbing import REPO_DIR, model_ids
+from plumbing import REPO_DIR, model_ids, settings
 from plumbing.friendly_errors import CheckpointError
 
 EMBEDDED_CHECKPOINT = REPO_DIR / "weights" / "llama3-tiny-hitchhiker"
@@ -38,7 +37,7 @@ def describe(path: Path) -> str:
 def find_checkpoint_dir(value: str | None = None) -> Path:
     """The checkpoint folder from LLAMA3_CKPT (or `value`), else the embedded one."""
     if value is None:
-        value = os.environ.get("LLAMA3_CKPT", "")
+        value = settings.read().get("LLAMA3_CKPT", "")
     if model_ids.looks_like_ollama_name(value.strip()):  # llama3.2:1b
         return model_ids.ollama_blob(value.strip())
     if model_ids.looks_like_model_id(value.strip()):  # meta-llama/Llama-3.2-1B

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm import TqdmWarning
 
+from plumbing import settings
 from plumbing.friendly_errors import CheckpointError, SetupError
 
 # huggingface_hub draws its progress bars with tqdm.auto, which warns at import inside a
@@ -58,7 +59,7 @@ def looks_like_model_id(value: str) -> bool:
 
 
 def download_allowed() -> bool:
-    value = os.environ.get("LLAMA3_DOWNLOAD", "").strip().lower()
+    value = settings.read().get("LLAMA3_DOWNLOAD", "").strip().lower()
     if value in ("", "0", "no", "false"):
         return False
     if value in ("1", "yes", "true"):

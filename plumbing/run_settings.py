@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import collections
 import math
-import os
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from plumbing import (
     one_row,
     quantization,
     release_facts,
+    settings,
     tables,
     tensor_names,
     weight_loading,
@@ -41,23 +40,8 @@ DEFAULT_PROMPT = "the answer to the ultimate question of life, the universe, and
 KEY_BLOCK = 1024
 PREFILL_CHUNK = 1024
 
-# Every LLAMA3_* variable the notebook reads, with its default as the README's table gives it.
-# From this one table: `make notebook` clears them all (`python -m plumbing.run_settings
-# --unset`), the tests' clean environment drops them, and tests/test_settings_table.py checks
-# that the README's table lists exactly these.
-SETTINGS = {
-    "LLAMA3_CKPT": "`weights/llama3-tiny-hitchhiker`",
-    "LLAMA3_DOWNLOAD": "`0`",
-    "LLAMA3_DEVICE": "`auto`",
-    "LLAMA3_DTYPE": "`auto`",
-    "LLAMA3_STREAM": "`auto`",
-    "LLAMA3_PROMPT": "the Hitchhiker's question",
-    "LLAMA3_PROMPT_FILE": "none",
-    "LLAMA3_EXTRAS": "by size",
-    "LLAMA3_ROPE_SCALE_FACTOR": "by rule",
-    "LLAMA3_QUANTIZE": "`none`",
-    "LLAMA3_ONE_ROW": "`auto`",
-}
+# Every LLAMA3_* variable, with its default as the README's table gives it: plumbing/settings.py.
+SETTINGS = settings.SETTINGS
 
 # Above this many parameters, on the CPU, the demos that make extra passes over every
 # weight (more prompts, generation, the logit lens) are skipped unless LLAMA3_EXTRAS=1.
@@ -71,7 +55,7 @@ class SettingError(SetupError):
 def choose_device(name: str | None = None) -> torch.device:
     """LLAMA3_DEVICE: auto (cuda, then mps, then cpu), or a device name that must exist."""
     if name is None:
-        name = os.environ.get("LLAMA3_DEVICE", "auto")
+        name = settings.read().get("LLAMA3_DEVICE", "auto")
     name = name.strip().lower() or "auto"
     mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
@@ -131,7 +115,7 @@ def choose_dtype(name: str | None, device: torch.device) -> tuple[torch.dtype, s
     RMSNorm statistics, RoPE and softmax are float32 in every mode.
     """
     if name is None:
-        name = os.environ.get("LLAMA3_DTYPE", "auto")
+        name = settings.read().get("LLAMA3_DTYPE", "auto")
     name = name.strip().lower() or "auto"
     choices = {
         "float32": torch.float32,
@@ -164,7 +148,7 @@ def choose_streaming(value: str | None, device: torch.device) -> bool:
     GPU with less memory than the model, LLAMA3_STREAM=1 runs it one weight at a time.
     """
     if value is None:
-        value = os.environ.get("LLAMA3_STREAM", "auto")
+        value = settings.read().get("LLAMA3_STREAM", "auto")
     value = value.strip().lower() or "auto"
     if value == "auto":
         return device.type == "cpu"
@@ -183,7 +167,7 @@ def choose_one_row(value: str | None = None) -> str:
     file when computing in float32, and which kernel a one-row bf16 product runs on a CPU
     with native bf16 (plumbing/one_row.py)."""
     if value is None:
-        value = os.environ.get("LLAMA3_ONE_ROW", "auto")
+        value = settings.read().get("LLAMA3_ONE_ROW", "auto")
     value = value.strip().lower() or "auto"
     if value not in one_row.CHOICES:
         raise SettingError(
@@ -200,7 +184,7 @@ def choose_quantization(value: str | None = None) -> str:
     notebook's section "Fewer bytes per weight" builds both and checks them).
     """
     if value is None:
-        value = os.environ.get("LLAMA3_QUANTIZE", "none")
+        value = settings.read().get("LLAMA3_QUANTIZE", "none")
     value = value.strip().lower() or "none"
     if value in ("none", "0", "no", "off"):
         return "none"
@@ -215,7 +199,7 @@ def choose_quantization(value: str | None = None) -> str:
 def choose_examples(value: str | None, n_parameters: int, device: torch.device) -> tuple[bool, str]:
     """LLAMA3_EXTRAS: whether the demos that make extra passes over every weight run, and why."""
     if value is None:
-        value = os.environ.get("LLAMA3_EXTRAS", "")
+        value = settings.read().get("LLAMA3_EXTRAS", "")
     value = value.strip().lower()
     if value in ("1", "true", "yes"):
         return True, "LLAMA3_EXTRAS=1"
@@ -269,7 +253,7 @@ def choose_rope_scale_factor(params: dict, value: str | None = None) -> tuple[fl
     if not params.get("use_scaled_rope"):
         return release_facts.rope_scale_factor(params)
     if value is None:
-        value = os.environ.get("LLAMA3_ROPE_SCALE_FACTOR", "")
+        value = settings.read().get("LLAMA3_ROPE_SCALE_FACTOR", "")
     if value.strip():
         try:
             factor = float(value)
@@ -307,8 +291,8 @@ def rope_frequency_band(params: dict) -> tuple[float, float, int]:
 def choose_prompt(text: str | None = None, file: str | None = None) -> str:
     """The prompt: LLAMA3_PROMPT's text, or the UTF-8 text of the file LLAMA3_PROMPT_FILE names,
     else the Hitchhiker's question."""
-    text = os.environ.get("LLAMA3_PROMPT") if text is None else text
-    file = os.environ.get("LLAMA3_PROMPT_FILE") if file is None else file
+    text = settings.read().get("LLAMA3_PROMPT") if text is None else text
+    file = settings.read().get("LLAMA3_PROMPT_FILE") if file is None else file
     if not file:
         return DEFAULT_PROMPT if text is None else text
     if text is not None:
@@ -557,9 +541,3 @@ def decide(
         one_row=route,
         one_row_note=why if route else f"plain ({why})",
     )
-
-
-if __name__ == "__main__":  # `env $(python -m plumbing.run_settings --unset) …`: none of them set
-    if sys.argv[1:] != ["--unset"]:
-        raise SystemExit("usage: python -m plumbing.run_settings --unset")
-    print(" ".join(f"-u {name}" for name in SETTINGS))

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import nbformat
 
-from plumbing.run_notebook import NOTEBOOK, execute
+from plumbing import run_notebook
+from plumbing.run_notebook import NOTEBOOK
 
 # tools/check_mutations.py points this at deliberately broken copies to prove the tests can fail.
 NOTEBOOK_UNDER_TEST = Path(os.environ.get("NOTEBOOK_UNDER_TEST", NOTEBOOK))
@@ -70,7 +71,7 @@ def run_and_call(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     notebook.cells.append(nbformat.v4.new_code_cell(calls_cell(module, calls, workdir)))
-    execute(notebook, settings, timeout=timeout)
+    run_notebook.execute(notebook, settings, timeout=timeout)
     return notebook
 
 

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
-import torch
 from llama_models.llama3.tokenizer import Tokenizer
 
 import tokenizer_setup
-from plumbing import run_settings
-from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
-from tests.support import parity_runs
-from tests.support.notebook_values import FLOAT32_CPU, bpe_parity_strings, run_and_read
+from plumbing import run_notebook, run_settings
+from tests.support import shared_runs
 
 _reader_settings = pytest.MonkeyPatch()
+# Every execution of the notebook in this process is counted (shared_runs.summary).
+run_notebook.execute = shared_runs.counting(run_notebook.execute)
+SHARED = shared_runs.SHARED
+# The whole executions started as soon as the tests are known, by the fixture that reads them.
+STARTERS = {
+    "embedded_run": SHARED.embedded_run,
+    "reexecutions": SHARED.reexecutions,
+    "any_prompt_runs": SHARED.any_prompt_runs,
+    "runs": SHARED.start_parity_runs,
+}
+NBVAL_PASS = []  # pytest's own nbval pass: the seconds of each cell
 
 
 def pytest_configure(config):
@@ -27,37 +34,65 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
+    SHARED.close()
     _reader_settings.undo()
 
 
-def snapshot(folder):
-    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+def needs_shared_run(item) -> bool:
+    return any(name in STARTERS for name in getattr(item, "fixturenames", ()))
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # The tests that read a shared execution go last, in their order, so that the tests
+    # that need none run while the executions do.
+    items[:] = [i for i in items if not needs_shared_run(i)] + [
+        i for i in items if needs_shared_run(i)
+    ]
+
+
+def pytest_collection_finish(session):
+    wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    for name, start in STARTERS.items():
+        if name in wanted:
+            start()
+
+
+def pytest_runtest_logreport(report):
+    if ".ipynb::Cell " in report.nodeid:
+        NBVAL_PASS.append(report.duration)
+
+
+def pytest_terminal_summary(terminalreporter):
+    executions = list(shared_runs.EXECUTIONS)
+    if NBVAL_PASS:
+        executions.append(("pytest's own nbval pass", sum(NBVAL_PASS)))
+    if executions:
+        terminalreporter.write_line(shared_runs.summary(executions))
+    if terminalreporter.config.option.verbose > 0:  # -v: each execution
+        for what, seconds in sorted(executions, key=lambda execution: -execution[1]):
+            terminalreporter.write_line(f"{seconds:7.1f} s  {what}")
 
 
 @pytest.fixture(scope="session")
-def embedded_run(tmp_path_factory):
-    """The notebook executed once on the embedded checkpoint in float32, the configuration most
-    tests read: its tensors, and in the same kernel its tokenizer on the parity strings, its
-    generations, the learning section's gradients, perplexities and LoRA, and the parity tests'
-    long prompt and bfloat16 pass through its `forward`; the checkpoint folder before and
-    after."""
-    before = snapshot(EMBEDDED_CHECKPOINT)
-    strings = tmp_path_factory.mktemp("bpe") / "strings.json"
-    strings.write_text(json.dumps(bpe_parity_strings()), encoding="utf-8")
-    also = [("bpe", str(strings)), ("generations",), ("sampling",)]
-    also += [("gradients",), ("quantization",), ("silent_bugs",), ("long_inputs",)]
-    also += [("perplexities",), parity_runs.LORA]
-    also += parity_runs.THROUGH_FORWARD  # the parity tests' long prompt and bfloat16 pass
-    run = run_and_read(tmp_path_factory.mktemp("embedded"), FLOAT32_CPU, also=also)
-    run["bpe"] = json.loads(run["files"]["bpe"].read_text(encoding="utf-8"))
-    run["generations"] = json.loads(run["files"]["generations"].read_text())
-    run["generations"]["sampling"] = json.loads(run["files"]["sampling"].read_text())
-    run["learning"] = torch.load(run["files"]["gradients"], weights_only=True)
-    run["quantization"] = torch.load(run["files"]["quantization"], weights_only=True)
-    run["silent_bugs"] = torch.load(run["files"]["silent_bugs"], weights_only=True)
-    run["long_inputs"] = torch.load(run["files"]["long_inputs"], weights_only=True)
-    run["folder_before"], run["folder_after"] = before, snapshot(EMBEDDED_CHECKPOINT)
-    return run
+def embedded_run():
+    """The notebook on the embedded checkpoint in float32, read by most tests
+    (shared_runs.embedded)."""
+    return SHARED.embedded_run().result()
+
+
+@pytest.fixture(scope="session")
+def reexecutions():
+    """nbval under every CPU kernel family and dtype this machine re-executes
+    (shared_runs.configurations): nbval's result for each."""
+    futures = SHARED.reexecutions()
+    results = {configuration: future.result() for configuration, future in futures.items()}
+    return {c: r["nbval"] if isinstance(r, dict) else r for c, r in results.items()}
+
+
+@pytest.fixture(scope="session")
+def any_prompt_runs():
+    """The whole notebook on each of shared_runs.PROMPTS: the executed notebook of each."""
+    return {name: future.result() for name, future in SHARED.any_prompt_runs().items()}
 
 
 @pytest.fixture(scope="session")
@@ -80,12 +115,12 @@ def clean_env(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def checkpoints(tmp_path_factory):
+def checkpoints():
     """The embedded checkpoint and random ones of other shapes (tests/support/parity_runs.py)."""
-    return parity_runs.make_checkpoints(tmp_path_factory.mktemp("checkpoints"))
+    return SHARED.parity_runs().checkpoints
 
 
 @pytest.fixture(scope="session")
-def runs(checkpoints, tmp_path_factory, embedded_run):
+def runs():
     """Every notebook run and reference model the parity tests compare, each made once."""
-    return parity_runs.Runs(checkpoints, tmp_path_factory.mktemp("runs"), embedded_run)
+    return SHARED.parity_runs()

@@ -22,8 +22,8 @@ import torch
 from IPython.core.interactiveshell import InteractiveShell
 from nbclient.exceptions import CellExecutionError
 
-from plumbing import REPO_DIR
-from plumbing.run_notebook import NOTEBOOK, execute
+from plumbing import REPO_DIR, run_notebook
+from plumbing.run_notebook import NOTEBOOK
 from testbeds import notebook_kernel
 
 # The notebook runs' settings and facts, named where the tests read them (testbeds'):
@@ -84,7 +84,7 @@ def setup_cell_failure(settings: dict[str, str]):
     """Run All with these settings; the first cell with output, where it stopped."""
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     with pytest.raises(CellExecutionError):
-        execute(notebook, settings, timeout=300)  # Run All stops at the failing cell
+        run_notebook.execute(notebook, settings, timeout=300)  # Run All stops at the failing cell
     return next(cell for cell in notebook.cells if cell.cell_type == "code" and cell.outputs)
 
 

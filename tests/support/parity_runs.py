@@ -7,6 +7,7 @@ tests/test_parity.py and tests/test_generation.py.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import torch
@@ -73,47 +74,65 @@ class Runs:
     tokens (nbval's capability runs give them bfloat16).
     """
 
-    def __init__(self, checkpoints, workdir, embedded_run):
-        self.checkpoints, self.workdir = checkpoints, workdir
-        self.notebook_runs, self.models = (
-            {("embedded", "canonical-17", "float32"): embedded_run},
-            {},
-        )
-        self.read_through_forward("embedded", embedded_run)
+    def __init__(self, checkpoints, workdir, shared):
+        self.checkpoints, self.workdir, self.shared = checkpoints, workdir, shared
+        self.notebook_runs, self.models = {}, {}
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        """Every run the parity tests read, started in the shared pool (tests/conftest.py)."""
+        self.kernel("embedded", "1-token", "float32")
+        for checkpoint in RANDOM_CHECKPOINTS:
+            self.kernel(checkpoint, "canonical-17", "float32")
+
+    def kernel(self, checkpoint: str, prompt: str, dtype: str):
+        """The shared execution that answers (checkpoint, prompt, dtype): a Future."""
+        if checkpoint == "embedded" and prompt != "1-token":
+            return self.shared.embedded_run()
+        if checkpoint != "embedded":
+            prompt, dtype = "canonical-17", "float32"  # the others: read through `forward`
+        key = (checkpoint, prompt, dtype)
+        return self.shared.start("parity " + "-".join(key), self._execute, key)
+
+    def _execute(self, key) -> dict:
+        checkpoint, prompt, dtype = key
+        folder = self.workdir / "-".join(key)
+        folder.mkdir(parents=True)
+        env = {"LLAMA3_CKPT": str(self.checkpoints[checkpoint]), "LLAMA3_DEVICE": "cpu"}
+        env |= {"OMP_NUM_THREADS": "1"}
+        if checkpoint == "embedded":  # the 1-token prompt: the whole lesson on it
+            env |= {"LLAMA3_PROMPT": PROMPTS[prompt], "LLAMA3_DTYPE": dtype, "LLAMA3_EXTRAS": "0"}
+            return run_and_read(folder, env)
+        # the canonical prompt with the demos; the rest through `forward`, one kernel
+        others = {name: text for name, text in PROMPTS.items() if name != "canonical-17"}
+        canonical = {"canonical-17": PROMPTS["canonical-17"]}
+        also = [("other_prompts", others), ("in_dtype", "bfloat16", canonical)]
+        also += [("generations",)] if checkpoint == GENERATING else []
+        also += [("perplexities",)] if checkpoint == SCORING else []
+        also += [LORA] if checkpoint in LORA_CHECKPOINTS else []
+        demos = "1" if checkpoint in WITH_DEMOS else "0"
+        env |= {"LLAMA3_PROMPT": PROMPTS["canonical-17"], "LLAMA3_DTYPE": "float32"}
+        return run_and_read(folder, {**env, "LLAMA3_EXTRAS": demos}, also=also)
 
     def read_through_forward(self, checkpoint: str, run: dict) -> None:
         """The prompts and dtypes a kernel ran through the notebook's `forward`, by key."""
         for file, dtype in (("other_prompts", "float32"), ("in_dtype", "bfloat16")):
             if file in run["files"]:
                 for name, values in torch.load(run["files"][file], weights_only=True).items():
-                    self.notebook_runs[(checkpoint, name, dtype)] = values
+                    self.notebook_runs.setdefault((checkpoint, name, dtype), values)
 
     def notebook(self, checkpoint: str, prompt: str, dtype: str = "float32") -> dict:
-        key = (checkpoint, prompt, dtype)
-        if key not in self.notebook_runs:
-            folder = self.workdir / "-".join(key)
-            folder.mkdir()
-            env = {"LLAMA3_CKPT": str(self.checkpoints[checkpoint]), "LLAMA3_DEVICE": "cpu"}
-            if checkpoint == "embedded":  # the 1-token prompt: the whole lesson on it
-                env |= {
-                    "LLAMA3_PROMPT": PROMPTS[prompt],
-                    "LLAMA3_DTYPE": dtype,
-                    "LLAMA3_EXTRAS": "0",
-                }
-                self.notebook_runs[key] = run_and_read(folder, env)
-            else:  # the canonical prompt with the demos; the rest through `forward`, one kernel
-                others = {name: text for name, text in PROMPTS.items() if name != "canonical-17"}
-                canonical = {"canonical-17": PROMPTS["canonical-17"]}
-                also = [("other_prompts", others), ("in_dtype", "bfloat16", canonical)]
-                also += [("generations",)] if checkpoint == GENERATING else []
-                also += [("perplexities",)] if checkpoint == SCORING else []
-                also += [LORA] if checkpoint in LORA_CHECKPOINTS else []
-                demos = "1" if checkpoint in WITH_DEMOS else "0"
-                env |= {"LLAMA3_PROMPT": PROMPTS["canonical-17"], "LLAMA3_DTYPE": "float32"}
-                run = run_and_read(folder, {**env, "LLAMA3_EXTRAS": demos}, also=also)
-                self.notebook_runs[(checkpoint, "canonical-17", "float32")] = run
-                self.read_through_forward(checkpoint, run)
-        return self.notebook_runs[key]
+        """The tensors of `checkpoint` on `prompt` in `dtype`: the kernel's own run of the whole
+        notebook, or what the kernel read through its `forward`."""
+        run = self.kernel(checkpoint, prompt, dtype).result()
+        whole = (checkpoint, "canonical-17", "float32")  # the run of the whole notebook
+        if checkpoint == "embedded" and prompt == "1-token":
+            whole = (checkpoint, prompt, dtype)
+        if (checkpoint, prompt, dtype) == whole:
+            return run
+        with self.lock:
+            self.read_through_forward(checkpoint, run)
+            return self.notebook_runs[(checkpoint, prompt, dtype)]
 
     def model(self, kind: str, checkpoint: str, dtype: torch.dtype = torch.float32):
         """The reference model ("hf": transformers', "meta": Meta's) on this checkpoint."""
