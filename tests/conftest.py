@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 from llama_models.llama3.tokenizer import Tokenizer
 
 import tokenizer_setup
@@ -26,6 +27,10 @@ NBVAL_PASS = []  # pytest's own nbval pass: the seconds of each cell
 
 
 def pytest_configure(config):
+    # One thread for this process and every kernel it starts: on two cores, with the shared
+    # executions running beside the tests, two threads each would only wait for each other.
+    torch.set_num_threads(1)
+    _reader_settings.setenv("OMP_NUM_THREADS", "1")
     # nbval's kernel inherits this process's environment: for this test session only, the
     # reader's own LLAMA3_* settings are set aside, so that the stored outputs (made with
     # none of them) are what the notebook is compared against. Restored when pytest ends.

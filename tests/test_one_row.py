@@ -162,18 +162,15 @@ def test_a_failing_compile_leaves_the_plain_path(monkeypatch):
 @pytest.fixture(scope="module")
 def notebook_runs(tmp_path_factory):
     fused = {**TENSORS_ONLY, "LLAMA3_ONE_ROW": "fused", "OMP_NUM_THREADS": "1"}
-    cases = {
-        "fused": (fused, [("generations",)]),
-        # a compiler that is not there, and a cache of compiled code of its own, so that
-        # nothing compiled earlier is found: the plain path
-        "no compiler": ({**fused, "CXX": "/nowhere/c++"}, []),
-    }
+    folders = {name: tmp_path_factory.mktemp(name) for name in ("fused", "no-compiler")}
+    # a compiler that is not there, and a cache of compiled code of its own, so that nothing
+    # compiled earlier is found: the plain path (the fused run may use what is compiled)
+    nowhere = {"CXX": "/nowhere/c++", "TORCHINDUCTOR_CACHE_DIR": str(folders["no-compiler"])}
+    cases = {"fused": (fused, [("generations",)]), "no compiler": ({**fused, **nowhere}, [])}
 
     def run(name):
         settings, also = cases[name]
-        folder = tmp_path_factory.mktemp(name.replace(" ", "-"))
-        settings = {**settings, "TORCHINDUCTOR_CACHE_DIR": str(folder / "inductor")}
-        return run_and_read(folder, settings, also=also)
+        return run_and_read(folders[name.replace(" ", "-")] / "run", settings, also=also)
 
     with ThreadPoolExecutor(len(cases)) as pool:
         futures = {name: pool.submit(run, name) for name in cases}
