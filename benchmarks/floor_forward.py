@@ -1,7 +1,7 @@
 """The floor and the baseline for benchmarks/scale.py: one plain forward pass, nothing else.
 
     python -m benchmarks.floor_forward CHECKPOINT_DIR [--eager] [--dtype float32|bfloat16]
-                                       [--device cpu|cuda]
+                                       [--device cpu|cuda] [--logits FILE]
 
 Reads Meta's layout, runs the canonical prompt through every layer once, all heads
 batched, and prints the predicted token id — the least work any walkthrough can do.
@@ -11,7 +11,8 @@ memory without mmap, the way most walkthroughs do it.
 
 This is a yardstick for time and memory, not part of the project's math: the notebook
 is the implementation, and the parity tests check it. The yardstick is checked too: on the
-embedded checkpoint its logits equal the notebook's (tests/test_parity.py).
+embedded checkpoint its logits (--logits saves them) equal the notebook's (tests/test_parity.py,
+which runs this script as a reader would).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def floor_logits(
 
     dim, n_heads = params["dim"], params["n_heads"]
     n_kv_heads = params["n_kv_heads"]
-    head_dim, group = dim // n_heads, n_heads // n_kv_heads
+    head_dim, group = params["head_dim"], n_heads // n_kv_heads
     eps, n = params["norm_eps"], len(tokens)
 
     def w(name):
@@ -106,6 +107,7 @@ def main() -> None:
     )
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--logits", type=Path, help="save the logits here (torch.save)")
     args = parser.parse_args()
     started = time.perf_counter()
     torch.set_grad_enabled(False)
@@ -115,6 +117,8 @@ def main() -> None:
     print(
         f"next token id: {int(logits.argmax())}  ({time.perf_counter() - started:.1f} s in-process)"
     )
+    if args.logits:
+        torch.save(logits.float().cpu(), args.logits)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def main() -> int:
     shape = {
         "n_heads": eight_b["n_heads"],
         "n_kv_heads": eight_b["n_kv_heads"],
-        "head_dim": eight_b["dim"] // eight_b["n_heads"],
+        "head_dim": eight_b["head_dim"],
     }
     layer_lengths = [int(n) for n in args.layer_lengths.split(",")]
     layers = {n: kernel_figures(settings, "one_big_layer", shape, n) for n in layer_lengths}

@@ -26,7 +26,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Arc, Circle, FancyArrowPatch, FancyBboxPatch, Rectangle
 from matplotlib.path import Path as MplPath
 
-from generators.diagram_data import (
+from plumbing import REPO_DIR
+from testbeds.diagram_data import (
     BPE_MERGE_RANKS,
     BPE_STATES,
     BPE_WHOLE_MERGED,
@@ -34,7 +35,6 @@ from generators.diagram_data import (
     BPE_WHOLE_RANK,
     BPE_WHOLE_WORD,
 )
-from plumbing import REPO_DIR
 
 OUT_DIR = REPO_DIR / "images"
 DPI = 150

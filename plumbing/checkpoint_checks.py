@@ -147,9 +147,9 @@ def check_sizes(params: dict, path: Path, spelled: dict[str, str] | None = None)
             f"{path}: {n_heads} {params['n_heads']} is not divisible by {n_kv_heads} {kv_heads}, "
             f"so query heads cannot share key/value heads; {fix}."
         )
-    if (params["dim"] // params["n_heads"]) % 2:
+    if model_sizes.head_dim(params) % 2:
         raise CheckpointError(
-            f"{path}: head size {dim}/{n_heads} = {params['dim'] // params['n_heads']} is odd, "
+            f"{path}: head size {dim}/{n_heads} = {model_sizes.head_dim(params)} is odd, "
             f"and RoPE rotates pairs; {fix}."
         )
     return params
@@ -163,7 +163,7 @@ def check_pair_factors(params: dict, stored: list[float], path: Path, name: str)
     scaling = params["rope_scaling"]
     factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
     original = scaling["original_max_position_embeddings"]
-    head_dim = params["dim"] // params["n_heads"]
+    head_dim = model_sizes.head_dim(params)
     expected = []
     for pair in range(head_dim // 2):
         wavelength = 2 * math.pi * params["rope_theta"] ** (2 * pair / head_dim)

@@ -227,7 +227,7 @@ class HuggingFaceWeights(NamedWeights):
                 ) from None
             self.shapes[name] = tuple(view.get_shape())
             self.dtypes[name] = _SAFETENSORS_DTYPES.get(view.get_dtype(), torch.uint8)
-        head_dim = params["dim"] // params["n_heads"]
+        head_dim = model_sizes.head_dim(params)
         self.heads = {}  # q and k matrices: how many heads their rows hold
         for name, shape in self.shapes.items():
             if name.endswith("attention.wq.weight") or name.endswith("attention.wk.weight"):

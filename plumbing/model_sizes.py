@@ -25,9 +25,15 @@ def ffn_hidden_size(params: dict) -> int:
     return params["multiple_of"] * math.ceil(hidden / params["multiple_of"])
 
 
+def head_dim(params: dict) -> int:
+    """The width of one head: Llama 3 splits the model's width evenly among its query heads.
+    The one place outside the notebook that derives it (the notebook does, in the open)."""
+    return params["dim"] // params["n_heads"]
+
+
 def filled(params: dict, tied_output: bool = False) -> dict:
-    """A copy of `params` with n_kv_heads, ffn_hidden, tied_output and context_length always
-    present.
+    """A copy of `params` with n_kv_heads, head_dim, ffn_hidden, tied_output and
+    context_length always present.
 
     `tied_output` is the default for a file that does not state it (Meta's: whether its
     weights hold no output matrix). Filling filled params changes nothing.
@@ -35,6 +41,7 @@ def filled(params: dict, tied_output: bool = False) -> dict:
     sizes = dict(params)
     if sizes.get("n_kv_heads") is None:
         sizes["n_kv_heads"] = sizes["n_heads"]  # no grouping: one key/value head per query head
+    sizes["head_dim"] = head_dim(sizes)
     sizes["ffn_hidden"] = ffn_hidden_size(sizes)
     if sizes.get("tied_output") is None:
         sizes["tied_output"] = tied_output
@@ -46,17 +53,16 @@ def expected_shapes(params: dict, tied_output: bool | None = None) -> dict[str, 
     """Every tensor name of Meta's layout, in the order of Meta's files, with the shape the
     params imply (the output matrix left out when tied)."""
     sizes = filled(params)
-    dim, n_heads = sizes["dim"], sizes["n_heads"]
-    head_dim = dim // n_heads
-    kv_features = sizes["n_kv_heads"] * head_dim
+    dim, n_heads, head_width = sizes["dim"], sizes["n_heads"], sizes["head_dim"]
+    kv_features = sizes["n_kv_heads"] * head_width
     hidden = sizes["ffn_hidden"]
     shapes = {"tok_embeddings.weight": (sizes["vocab_size"], dim)}
     for i in range(sizes["n_layers"]):
         shapes |= {
-            f"layers.{i}.attention.wq.weight": (n_heads * head_dim, dim),
+            f"layers.{i}.attention.wq.weight": (n_heads * head_width, dim),
             f"layers.{i}.attention.wk.weight": (kv_features, dim),
             f"layers.{i}.attention.wv.weight": (kv_features, dim),
-            f"layers.{i}.attention.wo.weight": (dim, n_heads * head_dim),
+            f"layers.{i}.attention.wo.weight": (dim, n_heads * head_width),
             f"layers.{i}.feed_forward.w1.weight": (hidden, dim),
             f"layers.{i}.feed_forward.w2.weight": (dim, hidden),
             f"layers.{i}.feed_forward.w3.weight": (hidden, dim),

@@ -9,6 +9,7 @@ is tests/'s); nothing here imports tests/ or loads a reference model.
     hf_folder           a checkpoint written as a Hugging Face model folder
     hub_cache           a Hugging Face hub cache made by hand
     gguf_writer         a checkpoint written as a GGUF file, with the gguf package
+    diagram_data        the facts the BPE diagrams draw, which tests check against the notebook
     notebook_contract   the notebook's global names that tests and benchmarks may read
     notebook_kernel     execute the notebook, then call functions in its kernel
 """

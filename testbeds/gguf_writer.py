@@ -18,7 +18,7 @@ import gguf
 import numpy as np
 
 import tokenizer_setup
-from plumbing import checkpoints, gguf_files
+from plumbing import checkpoints, gguf_files, model_sizes
 
 GGML = gguf.GGMLQuantizationType
 
@@ -88,7 +88,7 @@ def write_gguf(
     writer.add_rope_freq_base(params["rope_theta"])
     writer.add_layer_norm_rms_eps(params["norm_eps"])
     writer.add_vocab_size(params["vocab_size"])
-    writer.add_rope_dimension_count(params["dim"] // params["n_heads"])
+    writer.add_rope_dimension_count(model_sizes.head_dim(params))
     if vocabulary is None:
         vocabulary = ("gpt2", vocabulary_text(tokenizer_setup.load_tokenizer(checkpoint)))
     writer.add_tokenizer_model(vocabulary[0])

@@ -76,7 +76,7 @@ def hf_config(
         num_hidden_layers=params["n_layers"],
         num_attention_heads=params["n_heads"],
         num_key_value_heads=model_sizes.filled(params)["n_kv_heads"],
-        head_dim=params["dim"] // params["n_heads"],
+        head_dim=model_sizes.head_dim(params),
         rms_norm_eps=params["norm_eps"],
         rope_theta=params["rope_theta"],
         rope_scaling=rope_scaling,

@@ -23,7 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tokenizer_setup
-from generators.diagram_data import (
+from plumbing.run_notebook import NOTEBOOK
+from plumbing.run_settings import DEFAULT_PROMPT
+from testbeds.diagram_data import (
     BPE_MERGE_RANKS,
     BPE_STATES,
     BPE_WHOLE_MERGED,
@@ -31,8 +33,6 @@ from generators.diagram_data import (
     BPE_WHOLE_RANK,
     BPE_WHOLE_WORD,
 )
-from plumbing.run_notebook import NOTEBOOK
-from plumbing.run_settings import DEFAULT_PROMPT
 from tests.multilingual_sentences import SENTENCES
 from tests.support.notebook_values import BPE_STRING_LIMIT, bpe_parity_strings
 

@@ -72,9 +72,9 @@ def test_one_interface_opens_it():
     checkpoint = checkpoints.open_checkpoint(FOLDER)
     assert checkpoint.layout is checkpoint_files.Layout.META
     assert checkpoint.stated == checkpoints.read_params(FOLDER)
-    # params.json states n_kv_heads; ffn_hidden follows Meta's rule; the file holds output.weight;
-    # the context is Llama 3's (no use_scaled_rope)
-    filled_in = {"ffn_hidden": 224, "tied_output": False, "context_length": 8192}
+    # params.json states n_kv_heads; head_dim is dim / n_heads; ffn_hidden follows Meta's rule;
+    # the file holds output.weight; the context is Llama 3's (no use_scaled_rope)
+    filled_in = {"head_dim": 16, "ffn_hidden": 224, "tied_output": False, "context_length": 8192}
     assert checkpoint.params == {**checkpoint.stated, **filled_in}
     assert checkpoint.weights.shapes == model_sizes.expected_shapes(checkpoint.params)
     assert set(checkpoint.weights.dtypes.values()) == {torch.bfloat16}
@@ -85,7 +85,8 @@ def test_one_interface_opens_it():
 def test_defaults_are_filled_once():
     stated = {"dim": 64, "n_layers": 2, "n_heads": 4, "vocab_size": 256, "multiple_of": 32}
     sizes = model_sizes.filled(stated)
-    assert (sizes["n_kv_heads"], sizes["ffn_hidden"], sizes["tied_output"]) == (4, 192, False)
+    filled_in = (sizes["n_kv_heads"], sizes["head_dim"], sizes["ffn_hidden"], sizes["tied_output"])
+    assert filled_in == (4, 16, 192, False)
     assert model_sizes.filled(sizes, tied_output=True) == sizes  # filled params stay as they are
     assert "n_kv_heads" not in stated  # a copy
 
