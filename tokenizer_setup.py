@@ -5,8 +5,11 @@ Llama 3 uses a byte-level BPE: `tokenizer.model` is a text file of
 regex that splits text into pieces before merging, and 256 special tokens.
 We never ship Meta's file: it comes from the checkpoint folder, or else from
 the copy inside Meta's `llama-models` package. A Hugging Face folder's
-`tokenizer.json` holds the same vocabulary in another spelling; it is read
-when present, and checked to be Llama 3's.
+`tokenizer.json` and a GGUF file's metadata hold the same vocabulary in other
+spellings; each is checked to be Llama 3's.
+
+Which of them a checkpoint has is not decided here: `checkpoints.open_checkpoint`
+hands over `tokenizer_source` (its kind and file), and `load_tokenizer` reads that.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from pathlib import Path
 
 import tiktoken
 
-from plumbing import checkpoint_files, gguf_files
+from plumbing import gguf_files
 from plumbing.checkpoint_checks import download_mistake
+from plumbing.checkpoint_files import TokenizerSource
 from plumbing.friendly_errors import SetupError
 
 # Meta's pre-tokenizer regex for Llama 3 (fact, from Meta's tokenizer).
@@ -252,23 +256,31 @@ def read_gguf_tokenizer(path: str | Path) -> tuple[dict[bytes, int], dict[str, i
     return ranks, special
 
 
-def load_tokenizer(checkpoint_dir: str | Path | None = None) -> tiktoken.Encoding:
-    """Llama 3's tokenizer: BPE ranks + Meta's split pattern + 256 special tokens.
+def special_tokens() -> dict[str, int]:
+    """Llama 3's 256 special tokens after the ranked ones, as Meta's code numbers them."""
+    return {name: N_MERGEABLE_RANKS + i for i, name in enumerate(special_token_names())}
 
-    From a GGUF file's metadata, else the folder's tokenizer.json (Hugging Face) if it has one,
-    else its tokenizer.model (Meta), else the tokenizer.model in `llama-models`.
-    """
-    json_path = Path(checkpoint_dir) / "tokenizer.json" if checkpoint_dir is not None else None
-    if checkpoint_dir is not None and checkpoint_files.is_gguf(Path(checkpoint_dir)):
-        ranks, special = read_gguf_tokenizer(checkpoint_dir)
-        path = Path(checkpoint_dir)
-    elif json_path is not None and json_path.exists():
-        ranks, special = read_tokenizer_json(json_path)
-        path = json_path
-    else:
-        path = find_tokenizer_model(checkpoint_dir)
-        ranks = read_mergeable_ranks(path)
-        special = {name: N_MERGEABLE_RANKS + i for i, name in enumerate(special_token_names())}
+
+# How each kind of vocabulary a checkpoint hands over is read: ranks and special tokens.
+READERS = {
+    "tokenizer.model": lambda path: (read_mergeable_ranks(path), special_tokens()),
+    "tokenizer.json": read_tokenizer_json,
+    "gguf": read_gguf_tokenizer,
+}
+
+
+def load_tokenizer(source: TokenizerSource | None = None) -> tiktoken.Encoding:
+    """Llama 3's tokenizer: BPE ranks + Meta's split pattern + 256 special tokens, from what
+    the checkpoint hands over (`checkpoints.open_checkpoint(path).tokenizer_source`): a GGUF
+    file's metadata, a tokenizer.json, or a tokenizer.model — the one in `llama-models`
+    when there is none beside the weights, or with no source at all."""
+    if source is None or (source.kind == "tokenizer.model" and not source.path.exists()):
+        folder = None if source is None else source.path.parent
+        source = TokenizerSource("tokenizer.model", find_tokenizer_model(folder))
+    ranks, special = READERS[source.kind](source.path)
     return tiktoken.Encoding(
-        name=f"llama3:{path}", pat_str=SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens=special
+        name=f"llama3:{source.path}",
+        pat_str=SPLIT_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens=special,
     )

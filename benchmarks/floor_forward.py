@@ -33,11 +33,12 @@ def floor_logits(
     checkpoint: Path, dtype: torch.dtype, device: torch.device, eager: bool = False
 ) -> torch.Tensor:
     """The last position's logits for the canonical prompt, by one plain forward pass."""
-    params = checkpoints.open_checkpoint(checkpoint).params  # n_kv_heads filled in
+    opened = checkpoints.open_checkpoint(checkpoint)
+    params = opened.params  # n_kv_heads filled in
     weights = torch.load(
         checkpoint / "consolidated.00.pth", map_location="cpu", mmap=not eager, weights_only=True
     )
-    tokenizer = tokenizer_setup.load_tokenizer(checkpoint)
+    tokenizer = tokenizer_setup.load_tokenizer(opened.tokenizer_source)
     tokens = [tokenizer.encode_single_token("<|begin_of_text|>"), *tokenizer.encode(DEFAULT_PROMPT)]
 
     dim, n_heads = params["dim"], params["n_heads"]

@@ -8,7 +8,7 @@ Imports run one way, each module using only those above it:
     release_facts     what params.json does not say (context lengths, the RoPE factor rule)
     model_ids         a model's name as where its files lie: a Hugging Face id, an Ollama name
     checkpoint_files  finding the checkpoint (LLAMA3_CKPT): which folder or file, which Layout
-    tensor_names      every tensor's name in each layout, in one table, with a line on each
+    tensor_names      every tensor's name in each layout, one table; how Meta's shards split it
     model_sizes       the sizes with their defaults filled in once, and the shapes they imply
     checkpoint_checks what is wrong with a checkpoint's sizes or tensors, in one sentence
     meta_checkpoint   Meta's layout: params.json and consolidated.*.pth, memory-mapped

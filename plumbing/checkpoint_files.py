@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
+from typing import NamedTuple
 
 from plumbing import REPO_DIR, model_ids, settings
 from plumbing.friendly_errors import CheckpointError
@@ -24,6 +25,16 @@ class Layout(enum.Enum):
     META = "Meta's layout (consolidated.*.pth + params.json)"
     HUGGING_FACE = "Hugging Face's layout (config.json + safetensors)"
     GGUF = "a GGUF file (llama.cpp, Ollama, LM Studio)"
+
+
+class TokenizerSource(NamedTuple):
+    """What a checkpoint hands the tokenizer (tokenizer_setup.load_tokenizer): its vocabulary's
+    kind — "tokenizer.model" (Meta's, tiktoken's file), "tokenizer.json" (Hugging Face's) or
+    "gguf" (a GGUF file's metadata) — and the file that holds it. A tokenizer.model that is
+    not there is the one in `llama-models`."""
+
+    kind: str
+    path: Path
 
 
 def describe(path: Path) -> str:

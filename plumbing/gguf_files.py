@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from plumbing import checkpoint_checks, release_facts, tensor_names
-from plumbing.checkpoint_files import GGUF_MAGIC
+from plumbing.checkpoint_files import GGUF_MAGIC, TokenizerSource
 from plumbing.friendly_errors import CheckpointError
 from plumbing.tensor_names import NamedWeights
 
@@ -104,6 +104,11 @@ def field(reader: gguf.GGUFReader, key: str):
 
 
 SPELLING = METADATA_KEYS | OPTIONAL_KEYS  # for messages: the metadata's name for each key
+
+
+def tokenizer_source(path: Path) -> TokenizerSource:
+    """A GGUF file holds its vocabulary in its metadata (read by `vocabulary`)."""
+    return TokenizerSource("gguf", Path(path))
 
 
 def sizes_path(path: Path) -> Path:

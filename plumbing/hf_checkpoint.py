@@ -19,6 +19,7 @@ import torch
 from safetensors import safe_open
 
 from plumbing import checkpoint_checks, model_sizes, tensor_names
+from plumbing.checkpoint_files import TokenizerSource
 from plumbing.friendly_errors import CheckpointError
 from plumbing.tensor_names import NamedWeights
 
@@ -33,6 +34,14 @@ CONFIG_KEYS = {
 }
 # For messages about a config.json: its own name for each params.json key.
 SPELLING = {meta: key for key, meta in CONFIG_KEYS.items()} | {"n_kv_heads": "num_key_value_heads"}
+
+
+def tokenizer_source(folder: Path) -> TokenizerSource:
+    """Hugging Face's folder: tokenizer.json; without one, a tokenizer.model beside it."""
+    folder = Path(folder)
+    if (folder / "tokenizer.json").exists():
+        return TokenizerSource("tokenizer.json", folder / "tokenizer.json")
+    return TokenizerSource("tokenizer.model", folder / "tokenizer.model")
 
 
 def sizes_path(folder: Path) -> Path:

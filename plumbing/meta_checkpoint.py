@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from plumbing import checkpoint_checks
+from plumbing import checkpoint_checks, tensor_names
+from plumbing.checkpoint_files import TokenizerSource
 from plumbing.friendly_errors import CheckpointError
 from plumbing.tensor_names import NamedWeights
 
@@ -77,32 +78,19 @@ class MetaWeights(NamedWeights):
         return self.state_dict[name]
 
 
-# How Meta's model-parallel shards (70B: 8 files) split each tensor: the axis to
-# concatenate along, or None for tensors every shard holds a copy of (facts).
-SHARD_AXIS = {
-    "tok_embeddings.weight": 0,
-    "output.weight": 0,
-    "attention.wq.weight": 0,
-    "attention.wk.weight": 0,
-    "attention.wv.weight": 0,
-    "attention.wo.weight": 1,
-    "feed_forward.w1.weight": 0,
-    "feed_forward.w3.weight": 0,
-    "feed_forward.w2.weight": 1,
-    "attention_norm.weight": None,
-    "ffn_norm.weight": None,
-    "norm.weight": None,
-}
+def tokenizer_source(folder: Path) -> TokenizerSource:
+    """Meta's folder keeps tiktoken's tokenizer.model beside the weights (else `llama-models`'s)."""
+    return TokenizerSource("tokenizer.model", Path(folder) / "tokenizer.model")
 
 
 def shard_axis(name: str) -> int | None:
     suffix = name.split(".", 2)[-1] if name.startswith("layers.") else name
-    if suffix not in SHARD_AXIS:
+    if suffix not in tensor_names.SHARD_AXIS:
         raise CheckpointError(
             f"unexpected tensor {name} in a sharded checkpoint: this is not a Llama 3 checkpoint "
             "in Meta's layout."
         )
-    return SHARD_AXIS[suffix]
+    return tensor_names.SHARD_AXIS[suffix]
 
 
 class ShardedWeights(NamedWeights):

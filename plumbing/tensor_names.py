@@ -87,6 +87,24 @@ TENSOR_NAMES = [
     ),
 ]
 
+# How Meta's model-parallel shards (70B: 8 files) split each tensor: the axis to
+# concatenate along, or None for tensors every shard holds a copy of (facts).
+SHARD_AXIS = {
+    "tok_embeddings.weight": 0,
+    "output.weight": 0,
+    "attention.wq.weight": 0,
+    "attention.wk.weight": 0,
+    "attention.wv.weight": 0,
+    "attention.wo.weight": 1,
+    "feed_forward.w1.weight": 0,
+    "feed_forward.w3.weight": 0,
+    "feed_forward.w2.weight": 1,
+    "attention_norm.weight": None,
+    "ffn_norm.weight": None,
+    "norm.weight": None,
+}
+
+
 ABOUT = {meta: line for meta, _, _, line in TENSOR_NAMES}
 
 

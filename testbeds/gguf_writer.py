@@ -90,7 +90,10 @@ def write_gguf(
     writer.add_vocab_size(params["vocab_size"])
     writer.add_rope_dimension_count(model_sizes.head_dim(params))
     if vocabulary is None:
-        vocabulary = ("gpt2", vocabulary_text(tokenizer_setup.load_tokenizer(checkpoint)))
+        vocabulary = (
+            "gpt2",
+            vocabulary_text(tokenizer_setup.load_tokenizer(opened.tokenizer_source)),
+        )
     writer.add_tokenizer_model(vocabulary[0])
     writer.add_tokenizer_pre("llama-bpe")
     writer.add_token_list(vocabulary[1])

@@ -3,7 +3,7 @@
     python -m testbeds.sharded_checkpoint SOURCE_DIR OUT_DIR --shards 8
 
 Writes consolidated.00.pth … consolidated.NN.pth the way Meta's 70B release is split
-(meta_checkpoint.SHARD_AXIS: wq/wk/wv/w1/w3/tok_embeddings/output cut along rows,
+(tensor_names.SHARD_AXIS: wq/wk/wv/w1/w3/tok_embeddings/output cut along rows,
 wo/w2 along columns, norms copied into every shard) and copies params.json. Each
 split axis must divide evenly, as in Meta's releases.
 """

@@ -16,13 +16,9 @@ _reader_settings = pytest.MonkeyPatch()
 # Every execution of the notebook in this process is counted (shared_runs.summary).
 run_notebook.execute = shared_runs.counting(run_notebook.execute)
 SHARED = shared_runs.SHARED
-# The whole executions started as soon as the tests are known, by the fixture that reads them.
-STARTERS = {
-    "embedded_run": SHARED.embedded_run,
-    "reexecutions": SHARED.reexecutions,
-    "any_prompt_runs": SHARED.any_prompt_runs,
-    "runs": SHARED.start_parity_runs,
-}
+# The fixtures that read shared executions, each started (SHARED's method of the same name) as
+# soon as the tests are known.
+STARTERS = ("embedded_run", "reexecutions", "any_prompt_runs", "runs")
 NBVAL_PASS = []  # pytest's own nbval pass: the seconds of each cell
 
 
@@ -57,9 +53,9 @@ def pytest_collection_modifyitems(session, config, items):
 
 def pytest_collection_finish(session):
     wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
-    for name, start in STARTERS.items():
+    for name in STARTERS:
         if name in wanted:
-            start()
+            getattr(SHARED, name)()
 
 
 def pytest_runtest_logreport(report):

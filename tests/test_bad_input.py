@@ -171,15 +171,6 @@ def test_tensor_missing(good_copy):
         check(good_copy)
 
 
-def test_params_claims_more_layers(good_copy):
-    write_params(good_copy, params_of(good_copy) | {"n_layers": 6})
-    with pytest.raises(
-        CheckpointError,
-        match=r"has no tensor layers.4.attention.wq.weight and 17 more: .*\(n_layers 6\)",
-    ):
-        check(good_copy)
-
-
 def test_unexpected_tensor(good_copy):
     resave(
         good_copy,
@@ -189,13 +180,22 @@ def test_unexpected_tensor(good_copy):
         check(good_copy)
 
 
-def test_shape_disagrees_with_params(good_copy):
-    write_params(good_copy, params_of(good_copy) | {"n_kv_heads": 4})
-    with pytest.raises(
-        CheckpointError,
-        match=r"layers.0.attention.wk.weight has shape \[32, 64\] "
-        r"but params.json implies \[64, 64\]",
-    ):
+@pytest.mark.parametrize(
+    ("claim", "message"),
+    [
+        (  # params.json claims more layers than the file holds
+            {"n_layers": 6},
+            r"has no tensor layers.4.attention.wq.weight and 17 more: .*\(n_layers 6\)",
+        ),
+        (  # a shape disagrees with params.json
+            {"n_kv_heads": 4},
+            r"layers.0.attention.wk.weight has shape \[32, 64\] but params.json implies \[64, 64\]",
+        ),
+    ],
+)
+def test_params_that_disagree_with_the_tensors(good_copy, claim, message):
+    write_params(good_copy, params_of(good_copy) | claim)
+    with pytest.raises(CheckpointError, match=message):
         check(good_copy)
 
 

@@ -25,14 +25,7 @@ from hypothesis import strategies as st
 import tokenizer_setup
 from plumbing.run_notebook import NOTEBOOK
 from plumbing.run_settings import DEFAULT_PROMPT
-from testbeds.diagram_data import (
-    BPE_MERGE_RANKS,
-    BPE_STATES,
-    BPE_WHOLE_MERGED,
-    BPE_WHOLE_MERGED_RANKS,
-    BPE_WHOLE_RANK,
-    BPE_WHOLE_WORD,
-)
+from testbeds import diagram_data as drawn  # the facts the diagrams draw
 from tests.multilingual_sentences import SENTENCES
 from tests.support.notebook_values import BPE_STRING_LIMIT, bpe_parity_strings
 
@@ -82,12 +75,13 @@ def test_executed_notebook_encodes_like_meta_on_every_string(kernel_results, met
 
 @pytest.mark.slow
 def test_the_diagram_shows_the_notebooks_merges(kernel_results, tokenizer):
-    assert kernel_results["merges"] == BPE_STATES
+    assert kernel_results["merges"] == drawn.BPE_STATES
     merged = [
         next(part for part in state if part not in previous)
-        for previous, state in zip(BPE_STATES, BPE_STATES[1:], strict=False)
+        for previous, state in zip(drawn.BPE_STATES, drawn.BPE_STATES[1:], strict=False)
     ]
-    assert [tokenizer.encode_single_token(part.encode()) for part in merged] == BPE_MERGE_RANKS
+    ranks = [tokenizer.encode_single_token(part.encode()) for part in merged]
+    assert ranks == drawn.BPE_MERGE_RANKS
 
 
 def run_section(tokenizer, replacements=()):
@@ -126,11 +120,11 @@ def merges_only(tokenizer):
 
 
 def test_the_whole_piece_diagram_shows_the_notebooks_functions(section, merges_only):
-    merged = section["bpe_merges"](BPE_WHOLE_WORD)[-1]
-    assert [part.decode() for part in merged] == BPE_WHOLE_MERGED
-    assert [section["ranks"][part] for part in merged] == BPE_WHOLE_MERGED_RANKS
-    assert section["bpe_piece"](BPE_WHOLE_WORD) == [BPE_WHOLE_RANK]
-    assert merges_only["bpe_piece"](BPE_WHOLE_WORD) == BPE_WHOLE_MERGED_RANKS
+    merged = section["bpe_merges"](drawn.BPE_WHOLE_WORD)[-1]
+    assert [part.decode() for part in merged] == drawn.BPE_WHOLE_MERGED
+    assert [section["ranks"][part] for part in merged] == drawn.BPE_WHOLE_MERGED_RANKS
+    assert section["bpe_piece"](drawn.BPE_WHOLE_WORD) == [drawn.BPE_WHOLE_RANK]
+    assert merges_only["bpe_piece"](drawn.BPE_WHOLE_WORD) == drawn.BPE_WHOLE_MERGED_RANKS
 
 
 def whole_piece_tokens(ranks):

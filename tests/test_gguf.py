@@ -50,7 +50,9 @@ def meta():
 def small_vocabulary_file(tmp_path_factory):
     """Llama 3's first 300 tokens only: a file that opens in a fraction of a second, for the
     mistakes the setup finds before it reads the vocabulary."""
-    tokens = vocabulary_text(tokenizer_setup.load_tokenizer(EMBEDDED))[:300]
+    tokens = vocabulary_text(
+        tokenizer_setup.load_tokenizer(checkpoints.open_checkpoint(EMBEDDED).tokenizer_source)
+    )[:300]
     path = tmp_path_factory.mktemp("small") / "small.gguf"
     return write_gguf(EMBEDDED, path, "F32", vocabulary=("gpt2", tokens))
 
@@ -129,7 +131,9 @@ def test_int4_takes_q4_0_blocks_as_they_are(files):
 
 
 def test_the_tokenizer_is_llama3s(files):
-    from_gguf = tokenizer_setup.load_tokenizer(files["F32"])
+    from_gguf = tokenizer_setup.load_tokenizer(
+        checkpoints.open_checkpoint(files["F32"]).tokenizer_source
+    )
     packaged = tokenizer_setup.load_tokenizer(None)
     assert from_gguf._mergeable_ranks == packaged._mergeable_ranks
     assert from_gguf._special_tokens == packaged._special_tokens

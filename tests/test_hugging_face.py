@@ -175,7 +175,9 @@ def test_rows_round_trip():
 
 
 def test_tokenizer_json_is_llama3(embedded_hf, tokenizer):
-    from_json = tokenizer_setup.load_tokenizer(embedded_hf)
+    from_json = tokenizer_setup.load_tokenizer(
+        checkpoints.open_checkpoint(embedded_hf).tokenizer_source
+    )
     assert from_json.name.endswith("tokenizer.json")
     text = (
         "the answer to the ultimate question of life, the universe, and everything is 42 "
@@ -334,8 +336,8 @@ def test_git_lfs_pointers_instead_of_files(hf_copy):
     (hf_copy / "tokenizer.json").write_text(LFS_POINTER)
     with pytest.raises(
         tokenizer_setup.TokenizerFileError, match="tokenizer.json is a Git LFS pointer"
-    ):
-        tokenizer_setup.load_tokenizer(hf_copy)
+    ):  # the folder's own answer: its weights, pointers too, would stop open_checkpoint first
+        tokenizer_setup.load_tokenizer(hf_checkpoint.tokenizer_source(hf_copy))
 
 
 def edit_config(folder, **changes) -> None:
@@ -421,7 +423,7 @@ def test_tokenizer_json_of_another_vocabulary(hf_copy):
     vocab[first], vocab[second] = vocab[second], vocab[first]  # two ranks swapped: another BPE
     (hf_copy / "tokenizer.json").write_text(json.dumps(data))
     with pytest.raises(tokenizer_setup.TokenizerFileError, match="not Llama 3's vocabulary"):
-        tokenizer_setup.load_tokenizer(hf_copy)
+        tokenizer_setup.load_tokenizer(checkpoints.open_checkpoint(hf_copy).tokenizer_source)
 
 
 def test_setup_cell_on_a_bad_hf_folder_is_one_sentence_and_writes_nothing(hf_copy):

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 import tokenizer_setup
+from plumbing.checkpoint_files import TokenizerSource
 from plumbing.run_settings import DEFAULT_PROMPT
 from tests.support.notebook_values import CANONICAL_TOKENS
 
@@ -96,11 +97,13 @@ def test_wrong_files_get_one_clear_sentence(tmp_path, content, message):
     path = tmp_path / "tokenizer.model"
     path.write_bytes(content)
     with pytest.raises(tokenizer_setup.TokenizerFileError, match=message):
-        tokenizer_setup.load_tokenizer(tmp_path)
+        tokenizer_setup.load_tokenizer(TokenizerSource("tokenizer.model", path))
 
 
 def test_truncated_real_file(tmp_path):
     data = tokenizer_setup.packaged_tokenizer_model().read_bytes()
     (tmp_path / "tokenizer.model").write_bytes(data[: len(data) // 2])
     with pytest.raises(tokenizer_setup.TokenizerFileError, match="truncated"):
-        tokenizer_setup.load_tokenizer(tmp_path)
+        tokenizer_setup.load_tokenizer(
+            TokenizerSource("tokenizer.model", tmp_path / "tokenizer.model")
+        )

@@ -315,8 +315,11 @@ class SharedRuns:
                 self.runs = parity_runs.Runs(checkpoints, root / "runs", self)
         return self.runs
 
-    def start_parity_runs(self) -> None:
-        self.parity_runs().start()
+    def runs(self) -> parity_runs.Runs:
+        """The parity tests' runs, every one started."""
+        runs = self.parity_runs()
+        runs.start()
+        return runs
 
     def any_prompt_runs(self) -> dict[str, Future]:
         return {
