@@ -45,8 +45,8 @@ def main() -> int:
     environment = plumbing_settings.read()
     settings = {"LLAMA3_EXTRAS": "0"}
     for name in ("LLAMA3_DTYPE", "LLAMA3_DEVICE"):  # these pass through
-        if environment.get(name) is not None:
-            settings[name] = environment.get(name)
+        if environment.given(name) is not None:
+            settings[name] = environment.given(name)
     lengths = [int(n) for n in args.lengths.split(",")]
     prefills = kernel_figures(settings, "long_context", lengths)
     eight_b = model_sizes.filled(release_facts.LLAMA3_8B_PARAMS)

@@ -45,7 +45,7 @@ def duration(seconds: float) -> str:
 
 
 def default_checkpoint() -> str:
-    if chosen := plumbing_settings.read().get("LLAMA3_CKPT"):
+    if chosen := plumbing_settings.read().given("LLAMA3_CKPT"):
         return chosen
     return "8b-hf" if (DATA / "8b-hf" / "config.json").exists() else "8b"
 

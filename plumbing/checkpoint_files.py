@@ -48,7 +48,7 @@ def describe(path: Path) -> str:
 def find_checkpoint_dir(value: str | None = None) -> Path:
     """The checkpoint folder from LLAMA3_CKPT (or `value`), else the embedded one."""
     if value is None:
-        value = settings.read().get("LLAMA3_CKPT", "")
+        value = settings.read().get("LLAMA3_CKPT")
     if model_ids.looks_like_ollama_name(value.strip()):  # llama3.2:1b
         return model_ids.ollama_blob(value.strip())
     if model_ids.looks_like_model_id(value.strip()):  # meta-llama/Llama-3.2-1B

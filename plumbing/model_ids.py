@@ -59,7 +59,7 @@ def looks_like_model_id(value: str) -> bool:
 
 
 def download_allowed() -> bool:
-    value = settings.read().get("LLAMA3_DOWNLOAD", "").strip().lower()
+    value = settings.read().get("LLAMA3_DOWNLOAD").strip().lower()
     if value in ("", "0", "no", "false"):
         return False
     if value in ("1", "yes", "true"):

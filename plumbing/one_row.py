@@ -21,14 +21,17 @@ largest matrix shape, and an `AtenOneRowMatrix` routes one row to ATen where it 
 
 from __future__ import annotations
 
+import collections
 import functools
+import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
+from plumbing import tensor_names
 from plumbing.matrices import Matrix
 
 # LLAMA3_ONE_ROW's values: `auto` fuses where it pays, `fused` wherever it applies, `plain`
@@ -139,6 +142,51 @@ def compile_for(shapes: list[tuple[int, int]], file_dtype: torch.dtype) -> tuple
         failed = f"torch.compile failed ({type(error).__name__}: {detail})"
         return time.perf_counter() - started, failed
     return time.perf_counter() - started, None
+
+
+def choose_aten(
+    weights: Mapping[str, torch.Tensor], route: str, why: str
+) -> tuple[str | None, str]:
+    """In bf16: ATen's one-row kernel when forced ("aten"), or when it beats oneDNN's, timed
+    now on the matrix shape that holds most of the model's weights (the 8B's w1 and w3,
+    [14336 × 4096]) ("aten?"); the route and the setup cell's line."""
+    if route == "aten":
+        return "aten", f"ATen's matrix-vector kernel for one bf16 row, not oneDNN's ({why})"
+    weight_by_shape = collections.Counter()
+    for shape in tensor_names.tensor_shapes(weights).values():
+        if len(shape) == 2:
+            weight_by_shape[shape] += math.prod(shape)
+    largest = weight_by_shape.most_common(1)[0][0]
+    seconds = one_row_seconds(largest)
+    timed = ", ".join(f"{kernel} {value * 1e3:.1f} ms" for kernel, value in seconds.items())
+    if seconds["ATen"] < seconds["oneDNN"]:
+        return "aten", f"ATen's kernel for one bf16 row ({why}: {timed} for {list(largest)})"
+    return None, f"plain: oneDNN's kernel for one bf16 row ({why}: {timed} for {list(largest)})"
+
+
+def compile_for_model(
+    weights: Mapping[str, torch.Tensor], why: str, blocks: int
+) -> tuple[str | None, str]:
+    """Compile the fused one-row product for every matrix shape a decode step reads, now, so
+    that its cost is paid once here: whether it is used, and the setup cell's line. `blocks`:
+    rows per block of the output matrix as the weight reader streams it."""
+    shapes, dtypes = tensor_names.tensor_shapes(weights), tensor_names.tensor_dtypes(weights)
+    tied = "output.weight" not in shapes
+    read = []
+    for name, shape in shapes.items():
+        if len(shape) != 2 or (name == "tok_embeddings.weight" and not tied):
+            continue
+        output = name == "output.weight" or name == "tok_embeddings.weight"
+        rows = [min(blocks, shape[0]), shape[0] % blocks] if output else [shape[0]]
+        read += [(n, shape[1]) for n in rows if n]
+    file_dtype = next(dtypes[name] for name in shapes if len(shapes[name]) == 2)
+    seconds, failed = compile_for(read, file_dtype)
+    if failed:
+        return None, f"plain: {failed}"
+    return "fused", (
+        f"fused: one-row products read the file's {str(file_dtype).removeprefix('torch.')} and "
+        f"sum in float32 ({why}); {len(set(read))} shapes compiled in {seconds:.1f} s"
+    )
 
 
 class AtenOneRowMatrix(Matrix):

@@ -9,7 +9,6 @@ The lessons below it contain no such `if`s.
 
 from __future__ import annotations
 
-import collections
 import math
 import re
 from collections.abc import Mapping
@@ -55,7 +54,7 @@ class SettingError(SetupError):
 def choose_device(name: str | None = None) -> torch.device:
     """LLAMA3_DEVICE: auto (cuda, then mps, then cpu), or a device name that must exist."""
     if name is None:
-        name = settings.read().get("LLAMA3_DEVICE", "auto")
+        name = settings.read().get("LLAMA3_DEVICE")
     name = name.strip().lower() or "auto"
     mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if name == "auto":
@@ -115,7 +114,7 @@ def choose_dtype(name: str | None, device: torch.device) -> tuple[torch.dtype, s
     RMSNorm statistics, RoPE and softmax are float32 in every mode.
     """
     if name is None:
-        name = settings.read().get("LLAMA3_DTYPE", "auto")
+        name = settings.read().get("LLAMA3_DTYPE")
     name = name.strip().lower() or "auto"
     choices = {
         "float32": torch.float32,
@@ -148,7 +147,7 @@ def choose_streaming(value: str | None, device: torch.device) -> bool:
     GPU with less memory than the model, LLAMA3_STREAM=1 runs it one weight at a time.
     """
     if value is None:
-        value = settings.read().get("LLAMA3_STREAM", "auto")
+        value = settings.read().get("LLAMA3_STREAM")
     value = value.strip().lower() or "auto"
     if value == "auto":
         return device.type == "cpu"
@@ -167,7 +166,7 @@ def choose_one_row(value: str | None = None) -> str:
     file when computing in float32, and which kernel a one-row bf16 product runs on a CPU
     with native bf16 (plumbing/one_row.py)."""
     if value is None:
-        value = settings.read().get("LLAMA3_ONE_ROW", "auto")
+        value = settings.read().get("LLAMA3_ONE_ROW")
     value = value.strip().lower() or "auto"
     if value not in one_row.CHOICES:
         raise SettingError(
@@ -184,7 +183,7 @@ def choose_quantization(value: str | None = None) -> str:
     notebook's section "Fewer bytes per weight" builds both and checks them).
     """
     if value is None:
-        value = settings.read().get("LLAMA3_QUANTIZE", "none")
+        value = settings.read().get("LLAMA3_QUANTIZE")
     value = value.strip().lower() or "none"
     if value in ("none", "0", "no", "off"):
         return "none"
@@ -199,7 +198,7 @@ def choose_quantization(value: str | None = None) -> str:
 def choose_examples(value: str | None, n_parameters: int, device: torch.device) -> tuple[bool, str]:
     """LLAMA3_EXTRAS: whether the demos that make extra passes over every weight run, and why."""
     if value is None:
-        value = settings.read().get("LLAMA3_EXTRAS", "")
+        value = settings.read().get("LLAMA3_EXTRAS")
     value = value.strip().lower()
     if value in ("1", "true", "yes"):
         return True, "LLAMA3_EXTRAS=1"
@@ -253,7 +252,7 @@ def choose_rope_scale_factor(params: dict, value: str | None = None) -> tuple[fl
     if not params.get("use_scaled_rope"):
         return release_facts.rope_scale_factor(params)
     if value is None:
-        value = settings.read().get("LLAMA3_ROPE_SCALE_FACTOR", "")
+        value = settings.read().get("LLAMA3_ROPE_SCALE_FACTOR")
     if value.strip():
         try:
             factor = float(value)
@@ -401,9 +400,14 @@ class Settings:
         LLAMA3_QUANTIZE, every matrix quantized now, tensor by tensor, and those returned;
         a weight_loading.Weights, so that `with weight.reading(other):` can swap it."""
         if self.one_row == "fused":
-            self.one_row, self.one_row_note = compile_one_row(weights, self.one_row_note)
+            blocks = weight_loading.WeightReader.BLOCK_ROWS
+            self.one_row, self.one_row_note = one_row.compile_for_model(
+                weights, self.one_row_note, blocks
+            )
         elif self.one_row is not None:
-            self.one_row, self.one_row_note = choose_aten(weights, self.one_row, self.one_row_note)
+            self.one_row, self.one_row_note = one_row.choose_aten(
+                weights, self.one_row, self.one_row_note
+            )
         reader = weight_loading.WeightReader(
             weights, self.device, self.dtype, self.streaming, self.one_row
         )
@@ -448,48 +452,6 @@ class Settings:
         print(said + ("" if self.said_why_not_full else self.full_training_reason))
         self.said_why_not_full = True
         return None
-
-
-def choose_aten(
-    weights: Mapping[str, torch.Tensor], route: str, why: str
-) -> tuple[str | None, str]:
-    """In bf16: ATen's one-row kernel when forced ("aten"), or when it beats oneDNN's, timed
-    now on the matrix shape that holds most of the model's weights (the 8B's w1 and w3,
-    [14336 × 4096]) ("aten?"); the route and the setup cell's line."""
-    if route == "aten":
-        return "aten", f"ATen's matrix-vector kernel for one bf16 row, not oneDNN's ({why})"
-    weight_by_shape = collections.Counter()
-    for shape in tensor_names.tensor_shapes(weights).values():
-        if len(shape) == 2:
-            weight_by_shape[shape] += math.prod(shape)
-    largest = weight_by_shape.most_common(1)[0][0]
-    seconds = one_row.one_row_seconds(largest)
-    timed = ", ".join(f"{kernel} {value * 1e3:.1f} ms" for kernel, value in seconds.items())
-    if seconds["ATen"] < seconds["oneDNN"]:
-        return "aten", f"ATen's kernel for one bf16 row ({why}: {timed} for {list(largest)})"
-    return None, f"plain: oneDNN's kernel for one bf16 row ({why}: {timed} for {list(largest)})"
-
-
-def compile_one_row(weights: Mapping[str, torch.Tensor], why: str) -> tuple[str | None, str]:
-    """Compile the fused one-row product for every matrix shape a decode step reads, now, so
-    that its cost is paid once here: whether it is used, and the setup cell's line."""
-    shapes, dtypes = tensor_names.tensor_shapes(weights), tensor_names.tensor_dtypes(weights)
-    tied = "output.weight" not in shapes
-    blocks, read = weight_loading.WeightReader.BLOCK_ROWS, []
-    for name, shape in shapes.items():
-        if len(shape) != 2 or (name == "tok_embeddings.weight" and not tied):
-            continue
-        output = name == "output.weight" or name == "tok_embeddings.weight"
-        rows = [min(blocks, shape[0]), shape[0] % blocks] if output else [shape[0]]
-        read += [(n, shape[1]) for n in rows if n]
-    file_dtype = next(dtypes[name] for name in shapes if len(shapes[name]) == 2)
-    seconds, failed = one_row.compile_for(read, file_dtype)
-    if failed:
-        return None, f"plain: {failed}"
-    return "fused", (
-        f"fused: one-row products read the file's {str(file_dtype).removeprefix('torch.')} and "
-        f"sum in float32 ({why}); {len(set(read))} shapes compiled in {seconds:.1f} s"
-    )
 
 
 def decide(

@@ -29,26 +29,29 @@ MAINTAINERS = "maintainers"  # overrides for measuring and testing; the defaults
 @dataclass(frozen=True)
 class Setting:
     name: str
-    default: str  # as the README's table shows it
+    shown: str  # the default as the README's table shows it
+    default: str | None  # the value an unset variable stands for (None: unset means none)
     audience: str  # READERS or MAINTAINERS
     meaning: str
 
 
+HITCHHIKER = "the Hitchhiker's question"
 TABLE = (
-    Setting("LLAMA3_CKPT", "`weights/llama3-tiny-hitchhiker`", READERS, "the model to read"),
-    Setting("LLAMA3_DOWNLOAD", "`0`", READERS, "download a model id missing from the HF cache"),
-    Setting("LLAMA3_DEVICE", "`auto`", READERS, "where to compute"),
-    Setting("LLAMA3_DTYPE", "`auto`", READERS, "the number format to compute in"),
-    Setting("LLAMA3_STREAM", "`auto`", MAINTAINERS, "read each weight from the file at each use"),
-    Setting("LLAMA3_PROMPT", "the Hitchhiker's question", READERS, "the text to complete"),
-    Setting("LLAMA3_PROMPT_FILE", "none", READERS, "a file whose text is the prompt"),
-    Setting("LLAMA3_EXTRAS", "by size", READERS, "whether the demos run"),
-    Setting("LLAMA3_ROPE_SCALE_FACTOR", "by rule", MAINTAINERS, "the scaled-RoPE factor"),
-    Setting("LLAMA3_QUANTIZE", "`none`", READERS, "int8 or int4 matrices"),
-    Setting("LLAMA3_ONE_ROW", "`auto`", MAINTAINERS, "the kernel of one-row products"),
+    Setting("LLAMA3_CKPT", "`weights/llama3-tiny-hitchhiker`", "", READERS, "the model to read"),
+    Setting("LLAMA3_DOWNLOAD", "`0`", "0", READERS, "download a model id not in the HF cache"),
+    Setting("LLAMA3_DEVICE", "`auto`", "auto", READERS, "where to compute"),
+    Setting("LLAMA3_DTYPE", "`auto`", "auto", READERS, "the number format to compute in"),
+    Setting("LLAMA3_STREAM", "`auto`", "auto", MAINTAINERS, "read each weight at each use"),
+    Setting("LLAMA3_PROMPT", HITCHHIKER, None, READERS, "the text to complete"),
+    Setting("LLAMA3_PROMPT_FILE", "none", None, READERS, "a file whose text is the prompt"),
+    Setting("LLAMA3_EXTRAS", "by size", "", READERS, "whether the demos run"),
+    Setting("LLAMA3_ROPE_SCALE_FACTOR", "by rule", "", MAINTAINERS, "the scaled-RoPE factor"),
+    Setting("LLAMA3_QUANTIZE", "`none`", "none", READERS, "int8 or int4 matrices"),
+    Setting("LLAMA3_ONE_ROW", "`auto`", "auto", MAINTAINERS, "the kernel of one-row products"),
 )
+BY_NAME = {setting.name: setting for setting in TABLE}
 # The table by name: each variable's default as the README's table gives it.
-SETTINGS = {setting.name: setting.default for setting in TABLE}
+SETTINGS = {setting.name: setting.shown for setting in TABLE}
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,17 @@ class Environment:
 
     values: Mapping[str, str | None]
 
-    def get(self, name: str, default: str | None = None) -> str | None:
-        if name not in SETTINGS:
+    def get(self, name: str) -> str | None:
+        """The variable's text, or the table's default where it is unset (the one place the
+        defaults are written)."""
+        given = self.given(name)
+        return BY_NAME[name].default if given is None else given
+
+    def given(self, name: str) -> str | None:
+        """The variable's text, or None where it is unset."""
+        if name not in BY_NAME:
             raise KeyError(f"{name} is not a setting: plumbing/settings.py's TABLE lists them")
-        value = self.values[name]
-        return default if value is None else value
+        return self.values[name]
 
 
 def read() -> Environment:

@@ -24,7 +24,6 @@ from plumbing import (
     checkpoints,
     model_sizes,
     one_row,
-    run_settings,
     weight_loading,
 )
 from plumbing.one_row import AtenOneRowMatrix, FileDtypeMatrix
@@ -130,7 +129,7 @@ def test_native_bf16_takes_the_kernel_that_was_faster(monkeypatch, aten_faster):
     timed = {"oneDNN": 0.005, "ATen": 0.003 if aten_faster else 0.010}
     monkeypatch.setattr(one_row, "one_row_seconds", lambda shape: timed)
     weights = {"big.weight": torch.zeros(8, 4, dtype=BF16), "small.weight": torch.zeros(2, 4)}
-    route, line = run_settings.choose_aten(weights, "aten?", "auto: timed")
+    route, line = one_row.choose_aten(weights, "aten?", "auto: timed")
     assert route == ("aten" if aten_faster else None)
     assert "oneDNN 5.0 ms" in line and "[8, 4]" in line
 

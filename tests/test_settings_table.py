@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from plumbing import REPO_DIR
-from plumbing.settings import MAINTAINERS, READERS, SETTINGS, TABLE
+from plumbing.settings import MAINTAINERS, READERS, SETTINGS, TABLE, Environment
 
 
 def test_the_readme_table_is_the_settings_table():
@@ -39,6 +39,18 @@ def test_only_the_settings_module_reads_them_from_the_environment():
         if re.search(r"(environ\[|environ\.get\(|getenv\()\s*\"LLAMA3_", path.read_text())
     ]
     assert readers == [], f"{readers} read LLAMA3_* from the environment: use plumbing.settings"
+
+
+def test_each_default_is_written_once():
+    # The table holds what an unset variable stands for; no reader writes a default of its own.
+    for path in [*(REPO_DIR / "plumbing").glob("*.py"), *(REPO_DIR / "benchmarks").glob("*.py")]:
+        second_default = re.findall(r"read\(\)\.get\(\"(LLAMA3_[A-Z_]+)\",", path.read_text())
+        assert not second_default, f"{path.name} writes a default for {second_default}"
+    environment = Environment({name: None for name in SETTINGS})
+    assert [environment.get(setting.name) for setting in TABLE] == [
+        setting.default for setting in TABLE
+    ]
+    assert environment.given("LLAMA3_DEVICE") is None
 
 
 def test_make_notebook_clears_every_setting():

@@ -267,7 +267,7 @@ class SharedRuns:
         self.seconds: dict[str, float] = {}
         self.lock = threading.Lock()
         self.scratch = tempfile.TemporaryDirectory(prefix="notebook-runs-")
-        self.runs = None
+        self.parity = None  # parity_runs.Runs, made at first use
 
     def start(self, name: str, function, *arguments) -> Future:
         with self.lock:
@@ -309,11 +309,11 @@ class SharedRuns:
     def parity_runs(self) -> parity_runs.Runs:
         """The parity tests' runs (tests/support/parity_runs.py), their checkpoints written once."""
         with self.lock:
-            if self.runs is None:
+            if self.parity is None:
                 root = Path(self.scratch.name)
                 checkpoints = parity_runs.make_checkpoints(root / "checkpoints")
-                self.runs = parity_runs.Runs(checkpoints, root / "runs", self)
-        return self.runs
+                self.parity = parity_runs.Runs(checkpoints, root / "runs", self)
+        return self.parity
 
     def runs(self) -> parity_runs.Runs:
         """The parity tests' runs, every one started."""
