@@ -336,6 +336,6 @@ def summary(executions: list[tuple[str, float]]) -> str:
     (Run All, whole or stopped at a failing setup cell)."""
     total = sum(seconds for _, seconds in executions)
     return (
-        f"the notebook was executed {len(executions)} times in kernels: {total:.0f} s of "
-        "executions, several at once where they could be"
+        f"the notebook was executed {len(executions)} time{'s' * (len(executions) != 1)} in "
+        f"kernels: {total:.0f} s of executions, several at once where they could be"
     )
