@@ -10,6 +10,7 @@ from llama_models.llama3.tokenizer import Tokenizer
 
 import tokenizer_setup
 from plumbing import run_notebook, run_settings
+from plumbing.run_notebook import NOTEBOOK
 from tests.support import shared_runs
 
 _reader_settings = pytest.MonkeyPatch()
@@ -18,7 +19,7 @@ run_notebook.execute = shared_runs.counting(run_notebook.execute)
 SHARED = shared_runs.SHARED
 # The fixtures that read shared executions, each started (SHARED's method of the same name) as
 # soon as the tests are known.
-STARTERS = ("embedded_run", "reexecutions", "any_prompt_runs", "runs")
+STARTERS = ("own_nbval_pass", "embedded_run", "reexecutions", "any_prompt_runs", "runs")
 
 
 def pytest_configure(config):
@@ -43,10 +44,16 @@ def needs_shared_run(item) -> bool:
 
 
 def pytest_collection_modifyitems(session, config, items):
+    # nbval's own items for the notebook would execute it in this process, cell after cell,
+    # with every test waiting: tests/test_notebook.py reads the same pass, made beside the
+    # tests (shared_runs.SharedRuns.own_nbval_pass), one result per cell.
+    cells = [item for item in items if item.nodeid.startswith(NOTEBOOK.name + "::")]
+    if cells:
+        config.hook.pytest_deselected(items=cells)
     # The tests that read a shared execution go last, in their order, so that the tests
     # that need none run while the executions do.
-    items[:] = [i for i in items if not needs_shared_run(i)] + [
-        i for i in items if needs_shared_run(i)
+    items[:] = [i for i in items if i not in cells and not needs_shared_run(i)] + [
+        i for i in items if i not in cells and needs_shared_run(i)
     ]
 
 
@@ -59,20 +66,18 @@ def pytest_collection_finish(session):
 
 def pytest_terminal_summary(terminalreporter):
     executions = list(shared_runs.EXECUTIONS)
-    # pytest's own nbval pass: its cells' reports (a hook here would see only tests/' items)
-    cells = [
-        report.duration
-        for reports in terminalreporter.stats.values()
-        for report in reports
-        if ".ipynb::Cell " in getattr(report, "nodeid", "") and report.when == "call"
-    ]
-    if cells:
-        executions.append(("pytest's own nbval pass", sum(cells)))
     if executions:
         terminalreporter.write_line(shared_runs.summary(executions))
     if terminalreporter.config.option.verbose > 0:  # -v: each execution
         for what, seconds in sorted(executions, key=lambda execution: -execution[1]):
             terminalreporter.write_line(f"{seconds:7.1f} s  {what}")
+
+
+@pytest.fixture(scope="session")
+def own_nbval_pass():
+    """nbval on the notebook with this machine's own kernels and `auto` dtype: each cell's
+    outcome (shared_runs.SharedRuns.own_nbval_pass)."""
+    return SHARED.own_nbval_pass().result()
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from xml.etree import ElementTree
 
 import nbformat
 import torch
@@ -155,7 +156,10 @@ def environment(configuration: tuple[str, str]) -> dict[str, str]:
 
 
 def nbval(
-    settings: dict[str, str], notebook: Path = NOTEBOOK, keep: Path | None = None
+    settings: dict[str, str],
+    notebook: Path = NOTEBOOK,
+    keep: Path | None = None,
+    junit: Path | None = None,
 ) -> subprocess.CompletedProcess:
     """nbval on `notebook` in a child pytest with these variables (LLAMA3_* and kernel families
     exactly these); with `keep`, the executed notebook is written there (nbval_keep.py)."""
@@ -168,8 +172,9 @@ def nbval(
     if keep is not None:
         env["NBVAL_KEEP"] = str(keep)
     # nbval's options are pyproject.toml's addopts, the one place they are written
-    command = [sys.executable, "-m", "pytest", "-q", "-c", "pyproject.toml"]
+    command = [sys.executable, "-m", "pytest", "-q", "--color=no", "-c", "pyproject.toml"]
     command += ["-p", "tests.support.nbval_keep", str(notebook)]
+    command += [f"--junitxml={junit}"] if junit is not None else []
     for _ in range(2):
         started = time.perf_counter()
         result = subprocess.run(
@@ -220,6 +225,22 @@ PROMPTS = {
         {"LLAMA3_DTYPE": "float32"},
     ),
 }
+
+
+def own_pass(report: Path) -> dict[str, str | None]:
+    """nbval on the notebook, no setting given, its JUnit report read: each cell's failure (None
+    where it passed)."""
+    result = nbval({"LLAMA3_DEVICE": "cpu"}, junit=report)
+    if not report.exists():
+        said = f"{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
+        raise AssertionError(f"nbval wrote no report:\n{said}")
+    outcomes = {}
+    for case in ElementTree.parse(report).iter("testcase"):
+        problems = [e for e in case if e.tag in ("failure", "error", "skipped")]
+        outcomes[case.get("name")] = (
+            "\n".join(f"{e.tag}: {e.get('message', '')}\n{e.text or ''}" for e in problems) or None
+        )
+    return outcomes
 
 
 def run_with_prompt(prompt: str, settings: dict[str, str]):
@@ -291,6 +312,12 @@ class SharedRuns:
 
     # The shared executions, by the fixture that reads them (tests/conftest.py starts those
     # that the session's tests read as soon as it knows them).
+    def own_nbval_pass(self) -> Future:
+        """nbval on the notebook as `pytest llama3-from-scratch.ipynb` runs it here: this
+        machine's own kernels, the `auto` dtype; a Future of {"Cell N": None where it passed,
+        else what nbval said}."""
+        return self.start("own nbval pass", own_pass, Path(self.scratch.name) / "own.xml")
+
     def embedded_run(self):
         return self.start("embedded", embedded, Path(self.scratch.name))
 
