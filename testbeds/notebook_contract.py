@@ -104,7 +104,6 @@ CONTRACT = {
     "dequantize": "integers and scales back to a float matrix",
     "quantized_models": "each scheme's quantized matrices by name",
     "quality": "perplexity, top-1 agreement, mean and p99 KL, p(answer) for some matrices",
-    "quality_positions": "the (held-out sentence, position) of every distinct context",
     "quantization_quality": "the quality figures the section printed",
     # when it goes quietly wrong
     "silent_bugs": "each bug: the function it breaks, and its right and wrong line",
