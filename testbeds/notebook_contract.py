@@ -103,7 +103,7 @@ CONTRACT = {
     "quantize_int4": "int4 integers and scales for a matrix",
     "dequantize": "integers and scales back to a float matrix",
     "quantized_models": "each scheme's quantized matrices by name",
-    "quality": "perplexity, top-1 agreement, mean and p99 KL, p(answer) for some matrices",
+    "quality": "perplexity, top-1 agreement, mean and p99 KL, p(answer) for each variant given",
     "quantization_quality": "the quality figures the section printed",
     # when it goes quietly wrong
     "silent_bugs": "each bug: the function it breaks, and its right and wrong line",
