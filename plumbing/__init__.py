@@ -18,8 +18,8 @@ Imports run one way, each module using only those above it:
     checkpoints       open_checkpoint(path): any layout's params and weights, one interface
     matrices          a weight held otherwise than as a plain tensor: `x @ W.T` its own way
     one_row           one-row products from the file's bf16, and timing and compiling them
-    weight_loading    each tensor handed to the notebook on the device and dtype chosen
     quantization      int8/int4 matrices for PyTorch's fused kernels (LLAMA3_QUANTIZE)
+    weight_loading    each tensor handed to the notebook as chosen; the readers built
     run_settings      every decision about the run, from the settings, once
     plots             the notebook's figures, from the tensors its cells computed
     run_notebook      the one headless runner (make run, tests, benchmarks)

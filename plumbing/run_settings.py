@@ -398,41 +398,30 @@ class Settings:
             ]
         )
 
-    def weight_reader(self, weights: Mapping[str, torch.Tensor]):
-        """`weight(name)`: one tensor on the device, in the dtype chosen — or, with
-        LLAMA3_QUANTIZE, every matrix quantized now, tensor by tensor, and those returned;
-        a weight_loading.Weights, so that `with weight.reading(other):` can swap it."""
-        if self.one_row == "fused":
-            blocks = weight_loading.WeightReader.BLOCK_ROWS
-            self.one_row, self.one_row_note = one_row.compile_for_model(
-                weights, self.one_row_note, blocks
-            )
-        elif self.one_row is not None:
-            self.one_row, self.one_row_note = one_row.choose_aten(
-                weights, self.one_row, self.one_row_note
-            )
-        reader = weight_loading.WeightReader(
-            weights, self.device, self.dtype, self.streaming, self.one_row
+    def weight_reader(self, weights: Mapping[str, torch.Tensor]) -> weight_loading.Weights:
+        """`weight(name)`, as weight_loading.reader_for builds it from these choices; the
+        summary then says what the one-row route and quantization came to."""
+        built = weight_loading.reader_for(
+            weights,
+            self.device,
+            self.dtype,
+            self.streaming,
+            self.one_row,
+            self.one_row_note,
+            self.quantization,
         )
-        self.plain_reader = reader
-        if self.quantization == "none":
-            return weight_loading.Weights(reader)
-        matrices, self.quantization_note = quantization.quantize_checkpoint(
-            weights, self.quantization, self.device, self.dtype
+        self.one_row, self.one_row_note, self.plain_reader = (
+            built.one_row,
+            built.one_row_note,
+            built.plain,
         )
-        return weight_loading.Weights(quantization.QuantizedReader(matrices, reader))
+        self.quantization_note = built.quantization_note or self.quantization_note
+        return built.weight
 
     def float32_reader(self, weights: Mapping[str, torch.Tensor]) -> weight_loading.WeightReader:
-        """The checkpoint's tensors in float32, as training reads them. Where weight_reader's
-        own reader computes in float32 too, the two share its conversion buffers, which would
-        otherwise be kept twice (0.5 GB on the 8B)."""
-        reader = self.plain_reader
-        if reader is None or reader.weights is not weights or reader.dtype != torch.float32:
-            return weight_loading.WeightReader(weights, self.device, torch.float32, self.streaming)
-        if reader.one_row is None:
-            return reader  # also what it keeps on a GPU: one float32 copy of each weight, not two
-        return weight_loading.WeightReader(  # its one-row products are not training's
-            weights, self.device, torch.float32, self.streaming, pool=reader.pool
+        """The checkpoint's tensors in float32, as training reads them (weight_loading)."""
+        return weight_loading.float32_reader(
+            weights, self.plain_reader, self.device, self.streaming
         )
 
     def show_example(self, demo):

@@ -2,7 +2,9 @@
 
 `checkpoints.open_checkpoint` reads the files (memory-mapped, under Meta's names) and checks
 them; `WeightReader` hands the notebook one tensor at a time on its compute device and in
-its compute dtype, and `Weights` is the `weight(name)` the notebook calls.
+its compute dtype, and `Weights` is the `weight(name)` the notebook calls. `reader_for` builds
+them as the settings chose (the one-row route timed or compiled, the matrices quantized), and
+`float32_reader` the reader training reads the file through.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 
 import torch
 
+from plumbing import one_row, quantization
 from plumbing.one_row import AtenOneRowMatrix, FileDtypeMatrix
 
 
@@ -20,7 +24,7 @@ class ConversionBuffers:
     """The storages streamed weights are converted into, by size in bytes, kept for reuse
     (WeightReader); and, while read_again_in_backward is on, how to read the file's tensor in
     each one again. Readers of one device and dtype may share them: training's float32 reader
-    and the notebook's own, where it computes in float32 (Settings.float32_reader)."""
+    and the notebook's own, where it computes in float32 (float32_reader)."""
 
     def __init__(self):
         self.by_size: dict[int, list[torch.UntypedStorage]] = {}
@@ -239,3 +243,58 @@ class Weights:
 # How many tensors and storage objects hold a storage (PyTorch's own count; private, so
 # checked for: without it, streamed conversions simply get fresh buffers).
 _storage_users = getattr(torch._C, "_storage_Use_Count", None)
+
+
+@dataclass
+class Built:
+    """What `reader_for` built: the notebook's `weight`, the plain reader under it, and what the
+    one-row route and quantization came to, for the setup cell's summary."""
+
+    weight: Weights
+    plain: WeightReader
+    one_row: str | None
+    one_row_note: str
+    quantization_note: str | None  # None: nothing quantized
+
+
+def reader_for(
+    weights: Mapping[str, torch.Tensor],
+    device: torch.device,
+    dtype: torch.dtype,
+    streaming: bool,
+    route: str | None,
+    route_note: str,
+    scheme: str,
+) -> Built:
+    """`weight(name)` as the settings chose it: one tensor on the device, in the dtype; the
+    one-row route settled (compiled, or timed against the plain product: one_row.py); and with
+    a quantization scheme, every matrix quantized now, tensor by tensor, and those returned. A
+    `Weights`, so that `with weight.reading(other):` can swap it."""
+    if route == "fused":
+        route, route_note = one_row.compile_for_model(weights, route_note, WeightReader.BLOCK_ROWS)
+    elif route is not None:
+        route, route_note = one_row.choose_aten(weights, route, route_note)
+    plain = WeightReader(weights, device, dtype, streaming, route)
+    if scheme == "none":
+        return Built(Weights(plain), plain, route, route_note, None)
+    matrices, note = quantization.quantize_checkpoint(weights, scheme, device, dtype)
+    return Built(
+        Weights(quantization.QuantizedReader(matrices, plain)), plain, route, route_note, note
+    )
+
+
+def float32_reader(
+    weights: Mapping[str, torch.Tensor],
+    plain: WeightReader | None,
+    device: torch.device,
+    streaming: bool,
+) -> WeightReader:
+    """The checkpoint's tensors in float32, as training reads them. Where `plain` (reader_for's)
+    computes in float32 too, the two share its conversion buffers, which would otherwise be
+    kept twice (0.5 GB on the 8B)."""
+    if plain is None or plain.weights is not weights or plain.dtype != torch.float32:
+        return WeightReader(weights, device, torch.float32, streaming)
+    if plain.one_row is None:
+        return plain  # also what it keeps on a GPU: one float32 copy of each weight, not two
+    # its one-row products are not training's, its buffers may be
+    return WeightReader(weights, device, torch.float32, streaming, pool=plain.pool)
