@@ -165,7 +165,7 @@ def logit_lens(
     axes.set_xticks(range(n_positions), position_labels, rotation=90, fontsize=7)
     step = max(1, n_layers // 16)
     axes.set_yticks(
-        range(0, n_layers, step), [str(layer + 1) for layer in range(0, n_layers, step)], fontsize=7
+        range(0, n_layers, step), [str(layer) for layer in range(0, n_layers, step)], fontsize=7
     )
     axes.set_xlabel("input token (each column predicts what follows it)")
     axes.set_ylabel("after layer")
@@ -277,10 +277,10 @@ def silent_bugs(per_position: dict[str, torch.Tensor], per_layer: dict[str, torc
     along.set_title("where along the input")
     along.grid(alpha=0.3)
     for label, values in per_layer.items():
-        layers = range(1, len(values) + 1)
+        layers = range(len(values))  # numbered from 0, as the checkpoint numbers them
         down.plot(layers, _cpu(values).float().clamp_min(1e-9), marker="o", label=label)
     down.set_yscale("log")
-    down.set_xticks(list(range(1, len(next(iter(per_layer.values()))) + 1)))
+    down.set_xticks(list(range(len(next(iter(per_layer.values()))))))
     down.set_xlabel("after layer")
     down.set_ylabel("‖stream − correct‖ / ‖correct‖")
     down.set_title("where down the layers")
@@ -324,7 +324,7 @@ def sampling_rules(labels: list[str], probabilities: torch.Tensor, kept: dict[st
         axes.set_yticks(range(len(values)), labels, fontsize=8)
         axes.invert_yaxis()
         axes.set_xlabel("probability")
-        axes.set_title(f"{rule}: keeps {int(_cpu(mask).sum())} of these", fontsize=10)
+        axes.set_title(f"{rule}: keeps {int(_cpu(mask).sum())} of these {len(values)}", fontsize=10)
         axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     plt.show()
