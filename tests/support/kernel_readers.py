@@ -20,7 +20,9 @@ import inspect
 import json
 import os
 from contextlib import contextmanager
+from unittest import mock
 
+import matplotlib.pyplot as plt
 import nbformat
 import torch
 from torch.optim.optimizer import (
@@ -628,8 +630,10 @@ def settings_matrix(
         )
         nb.update(settings=settings, device=settings.device, compute_dtype=settings.dtype)
         nb["weight"] = settings.weight_reader(nb["model"])
-        for source in sources:
-            exec(compile(source, "lesson", "exec"), nb.namespace)
+        # the figures are the plain run's: here each is closed unrendered, not drawn again
+        with mock.patch.object(plt, "show", lambda *_, **__: plt.close("all")):
+            for source in sources:
+                exec(compile(source, "lesson", "exec"), nb.namespace)
         forward_token = int(nb["forward"](nb["prompt_tokens"]).argmax())
         results.append(
             {
