@@ -4,7 +4,6 @@ Imports run one way, each module using only those above it:
 
     friendly_errors   one sentence that names the fix; the packages requirements.txt names
     settings          the LLAMA3_* settings: one table, and the one reader of the environment
-    host_memory       freed memory kept in the process for the next tensor of its size
     tables            the notebook's printed tables, and long text, legible (imports none)
     release_facts     what params.json does not say (context lengths, the RoPE factor rule)
     model_ids         a model's name as where its files lie: a Hugging Face id, an Ollama name

@@ -20,7 +20,6 @@ import torch
 
 from plumbing import (
     checkpoint_files,
-    host_memory,
     one_row,
     quantization,
     release_facts,
@@ -367,7 +366,6 @@ class Settings:
     said_why: bool = False  # whether a skipped demo has printed examples_reason yet
     said_why_not_full: bool = False  # … and full_training_reason
     plain_reader: weight_loading.WeightReader | None = None  # weight_reader's, unquantized
-    memory_note: str = "the system's allocator, as it is"  # host_memory.keep_freed_memory()
 
     def summary(self) -> str:
         size = (
@@ -394,7 +392,6 @@ class Settings:
                 f"{self.prefill_chunk:,} positions at a time",
                 f"examples:   {'run' if self.run_examples else 'skipped'} ({self.examples_reason})",
                 f"training:   {self.full_training_reason or 'a float32 copy of every weight fits'}",
-                f"memory:     {self.memory_note}",
             ]
         )
 
@@ -460,7 +457,6 @@ def decide(
     check_prompt(prompt, [bos_id] + tokenizer.encode(prompt, disallowed_special=()), params)
     device = choose_device()
     dtype, dtype_reason = choose_dtype(None, device)
-    memory_note = host_memory.keep_freed_memory()
     n_parameters = sum(math.prod(shape) for shape in tensor_names.tensor_shapes(weights).values())
     run_examples, examples_reason = choose_examples(None, n_parameters, device)
     factor, factor_reason = choose_rope_scale_factor(params)
@@ -495,5 +491,4 @@ def decide(
         quantization=quantized,
         one_row=route,
         one_row_note=why if route else f"plain ({why})",
-        memory_note=memory_note,
     )
