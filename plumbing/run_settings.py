@@ -407,11 +407,8 @@ class Settings:
             self.one_row_note,
             self.quantization,
         )
-        self.one_row, self.one_row_note, self.plain_reader = (
-            built.one_row,
-            built.one_row_note,
-            built.plain,
-        )
+        self.one_row, self.one_row_note = built.one_row, built.one_row_note
+        self.plain_reader = built.plain
         self.quantization_note = built.quantization_note or self.quantization_note
         return built.weight
 
