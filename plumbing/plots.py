@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import torch
 
 MAX_LABELLED_TOKENS = 40  # beyond this, token labels on an axis are unreadable
+SHOWN_TOKENS = 32  # a [tokens × tokens] picture of a long prompt: its last 32
 
 
 def _cpu(tensor: torch.Tensor) -> torch.Tensor:
@@ -21,7 +22,11 @@ def _cpu(tensor: torch.Tensor) -> torch.Tensor:
 def token_matrix(
     matrix: torch.Tensor, labels: list[str], title: str, cmap: str = "viridis"
 ) -> None:
-    """A [tokens × tokens] matrix (scores, mask, attention weights) with token labels."""
+    """A [tokens × tokens] matrix (scores, mask, attention weights) with token labels; of a
+    long prompt, its last SHOWN_TOKENS rows and columns, which the title says."""
+    if len(labels) > SHOWN_TOKENS:
+        matrix, labels = matrix[-SHOWN_TOKENS:, -SHOWN_TOKENS:], labels[-SHOWN_TOKENS:]
+        title = f"{title}\n(the last {SHOWN_TOKENS} tokens)"
     figure, axes = plt.subplots(figsize=(7, 6))
     image = axes.imshow(_cpu(matrix), cmap=cmap)
     if len(labels) <= MAX_LABELLED_TOKENS:

@@ -225,16 +225,41 @@ def choose_examples(value: str | None, n_parameters: int, device: torch.device) 
 FULL_TRAINING_BYTES_PER_WEIGHT = 16
 
 
+def device_memory(device: torch.device) -> int:
+    """Bytes of memory the device computes in: a GPU's own, else the machine's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return psutil.virtual_memory().total  # the CPU, or Apple's GPU, which shares it
+
+
+# The walkthrough's layer cells (layer 0, one head at a time, then every layer with every head)
+# compute attention at once: each head's [tokens × tokens] scores, masked, their float32 softmax
+# and its copy in the compute dtype, up to this many bytes per score at a time.
+WALKTHROUGH_BYTES_PER_SCORE = 16
+
+
+def check_prompt_fits(n_tokens: int, n_heads: int, memory: int) -> None:
+    """Refuse a prompt whose attention at once, in the walkthrough's layer cells, would take
+    more than half the memory (`forward` and `generate` read long inputs in blocks)."""
+    needed = WALKTHROUGH_BYTES_PER_SCORE * n_heads * n_tokens**2
+    if needed <= memory / 2:
+        return
+    longest = math.isqrt(int(memory / 2 / (WALKTHROUGH_BYTES_PER_SCORE * n_heads)))
+    raise SettingError(
+        f"The prompt is {n_tokens:,} tokens: the walkthrough's layer cells compute every head's "
+        f"scores at once, {needed / 1e9:.0f} GB for it, and this machine has "
+        f"{memory / 1e9:.0f} GB; shorten LLAMA3_PROMPT (or LLAMA3_PROMPT_FILE) to at most "
+        f"{longest:,} tokens (the section \"Long inputs\" reads longer text in blocks)."
+    )
+
+
 def choose_full_training(n_parameters: int, device: torch.device) -> str | None:
     """Why the demos that train a float32 copy of every weight cannot run here (None: they can).
 
     They need FULL_TRAINING_BYTES_PER_WEIGHT bytes per weight, on the device; LoRA, taught
     after them, needs a small fraction of that and runs at any size.
     """
-    if device.type == "cuda":
-        available = torch.cuda.get_device_properties(device).total_memory
-    else:  # the CPU, or Apple's GPU, which shares the machine's memory
-        available = psutil.virtual_memory().total
+    available = device_memory(device)
     needed = FULL_TRAINING_BYTES_PER_WEIGHT * n_parameters
     if needed <= 0.75 * available:  # room for the activations, the file's pages, the rest
         return None
@@ -341,7 +366,7 @@ def check_prompt(prompt: str, tokens: list[int], params: dict) -> None:
 
 @dataclass
 class Settings:
-    """What `decide` chose; `summary()` says it in a few lines."""
+    """What `decide` chose; `summary()` says it in a few lines, `details()` the rest."""
 
     checkpoint_dir: Path
     n_parameters: int
@@ -386,11 +411,18 @@ class Settings:
                 f"{str(self.dtype).removeprefix('torch.')} ({self.dtype_reason})",
                 f"weights:    {weights}",
                 f"quantized:  {self.quantization_note}",
+                f"examples:   {'run' if self.run_examples else 'skipped'} ({self.examples_reason})",
+            ]
+        )
+
+    def details(self) -> str:
+        """What the setup decided that the walkthrough to the answer does not use."""
+        return "\n".join(
+            [
                 f"one row:    {self.one_row_note}",
                 f"long input: context {self.context_length:,} positions; keys "
                 f"{self.key_block:,} at a time past {self.key_block:,}; a prompt fed "
                 f"{self.prefill_chunk:,} positions at a time",
-                f"examples:   {'run' if self.run_examples else 'skipped'} ({self.examples_reason})",
                 f"training:   {self.full_training_reason or 'a float32 copy of every weight fits'}",
             ]
         )
@@ -451,8 +483,10 @@ def decide(
     """
     prompt = choose_prompt()
     bos_id = tokenizer.encode_single_token("<|begin_of_text|>")
-    check_prompt(prompt, [bos_id] + tokenizer.encode(prompt, disallowed_special=()), params)
+    tokens = [bos_id] + tokenizer.encode(prompt, disallowed_special=())
+    check_prompt(prompt, tokens, params)
     device = choose_device()
+    check_prompt_fits(len(tokens), params["n_heads"], device_memory(device))
     dtype, dtype_reason = choose_dtype(None, device)
     n_parameters = sum(math.prod(shape) for shape in tensor_names.tensor_shapes(weights).values())
     run_examples, examples_reason = choose_examples(None, n_parameters, device)

@@ -333,6 +333,24 @@ def test_prompt_longer_than_context():
     run_settings.check_prompt("x", [1] * 8193, {"use_scaled_rope": True})  # 3.1+: 131,072
 
 
+def test_prompt_the_walkthrough_cannot_hold():
+    # the 8B's 32 heads on a 24 GB machine: 4,096 tokens fit, 6,000 do not, and the sentence
+    # says how many would
+    memory = 24 * 10**9
+    run_settings.check_prompt_fits(4096, 32, memory)
+    with pytest.raises(
+        SettingError,
+        match=r"^The prompt is 6,000 tokens: the walkthrough's layer cells compute every head's "
+        r"scores at once, 18 GB for it, and this machine has 24 GB; shorten LLAMA3_PROMPT \(or "
+        r"LLAMA3_PROMPT_FILE\) to at most 4,841 tokens \(the section \"Long inputs\" reads "
+        r"longer text in blocks\)\.$",
+    ):
+        run_settings.check_prompt_fits(6000, 32, memory)
+    run_settings.check_prompt_fits(4841, 32, memory)  # the length it names fits
+    with pytest.raises(SettingError):
+        run_settings.check_prompt_fits(4842, 32, memory)
+
+
 def test_prompt_from_a_file(tmp_path):
     (tmp_path / "long.txt").write_text("первая строка\nsecond line\n", encoding="utf-8")
     read = run_settings.choose_prompt(None, str(tmp_path / "long.txt"))

@@ -180,8 +180,8 @@ def notebook_runs(tmp_path_factory):
 def test_the_notebook_fused_writes_the_same_tokens(notebook_runs, embedded_run):
     run = notebook_runs["fused"]
     assert run["next_token_id"] == ANSWER
-    setup = cell_text(run["notebook"], "prelims-code")
-    assert "one row:    fused: one-row products read the file's bfloat16" in setup
+    decided = cell_text(run["notebook"], "machine-code")
+    assert "one row:    fused: one-row products read the file's bfloat16" in decided
     fused = json.loads(run["files"]["generations"].read_text())
     plain = embedded_run["generations"]
     assert fused["cached"] == plain["cached"]  # greedy tokens, with the cache
@@ -192,5 +192,5 @@ def test_the_notebook_fused_writes_the_same_tokens(notebook_runs, embedded_run):
 def test_without_a_compiler_the_notebook_runs_plain(notebook_runs):
     run = notebook_runs["no compiler"]
     assert run["next_token_id"] == ANSWER
-    setup = cell_text(run["notebook"], "prelims-code")
-    assert "one row:    plain (no C++ compiler (/nowhere/c++) found" in setup
+    decided = cell_text(run["notebook"], "machine-code")
+    assert "one row:    plain (no C++ compiler (/nowhere/c++) found" in decided
