@@ -1,14 +1,13 @@
-"""Find the checkpoint: which folder or file, and which layout it is in — plumbing only.
+"""Find the checkpoint: which folder or file LLAMA3_CKPT names — plumbing only.
 
 `find_checkpoint_dir` reads LLAMA3_CKPT (a folder, a GGUF file, a Hugging Face model id or
 an Ollama name) and turns the usual mistakes into one sentence that names the fix (a
-`CheckpointError`). `layout` says which of the three layouts a checkpoint is in; reading
-it is the layout's own module's job (checkpoints.open_checkpoint picks it).
+`CheckpointError`). Which layout the checkpoint is in, each layout's reader says of itself
+(`looks_like`); checkpoints.open_checkpoint asks them, once.
 """
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,14 +16,6 @@ from plumbing.friendly_errors import CheckpointError
 
 EMBEDDED_CHECKPOINT = REPO_DIR / "weights" / "llama3-tiny-hitchhiker"
 GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file
-
-
-class Layout(enum.Enum):
-    """The three ways a Llama 3 checkpoint is laid out on disk."""
-
-    META = "Meta's layout (consolidated.*.pth + params.json)"
-    HUGGING_FACE = "Hugging Face's layout (config.json + safetensors)"
-    GGUF = "a GGUF file (llama.cpp, Ollama, LM Studio)"
 
 
 class TokenizerSource(NamedTuple):
@@ -117,17 +108,6 @@ def find_checkpoint_dir(value: str | None = None) -> Path:
             "download into that folder."
         )
     return folder
-
-
-def layout(checkpoint_dir: Path) -> Layout:
-    """GGUF (one file), Hugging Face's (config.json + safetensors, no consolidated.*.pth),
-    else Meta's (consolidated.*.pth + params.json)."""
-    folder = Path(checkpoint_dir)
-    if folder.is_file():
-        return Layout.GGUF
-    if not any(folder.glob("consolidated.*.pth")) and (folder / "config.json").exists():
-        return Layout.HUGGING_FACE
-    return Layout.META
 
 
 def is_gguf(path: Path) -> bool:

@@ -1,7 +1,7 @@
 """One way in to a checkpoint of any layout: `open_checkpoint(path)` — plumbing only.
 
     checkpoint = open_checkpoint(checkpoint_files.find_checkpoint_dir())
-    checkpoint.layout    Layout.META, Layout.HUGGING_FACE or Layout.GGUF
+    checkpoint.reader    the module that reads its layout (meta_checkpoint, hf_checkpoint, …)
     checkpoint.stated    the sizes as the file states them, under params.json's keys, checked
     checkpoint.params    the same with n_kv_heads, ffn_hidden and tied_output filled in
     checkpoint.weights   every tensor by Meta's name, memory-mapped (shapes, dtypes, about)
@@ -9,8 +9,9 @@
     checkpoint.check()   every tensor's shape as the params imply: a one-line summary
 
 Each layout is read by its own module (meta_checkpoint, hf_checkpoint, gguf_files), which
-gives the same three things: `read_params`, `weights` and `tokenizer_source`. The layout is
-decided once, by `checkpoint_files.layout`, here. Finding the checkpoint is
+answers the same questions: `looks_like(path)`, `read_params`, `weights` and
+`tokenizer_source`, and names itself (`LAYOUT`). The layout is decided once, here, by
+`reader_for`: the first reader in READERS that the path looks like. Finding the checkpoint is
 checkpoint_files' job; judging it, checkpoint_checks'; filling the defaults, model_sizes'.
 """
 
@@ -27,15 +28,21 @@ from plumbing import (
     meta_checkpoint,
     model_sizes,
 )
-from plumbing.checkpoint_files import Layout, TokenizerSource, layout
+from plumbing.checkpoint_files import TokenizerSource
+from plumbing.friendly_errors import CheckpointError
 from plumbing.tensor_names import NamedWeights
 
-# The module that reads each layout.
-READERS: dict[Layout, ModuleType] = {
-    Layout.META: meta_checkpoint,
-    Layout.HUGGING_FACE: hf_checkpoint,
-    Layout.GGUF: gguf_files,
-}
+# The module that reads each layout, asked in this order whether a path looks like it.
+READERS: tuple[ModuleType, ...] = (gguf_files, hf_checkpoint, meta_checkpoint)
+
+
+def reader_for(path: Path) -> ModuleType:
+    """The first reader whose layout the path looks like."""
+    for reader in READERS:
+        if reader.looks_like(path):
+            return reader
+    layouts = ", ".join(reader.LAYOUT for reader in READERS)
+    raise CheckpointError(f"{path} is in none of the layouts this notebook reads ({layouts}).")
 
 
 @dataclass
@@ -43,30 +50,36 @@ class Checkpoint:
     """An opened checkpoint (see the top of this file): nothing of its tensors read yet."""
 
     path: Path
-    layout: Layout
+    reader: ModuleType
     stated: dict
     params: dict
     weights: NamedWeights
     tokenizer_source: TokenizerSource
+
+    @property
+    def layout(self) -> str:
+        """Which layout, in words."""
+        return self.reader.LAYOUT
 
     def check(self) -> str:
         """Every tensor present with the shape the params imply; a one-line summary."""
         return checkpoint_checks.check_weights(self.weights, self.params)
 
 
-def read_params(path: Path, kind: Layout | None = None) -> dict:
+def read_params(path: Path, reader: ModuleType | None = None) -> dict:
     """The sizes as the checkpoint states them, under params.json's keys, checked (no tensor
     file is opened)."""
-    reader = READERS[kind or layout(path)]
+    reader = reader or reader_for(path)
     stated = reader.read_params(path)
     return checkpoint_checks.check_sizes(stated, reader.sizes_path(path), reader.SPELLING)
 
 
 def open_checkpoint(path: Path) -> Checkpoint:
     """The checkpoint's sizes, read and checked, then its tensors, memory-mapped."""
-    path, kind = Path(path), layout(path)
-    stated = read_params(path, kind)
-    weights = READERS[kind].weights(path, stated)
+    path = Path(path)
+    reader = reader_for(path)
+    stated = read_params(path, reader)
+    weights = reader.weights(path, stated)
     # Unstated, the output matrix is tied when the files hold none (Meta's never say).
     params = model_sizes.filled(stated, tied_output="output.weight" not in weights)
-    return Checkpoint(path, kind, stated, params, weights, READERS[kind].tokenizer_source(path))
+    return Checkpoint(path, reader, stated, params, weights, reader.tokenizer_source(path))

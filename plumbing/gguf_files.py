@@ -21,10 +21,18 @@ import gguf
 import numpy as np
 import torch
 
-from plumbing import checkpoint_checks, release_facts, tensor_names
+from plumbing import checkpoint_checks, checkpoint_files, release_facts, tensor_names
 from plumbing.checkpoint_files import GGUF_MAGIC, TokenizerSource
 from plumbing.friendly_errors import CheckpointError
 from plumbing.tensor_names import NamedWeights
+
+LAYOUT = "a GGUF file (llama.cpp, Ollama, LM Studio)"
+
+
+def looks_like(path: Path) -> bool:
+    """A file that starts with GGUF's magic bytes (or is named .gguf: then it is checked)."""
+    return checkpoint_files.is_gguf(path)
+
 
 ROPE_FACTORS = "rope_freqs.weight"  # Llama 3.1+: one factor per RoPE pair (see below)
 

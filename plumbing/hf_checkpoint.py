@@ -23,6 +23,16 @@ from plumbing.checkpoint_files import TokenizerSource
 from plumbing.friendly_errors import CheckpointError
 from plumbing.tensor_names import NamedWeights
 
+LAYOUT = "Hugging Face's layout (config.json + safetensors)"
+
+
+def looks_like(path: Path) -> bool:
+    """A folder with config.json and no consolidated.*.pth (Meta's `original/` beside it is
+    Meta's)."""
+    folder = Path(path)
+    return (folder / "config.json").is_file() and not any(folder.glob("consolidated.*.pth"))
+
+
 # config.json keys the notebook needs, each with params.json's name for it.
 CONFIG_KEYS = {
     "hidden_size": "dim",

@@ -19,7 +19,13 @@ from plumbing.checkpoint_files import TokenizerSource
 from plumbing.friendly_errors import CheckpointError
 from plumbing.tensor_names import NamedWeights
 
+LAYOUT = "Meta's layout (consolidated.*.pth + params.json)"
 SPELLING: dict[str, str] = {}  # params.json's keys are the notebook's own
+
+
+def looks_like(path: Path) -> bool:
+    """A folder with consolidated.*.pth (params.json is checked when it is read)."""
+    return Path(path).is_dir() and any(Path(path).glob("consolidated.*.pth"))
 
 
 def sizes_path(folder: Path) -> Path:

@@ -4,8 +4,8 @@ Every layout's reader gives params.json's keys. Three of them a file may leave u
 `n_kv_heads` (absent: one key/value head per query head), `ffn_hidden` (Meta's params.json
 gives a rule instead: `multiple_of` and `ffn_dim_multiplier`) and `tied_output` (Meta's
 files say it by holding no output matrix). `filled` is the one place those defaults are
-written; everything else reads the filled params. The notebook derives the same sizes in
-the open, in its section "Sizes derived from `params.json`".
+written, into one frozen `ModelArgs`; everything else reads it. The notebook derives the same
+sizes in the open, in its section "Sizes derived from `params.json`".
 """
 
 from __future__ import annotations
@@ -31,9 +31,30 @@ def head_dim(params: dict) -> int:
     return params["dim"] // params["n_heads"]
 
 
-def filled(params: dict, tied_output: bool = False) -> dict:
-    """A copy of `params` with n_kv_heads, head_dim, ffn_hidden, tied_output and
-    context_length always present.
+class ModelArgs(dict):
+    """The filled sizes, frozen, like Meta's `ModelArgs(**params)`: read as a dict
+    (`args["dim"]`, `args.get(…)`, as the notebook reads params.json) or by attribute
+    (`args.dim`); never changed in place (a copy, `dict(args)` or `args | {…}`, is a dict)."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def _frozen(self, *args, **kwargs):
+        raise TypeError("the model's sizes are filled once and frozen: change a copy, dict(args)")
+
+    __setitem__ = __delitem__ = __ior__ = _frozen
+    update = pop = popitem = clear = setdefault = _frozen
+
+    def __reduce__(self):  # pickled (torch.save, a worker process) as the dict it holds
+        return ModelArgs, (dict(self),)
+
+
+def filled(params: dict, tied_output: bool = False) -> ModelArgs:
+    """`params` with n_kv_heads, head_dim, ffn_hidden, tied_output and context_length always
+    present, frozen.
 
     `tied_output` is the default for a file that does not state it (Meta's: whether its
     weights hold no output matrix). Filling filled params changes nothing.
@@ -46,7 +67,7 @@ def filled(params: dict, tied_output: bool = False) -> dict:
     if sizes.get("tied_output") is None:
         sizes["tied_output"] = tied_output
     sizes["context_length"] = release_facts.context_length(sizes)
-    return sizes
+    return ModelArgs(sizes)
 
 
 def expected_shapes(params: dict, tied_output: bool | None = None) -> dict[str, tuple[int, ...]]:

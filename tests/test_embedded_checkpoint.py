@@ -1,11 +1,13 @@
 """The embedded checkpoint is in Meta's exact layout, within the size limits."""
 
+import io
 import json
 
 import pytest
 import torch
 
-from plumbing import checkpoint_files, checkpoints, model_sizes, tensor_names
+from plumbing import checkpoint_files, checkpoints, meta_checkpoint, model_sizes, tensor_names
+from plumbing.friendly_errors import CheckpointError
 
 FOLDER = checkpoint_files.EMBEDDED_CHECKPOINT
 META_PARAM_KEYS = {
@@ -70,7 +72,7 @@ def test_unused_vocabulary_rows_are_exactly_zero(state_dict):
 
 def test_one_interface_opens_it():
     checkpoint = checkpoints.open_checkpoint(FOLDER)
-    assert checkpoint.layout is checkpoint_files.Layout.META
+    assert checkpoint.reader is meta_checkpoint
     assert checkpoint.stated == checkpoints.read_params(FOLDER)
     # params.json states n_kv_heads; head_dim is dim / n_heads; ffn_hidden follows Meta's rule;
     # the file holds output.weight; the context is Llama 3's (no use_scaled_rope)
@@ -97,3 +99,33 @@ def test_one_name_map_both_ways(params):
             assert layout.to_meta(layout.from_meta(name)) == name
     assert tensor_names.GGUF.from_meta("layers.3.feed_forward.w1.weight") == "blk.3.ffn_gate.weight"
     assert tensor_names.HUGGING_FACE.to_meta("model.norm.weight") == "norm.weight"
+
+
+def test_the_filled_sizes_are_frozen_and_travel():
+    # one ModelArgs, read as a dict or by attribute, never changed in place; a copy is a dict;
+    # it pickles as itself (torch.save, worker processes)
+    params = checkpoints.open_checkpoint(FOLDER).params
+    assert params.head_dim == params["head_dim"] == 16 and params.get("missing") is None
+    for change in (
+        lambda: params.__setitem__("dim", 1),
+        lambda: params.update(dim=1),
+        lambda: params.pop("dim"),
+        lambda: params.setdefault("x", 1),
+    ):
+        with pytest.raises(TypeError, match="frozen"):
+            change()
+    assert params["dim"] == 64
+    assert type(params | {"dim": 1}) is dict and type(dict(params)) is dict
+    buffer = io.BytesIO()
+    torch.save(params, buffer)
+    buffer.seek(0)
+    again = torch.load(buffer, weights_only=False)
+    assert type(again) is model_sizes.ModelArgs and again == params
+    assert model_sizes.filled(params) == params  # filling filled sizes changes nothing
+
+
+def test_each_path_is_read_by_the_reader_it_looks_like(tmp_path):
+    assert checkpoints.reader_for(FOLDER) is meta_checkpoint
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(CheckpointError, match=r"is in none of the layouts this notebook reads"):
+        checkpoints.reader_for(tmp_path)

@@ -104,7 +104,7 @@ def test_block_formats_within_their_own_error(files, meta, kind, bound):
 
 def test_one_interface_for_a_gguf_file(files):
     meta, ours = checkpoints.open_checkpoint(EMBEDDED), checkpoints.open_checkpoint(files["Q8_0"])
-    assert ours.layout is checkpoint_files.Layout.GGUF
+    assert ours.reader is gguf_files
     sizes = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "ffn_hidden", "tied_output")
     assert {key: ours.params[key] for key in sizes} == {key: meta.params[key] for key in sizes}
     assert ours.weights.shapes == meta.weights.shapes  # Meta's names, in Meta's order
@@ -315,7 +315,7 @@ def test_an_ollama_name_resolves_to_its_blob_in_place(tmp_path, small_vocabulary
     found = checkpoint_files.find_checkpoint_dir("llama3.2:1b")
     assert found.parent == models / "blobs" and found.resolve() == small_vocabulary_file.resolve()
     # a blob has no .gguf suffix: the magic says
-    assert checkpoint_files.layout(found) == checkpoint_files.Layout.GGUF
+    assert checkpoints.reader_for(found) is gguf_files
 
 
 def test_the_context_is_the_one_the_file_states(tmp_path):

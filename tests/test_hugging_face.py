@@ -93,7 +93,7 @@ def test_embedded_tensors_bit_for_bit(embedded_hf, embedded_hf_sharded):
     assert (embedded_hf_sharded / "model.safetensors.index.json").exists()
     assert len(list(embedded_hf_sharded.glob("model-*.safetensors"))) > 2
     for folder in (embedded_hf, embedded_hf_sharded):
-        assert checkpoint_files.layout(folder) == checkpoint_files.Layout.HUGGING_FACE
+        assert checkpoints.reader_for(folder) is hf_checkpoint
         assert_same_tensors(EMBEDDED, folder)
 
 
@@ -138,7 +138,7 @@ def read_in_both_spellings(hf, tmp_path) -> dict[str, dict]:
 
 def test_one_interface_for_a_hugging_face_folder(embedded_hf):
     meta, ours = checkpoints.open_checkpoint(EMBEDDED), checkpoints.open_checkpoint(embedded_hf)
-    assert ours.layout is checkpoint_files.Layout.HUGGING_FACE
+    assert ours.reader is hf_checkpoint
     sizes = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "ffn_hidden", "tied_output")
     assert {key: ours.params[key] for key in sizes} == {key: meta.params[key] for key in sizes}
     assert ours.weights.shapes == meta.weights.shapes  # Meta's names, in Meta's order
