@@ -6,8 +6,9 @@ vocabulary, and every tensor, memory-mapped by the `gguf` package (ggml's own re
 `read_params` turns the metadata into params.json's keys; `GGUFWeights` hands out the
 tensors under Meta's names, one at a time. llama.cpp's converter already put the q and k
 rows back in Meta's order (its `permute()` undoes Hugging Face's), so no row moves here.
-Blocks of Q8_0, Q4_0, Q4_K, Q6_K and llama.cpp's other block formats are dequantized by
-`gguf.quants` when a tensor is read.
+Q4_0's blocks go to PyTorch's int4 kernel as they are (`int4_blocks`: weight_loading builds
+the matrices); Q8_0's are dequantized with torch when a tensor is read, at memory speed; Q4_K,
+Q6_K and llama.cpp's other block formats by `gguf.quants`, in numpy.
 
 (An Ollama model name, `llama3.2:1b`, is found by model_ids: the GGUF blob it names is read
 here, where it lies.)
@@ -15,6 +16,7 @@ here, where it lies.)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import gguf
@@ -73,6 +75,32 @@ BLOCK_FORMATS = [
     "IQ4_XS",
 ]
 FORMATS = IN_PLACE | dict.fromkeys(BLOCK_FORMATS, torch.float32)
+
+# The block formats read with torch, at memory speed (the others by gguf.quants, in numpy):
+# bytes per block of 32 weights, each block a float16 scale d, then the integers.
+# Q8_0: 32 int8 q, weight d·q. Q4_0: 16 bytes, byte j holding weight j in its low four bits
+# and weight j + 16 in its high four, weight d·(q − 8).
+TORCH_BLOCKS = {"Q8_0": 34, "Q4_0": 18}
+BLOCK = 32
+
+
+def ints_and_scales(kind: str, data) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of Q8_0 or Q4_0 blocks (bytes [rows × blocks·bytes per block]) → the integers
+    [rows × K] as int8 (Q4_0's in -8 … 7) and one float32 scale per 32 [rows × K/32]."""
+    raw = torch.as_tensor(np.asarray(data)).reshape(len(data), -1, TORCH_BLOCKS[kind])
+    scales = raw[..., :2].contiguous().view(torch.float16)[..., 0].float()
+    if kind == "Q8_0":
+        ints = raw[..., 2:].contiguous().view(torch.int8)
+    else:
+        nibbles = raw[..., 2:]
+        ints = torch.cat([nibbles & 15, nibbles >> 4], dim=-1).to(torch.int8) - 8
+    return ints.flatten(1), scales
+
+
+def dequantize(kind: str, data) -> torch.Tensor:
+    """Rows of Q8_0 or Q4_0 blocks as float32, as gguf.quants gives them (bit for bit)."""
+    ints, scales = ints_and_scales(kind, data)
+    return (ints.float().unflatten(1, (-1, BLOCK)) * scales[..., None]).flatten(1)
 
 
 _readers: dict[tuple[str, int, int], gguf.GGUFReader] = {}
@@ -243,8 +271,23 @@ class GGUFWeights(NamedWeights):
             return torch.from_numpy(tensor.data)
         if kind == "BF16":  # gguf hands it out as bytes
             return torch.from_numpy(tensor.data).view(torch.bfloat16).reshape(self.shapes[name])
+        if kind in TORCH_BLOCKS:
+            data = np.asarray(tensor.data).reshape(self.shapes[name][0], -1)
+            return dequantize(kind, data)
         values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
         return torch.from_numpy(values).reshape(self.shapes[name])
+
+    def int4_blocks(self, name: str, rows: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """A Q4_0 matrix's integers (-8 … 7) and scales, `rows` rows at a time: what PyTorch's
+        int4 kernel takes, groups of 32 with one scale each, as the file holds them."""
+        data = np.asarray(self.tensors[name].data).reshape(self.shapes[name][0], -1)
+        for start in range(0, len(data), rows):
+            yield ints_and_scales("Q4_0", data[start : start + rows])
+
+    @property
+    def kernel_ready(self) -> list[str]:
+        """The matrices whose blocks PyTorch's int4 kernel takes as they are: Q4_0's."""
+        return [name for name, kind in self.formats.items() if kind == "Q4_0"]
 
 
 def weights(path: Path, params: dict) -> NamedWeights:

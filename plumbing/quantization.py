@@ -21,6 +21,7 @@ than the CPU the product is dequantize-then-multiply: the fused CUDA kernels are
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import time
 from collections.abc import Iterator
@@ -70,13 +71,42 @@ def dequantized(ints: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
 ROWS_AT_A_TIME = 4096
 
 
+# The CPU int4 kernel's bytes, as torch._convert_weight_to_int4pack_for_cpu lays them out
+# (PyTorch 2.13): rows in tiles of 64; in a tile, for each pair of columns (2j, 2j + 1), 64
+# bytes: column 2j's then column 2j + 1's, each 32 bytes holding row r in the low four bits
+# and row r + 32 in the high four. `_tiles_pack` writes that with byte operations (the
+# converter takes int32 input, 4 bytes per weight, and is slower); `pack_int4` checks it
+# against the converter once per process and uses the converter alone if they differ.
+TILE_ROWS = 64
+
+
+def _tiles_pack(unsigned: torch.Tensor) -> torch.Tensor:
+    """Values 0 … 15 as uint8 [N × K], N a multiple of TILE_ROWS → the kernel's [N × K/2]."""
+    n_rows, k = unsigned.shape
+    halves = unsigned.view(n_rows // TILE_ROWS, 2, TILE_ROWS // 2, k // 2, 2)
+    packed = halves[:, 0] | (halves[:, 1] << 4)  # [tiles × 32 rows × K/2 pairs × 2]
+    return packed.permute(0, 2, 3, 1).reshape(n_rows, k // 2).contiguous()
+
+
+def _converter_pack(unsigned: torch.Tensor) -> torch.Tensor:
+    return torch._convert_weight_to_int4pack_for_cpu(unsigned.to(torch.int32), 1)
+
+
+@functools.cache
+def _tiles_pack_agrees() -> bool:
+    sample = torch.randint(0, 16, (2 * TILE_ROWS, 64), generator=torch.Generator().manual_seed(0))
+    return torch.equal(_tiles_pack(sample.to(torch.uint8)), _converter_pack(sample))
+
+
 def pack_int4(ints: torch.Tensor) -> torch.Tensor:
-    """Integers -8 … 7 [N × K] → the CPU int4 kernel's bytes [N × K/2], a block of rows at a
-    time (the kernel packs each row block on its own: tests/test_quantization.py checks it)."""
-    blocks = ints.split(ROWS_AT_A_TIME)
-    return torch.cat(
-        [torch._convert_weight_to_int4pack_for_cpu((b + 8).to(torch.int32), 1) for b in blocks]
-    )
+    """Integers -8 … 7 [N × K] → the CPU int4 kernel's bytes [N × K/2] (the kernel packs
+    each tile of rows on its own: tests/test_quantization.py checks it)."""
+    unsigned = (ints + 8).to(torch.uint8)
+    whole = unsigned.shape[0] // TILE_ROWS * TILE_ROWS if _tiles_pack_agrees() else 0
+    parts = [_tiles_pack(unsigned[:whole])] if whole else []
+    if whole < unsigned.shape[0]:
+        parts.append(_converter_pack(unsigned[whole:]))
+    return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
 def unpack_int4(packed: torch.Tensor, group: int) -> torch.Tensor:
@@ -195,13 +225,26 @@ def quantize(
     """A block of rows at a time; for the CPU's int4 kernel each block is packed at once, so
     the int8 integers of a whole matrix never exist together."""
     rule = int8_rows if scheme == "int8" else int4_groups
+    return assembled(
+        (rule(rows) for rows in w.split(ROWS_AT_A_TIME)), w.shape[0], scheme, device, dtype
+    )
+
+
+def assembled(
+    row_blocks: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    n_rows: int,
+    scheme: str,
+    device,
+    dtype: torch.dtype = torch.float32,
+) -> QuantizedMatrix:
+    """One matrix from its (integers, scales) a block of rows at a time: quantized here, or a
+    file's own blocks (a GGUF file's Q4_0, as they are)."""
     packing = scheme == "int4" and torch.device(device).type == "cpu"
     joined, block_scales, filled = None, [], 0
-    for rows in w.split(ROWS_AT_A_TIME):
-        ints, scales = rule(rows)
+    for ints, scales in row_blocks:
         stored = pack_int4(ints) if packing else ints
         if joined is None:  # the whole matrix's integers, written block by block (no second copy)
-            joined = torch.empty((w.shape[0], *stored.shape[1:]), dtype=stored.dtype)
+            joined = torch.empty((n_rows, *stored.shape[1:]), dtype=stored.dtype)
         joined[filled : filled + stored.shape[0]] = stored
         filled += stored.shape[0]
         block_scales.append(scales)
@@ -224,17 +267,18 @@ def quantizable(name: str, shape: tuple[int, ...], scheme: str, tied: bool) -> b
 
 
 def quantize_checkpoint(
-    weights, scheme: str, device, dtype: torch.dtype = torch.float32
+    weights, scheme: str, device, dtype: torch.dtype = torch.float32, held=()
 ) -> tuple[dict[str, QuantizedMatrix], str]:
     """Every matrix a step reads whole, quantized one at a time from the memory-mapped file
     (one float copy of one tensor in memory at a time); and a line that says what it cost.
-    `dtype`: the compute dtype, in which any use but `x @ W.T` sees the matrix."""
+    `dtype`: the compute dtype, in which any use but `x @ W.T` sees the matrix; `held`: names
+    left out (a file's blocks, taken as they are)."""
     started = time.perf_counter()
     shapes = getattr(weights, "shapes", None) or {n: tuple(t.shape) for n, t in weights.items()}
     tied = "output.weight" not in shapes
     matrices, source_bytes = {}, 0
     for name, shape in shapes.items():
-        if quantizable(name, shape, scheme, tied):
+        if quantizable(name, shape, scheme, tied) and name not in held:
             tensor = weights[name]  # read from the file now, dropped after this step
             source_bytes += tensor.numel() * tensor.element_size()
             matrices[name] = quantize(tensor, scheme, device, dtype)
@@ -245,6 +289,29 @@ def quantize_checkpoint(
     return matrices, (
         f"{SCHEMES[scheme]}, {len(matrices)} matrices: {source_bytes / 1e6:,.1f} MB → "
         f"{kept_bytes / 1e6:,.1f} MB in {seconds:.1f} s ({kernel})"
+    )
+
+
+def from_file_blocks(weights, device, dtype: torch.dtype = torch.float32):
+    """The matrices whose blocks the int4 kernel takes as the file holds them (a GGUF file's
+    Q4_0: `weights.kernel_ready`), made with torch, never through float32 copies; and a line
+    that says what it took (None: none)."""
+    names = [
+        name
+        for name in getattr(weights, "kernel_ready", [])
+        if quantizable(name, weights.shapes[name], "int4", "output.weight" not in weights.shapes)
+    ]
+    if not names:
+        return {}, None
+    started, matrices = time.perf_counter(), {}
+    for name in names:
+        blocks = weights.int4_blocks(name, ROWS_AT_A_TIME)
+        matrices[name] = assembled(blocks, weights.shapes[name][0], "int4", device, dtype)
+    kept_bytes = sum(matrix.nbytes for matrix in matrices.values())
+    kernel = "fused int4 kernel" if torch.device(device).type == "cpu" else "dequantized"
+    return matrices, (
+        f"{SCHEMES['int4']}: {len(matrices)} matrices' Q4_0 blocks as the file holds them, "
+        f"{kept_bytes / 1e6:,.1f} MB in {time.perf_counter() - started:.1f} s ({kernel})"
     )
 
 

@@ -249,7 +249,7 @@ def check_prompt_fits(n_tokens: int, n_heads: int, memory: int) -> None:
         f"The prompt is {n_tokens:,} tokens: the walkthrough's layer cells compute every head's "
         f"scores at once, {needed / 1e9:.0f} GB for it, and this machine has "
         f"{memory / 1e9:.0f} GB; shorten LLAMA3_PROMPT (or LLAMA3_PROMPT_FILE) to at most "
-        f"{longest:,} tokens (the section \"Long inputs\" reads longer text in blocks)."
+        f'{longest:,} tokens (the section "Long inputs" reads longer text in blocks).'
     )
 
 

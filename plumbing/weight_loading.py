@@ -275,9 +275,13 @@ def reader_for(
     elif route is not None:
         route, route_note = one_row.choose_aten(weights, route, route_note)
     plain = WeightReader(weights, device, dtype, streaming, route)
-    if scheme == "none":
-        return Built(Weights(plain), plain, route, route_note, None)
-    matrices, note = quantization.quantize_checkpoint(weights, scheme, device, dtype)
+    # a file's blocks that PyTorch's int4 kernel takes as they are (GGUF's Q4_0), by default
+    matrices, note = quantization.from_file_blocks(weights, device, dtype)
+    if scheme != "none":
+        more, quantized = quantization.quantize_checkpoint(weights, scheme, device, dtype, matrices)
+        matrices, note = matrices | more, "; ".join(filter(None, [note, quantized]))
+    if not matrices:
+        return Built(Weights(plain), plain, route, route_note, note)
     return Built(
         Weights(quantization.QuantizedReader(matrices, plain)), plain, route, route_note, note
     )

@@ -113,12 +113,35 @@ def test_one_interface_for_a_gguf_file(files):
     assert ours.weights.about(name) == meta.weights.about(name)
 
 
-def test_int4_takes_q4_0_blocks_as_they_are(files):
-    """LLAMA3_QUANTIZE=int4 on a Q4_0 file: the kernel gets the file's own integers, and its
-    float16 scales rounded to bfloat16 (the kernel's); nothing is quantized twice."""
+def every_block(kind: str) -> np.ndarray:
+    """The whole space of a block format's blocks, in 65,536 rows of one block: every float16
+    scale (zeros, subnormals, infinities and NaNs among them), and every byte value at every
+    integer position (the bytes run through 0 … 255 down the rows, shifted at each position)."""
+    size = gguf_files.TORCH_BLOCKS[kind]
+    scales = np.arange(2**16, dtype=np.uint16).view(np.uint8).reshape(-1, 2)
+    positions = np.arange(size - 2, dtype=np.uint16)
+    ints = ((np.arange(2**16, dtype=np.uint16)[:, None] + 37 * positions) % 256).astype(np.uint8)
+    return np.concatenate([scales, ints], axis=1)
+
+
+@pytest.mark.parametrize("kind", sorted(gguf_files.TORCH_BLOCKS))
+def test_torch_reads_every_block_as_gguf_dequantizes_it(kind):
+    blocks = every_block(kind)
+    expected = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType[kind])
+    ours = gguf_files.dequantize(kind, blocks)
+    torch.testing.assert_close(ours, torch.from_numpy(expected), rtol=0, atol=0, equal_nan=True)
+    ints, _ = gguf_files.ints_and_scales(kind, blocks)
+    low, high = (-128, 127) if kind == "Q8_0" else (-8, 7)
+    assert int(ints.min()) == low and int(ints.max()) == high  # every integer the format has
+
+
+def test_q4_0_blocks_go_to_the_int4_kernel_as_they_are(files):
+    """By default a Q4_0 file's matrices go to the int4 kernel: the file's own integers, and
+    its float16 scales rounded to bfloat16 (the kernel's); nothing is quantized twice."""
     weights = checkpoints.open_checkpoint(files["Q4_0"]).weights
     name = "layers.1.feed_forward.w2.weight"
-    matrices, _ = quantization.quantize_checkpoint(weights, "int4", "cpu")
+    matrices, note = quantization.from_file_blocks(weights, "cpu")
+    assert len(matrices) == 4 * 7 + 1 and "Q4_0 blocks as the file holds them" in note
     raw = np.asarray(weights.tensors[name].data).reshape(-1, 18)  # blocks: float16 d, 16 bytes
     scales = torch.from_numpy(raw[:, :2].copy().view(np.float16).astype(np.float32))
     nibbles = torch.from_numpy(raw[:, 2:].astype(np.int16))
@@ -128,6 +151,11 @@ def test_int4_takes_q4_0_blocks_as_they_are(files):
     assert torch.equal(
         matrices[name].scales.float(), scales.reshape(shape[0], -1).bfloat16().float()
     )
+    x = torch.randn(3, shape[1], generator=torch.Generator().manual_seed(0))
+    kernel, dequantized = matrices[name].times_transposed(x), x @ matrices[name].dequantize().T
+    assert (kernel - dequantized).abs().max() <= 1e-2 * dequantized.abs().max()  # bf16 input
+    # LLAMA3_QUANTIZE=int4 adds nothing: the Q4_0 matrices are held, the rest are norms
+    assert quantization.quantize_checkpoint(weights, "int4", "cpu", held=matrices)[0] == {}
 
 
 def test_the_tokenizer_is_llama3s(files):
@@ -196,7 +224,7 @@ def test_other_block_formats_are_read_as_gguf_dequantizes_them(tmp_path, kind):
 @pytest.fixture(scope="session")
 def gguf_run(files, tmp_path_factory):
     """One run on everything a GGUF reader meets at once: an Ollama name whose blob is the
-    Q4_0 file, under LLAMA3_QUANTIZE=int4, which takes its blocks as they are. (F32 and BF16
+    Q4_0 file, whose blocks go to the int4 kernel as they are, by default. (F32 and BF16
     give Meta's tensors bit for bit, and Q8_0's and the other formats' blocks are dequantized
     as gguf does, above: the same notebook on the same numbers.)"""
     models = ollama_folder(tmp_path_factory.mktemp("ollama"), "llama3-tiny:q4_0", files["Q4_0"])
@@ -204,7 +232,7 @@ def gguf_run(files, tmp_path_factory):
     before = {path: path.stat().st_mtime_ns for path in files.values()}
     run = run_and_read(
         tmp_path_factory.mktemp("run-gguf"),
-        {**TENSORS_ONLY, **settings, "LLAMA3_QUANTIZE": "int4"},
+        {**TENSORS_ONLY, **settings},
     )
     assert {path: path.stat().st_mtime_ns for path in files.values()} == before  # nothing written
     return run
@@ -217,7 +245,7 @@ def test_the_notebook_on_an_ollama_gguf_blob_predicts_42(gguf_run, embedded_run)
     setup = cell_text(gguf_run["notebook"], "prelims-code")
     assert "GGUF file (F32/Q4_0)" in setup, setup
     assert "blobs/sha256-" in setup, setup
-    assert "int4, one scale per 32 weights" in setup, setup
+    assert "int4, one scale per 32 weights: 29 matrices' Q4_0 blocks as the file holds" in setup
 
 
 # ---- one sentence for each mistake ------------------------------------------------------------

@@ -153,6 +153,20 @@ def test_int4_keeps_only_what_the_kernel_reads(monkeypatch):
     assert matrix.held_nbytes == 320 * 96 // 2 + 320 * 3 * 2 * 2  # what the benchmark counts
 
 
+@pytest.mark.parametrize("rows", [16, 64, 112, 128, 320])
+def test_int4_packed_by_byte_operations_as_the_converter_packs(rows):
+    """pack_int4 writes the kernel's layout itself, tiles of 64 rows, and leaves a tail of
+    fewer rows to torch's converter: for every integer -8 … 7 at every place, the converter's
+    bytes, contiguous as the kernel needs them."""
+    columns = 64
+    ints = (torch.arange(rows * columns).reshape(rows, columns) * 7 % 16 - 8).to(torch.int8)
+    assert set(ints.flatten().tolist()) == set(range(-8, 8))
+    packed = quantization.pack_int4(ints)
+    assert packed.is_contiguous()
+    assert torch.equal(packed, torch._convert_weight_to_int4pack_for_cpu((ints + 8).int(), 1))
+    assert torch.equal(quantization.unpack_int4(packed, 32), ints)
+
+
 def test_int8_holds_its_integers_once():
     # The kernel reads the very integers the matrix keeps: the benchmark's memory target
     # (docs/performance.md) counts them once, with one float32 and one bfloat16 scale per row.
