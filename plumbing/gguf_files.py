@@ -22,6 +22,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import torch
+from torch.utils._pytree import tree_map
 
 from plumbing import checkpoint_checks, checkpoint_files, release_facts, tensor_names
 from plumbing.checkpoint_files import GGUF_MAGIC, TokenizerSource
@@ -101,6 +102,62 @@ def dequantize(kind: str, data) -> torch.Tensor:
     """Rows of Q8_0 or Q4_0 blocks as float32, as gguf.quants gives them (bit for bit)."""
     ints, scales = ints_and_scales(kind, data)
     return (ints.float().unflatten(1, (-1, BLOCK)) * scales[..., None]).flatten(1)
+
+
+def dequantize_rows(kind: str, tensor, rows) -> torch.Tensor:
+    """Rows of a block-format matrix (the file's bytes, one row of blocks each) in float32:
+    Q8_0 and Q4_0 with torch, the other formats with gguf.quants."""
+    if kind in TORCH_BLOCKS:
+        return dequantize(kind, rows)
+    return torch.from_numpy(gguf.quants.dequantize(rows, tensor.tensor_type))
+
+
+class BlockMatrix:
+    """A block-format matrix of the file `[rows × columns]`, dequantized to float32 when used.
+
+    Indexing rows (`table[token_ids]`: the embedding's lookup) dequantizes those rows only, so
+    a prompt's few tokens never cost the whole table (2.1 GB in float32 for the 8B); any other
+    use, a tensor method or a torch function, sees the whole matrix, dequantized for it."""
+
+    dtype = torch.float32
+
+    def __init__(self, kind: str, tensor, shape: tuple[int, int]):
+        self.kind, self.tensor, self.shape = kind, tensor, torch.Size(shape)
+        self.blocks = np.asarray(tensor.data).reshape(shape[0], -1)  # memory-mapped bytes
+
+    def full(self) -> torch.Tensor:
+        return dequantize_rows(self.kind, self.tensor, self.blocks).reshape(self.shape)
+
+    def __getitem__(self, index):
+        if isinstance(index, (tuple, slice)) or index is Ellipsis:
+            return self.full()[index]
+        rows = np.asarray(index.cpu() if torch.is_tensor(index) else index)
+        if rows.dtype == np.bool_ or not np.issubdtype(rows.dtype, np.integer):
+            return self.full()[index]
+        values = dequantize_rows(self.kind, self.tensor, self.blocks[rows.reshape(-1)])
+        return values.reshape(*rows.shape, self.shape[1])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def dim(self) -> int:
+        return 2
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.full(), name)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        def whole(value):
+            return value.full() if isinstance(value, BlockMatrix) else value
+
+        args, kwargs = tree_map(whole, args), tree_map(whole, kwargs or {})
+        return func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"BlockMatrix({self.kind}, shape {list(self.shape)}, dequantized when used)"
 
 
 _readers: dict[tuple[str, int, int], gguf.GGUFReader] = {}
@@ -271,18 +328,18 @@ class GGUFWeights(NamedWeights):
             return torch.from_numpy(tensor.data)
         if kind == "BF16":  # gguf hands it out as bytes
             return torch.from_numpy(tensor.data).view(torch.bfloat16).reshape(self.shapes[name])
-        if kind in TORCH_BLOCKS:
-            data = np.asarray(tensor.data).reshape(self.shapes[name][0], -1)
-            return dequantize(kind, data)
+        if len(self.shapes[name]) == 2:
+            return BlockMatrix(kind, tensor, self.shapes[name])
         values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
         return torch.from_numpy(values).reshape(self.shapes[name])
 
-    def int4_blocks(self, name: str, rows: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """A Q4_0 matrix's integers (-8 … 7) and scales, `rows` rows at a time: what PyTorch's
-        int4 kernel takes, groups of 32 with one scale each, as the file holds them."""
+    def q4_0_rows(self, name: str, rows: int) -> Iterator[torch.Tensor]:
+        """A Q4_0 matrix's blocks as the file holds them, `rows` rows at a time: bytes
+        [rows × K/32 × 18], memory-mapped (what PyTorch's int4 kernel takes: groups of 32
+        integers with one scale each, in another layout)."""
         data = np.asarray(self.tensors[name].data).reshape(self.shapes[name][0], -1)
         for start in range(0, len(data), rows):
-            yield ints_and_scales("Q4_0", data[start : start + rows])
+            yield torch.as_tensor(data[start : start + rows]).unflatten(1, (-1, 18))
 
     @property
     def kernel_ready(self) -> list[str]:

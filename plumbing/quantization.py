@@ -28,6 +28,7 @@ from collections.abc import Iterator
 
 import torch
 
+from plumbing import gguf_files
 from plumbing.matrices import Matrix
 
 INT4_GROUP = 32  # weights per scale in int4: llama.cpp's Q4_0 block
@@ -98,10 +99,44 @@ def _tiles_pack_agrees() -> bool:
     return torch.equal(_tiles_pack(sample.to(torch.uint8)), _converter_pack(sample))
 
 
+NIBBLES = 0x0F0F_0F0F_0F0F_0F0F  # the low four bits of each of a 64-bit word's bytes
+HIGH_NIBBLES = (NIBBLES << 4) - 2**64  # the high four, as a signed 64-bit number
+
+
+def pack_q4_0(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q4_0 blocks as a file holds them, bytes [N × K/32 × 18] (a float16 scale, then byte j
+    holding weight j in its low four bits and weight j + 16 in its high four) → the CPU int4
+    kernel's bytes [N × K/2] and the scales [N × K/32] in float32.
+
+    Byte operations only, eight bytes at a time: the kernel's byte for column k of rows r and
+    r + 32 of a tile joins the two rows' nibbles of k, which sit at the same place in their
+    blocks. Rows past the last whole tile, or a kernel whose layout `_tiles_pack` no longer
+    matches, go through the integers and `pack_int4`."""
+    n_rows, n_blocks, _ = blocks.shape
+    scales = blocks[..., :2].contiguous().view(torch.float16)[..., 0].float()
+    nibbles = blocks[..., 2:]
+    whole = n_rows // TILE_ROWS * TILE_ROWS if _tiles_pack_agrees() else 0
+    parts = []
+    if whole:
+        words = nibbles[:whole].contiguous().view(torch.int64)  # [whole × K/32 × 2]
+        tiles = words.view(whole // TILE_ROWS, 2, TILE_ROWS // 2, n_blocks, 2)
+        upper, lower = tiles[:, 0], tiles[:, 1]  # rows r and r + 32 of each tile
+        first = (upper & NIBBLES) | ((lower & NIBBLES) << 4)  # weights j = 0 … 15 of a block
+        second = ((upper >> 4) & NIBBLES) | (lower & HIGH_NIBBLES)  # weights j = 16 … 31
+        joined = torch.stack([first, second], dim=3).view(torch.uint8)  # k = 32b + 16h + j
+        pairs = joined.reshape(whole // TILE_ROWS, TILE_ROWS // 2, -1, 2)  # [… × K/2 × 2]
+        parts.append(pairs.permute(0, 2, 3, 1).reshape(whole, -1).contiguous())
+    if whole < n_rows:
+        rest = nibbles[whole:]
+        parts.append(pack_int4(torch.cat([rest & 15, rest >> 4], dim=-1).flatten(1)))
+    return (torch.cat(parts) if len(parts) > 1 else parts[0]), scales
+
+
 def pack_int4(ints: torch.Tensor) -> torch.Tensor:
-    """Integers -8 … 7 [N × K] → the CPU int4 kernel's bytes [N × K/2] (the kernel packs
-    each tile of rows on its own: tests/test_quantization.py checks it)."""
-    unsigned = (ints + 8).to(torch.uint8)
+    """Integers -8 … 7 [N × K] (int8; or uint8 0 … 15, already offset by 8, as Q4_0 stores
+    them) → the CPU int4 kernel's bytes [N × K/2] (the kernel packs each tile of rows on its
+    own: tests/test_quantization.py checks it)."""
+    unsigned = ints if ints.dtype == torch.uint8 else (ints + 8).to(torch.uint8)
     whole = unsigned.shape[0] // TILE_ROWS * TILE_ROWS if _tiles_pack_agrees() else 0
     parts = [_tiles_pack(unsigned[:whole])] if whole else []
     if whole < unsigned.shape[0]:
@@ -242,7 +277,9 @@ def assembled(
     packing = scheme == "int4" and torch.device(device).type == "cpu"
     joined, block_scales, filled = None, [], 0
     for ints, scales in row_blocks:
-        stored = pack_int4(ints) if packing else ints
+        # int4 on the CPU: packed here, or already the kernel's bytes (uint8, half as wide)
+        already = ints.dtype == torch.uint8 and ints.shape[1] * 2 == scales.shape[1] * INT4_GROUP
+        stored = pack_int4(ints) if packing and not already else ints
         if joined is None:  # the whole matrix's integers, written block by block (no second copy)
             joined = torch.empty((n_rows, *stored.shape[1:]), dtype=stored.dtype)
         joined[filled : filled + stored.shape[0]] = stored
@@ -304,9 +341,14 @@ def from_file_blocks(weights, device, dtype: torch.dtype = torch.float32):
     if not names:
         return {}, None
     started, matrices = time.perf_counter(), {}
+    cpu = torch.device(device).type == "cpu"
     for name in names:
-        blocks = weights.int4_blocks(name, ROWS_AT_A_TIME)
+        blocks = (
+            pack_q4_0(rows) if cpu else gguf_files.ints_and_scales("Q4_0", rows.flatten(1))
+            for rows in weights.q4_0_rows(name, ROWS_AT_A_TIME)
+        )
         matrices[name] = assembled(blocks, weights.shapes[name][0], "int4", device, dtype)
+    return_freed_memory()  # else the freed temporaries stay in the heap (below)
     kept_bytes = sum(matrix.nbytes for matrix in matrices.values())
     kernel = "fused int4 kernel" if torch.device(device).type == "cpu" else "dequantized"
     return matrices, (

@@ -175,6 +175,9 @@ class NamedWeights(Mapping):
     def __iter__(self) -> Iterator[str]:  # Meta's names, in the order of the files
         return iter(self.shapes)
 
+    def __contains__(self, name) -> bool:  # from the index: Mapping's own would read the tensor
+        return name in self.shapes
+
     def __len__(self) -> int:
         return len(self.shapes)
 

@@ -135,6 +135,18 @@ def test_torch_reads_every_block_as_gguf_dequantizes_it(kind):
     assert int(ints.min()) == low and int(ints.max()) == high  # every integer the format has
 
 
+@pytest.mark.parametrize("rows", [32, 96, 8192])
+def test_q4_0_bytes_become_the_kernels_bytes_as_its_integers_would(rows):
+    """pack_q4_0 turns the file's bytes into the int4 kernel's with byte operations: the very
+    bytes pack_int4 makes from the integers. 8,192 rows of 8 blocks are every_block's 65,536
+    (every byte value at every place); 96 rows, a tile of 64 and a tail of 32; 32, a tail."""
+    blocks = torch.as_tensor(every_block("Q4_0")).reshape(-1, 8, 18)[:rows]
+    packed, scales = quantization.pack_q4_0(blocks)
+    ints, expected_scales = gguf_files.ints_and_scales("Q4_0", blocks.flatten(1).numpy())
+    assert torch.equal(packed, quantization.pack_int4(ints)) and packed.is_contiguous()
+    torch.testing.assert_close(scales, expected_scales, rtol=0, atol=0, equal_nan=True)
+
+
 def test_q4_0_blocks_go_to_the_int4_kernel_as_they_are(files):
     """By default a Q4_0 file's matrices go to the int4 kernel: the file's own integers, and
     its float16 scales rounded to bfloat16 (the kernel's); nothing is quantized twice."""
@@ -212,7 +224,7 @@ def test_other_block_formats_are_read_as_gguf_dequantizes_them(tmp_path, kind):
     so here one matrix of each, under Meta's name, in its shape."""
     data, qtype = block_bytes(kind, rows=3), gguf.GGMLQuantizationType[kind]
     weights = gguf_files.GGUFWeights(one_tensor_file(tmp_path / "one.gguf", data, qtype), {})
-    tensor = weights["layers.0.feed_forward.w2.weight"]
+    tensor = weights["layers.0.feed_forward.w2.weight"].float()  # dequantized when used
     assert tensor.shape == (3, 256) and weights.formats["layers.0.feed_forward.w2.weight"] == kind
     expected = torch.from_numpy(gguf.quants.dequantize(data, qtype))
     torch.testing.assert_close(tensor, expected, rtol=0, atol=0, equal_nan=True)
@@ -350,3 +362,32 @@ def test_the_context_is_the_one_the_file_states(tmp_path):
     # llama.context_length, where the metadata states it (as llama.cpp's converter writes it)
     stated = write_gguf(EMBEDDED, tmp_path / "short.gguf", "F32", context_length=2048)
     assert checkpoints.open_checkpoint(stated).params["context_length"] == 2048
+
+
+def test_asking_whether_a_tensor_is_there_reads_nothing(files, monkeypatch):
+    # `"output.weight" in model` (the output cell) once dequantized the whole matrix to answer
+    weights = checkpoints.open_checkpoint(files["Q4_0"]).weights
+    monkeypatch.setattr(gguf_files, "dequantize", lambda *_: pytest.fail("a tensor was read"))
+    assert "output.weight" in weights and "layers.0.attention.wq.weight" in weights
+    assert "lm_head.weight" not in weights and "layers.9.attention.wq.weight" not in weights
+    with pytest.raises(pytest.fail.Exception):
+        weights["output.weight"].float()  # using it does dequantize: the check above can fail
+
+
+@pytest.mark.parametrize("kind", ["Q8_0", "Q4_0"])
+def test_a_prompts_rows_of_a_block_matrix_are_all_that_is_dequantized(files, kind, monkeypatch):
+    # the embedding's lookup, table[token_ids], in any shape of ids, reads only those rows;
+    # any other use sees the whole matrix, as gguf dequantizes it
+    table = checkpoints.open_checkpoint(files[kind]).weights["tok_embeddings.weight"]
+    whole = table.float()
+    assert torch.equal(
+        whole,
+        torch.from_numpy(gguf.quants.dequantize(table.blocks, gguf.GGMLQuantizationType[kind])),
+    )
+    monkeypatch.setattr(gguf_files.BlockMatrix, "full", lambda _: pytest.fail("all rows read"))
+    ids = [128000, 1820, 4320, 220]
+    assert torch.equal(table[ids], whole[ids]) and torch.equal(table[7], whole[7])
+    batch = torch.tensor([[128000, 1820], [4320, 220]])
+    assert torch.equal(table[batch], whole[batch]) and table.shape == whole.shape
+    with pytest.raises(pytest.fail.Exception):
+        table.float()  # the whole matrix: the patch above sees it
