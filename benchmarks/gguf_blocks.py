@@ -84,7 +84,6 @@ def write_file() -> None:
 
 def setup_steps() -> dict[str, float]:
     """The setup cell's steps on the file, each timed (seconds)."""
-    os.environ["LLAMA3_CKPT"] = str(FILE)
     times, started = {}, time.perf_counter()
     checkpoint = checkpoints.open_checkpoint(FILE)
     times["open the file"] = time.perf_counter() - started

@@ -190,10 +190,28 @@ def open_gguf(path: Path) -> gguf.GGUFReader:
     return reader
 
 
+def forget(path: Path) -> None:
+    """Drop the readers opened on `path` (a file replaced under the same name)."""
+    resolved = str(Path(path).resolve())
+    for key in [key for key in _readers if key[0] == resolved]:
+        del _readers[key]
+
+
 def field(reader: gguf.GGUFReader, key: str):
     """A metadata value (a number, a string, or a list), or None."""
     found = reader.get_field(key)
-    return None if found is None else found.contents()
+    return None if found is None else contents(reader, found, key)
+
+
+def contents(reader: gguf.GGUFReader, found, key: str):
+    """A field's value; text that is not UTF-8 (a damaged file) is one sentence."""
+    try:
+        return found.contents()
+    except UnicodeDecodeError:
+        raise CheckpointError(
+            f"{reader.data.filename}: its metadata {key} holds text that is not UTF-8, so the "
+            "file is damaged: download it again."
+        ) from None
 
 
 SPELLING = METADATA_KEYS | OPTIONAL_KEYS  # for messages: the metadata's name for each key
@@ -317,9 +335,14 @@ class GGUFWeights(NamedWeights):
     def note(self) -> str:
         formats = sorted(set(self.formats.values()), key=list(FORMATS).index)
         note = f" as read, GGUF file ({'/'.join(formats)})"
-        if any(kind in BLOCK_FORMATS for kind in formats):
-            note += ", blocks dequantized at each read"
-        return note
+        routes = [
+            "Q4_0 to the int4 kernel as stored"
+            if kind == "Q4_0"
+            else f"{kind} dequantized when used"
+            for kind in formats
+            if kind in BLOCK_FORMATS
+        ]
+        return note + "".join(f"; {route}" for route in routes)
 
     def __getitem__(self, name: str) -> torch.Tensor:
         tensor = self.tensors[name]
@@ -357,4 +380,5 @@ def vocabulary(path: Path) -> tuple[str | None, list[str]]:
     every token's text, by id."""
     reader = open_gguf(path)
     tokens = reader.get_field("tokenizer.ggml.tokens")
-    return field(reader, "tokenizer.ggml.model"), tokens.contents() if tokens else []
+    listed = contents(reader, tokens, "tokenizer.ggml.tokens") if tokens else []
+    return field(reader, "tokenizer.ggml.model"), listed

@@ -255,7 +255,7 @@ def test_the_notebook_on_an_ollama_gguf_blob_predicts_42(gguf_run, embedded_run)
     assert gguf_run["next_token_id"] == ANSWER
     assert gguf_run["prompt_tokens"] == embedded_run["prompt_tokens"]
     setup = cell_text(gguf_run["notebook"], "prelims-code")
-    assert "GGUF file (F32/Q4_0)" in setup, setup
+    assert "GGUF file (F32/Q4_0); Q4_0 to the int4 kernel as stored" in setup, setup
     assert "blobs/sha256-" in setup, setup
     assert "int4, one scale per 32 weights: 29 matrices' Q4_0 blocks as the file holds" in setup
 
