@@ -37,6 +37,22 @@ OPTIONAL_PARAMS = {"n_kv_heads": int, "ffn_dim_multiplier": float, "use_scaled_r
 INTEGER_SIZES = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "ffn_hidden")
 NUMBER_SIZES = ("norm_eps", "rope_theta", "ffn_dim_multiplier")
 
+# The largest size any model the notebook can hold might state (the 405B: dim 16,384, 126
+# layers, 128 heads, ffn 53,248): a size past these is a damaged or crafted file, refused
+# before any shape is built from it (2^31 layers would take gigabytes of names alone).
+LARGEST = {
+    "dim": 2**17,
+    "n_layers": 2**10,
+    "n_heads": 2**12,
+    "n_kv_heads": 2**12,
+    "vocab_size": 2**22,
+    "ffn_hidden": 2**20,
+    "multiple_of": 2**20,
+    "ffn_dim_multiplier": 64.0,
+    "norm_eps": 1.0,
+    "rope_theta": 1e12,
+}
+
 # The weights' number formats the notebook computes from.
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -76,6 +92,10 @@ def read_json_object(path: Path, fix: str) -> dict:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as error:
         raise CheckpointError(f"Cannot read {path} ({error}): {fix}.") from None
+    except RecursionError:
+        raise CheckpointError(
+            f"{path} nests its values too deeply to be settings: {fix}."
+        ) from None
     except json.JSONDecodeError as error:
         raise CheckpointError(
             f"{path} is not valid JSON ({error.msg} at line {error.lineno}): {fix}."
@@ -97,7 +117,8 @@ def check_params_json(params: dict, path: Path) -> dict:
                 "params.json from the same download."
             )
     for key, kind in {**REQUIRED_PARAMS, **OPTIONAL_PARAMS}.items():
-        if key in params and params[key] is not None and not is_kind(params[key], kind):
+        optional_and_null = key in OPTIONAL_PARAMS and params.get(key) is None
+        if key in params and not optional_and_null and not is_kind(params[key], kind):
             raise CheckpointError(
                 f"{path}: {key} is {params[key]!r}, it must be {KIND_WORDS[kind]}."
             )
@@ -120,15 +141,26 @@ def check_sizes(params: dict, path: Path, spelled: dict[str, str] | None = None)
             raise CheckpointError(
                 f"{path}: {name(key, key)} is {params[key]!r}, it must be a number."
             )
+    if params.get("multiple_of") is not None and not is_kind(params["multiple_of"], int):
+        raise CheckpointError(
+            f"{path}: multiple_of is {params['multiple_of']!r}, it must be an integer."
+        )
     for key in (*INTEGER_SIZES, "multiple_of"):
         if params.get(key) is not None and params[key] <= 0:
             raise CheckpointError(
                 f"{path}: {name(key, key)} is {params[key]}, it must be a positive integer."
             )
     for key in NUMBER_SIZES:
-        if params.get(key) is not None and params[key] <= 0:
+        if params.get(key) is not None and not (math.isfinite(params[key]) and params[key] > 0):
             raise CheckpointError(
                 f"{path}: {name(key, key)} is {params[key]}, it must be positive."
+            )
+    for key, largest in LARGEST.items():
+        if params.get(key) is not None and params[key] > largest:
+            raise CheckpointError(
+                f"{path}: {name(key, key)} is {params[key]:,}, more than any Llama model states "
+                f"(at most {largest:,} here), so the file is damaged; use the one from the same "
+                "download as the weights."
             )
     dim, n_heads, n_kv_heads = (
         name("dim", "dim"),

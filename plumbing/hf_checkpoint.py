@@ -72,17 +72,29 @@ def read_params(folder: Path) -> dict:
         path, "download config.json again from the same model"
     )
     architectures = config.get("architectures") or []
+    if not isinstance(architectures, list) or not all(isinstance(a, str) for a in architectures):
+        raise CheckpointError(
+            f"{path}: architectures is {architectures!r}, not a list of names; download "
+            "config.json again from the same model."
+        )
     if "LlamaForCausalLM" not in architectures or config.get("model_type", "llama") != "llama":
         found = ", ".join(architectures) or config.get("model_type") or "an unnamed architecture"
         raise CheckpointError(
             f"{path} describes {found}, not LlamaForCausalLM: this notebook runs Llama 3 models "
             "only; point LLAMA3_CKPT at a Llama 3 folder."
         )
-    for key in CONFIG_KEYS:
+    for key, meta in CONFIG_KEYS.items():
         if key not in config:
             raise CheckpointError(
                 f"{path} has no {key!r}: it is not a complete Llama configuration; download "
                 "config.json again from the same model."
+            )
+        kind = float if meta == "norm_eps" else int
+        if not checkpoint_checks.is_kind(config[key], kind):
+            raise CheckpointError(
+                f"{path}: {key} is {config[key]!r}, it must be "
+                f"{checkpoint_checks.KIND_WORDS[kind]}; download config.json again from the same "
+                "model."
             )
     rope = config.get("rope_parameters") or {}
     scaling = config.get("rope_scaling") or rope
@@ -136,6 +148,8 @@ def read_params(folder: Path) -> dict:
     if checkpoint_checks.is_kind(stated_context, int) and stated_context > 0:
         params["context_length"] = stated_context
     head_dim = config.get("head_dim")
+    if head_dim is not None and not checkpoint_checks.is_kind(head_dim, int):
+        raise CheckpointError(f"{path}: head_dim is {head_dim!r}, it must be an integer.")
     if head_dim is not None and head_dim * params["n_heads"] != params["dim"]:
         raise CheckpointError(
             f"{path}: head_dim {head_dim} × {params['n_heads']} heads ≠ hidden_size "

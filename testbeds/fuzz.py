@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import signal
 import struct
 import sys
@@ -29,6 +30,7 @@ from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from plumbing.friendly_errors import SetupError
 
 CASE_SECONDS = 20
+FORMATS = ["gguf", "params.json", "config.json"]
 HUGE = [2**63 - 1, 2**64 - 1, 2**40, 2**32, 2**31 - 1, 0]
 
 
@@ -86,12 +88,73 @@ def _alarm(*_):
 
 
 def open_as_the_notebook_does(path: Path) -> None:
+    """The setup cell's reading of a checkpoint; the tokenizer too where the file holds it (a
+    folder's params.json or config.json does not touch it)."""
     checkpoint = checkpoints.open_checkpoint(path)
     checkpoint.check()
     names = list(checkpoint.weights)
     for name in (names[0], names[-1]):
         checkpoint.weights[name].float()
-    tokenizer_setup.load_tokenizer(checkpoint.tokenizer_source)
+    if not path.is_dir():
+        tokenizer_setup.load_tokenizer(checkpoint.tokenizer_source)
+
+
+JSON_VALUES = [
+    2**63,
+    2**31,
+    -1,
+    0,
+    1e308,
+    float("nan"),
+    float("inf"),
+    -0.5,
+    "64",
+    None,
+    True,
+    [],
+    {},
+    [64],
+]
+
+
+def mutate_json(text: str, seed: int) -> tuple[str, str]:
+    """One seeded mutation of a JSON object's text: a key's value of another type or size, a
+    key removed or repeated, nesting too deep to read, or the bytes flipped or cut."""
+    rng = random.Random(seed)
+    document = json.loads(text)
+    keys = sorted(document)
+    kind = rng.choice(["value", "value", "value", "drop", "repeat", "deep", "flip", "cut"])
+    if kind == "value":
+        key, value = rng.choice(keys), rng.choice(JSON_VALUES)
+        return json.dumps({**document, key: value}), f"{key} = {value!r}"
+    if kind == "drop":
+        key = rng.choice(keys)
+        return json.dumps({k: v for k, v in document.items() if k != key}), f"no {key}"
+    if kind == "repeat":
+        key = rng.choice(keys)
+        return text.rstrip().rstrip("}") + f', "{key}": -7}}', f"{key} twice"
+    if kind == "deep":
+        depth = rng.choice([100, 10_000, 200_000])
+        return json.dumps({**document, rng.choice(keys): 0}).replace(
+            "0}", "[" * depth + "]" * depth + "}", 1
+        ), f"nested {depth} deep"
+    raw = bytearray(text.encode())
+    if kind == "flip":
+        for _ in range(rng.randint(1, 4)):
+            raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+        return raw.decode("utf-8", errors="surrogateescape"), "bits flipped"
+    point = rng.randrange(len(raw))
+    return raw[:point].decode("utf-8", errors="ignore"), f"cut at {point}"
+
+
+def folder_case(base: Path, name: str, text: str, where: Path) -> Path:
+    """A checkpoint folder: `base`'s files linked (read in place, never written), but `name`."""
+    where.mkdir()
+    for path in base.iterdir():
+        if path.name != name:
+            (where / path.name).symlink_to(path.resolve())
+    (where / name).write_text(text, encoding="utf-8", errors="surrogateescape")
+    return where
 
 
 def run_case(data: bytes, seed: int, header: int, folder: Path) -> dict | None:
@@ -99,6 +162,16 @@ def run_case(data: bytes, seed: int, header: int, folder: Path) -> dict | None:
     mutated, mutation = mutate(data, seed, header)
     path = folder / f"case-{seed}.gguf"  # its own name: the reader cache keys on the path
     path.write_bytes(mutated)
+    return outcome(path, seed, mutation)
+
+
+def run_json_case(base: Path, name: str, seed: int, folder: Path) -> dict | None:
+    """`name` (params.json or config.json) of the checkpoint folder `base`, mutated."""
+    text, mutation = mutate_json((base / name).read_text(), seed)
+    return outcome(folder_case(base, name, text, folder / f"case-{seed}"), seed, mutation)
+
+
+def outcome(path: Path, seed: int, mutation: str) -> dict | None:
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(CASE_SECONDS)
     try:
@@ -112,9 +185,19 @@ def run_case(data: bytes, seed: int, header: int, folder: Path) -> dict | None:
         problem = f"{type(error).__name__}: {str(error)[:200]}"
     finally:
         signal.alarm(0)
-        path.unlink()
-        gguf_files.forget(path)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+            gguf_files.forget(path)
     return None if problem is None else {"seed": seed, "mutation": mutation, "error": problem}
+
+
+def hf_folder(folder: Path) -> Path:
+    """The embedded model in Hugging Face's layout (config.json and safetensors)."""
+    from testbeds.hf_folder import save_streaming
+
+    return save_streaming(EMBEDDED_CHECKPOINT, folder / "hf")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,16 +205,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--replay", type=int, help="run the one case of this seed")
+    parser.add_argument("--format", choices=FORMATS, default="gguf")
     args = parser.parse_args(argv)
+    seeds = [args.replay] if args.replay is not None else range(args.seed, args.seed + args.cases)
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        data = base_file(folder)
-        header = metadata_end(folder / "base.gguf")
-        seeds = (
-            [args.replay] if args.replay is not None else range(args.seed, args.seed + args.cases)
-        )
-        failures = [f for seed in seeds if (f := run_case(data, seed, header, folder))]
-    print(json.dumps({"cases": len(seeds), "failures": failures}))
+        if args.format == "gguf":
+            data = base_file(folder)
+            header = metadata_end(folder / "base.gguf")
+            failures = [f for seed in seeds if (f := run_case(data, seed, header, folder))]
+        else:
+            base = EMBEDDED_CHECKPOINT if args.format == "params.json" else hf_folder(folder)
+            failures = [
+                f for seed in seeds if (f := run_json_case(base, args.format, seed, folder))
+            ]
+    print(json.dumps({"format": args.format, "cases": len(seeds), "failures": failures}))
     return 1 if failures else 0
 
 

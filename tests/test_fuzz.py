@@ -17,6 +17,7 @@ import pytest
 
 import tokenizer_setup
 from plumbing import REPO_DIR, checkpoints
+from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from plumbing.friendly_errors import CheckpointError
 from testbeds import fuzz
 
@@ -27,9 +28,10 @@ def limited() -> None:  # in the child, before it runs: allocations past 3 GB fa
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
-def test_300_mutated_gguf_files_end_in_the_model_or_one_sentence():
+@pytest.mark.parametrize("kind", fuzz.FORMATS)
+def test_300_mutated_files_end_in_the_model_or_one_sentence(kind):
     result = subprocess.run(
-        [sys.executable, "-m", "testbeds.fuzz", "--cases", "300", "--seed", "0"],
+        [sys.executable, "-m", "testbeds.fuzz", "--format", kind, "--cases", "300", "--seed", "0"],
         cwd=REPO_DIR,
         capture_output=True,
         text=True,
@@ -40,8 +42,8 @@ def test_300_mutated_gguf_files_end_in_the_model_or_one_sentence():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["cases"] == 300
     replay = "; ".join(
-        f"seed {f['seed']} ({f['mutation']}): {f['error']} — python -m testbeds.fuzz --replay "
-        f"{f['seed']}"
+        f"seed {f['seed']} ({f['mutation']}): {f['error']} — python -m testbeds.fuzz --format "
+        f"{kind} --replay {f['seed']}"
         for f in report["failures"]
     )
     assert not report["failures"], replay
@@ -66,3 +68,56 @@ def test_a_vocabulary_string_that_is_not_utf8(base, tmp_path):
     sentence = r"damaged\.gguf: its metadata tokenizer\.ggml\.tokens holds text that is not UTF-8"
     with pytest.raises(CheckpointError, match=sentence):
         tokenizer_setup.load_tokenizer(checkpoint.tokenizer_source)
+
+
+# Found by the fuzzing of params.json and config.json (seeds of the first 300), each a
+# TypeError, MemoryError, OverflowError or RecursionError from deep inside before the fix.
+JSON_FINDINGS = {
+    "a size that is null": ("params.json", {"n_layers": None}, r"n_layers is None, it must be an"),
+    "multiple_of null": ("params.json", {"multiple_of": None}, r"multiple_of is None, it must be"),
+    "2^31 layers": ("params.json", {"n_layers": 2**31}, r"n_layers is 2,147,483,648, more than"),
+    "a multiplier of 1e308": (
+        "params.json",
+        {"ffn_dim_multiplier": 1e308},
+        r"ffn_dim_multiplier is 1e\+308, more than any Llama model states",
+    ),
+    "NaN": ("params.json", {"norm_eps": float("nan")}, r"norm_eps is nan, it must be positive"),
+    "nested 10,000 deep": ("params.json", "deep", r"nests its values too deeply"),
+    "architectures a number": (
+        "config.json",
+        {"architectures": 2**31},
+        r"architectures is 2147483648, not a list of names",
+    ),
+    "head_dim an object": ("config.json", {"head_dim": {}}, r"head_dim is \{\}, it must be an"),
+    "a config size that is null": (
+        "config.json",
+        {"num_hidden_layers": None},
+        r"num_hidden_layers is None, it must be an integer",
+    ),
+    "2^63 layers": (
+        "config.json",
+        {"num_hidden_layers": 2**63},
+        r"num_hidden_layers is 9,223,372,036,854,775,808, more than any Llama model states",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def hf_base(tmp_path_factory):
+    return fuzz.hf_folder(tmp_path_factory.mktemp("fuzz-hf"))
+
+
+@pytest.mark.parametrize("finding", JSON_FINDINGS)
+def test_each_json_finding_is_one_sentence(finding, hf_base, tmp_path):
+    name, change, sentence = JSON_FINDINGS[finding]
+    base = EMBEDDED_CHECKPOINT if name == "params.json" else hf_base
+    document = json.loads((base / name).read_text())
+    if change == "deep":
+        text = json.dumps({**document, "dim": 0}).replace(
+            '"dim": 0', '"dim": ' + "[" * 10_000 + "]" * 10_000
+        )
+    else:
+        text = json.dumps({**document, **change})
+    folder = fuzz.folder_case(base, name, text, tmp_path / "case")
+    with pytest.raises(CheckpointError, match=sentence):
+        checkpoints.open_checkpoint(folder)
