@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
 import time
 
@@ -30,7 +29,7 @@ import numpy as np
 
 import tokenizer_setup
 from benchmarks.common import DATA, header
-from benchmarks.kernel_figures import AnonymousPeak
+from benchmarks.notebook_runtime import run_once
 from plumbing import (
     REPO_DIR,
     checkpoint_files,
@@ -39,7 +38,7 @@ from plumbing import (
     release_facts,
     run_settings,
 )
-from testbeds.gguf_writer import gguf_name, vocabulary_text
+from testbeds.gguf_writer import gguf_name, metadata_writer, vocabulary_text
 
 FILE = DATA / "llama3-8b-q4_0-random.gguf"
 TARGET_SETUP_S, TARGET_FORWARD_S, TARGET_ANON_GB = 15.0, 3.0, 6.0
@@ -51,21 +50,7 @@ def write_file() -> None:
     sizes = model_sizes.filled(params)
     embedded = checkpoints.open_checkpoint(checkpoint_files.EMBEDDED_CHECKPOINT)
     tokens = vocabulary_text(tokenizer_setup.load_tokenizer(embedded.tokenizer_source))
-    writer = gguf.GGUFWriter(str(FILE), "llama")
-    writer.add_block_count(sizes["n_layers"])
-    writer.add_context_length(sizes["context_length"])
-    writer.add_embedding_length(sizes["dim"])
-    writer.add_feed_forward_length(sizes["ffn_hidden"])
-    writer.add_head_count(sizes["n_heads"])
-    writer.add_head_count_kv(sizes["n_kv_heads"])
-    writer.add_rope_freq_base(sizes["rope_theta"])
-    writer.add_layer_norm_rms_eps(sizes["norm_eps"])
-    writer.add_vocab_size(sizes["vocab_size"])
-    writer.add_rope_dimension_count(sizes["head_dim"])
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("llama-bpe")
-    writer.add_token_list(tokens)
-    writer.add_bos_token_id(128000)
+    writer = metadata_writer(FILE, sizes, ("gpt2", tokens))
     generator = np.random.default_rng(8)
     for name, shape in model_sizes.expected_shapes(params).items():
         if len(shape) == 1:
@@ -103,17 +88,7 @@ def setup_steps() -> dict[str, float]:
 def notebook_run() -> tuple[float, float, list[tuple[float, str]]]:
     """The whole notebook in a fresh process: seconds, peak anonymous GB, its cells' times."""
     out = REPO_DIR / "build" / "benchmark-gguf-run.ipynb"
-    environment = {**os.environ, "LLAMA3_CKPT": str(FILE)}
-    started = time.perf_counter()
-    with AnonymousPeak() as peak:
-        result = subprocess.run(
-            [sys.executable, "-m", "plumbing.run_notebook", "--out", str(out)],
-            cwd=REPO_DIR,
-            env=environment,
-            capture_output=True,
-            text=True,
-        )
-    elapsed = time.perf_counter() - started
+    elapsed, peak_gb, result = run_once(out, {**os.environ, "LLAMA3_CKPT": str(FILE)})
     if result.returncode != 0:
         print(result.stdout[-3000:], result.stderr[-3000:], file=sys.stderr)
         raise SystemExit(1)
@@ -121,7 +96,7 @@ def notebook_run() -> tuple[float, float, list[tuple[float, str]]]:
         (float(match[1]), match[2])
         for match in re.finditer(r"cell +\d+ +([\d.]+) s  (.*)", result.stdout)
     ]
-    return elapsed, (peak.most - peak.start) / 1e9, cells
+    return elapsed, peak_gb, cells
 
 
 def main() -> int:

@@ -26,6 +26,20 @@ TARGET_SECONDS = 30.0
 TARGET_ANON_GB = 1.0  # the default run's peak on the embedded checkpoint (issue #44)
 
 
+def run_once(out, environment: dict[str, str] | None = None):
+    """`make run`'s runner in a fresh process: seconds, peak anonymous GB, its result."""
+    started = time.perf_counter()
+    with AnonymousPeak() as peak:
+        result = subprocess.run(
+            [sys.executable, "-m", "plumbing.run_notebook", "--out", str(out)],
+            cwd=REPO_DIR,
+            env=environment,
+            capture_output=True,
+            text=True,
+        )
+    return time.perf_counter() - started, (peak.most - peak.start) / 1e9, result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -33,16 +47,8 @@ def main() -> int:
     out = REPO_DIR / "build" / "benchmark-run.ipynb"
     times, peaks = [], []
     for run in range(1, args.repeat + 1):
-        started = time.perf_counter()
-        with AnonymousPeak() as peak:
-            result = subprocess.run(
-                [sys.executable, "-m", "plumbing.run_notebook", "--out", str(out)],
-                cwd=REPO_DIR,
-                capture_output=True,
-                text=True,
-            )
-        elapsed = time.perf_counter() - started
-        peaks.append((peak.most - peak.start) / 1e9)
+        elapsed, peak_gb, result = run_once(out)
+        peaks.append(peak_gb)
         if result.returncode != 0:
             print(result.stdout[-2000:], result.stderr[-2000:], file=sys.stderr)
             return 1

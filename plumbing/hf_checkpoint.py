@@ -91,11 +91,8 @@ def read_params(folder: Path) -> dict:
             )
         kind = float if meta == "norm_eps" else int
         if not checkpoint_checks.is_kind(config[key], kind):
-            raise CheckpointError(
-                f"{path}: {key} is {config[key]!r}, it must be "
-                f"{checkpoint_checks.KIND_WORDS[kind]}; download config.json again from the same "
-                "model."
-            )
+            words = checkpoint_checks.KIND_WORDS[kind]
+            raise CheckpointError(f"{path}: {key} is {config[key]!r}, it must be {words}.")
     rope = config.get("rope_parameters") or {}
     scaling = config.get("rope_scaling") or rope
     for key, value in (("rope_parameters", rope), ("rope_scaling", scaling)):

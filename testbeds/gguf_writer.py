@@ -62,6 +62,33 @@ def vocabulary_text(tokenizer) -> list[str]:
     return tokens
 
 
+def metadata_writer(
+    path: Path,
+    params: dict,
+    vocabulary: tuple[str, list[str]],
+    architecture: str = "llama",
+    context_length: int | None = None,
+) -> gguf.GGUFWriter:
+    """A GGUF writer with the sizes (filled params) and the vocabulary in its metadata, as
+    llama.cpp's converter writes them; the tensors are the caller's to add."""
+    writer = gguf.GGUFWriter(str(path), architecture)
+    writer.add_block_count(params["n_layers"])
+    writer.add_context_length(context_length or params["context_length"])
+    writer.add_embedding_length(params["dim"])
+    writer.add_feed_forward_length(params["ffn_hidden"])
+    writer.add_head_count(params["n_heads"])
+    writer.add_head_count_kv(params["n_kv_heads"])
+    writer.add_rope_freq_base(params["rope_theta"])
+    writer.add_layer_norm_rms_eps(params["norm_eps"])
+    writer.add_vocab_size(params["vocab_size"])
+    writer.add_rope_dimension_count(model_sizes.head_dim(params))
+    writer.add_tokenizer_model(vocabulary[0])
+    writer.add_tokenizer_pre("llama-bpe")
+    writer.add_token_list(vocabulary[1])
+    writer.add_bos_token_id(128000)
+    return writer
+
+
 def write_gguf(
     checkpoint: Path,
     path: Path,
@@ -78,26 +105,12 @@ def write_gguf(
     checkpoint's."""
     opened = checkpoints.open_checkpoint(checkpoint)
     params, weights = opened.params, opened.weights
-    writer = gguf.GGUFWriter(str(path), architecture)
-    writer.add_block_count(params["n_layers"])
-    writer.add_context_length(context_length or params["context_length"])
-    writer.add_embedding_length(params["dim"])
-    writer.add_feed_forward_length(params["ffn_hidden"])
-    writer.add_head_count(params["n_heads"])
-    writer.add_head_count_kv(params["n_kv_heads"])
-    writer.add_rope_freq_base(params["rope_theta"])
-    writer.add_layer_norm_rms_eps(params["norm_eps"])
-    writer.add_vocab_size(params["vocab_size"])
-    writer.add_rope_dimension_count(model_sizes.head_dim(params))
     if vocabulary is None:
         vocabulary = (
             "gpt2",
             vocabulary_text(tokenizer_setup.load_tokenizer(opened.tokenizer_source)),
         )
-    writer.add_tokenizer_model(vocabulary[0])
-    writer.add_tokenizer_pre("llama-bpe")
-    writer.add_token_list(vocabulary[1])
-    writer.add_bos_token_id(128000)
+    writer = metadata_writer(path, params, vocabulary, architecture, context_length)
     for name in weights:
         if keep is not None and name not in keep:
             continue
