@@ -81,17 +81,26 @@ def test_links_to_headings_resolve(notebook_path):
     [ENGLISH, *(edition_path(language) for language in sorted(LANGUAGES))],
     ids=lambda path: path.name,
 )
-def test_the_contents_link_every_section_in_order(notebook_path):
+def test_the_contents_link_every_section_and_subsection_in_order(notebook_path):
+    # "## " sections numbered, "### " subsections as bullets under them
     cells = markdown_cells(nbformat.read(notebook_path, as_version=4))
-    sections = [
-        line.removeprefix("## ")
+    headings = [
+        line
         for cell in cells
+        if cell.get("id") != "contents"
         for line in cell.source.splitlines()
-        if line.startswith("## ")
+        if line.startswith(("## ", "### "))
     ]
     contents = next(cell for cell in cells if cell.get("id") == "contents").source
-    linked = re.findall(r"^\d+\. \[.*\]\(#(.+)\)$", contents, flags=re.MULTILINE)
-    assert linked == [translate_notebook.heading_anchor(section) for section in sections]
+    linked = re.findall(r"^(\d+\.|    -) \[.*\]\(#(.+)\)$", contents, flags=re.MULTILINE)
+    expected = [
+        (
+            "    -" if heading.startswith("### ") else "n",
+            translate_notebook.heading_anchor(heading.split(" ", 1)[1]),
+        )
+        for heading in headings
+    ]
+    assert [("n" if mark != "    -" else mark, anchor) for mark, anchor in linked] == expected
 
 
 def test_the_chinese_edition_says_once_that_its_diagrams_keep_english_labels():
