@@ -28,6 +28,7 @@ def limited() -> None:  # in the child, before it runs: allocations past 3 GB fa
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
+@pytest.mark.slow  # 20 s of cases: in `make test`, not in the edit loop (`make quick`)
 @pytest.mark.parametrize("kind", fuzz.FORMATS)
 def test_300_mutated_files_end_in_the_model_or_one_sentence(kind):
     result = subprocess.run(
