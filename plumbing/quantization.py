@@ -127,8 +127,7 @@ def pack_q4_0(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pairs = joined.reshape(whole // TILE_ROWS, TILE_ROWS // 2, -1, 2)  # [… × K/2 × 2]
         parts.append(pairs.permute(0, 2, 3, 1).reshape(whole, -1).contiguous())
     if whole < n_rows:
-        rest = nibbles[whole:]
-        parts.append(pack_int4(torch.cat([rest & 15, rest >> 4], dim=-1).flatten(1)))
+        parts.append(pack_int4(gguf_files.ints_and_scales("Q4_0", blocks[whole:].flatten(1))[0]))
     return (torch.cat(parts) if len(parts) > 1 else parts[0]), scales
 
 
@@ -271,15 +270,15 @@ def assembled(
     scheme: str,
     device,
     dtype: torch.dtype = torch.float32,
+    packed: bool = False,
 ) -> QuantizedMatrix:
     """One matrix from its (integers, scales) a block of rows at a time: quantized here, or a
-    file's own blocks (a GGUF file's Q4_0, as they are)."""
+    file's own blocks (a GGUF file's Q4_0, as they are). `packed`: the blocks are the CPU int4
+    kernel's bytes already (pack_q4_0's), not integers."""
     packing = scheme == "int4" and torch.device(device).type == "cpu"
     joined, block_scales, filled = None, [], 0
     for ints, scales in row_blocks:
-        # int4 on the CPU: packed here, or already the kernel's bytes (uint8, half as wide)
-        already = ints.dtype == torch.uint8 and ints.shape[1] * 2 == scales.shape[1] * INT4_GROUP
-        stored = pack_int4(ints) if packing and not already else ints
+        stored = pack_int4(ints) if packing and not packed else ints
         if joined is None:  # the whole matrix's integers, written block by block (no second copy)
             joined = torch.empty((n_rows, *stored.shape[1:]), dtype=stored.dtype)
         joined[filled : filled + stored.shape[0]] = stored
@@ -347,7 +346,7 @@ def from_file_blocks(weights, device, dtype: torch.dtype = torch.float32):
             pack_q4_0(rows) if cpu else gguf_files.ints_and_scales("Q4_0", rows.flatten(1))
             for rows in weights.q4_0_rows(name, ROWS_AT_A_TIME)
         )
-        matrices[name] = assembled(blocks, weights.shapes[name][0], "int4", device, dtype)
+        matrices[name] = assembled(blocks, weights.shapes[name][0], "int4", device, dtype, cpu)
     return_freed_memory()  # else the freed temporaries stay in the heap (below)
     kept_bytes = sum(matrix.nbytes for matrix in matrices.values())
     kernel = "fused int4 kernel" if torch.device(device).type == "cpu" else "dequantized"

@@ -28,6 +28,7 @@ import tokenizer_setup
 from plumbing import checkpoints, gguf_files
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from plumbing.friendly_errors import SetupError
+from testbeds.gguf_writer import vocabulary_text, write_gguf
 
 CASE_SECONDS = 20
 FORMATS = ["gguf", "params.json", "config.json"]
@@ -36,8 +37,6 @@ HUGE = [2**63 - 1, 2**64 - 1, 2**40, 2**32, 2**31 - 1, 0]
 
 def base_file(folder: Path) -> bytes:
     """The embedded model as a Q4_0 GGUF file with Llama 3's first 300 tokens."""
-    from testbeds.gguf_writer import vocabulary_text, write_gguf
-
     source = checkpoints.open_checkpoint(EMBEDDED_CHECKPOINT).tokenizer_source
     tokens = vocabulary_text(tokenizer_setup.load_tokenizer(source))[:300]
     path = write_gguf(
@@ -195,7 +194,7 @@ def outcome(path: Path, seed: int, mutation: str) -> dict | None:
 
 def hf_folder(folder: Path) -> Path:
     """The embedded model in Hugging Face's layout (config.json and safetensors)."""
-    from testbeds.hf_folder import save_streaming
+    from testbeds.hf_folder import save_streaming  # here: it imports transformers (seconds)
 
     return save_streaming(EMBEDDED_CHECKPOINT, folder / "hf")
 
