@@ -3,7 +3,7 @@ objects.
 
 The benchmarks execute the notebook unchanged (testbeds/notebook_kernel.py, which the tests use
 too), then call one of these functions in the same kernel with the notebook's globals, `nb`
-(read through its contract, testbeds/notebook_contract.py), and a file for the figures, as
+(testbeds/notebook_kernel.KernelGlobals), and a file for the figures, as
 JSON: the notebook's own `generate` (and through it `forward`) is what is timed.
 """
 
@@ -21,7 +21,7 @@ import torch._dynamo as dynamo
 from torch.nn.attention.bias import causal_lower_right
 
 from plumbing import quantization
-from testbeds.notebook_contract import NotebookGlobals
+from testbeds.notebook_kernel import KernelGlobals
 
 LAYER_MATRICES = [
     "attention.wq",
@@ -34,7 +34,7 @@ LAYER_MATRICES = [
 ]
 
 
-def clock(nb: NotebookGlobals, work) -> float:
+def clock(nb: KernelGlobals, work) -> float:
     """Seconds `work()` takes, waiting for a GPU to finish."""
     if nb["device"].type == "cuda":
         torch.cuda.synchronize()
@@ -45,12 +45,12 @@ def clock(nb: NotebookGlobals, work) -> float:
     return time.perf_counter() - started
 
 
-def prompt_tokens(nb: NotebookGlobals) -> list[int]:
+def prompt_tokens(nb: KernelGlobals) -> list[int]:
     return [nb["bos_id"]] + nb["tokenizer"].encode(nb["prompt"], disallowed_special=())
 
 
 def decode_timing(
-    nb: NotebookGlobals, repeats: int, decode: int, compare: list[int], path: str
+    nb: KernelGlobals, repeats: int, decode: int, compare: list[int], path: str
 ) -> None:
     """Prefill, one decode step against its floor, and tokens/s with and without the cache."""
     weight, generate = nb["weight"], nb["generate"]
@@ -90,7 +90,7 @@ def decode_timing(
         json.dump(results, file)
 
 
-def compiled_decode(nb: NotebookGlobals, decode: int, modes: list[str], path: str) -> None:
+def compiled_decode(nb: KernelGlobals, decode: int, modes: list[str], path: str) -> None:
     """A decode step eager, then with the notebook's `forward` under torch.compile, per mode."""
     tokens, generate = prompt_tokens(nb), nb["generate"]
 
@@ -138,7 +138,7 @@ BATCH_TEXTS = [
 
 
 def batch_steps(
-    nb: NotebookGlobals, prompts: list[list[int]], steps: int
+    nb: KernelGlobals, prompts: list[list[int]], steps: int
 ) -> tuple[float, list[float]]:
     """The prefill of `prompts` as one batch, then `steps` greedy decode steps: their seconds."""
     forward_batch = nb["forward_batch"]
@@ -159,7 +159,7 @@ def batch_steps(
 
 
 def batch_timing(
-    nb: NotebookGlobals, batch_sizes: list[int], steps: int, repeats: int, path: str
+    nb: KernelGlobals, batch_sizes: list[int], steps: int, repeats: int, path: str
 ) -> None:
     """Decode steps of the notebook's batch of prompts (`left_padded`, `KVCache`,
     `forward_batch`: what `generate_batch` runs each step) at each batch size, and one product
@@ -187,7 +187,7 @@ def batch_timing(
         json.dump(results, file)
 
 
-def next_token_logits(nb: NotebookGlobals, path: str) -> None:
+def next_token_logits(nb: KernelGlobals, path: str) -> None:
     """The prompt's token ids and the logits the notebook computed for the next token."""
     with open(path, "w") as file:
         json.dump(
@@ -196,7 +196,7 @@ def next_token_logits(nb: NotebookGlobals, path: str) -> None:
         )
 
 
-def logits_and_perplexity(nb: NotebookGlobals, path: str) -> None:
+def logits_and_perplexity(nb: KernelGlobals, path: str) -> None:
     """next_token_logits's figures, and the learning section's `perplexity` on its held-out
     sentences with their token ids, so that another implementation can score the same ids."""
     with open(path, "w") as file:
@@ -219,7 +219,7 @@ def resident_gb(field: str) -> float:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def seconds_and_peak(nb: NotebookGlobals, work) -> dict:
+def seconds_and_peak(nb: KernelGlobals, work) -> dict:
     """Seconds `work()` takes and how far the resident memory rose above where it started (the
     peak is reset first: Linux's /proc/self/clear_refs)."""
     quantization.return_freed_memory()  # what earlier runs freed, back to the system first
@@ -230,7 +230,7 @@ def seconds_and_peak(nb: NotebookGlobals, work) -> dict:
     return {"seconds": seconds, "peak_gb": resident_gb("VmHWM") - before}
 
 
-def sdpa_attention(nb: NotebookGlobals):
+def sdpa_attention(nb: KernelGlobals):
     """attention_in_blocks's arguments, through PyTorch's scaled_dot_product_attention: the
     anchor. Its CPU flash kernel needs [batch × heads × positions × head_dim] and every head's
     keys, and the queries are the last positions of the keys (a cache's), so the causal mask
@@ -249,7 +249,7 @@ def sdpa_attention(nb: NotebookGlobals):
     return attention
 
 
-def long_context(nb: NotebookGlobals, lengths: list[int], path: str) -> None:
+def long_context(nb: KernelGlobals, lengths: list[int], path: str) -> None:
     """A prompt of each length through the notebook's `prefill`: keys in blocks and the prompt
     in chunks (its defaults); all at once (no blocks, one chunk), where the score tensors would
     fit in memory; and with scaled_dot_product_attention in place of attention_in_blocks."""
@@ -279,7 +279,7 @@ def long_context(nb: NotebookGlobals, lengths: list[int], path: str) -> None:
         json.dump(figures, file)
 
 
-def one_big_layer(nb: NotebookGlobals, shape: dict, length: int, path: str) -> None:
+def one_big_layer(nb: KernelGlobals, shape: dict, length: int, path: str) -> None:
     """One layer's attention of another model's shape (shape: n_heads, n_kv_heads, head_dim) on
     `length` positions of random queries, keys and values in the run's dtype, the queries a
     prefill chunk at a time as `prefill` feeds them: the notebook's attention_in_blocks; its
@@ -391,7 +391,7 @@ def conversion_buffers(reader) -> dict:
     return {"sizes": sizes, "bytes": total}
 
 
-def lora_steps(nb: NotebookGlobals, rank: int, steps: int, sentence: str, path: str) -> None:
+def lora_steps(nb: KernelGlobals, rank: int, steps: int, sentence: str, path: str) -> None:
     """One forward pass over a sentence's tokens (`with weights_from({}): forward(tokens,
     every_position=True)`, twice: the second is reported), then `teach([sentence], steps,
     rank=rank)`: its seconds, each step's (a step begins where `token_losses` is called), its

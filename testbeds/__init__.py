@@ -10,6 +10,6 @@ is tests/'s); nothing here imports tests/ or loads a reference model.
     hub_cache           a Hugging Face hub cache made by hand
     gguf_writer         a checkpoint written as a GGUF file, with the gguf package
     diagram_data        the facts the BPE diagrams draw, which tests check against the notebook
-    notebook_contract   the notebook's global names that tests and benchmarks may read
-    notebook_kernel     execute the notebook, then call functions in its kernel
+    notebook_kernel     execute the notebook, then call functions in its kernel (a test's own,
+                        sent as source)
 """

@@ -2,7 +2,7 @@
 equals Meta's and tiktoken's.
 
 Two ways to run the notebook's functions, never a copy of them:
-- the shared executed run of the notebook (tests/conftest.py, tests/support/kernel_readers.bpe)
+- the shared executed run of the notebook (tests/conftest.py; `bpe`, below)
   encodes the 1,349 strings of tests/tokenizer_parity_strings.json in its kernel, each cut
   to its first BPE_STRING_LIMIT characters (tests/support/notebook_values.py says why), and
   the sentences of tests/multilingual_sentences.py;
@@ -16,6 +16,8 @@ merges alone, as the notebook had it before): it must fail there, or it proves n
 
 from __future__ import annotations
 
+import json
+
 import nbformat
 import pytest
 import regex
@@ -26,8 +28,13 @@ import tokenizer_setup
 from plumbing.run_notebook import NOTEBOOK
 from plumbing.run_settings import DEFAULT_PROMPT
 from testbeds import diagram_data as drawn  # the facts the diagrams draw
+from testbeds.notebook_kernel import KernelGlobals, in_kernel
 from tests.multilingual_sentences import SENTENCES
-from tests.support.notebook_values import BPE_STRING_LIMIT, bpe_parity_strings
+from tests.support.notebook_values import (
+    BPE_STRING_LIMIT,
+    bpe_parity_strings,
+    read_in_shared_run,
+)
 
 SECTION = [
     "bpe-file",
@@ -50,7 +57,8 @@ MERGES_MISS = 588
 
 @pytest.fixture(scope="module")
 def kernel_results(embedded_run):
-    return embedded_run["bpe"]
+    """What `bpe` below saved in the shared embedded run."""
+    return json.loads(embedded_run["files"]["bpe"].read_text(encoding="utf-8"))
 
 
 @pytest.mark.slow
@@ -248,3 +256,24 @@ def test_strings_joined_from_vocabulary_tokens_encode_like_tiktoken(section, tok
     # any tokens, the 28,000 added ones as often as tiktoken's: their bytes, read as UTF-8
     text = b"".join(section["token_bytes"][token] for token in ids).decode(errors="replace")
     assert section["bpe_encode"](text)[1:] == tokenizer.encode(text, disallowed_special=())
+
+
+# In the notebook's kernel, after its last cell (sent there as source:
+# testbeds/notebook_kernel.py).
+
+
+@in_kernel
+def bpe(nb: KernelGlobals, strings: list[str], path: str) -> None:
+    """The notebook's from-scratch tokenizer on every string of `strings`, and its merges."""
+    encoded = [nb["bpe_encode"](text) for text in strings]
+    merges = [[part.decode() for part in state] for state in nb["bpe_merges"](" ultimate")]
+    result = {
+        "encoded": encoded,
+        "decoded": [nb["bpe_decode"](ids[1:]) for ids in encoded],
+        "merges": merges,
+    }
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(result, file)
+
+
+read_in_shared_run("embedded", bpe, bpe_parity_strings())

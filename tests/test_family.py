@@ -14,11 +14,12 @@ from llama_models.llama3.tokenizer import Tokenizer as MetaTokenizer
 import tokenizer_setup
 from plumbing import checkpoint_files, meta_checkpoint, model_sizes, release_facts, run_settings
 from plumbing.checkpoints import open_checkpoint, read_params
+from testbeds.notebook_kernel import KernelGlobals, in_kernel
 from testbeds.presets import PRESETS, preset
 from testbeds.random_checkpoint import write_checkpoint
 from testbeds.sharded_checkpoint import write_shards
 from tests.support import parity_runs, reference_models
-from tests.support.notebook_values import TENSORS_ONLY, cell_text, run_and_read
+from tests.support.notebook_values import TENSORS_ONLY, cell_text, other_prompts, run_and_read
 
 pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
 
@@ -64,7 +65,7 @@ def scaled(tmp_path_factory):
     return write_checkpoint(tmp_path_factory.mktemp("scaled") / "ckpt", params, seed=11)
 
 
-# Positions for the test past Llama 3's 8,192 (kernel_readers.long_logits: the notebook's
+# Positions for the test past Llama 3's 8,192 (`long_logits`, below: the notebook's
 # chunked prefill, keys in blocks).
 PAST_THE_CONTEXT = 10_000
 LONG_PROMPT = " ".join(
@@ -75,7 +76,7 @@ LONG_PROMPT = " ".join(
 @pytest.fixture(scope="module")
 def scaled_runs(scaled, tmp_path_factory):
     """The notebook with factor 8 (LLAMA3_ROPE_SCALE_FACTOR), and in the same kernel its
-    `forward` with factor 32 (kernel_readers.at_rope_scale)."""
+    `forward` with factor 32 (`at_rope_scale`, below)."""
     run = run_and_read(
         tmp_path_factory.mktemp("scaled-run"),
         {
@@ -85,8 +86,8 @@ def scaled_runs(scaled, tmp_path_factory):
             "LLAMA3_ROPE_SCALE_FACTOR": "8",
         },
         also=[
-            ("at_rope_scale", 32.0, {"long": LONG_PROMPT}),
-            ("long_logits", PAST_THE_CONTEXT, [None, 8.0, 32.0]),
+            (at_rope_scale, 32.0, {"long": LONG_PROMPT}),
+            (long_logits, PAST_THE_CONTEXT, [None, 8.0, 32.0]),
         ],
     )
     at_32 = torch.load(run["files"]["at_rope_scale"], weights_only=True)["long"]
@@ -220,3 +221,43 @@ def test_chat_tokens_match_metas_chat_format(embedded_run):
     meta = ChatFormat(MetaTokenizer(tokenizer_setup.packaged_tokenizer_model()))
     expected = meta.encode_dialog_prompt([RawMessage(role="user", content=question)]).tokens
     assert embedded_run["chat_tokens"] == expected
+
+
+# In the notebook's kernel, after its last cell (sent there as source:
+# testbeds/notebook_kernel.py).
+
+
+@in_kernel(uses=(other_prompts,))
+def at_rope_scale(nb: KernelGlobals, factor: float, prompts: dict[str, str], path: str) -> None:
+    """other_prompts with the notebook's frequencies scaled by another factor, through its own
+    `scale_rope_frequencies`: a second factor without a second kernel. (Which factor the setup
+    cell picks is tested on its own.)"""
+    chosen = nb["rope_frequencies"]
+    nb["rope_frequencies"] = nb["scale_rope_frequencies"](nb["unscaled_rope_frequencies"], factor)
+    try:
+        other_prompts(nb, prompts, path)
+        values = torch.load(path, weights_only=True)
+        for name in values:
+            values[name]["rope_frequencies"] = nb["rope_frequencies"].float().cpu()
+        torch.save(values, path)
+    finally:
+        nb["rope_frequencies"] = chosen
+
+
+@in_kernel
+def long_logits(nb: KernelGlobals, n_positions: int, factors: list, path: str) -> None:
+    """The notebook's `prefill` (a chunk of positions at a time, keys in blocks) over
+    n_positions tokens: the last position's logits with RoPE's frequencies scaled by each
+    factor through its own `scale_rope_frequencies` (None: unscaled)."""
+    sentence = nb["tokenizer"].encode(" the answer to the ultimate question is 42.")
+    tokens = [nb["bos_id"]] + (sentence * (n_positions // len(sentence) + 1))[: n_positions - 1]
+    chosen, unscaled = nb["rope_frequencies"], nb["unscaled_rope_frequencies"]
+    result = {"tokens": tokens}
+    try:
+        for factor in factors:
+            scaled = unscaled if factor is None else nb["scale_rope_frequencies"](unscaled, factor)
+            nb["rope_frequencies"] = scaled
+            result[str(factor)] = nb["prefill"](tokens, nb["KVCache"](len(tokens))).float().cpu()
+    finally:
+        nb["rope_frequencies"] = chosen
+    torch.save(result, path)

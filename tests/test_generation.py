@@ -11,7 +11,9 @@ import torch
 
 from plumbing import checkpoint_files
 from plumbing.run_settings import DEFAULT_PROMPT
+from testbeds.notebook_kernel import KernelGlobals, in_kernel
 from tests.support import reference_models
+from tests.support.notebook_values import read_in_shared_run
 from tests.support.parity_runs import GENERATING
 
 pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
@@ -41,7 +43,11 @@ def hf_greedy(folder, prompt_tokens, max_new_tokens=24):
 
 @pytest.fixture(scope="module")
 def embedded(embedded_run):
-    return embedded_run["generations"]
+    """What `generations` and `sampling` below saved in the shared embedded run."""
+    files = embedded_run["files"]
+    result = json.loads(files["generations"].read_text())
+    result["sampling"] = json.loads(files["sampling"].read_text())
+    return result
 
 
 def test_embedded_generations(embedded, tokenizer):
@@ -170,3 +176,184 @@ def test_streamed_text_is_the_decoded_text_and_stops_before_a_stop_string(embedd
     multibyte = embedded["sampling"]["streams"]["multibyte"]
     assert len(tokenizer.encode("🦙")) == 3  # so its first two tokens are not text yet
     assert len([piece for piece in multibyte["pieces"] if piece]) > 3  # text as it came
+
+
+# In the notebook's kernel, after its last cell (sent there as source:
+# testbeds/notebook_kernel.py).
+
+
+@in_kernel
+def batches(nb: KernelGlobals) -> dict:
+    """The notebook's batch of prompts against each prompt alone: `generate_batch` against
+    `generate`, and `forward_batch` with padding of any length and content against `forward`."""
+    tokenizer, bos_id = nb["tokenizer"], nb["bos_id"]
+    texts = [nb["prompt"], "the sun rises", "", "once upon a time", "a", "the sun rises"]
+    prompts = [[bos_id] + tokenizer.encode(text, disallowed_special=()) for text in texts]
+    generate, generate_batch = nb["generate"], nb["generate_batch"]
+    result = {
+        "prompts": prompts,
+        "together": generate_batch(prompts),
+        "alone": [generate(tokens) for tokens in prompts],
+    }
+    if any(len(tokens) < 24 for tokens in result["alone"]):  # a prompt ended: step past it
+        result["together_past_the_end"] = generate_batch(prompts, 12, stop_at_end=False)
+        result["alone_past_the_end"] = [
+            generate(tokens, max_new_tokens=12, stop_at_end=False) for tokens in prompts
+        ]
+    # One prompt at a time behind 0 to 40 columns of padding, of arbitrary ids, against
+    # forward on the prompt alone: the largest logit difference, relative.
+    device, forward, forward_batch = nb["device"], nb["forward"], nb["forward_batch"]
+    differences, finite = {}, True
+    for tokens in prompts[:2]:
+        alone = forward(tokens).float()
+        for n_padding in (0, 1, 7, 40):
+            padding_ids = torch.arange(n_padding, device=device) * 997 % nb["vocab_size"]
+            row = torch.cat([padding_ids, torch.tensor(tokens, device=device)])[None]
+            logits = forward_batch(row, torch.tensor([n_padding], device=device))[0].float()
+            finite = finite and bool(logits.isfinite().all())
+            difference = float((logits - alone).abs().max() / alone.abs().max())
+            key = f"{len(tokens)} tokens after {n_padding} padding"
+            differences[key] = difference
+    # the angles each real token turns by: its position as if alone, to the bit (with RoPE a
+    # shift of all of a prompt's positions would change scores only by rounding, so the
+    # logits alone could not tell)
+    lesson_layer, angles = nb["transformer_layer"], []
+
+    def transformer_layer(stream, layer, cos, sin, *rest):
+        if layer == 0:
+            angles.append(cos)
+        return lesson_layer(stream, layer, cos, sin, *rest)
+
+    nb["transformer_layer"] = transformer_layer
+    try:
+        tokens = prompts[1]
+        forward(tokens)
+        row = torch.tensor([[bos_id] * 5 + tokens], device=device)
+        forward_batch(row, torch.tensor([5], device=device))
+    finally:
+        nb["transformer_layer"] = lesson_layer
+    alone_cos, batch_cos = angles
+    result["same_angles"] = bool(torch.equal(batch_cos[0, 0, 5:], alone_cos))
+    # all the prompts in one batch, each row against its prompt alone
+    rows, n_padding = nb["left_padded"](prompts)
+    logits = forward_batch(rows, n_padding).float()
+    for row, tokens in enumerate(prompts):
+        alone = forward(tokens).float()
+        differences[f"row {row} of the batch"] = float(
+            (logits[row] - alone).abs().max() / alone.abs().max()
+        )
+    result["logit_differences"] = differences
+    result["finite"] = finite and bool(logits.isfinite().all())
+    cache = nb["KVCache"](9, prompts=len(prompts))
+    result["cache_shape"] = list(cache.keys.shape)
+    result["cache_sizes"] = [nb["n_layers"], len(prompts), nb["n_kv_heads"], 9, nb["head_dim"]]
+    return result
+
+
+@in_kernel(uses=(batches,))
+def generations(nb: KernelGlobals, path: str) -> None:
+    """The notebook's `generate` with and without the cache, on three prompts."""
+    texts = [nb["prompt"], "the sun rises", "once upon a time"]
+    prompts = {
+        text: [nb["bos_id"]] + nb["tokenizer"].encode(text, disallowed_special=()) for text in texts
+    }
+    generate = nb["generate"]
+    result = {
+        "cached": {text: generate(tokens) for text, tokens in prompts.items()},
+        "recomputed": {text: generate(tokens, use_cache=False) for text, tokens in prompts.items()},
+        "batches": batches(nb),
+    }
+    with open(path, "w") as file:
+        json.dump(result, file)
+
+
+@in_kernel
+def streams(nb: KernelGlobals) -> dict:
+    """The notebook's `stream_text` on fixed token sequences: `generate` is replaced by a stand-in
+    that hands out the tokens of a given text one at a time, as the model would."""
+    tokenizer = nb["tokenizer"]
+    cases = {
+        "multibyte": ("naïve café, 🦙 and 42°C\nnext", ()),
+        "stop across tokens": ("first answer\n\nQ: a second question", ("\n\nQ:",)),
+        "stop never met": ("a line\nand a 🦙", ("\n\nQ:", "STOP")),
+        "two stops": ("one. two! three", ("!", ". ")),
+    }
+    results = {}
+    for name, (text, stops) in cases.items():
+        tokens = tokenizer.encode(text)
+
+        def stand_in(prompt_tokens, on_token=None, tokens=tokens, **options):
+            handed = []
+            for token in tokens:
+                handed.append(token)
+                if on_token(token):
+                    break
+            return handed
+
+        pieces = []
+        saved, nb["generate"] = nb["generate"], stand_in
+        try:
+            returned = nb["stream_text"]("prompt", stop_strings=stops, show=pieces.append)
+        finally:
+            nb["generate"] = saved
+        results[name] = {
+            "text": text,
+            "stops": list(stops),
+            "tokens": len(tokens),
+            "pieces": pieces,
+            "returned": returned,
+        }
+    return results
+
+
+@in_kernel(uses=(streams,))
+def sampling(nb: KernelGlobals, path: str) -> None:
+    """The notebook's `generate` with its sampling options, on one prompt."""
+    generate = nb["generate"]
+    tokens = [nb["bos_id"]] + nb["tokenizer"].encode("once upon a time", disallowed_special=())
+    result = {
+        "greedy": generate(tokens),
+        "top_1": generate(tokens, temperature=0.7, top_k=1),
+        "hot_a": generate(tokens, temperature=3.0, seed=5, max_new_tokens=12),
+        "hot_b": generate(tokens, temperature=3.0, seed=5, max_new_tokens=12),
+        "hot_c": generate(tokens, temperature=3.0, seed=6, max_new_tokens=12),
+        "short": generate(tokens, max_new_tokens=3),
+        "top_p_tiny": generate(tokens, temperature=1.0, top_p=1e-6, max_new_tokens=8),
+        "min_p_one": generate(tokens, temperature=1.0, min_p=1.0, max_new_tokens=8),
+    }
+    # the rules on a hand-made distribution, in a shuffled order
+    shuffled = [0.1, 0.5, 0.05, 0.2, 0.15]
+    probabilities = torch.tensor(shuffled)
+    result["rules"] = {
+        f"{name}={setting}": torch.nonzero(nb[name](probabilities, setting))[:, 0].tolist()
+        for name, setting in [
+            ("top_k_kept", 2),
+            ("top_p_kept", 0.69),
+            ("top_p_kept", 0.71),
+            ("top_p_kept", 1.0),
+            ("min_p_kept", 0.29),
+            ("min_p_kept", 0.31),
+        ]
+    }
+    exact = torch.tensor([0.125, 0.5, 0.125, 0.25])  # sums without rounding: 0.5 + 0.25 = 0.75
+    result["rules"]["top_p_kept=0.75, exact"] = torch.nonzero(nb["top_p_kept"](exact, 0.75))[
+        :, 0
+    ].tolist()
+    # many draws through pick_next, with every rule at once
+    draws, generator = 5000, torch.Generator().manual_seed(0)
+    logits = torch.log(probabilities)
+    picks = [
+        nb["pick_next"](logits, 1.0, 4, generator, top_p=0.8, min_p=0.15) for _ in range(draws)
+    ]
+    result["draws"] = {
+        "n": draws,
+        "counts": torch.bincount(torch.tensor(picks), minlength=5).tolist(),
+    }
+    result["streams"] = streams(nb)
+    with open(path, "w") as file:
+        json.dump(result, file)
+
+
+read_in_shared_run("embedded", generations)
+read_in_shared_run("embedded", sampling)
+read_in_shared_run(GENERATING, generations)

@@ -17,8 +17,10 @@ import pytest
 import torch
 
 from plumbing import checkpoint_files, checkpoints
+from testbeds.notebook_kernel import KernelGlobals, in_kernel
 from tests.support import reference_models
-from tests.support.notebook_values import cell_text
+from tests.support.notebook_values import cell_text, read_in_shared_run
+from tests.test_perplexity import perplexities
 
 pytestmark = pytest.mark.slow  # runs the notebook in kernels: `make quick` leaves it out
 
@@ -27,7 +29,9 @@ TOLERANCE = reference_models.FP32_TOLERANCE
 
 @pytest.fixture(scope="module")
 def learning_run(embedded_run):
-    return embedded_run
+    """The shared embedded run, with what `gradients` below saved as "learning"."""
+    learning = torch.load(embedded_run["files"]["gradients"], weights_only=True)
+    return {**embedded_run, "learning": learning}
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +101,29 @@ def test_what_teaching_cost_is_the_held_out_perplexity_before_and_after(learning
     unchanged = json.loads(learning_run["files"]["perplexities"].read_text())["heldout_score"]
     assert before == pytest.approx(unchanged, rel=1e-3)
     assert after != pytest.approx(before, rel=1e-2)  # teaching one sentence moved it
+
+
+# In the notebook's kernel, after its last cell (sent there as source:
+# testbeds/notebook_kernel.py).
+
+
+@in_kernel
+def gradients(nb: KernelGlobals, path: str) -> None:
+    """The learning section's loss and the gradients of layer 0 and the output matrix."""
+    copy = nb["trainable_copy"]()
+    with nb["weights_from"](copy), torch.enable_grad():
+        loss = nb["token_losses"](nb["hitchhiker_tokens"]).mean()
+        loss.backward()
+    keep = [name for name in copy if name.startswith("layers.0.") or name == nb["output_name"]]
+    torch.save(
+        {
+            "loss": loss.detach(),
+            "tokens": nb["hitchhiker_tokens"],
+            "grads": {name: copy[name].grad for name in keep},
+        },
+        path,
+    )
+
+
+read_in_shared_run("embedded", gradients)
+read_in_shared_run("embedded", perplexities)  # the held-out perplexity the section printed

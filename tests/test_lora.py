@@ -2,7 +2,7 @@
 adapters after the same training steps, and a bad rank refused in one sentence.
 
 Three kernels measure the notebook's side with its own `low_rank_adapters`, `weights_from`,
-`token_losses` and `teach` (tests/support/kernel_readers.py: lora, rank 4, alpha 16): the
+`token_losses` and `teach` (`lora`, below: rank 4, alpha 16): the
 embedded checkpoint's shared run and two random checkpoints' parity runs, one with grouped
 queries and an untied output matrix, one with a tied output (tests/support/parity_runs.py:
 LORA_CHECKPOINTS). The reference is peft's `get_peft_model` on transformers' LlamaForCausalLM
@@ -34,7 +34,9 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
 
 from plumbing import model_sizes
+from testbeds.notebook_kernel import KernelGlobals, in_kernel
 from tests.support import reference_models
+from tests.support.notebook_values import read_in_shared_run
 from tests.support.parity_runs import GENERATING, TIED
 
 pytestmark = pytest.mark.slow  # reads the notebook's kernels and loads reference models
@@ -43,6 +45,7 @@ pytestmark = pytest.mark.slow  # reads the notebook's kernels and loads referenc
 # output matrix, and a tied output matrix (which gets no adapter)
 CHECKPOINTS = ["embedded", GENERATING, TIED]
 ALPHA = 16  # low_rank_adapters' and teach's default
+RANK = 4  # the adapters' rank in the kernels' measurements
 LAYER_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 META_NAME = {hf: meta for meta, hf in reference_models.HF_LAYER_KEYS.items()}
 # One forward and backward pass from the same numbers, in float32 on both sides, summed in
@@ -158,7 +161,7 @@ def checkpoint(request):
 
 @pytest.fixture(scope="module")
 def ours(runs, checkpoint):
-    """What the checkpoint's kernel measured (kernel_readers.lora)."""
+    """What the checkpoint's kernel measured (`lora` below)."""
     return torch.load(runs.notebook(checkpoint, "canonical-17")["files"]["lora"], weights_only=True)
 
 
@@ -304,3 +307,144 @@ def test_a_bad_rank_is_one_sentence_naming_the_range(ours, peft_lora):
     for name, (a_shape, b_shape) in bad_ranks["at_smallest"].items():
         base = layers[name].get_base_layer()
         assert (a_shape, b_shape) == ((smallest, base.in_features), (base.out_features, smallest))
+
+
+# In the notebook's kernel, after its last cell (sent there as source:
+# testbeds/notebook_kernel.py).
+
+
+@in_kernel
+def _adapter_values(adapters: dict) -> dict:
+    """Each adapter's A and B, detached copies on the CPU, by the adapted matrix's name."""
+    return {
+        name: {"a": adapted.a.detach().cpu().clone(), "b": adapted.b.detach().cpu().clone()}
+        for name, adapted in adapters.items()
+    }
+
+
+@in_kernel(uses=(_adapter_values,))
+def lora(nb: KernelGlobals, rank: int, path: str) -> None:
+    """The learning section's LoRA, through its own `low_rank_adapters`, `weights_from`,
+    `token_losses` and `teach`:
+
+    - "gradients": adapters of `rank` with B set to random nonzero values (at B = 0, A's
+      gradient is zero), the Hitchhiker sentence's mean loss through them, and every A's and
+      B's gradient;
+    - "training": `teach(new_fact, steps=3, rank=rank)` after `torch.manual_seed(1)`: the
+      adapters it made (watched as `teach` makes them) and `low_rank_adapters(rank)`'s after
+      the same seed; at each step, read by torch's optimizer hooks, every A's and B's gradient
+      and their values after the step, whether the optimizer holds exactly the adapters, and
+      its type and settings; the losses it returned; the token ids it trained on;
+    - "bad_ranks": what `low_rank_adapters` raised for each rank it must refuse, and the
+      adapters' shapes at the largest rank it must accept, the smallest side of a matrix.
+    """
+    from torch.optim.optimizer import (
+        register_optimizer_step_post_hook,
+        register_optimizer_step_pre_hook,
+    )
+
+    from plumbing import friendly_errors
+
+    low_rank_adapters = nb["low_rank_adapters"]
+    torch.manual_seed(0)
+    adapters = low_rank_adapters(rank)
+    with torch.no_grad():
+        for adapted in adapters.values():
+            adapted.b.copy_(0.02 * torch.randn(adapted.b.shape))
+    with nb["weights_from"](adapters), torch.enable_grad():
+        loss = nb["token_losses"](nb["hitchhiker_tokens"]).mean()
+        loss.backward()
+    gradients = {
+        "tokens": nb["hitchhiker_tokens"],
+        "loss": float(loss),
+        "scales": {name: adapted.scale for name, adapted in adapters.items()},
+        "adapters": _adapter_values(adapters),
+        "grads": {
+            name: {"a": adapted.a.grad.cpu(), "b": adapted.b.grad.cpu()}
+            for name, adapted in adapters.items()
+        },
+    }
+
+    torch.manual_seed(1)
+    recorded = _adapter_values(low_rank_adapters(rank))
+    made, started, steps, optimizers = [], [], [], []  # what teach made and did, watched
+
+    def low_rank_adapters_for_teach(*args, **kwargs):
+        made.append(low_rank_adapters(*args, **kwargs))
+        started.append(_adapter_values(made[-1]))  # before teach's first step moves them
+        return made[-1]
+
+    def before_step(optimizer, args, kwargs):
+        trained = [number for group in optimizer.param_groups for number in group["params"]]
+        adapted = [n for adapters in made for a in adapters.values() for n in (a.a, a.b)]
+        optimizers.append(
+            {
+                "type": type(optimizer).__name__,
+                "settings": dict(optimizer.defaults),
+                "holds_the_adapters": len(trained) == len(adapted)
+                and {id(n) for n in trained} == {id(n) for n in adapted},
+            }
+        )
+        grads = {
+            name: {"a": adapted.a.grad.cpu().clone(), "b": adapted.b.grad.cpu().clone()}
+            for name, adapted in made[-1].items()
+        }
+        steps.append({"grads": grads})
+
+    def after_step(optimizer, args, kwargs):
+        steps[-1]["after"] = _adapter_values(made[-1])
+
+    teach = nb["teach"]
+    nb["low_rank_adapters"] = low_rank_adapters_for_teach
+    hooks = [
+        register_optimizer_step_pre_hook(before_step),
+        register_optimizer_step_post_hook(after_step),
+    ]
+    torch.manual_seed(1)
+    try:
+        _, losses = teach(nb["new_fact"], steps=3, rank=rank)
+    finally:
+        nb["low_rank_adapters"] = low_rank_adapters
+        for hook in hooks:
+            hook.remove()
+    bos_id, tokenizer = nb["bos_id"], nb["tokenizer"]
+    training = {
+        "recorded_start": recorded,
+        "teach_started": started,
+        "steps": steps,
+        "optimizers": optimizers,
+        "losses": losses,
+        "batch": [
+            [bos_id] + tokenizer.encode(text, disallowed_special=()) for text in nb["new_fact"]
+        ],
+    }
+
+    smallest = min(min(adapted.b.shape[0], adapted.a.shape[1]) for adapted in adapters.values())
+    refused = {}
+    for bad in (0, -1, 2.5, "8", smallest + 1):
+        try:
+            low_rank_adapters(bad)
+            refused[repr(bad)] = {"raised": None}
+        except Exception as error:  # which exception it is, the test checks
+            refused[repr(bad)] = {
+                "raised": type(error).__name__,
+                "setup_error": isinstance(error, friendly_errors.SetupError),
+                "message": str(error),
+            }
+    at_smallest = {
+        name: (tuple(adapted.a.shape), tuple(adapted.b.shape))
+        for name, adapted in low_rank_adapters(smallest).items()
+    }
+    torch.save(
+        {
+            "rank": rank,
+            "gradients": gradients,
+            "training": training,
+            "bad_ranks": {"smallest": smallest, "refused": refused, "at_smallest": at_smallest},
+        },
+        path,
+    )
+
+
+for run in CHECKPOINTS:
+    read_in_shared_run(run, lora, RANK)

@@ -29,6 +29,7 @@ from plumbing import (
 from plumbing.one_row import AtenOneRowMatrix, FileDtypeMatrix
 from tests.support.notebook_values import TENSORS_ONLY, cell_text, run_and_read
 from tests.support.parity_runs import RANDOM_CHECKPOINTS
+from tests.test_generation import generations  # the plain run's, in the shared embedded run
 
 ANSWER = 2983  # "42"
 BLOCK = weight_loading.WeightReader.BLOCK_ROWS
@@ -165,7 +166,7 @@ def notebook_runs(tmp_path_factory):
     # a compiler that is not there, and a cache of compiled code of its own, so that nothing
     # compiled earlier is found: the plain path (the fused run may use what is compiled)
     nowhere = {"CXX": "/nowhere/c++", "TORCHINDUCTOR_CACHE_DIR": str(folders["no-compiler"])}
-    cases = {"fused": (fused, [("generations",)]), "no compiler": ({**fused, **nowhere}, [])}
+    cases = {"fused": (fused, [(generations,)]), "no compiler": ({**fused, **nowhere}, [])}
 
     def run(name):
         settings, also = cases[name]
@@ -183,7 +184,7 @@ def test_the_notebook_fused_writes_the_same_tokens(notebook_runs, embedded_run):
     decided = cell_text(run["notebook"], "machine-code")
     assert "one row:    fused: one-row products read the file's bfloat16" in decided
     fused = json.loads(run["files"]["generations"].read_text())
-    plain = embedded_run["generations"]
+    plain = json.loads(embedded_run["files"]["generations"].read_text())
     assert fused["cached"] == plain["cached"]  # greedy tokens, with the cache
     assert fused["recomputed"] == fused["cached"]  # the cache still equals recomputing
 

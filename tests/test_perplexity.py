@@ -6,7 +6,7 @@ by their number of predicted positions, as one mean over all of them. Longer seq
 in windows the standard way (Hugging Face's "Perplexity of fixed-length models"): each window
 scores only the positions no window before it scored, its other labels set to -100.
 
-The notebook's side comes from its own kernel (tests/support/kernel_readers.py: perplexities),
+The notebook's side comes from its own kernel (`perplexities`, below),
 on the embedded model and on a random checkpoint (tests/support/parity_runs.py: SCORING).
 """
 
@@ -20,6 +20,8 @@ import pytest
 import torch
 
 from plumbing import REPO_DIR
+from testbeds.notebook_kernel import KernelGlobals, in_kernel
+from tests.support.notebook_values import read_in_shared_run
 from tests.support.parity_runs import SCORING
 
 CORPUS = REPO_DIR / "generators" / "corpus.txt"
@@ -78,7 +80,7 @@ def transformers_perplexity(model, sequences, window=None, stride=None) -> float
 
 @pytest.fixture(scope="module")
 def scored(runs):
-    """Each checkpoint's kernel figures (kernel_readers.perplexities)."""
+    """Each checkpoint's kernel figures (`perplexities`, below)."""
     return {
         checkpoint: json.loads(
             runs.notebook(checkpoint, "canonical-17")["files"]["perplexities"].read_text()
@@ -131,3 +133,40 @@ def test_windows_see_less_context(scored, checkpoint):
     scores = scored[checkpoint]["scores"]
     assert scores["long, window 32, stride 16"] != pytest.approx(scores["long"], rel=1e-3)
     assert scores["long, window 32, stride 20"] != pytest.approx(scores["long"], rel=1e-3)
+
+
+# In the notebook's kernel, after its last cell (sent there as source:
+# testbeds/notebook_kernel.py).
+
+
+@in_kernel
+def perplexities(nb: KernelGlobals, path: str) -> None:
+    """The learning section's `perplexity` on its held-out sentences, without windows and with
+    windows shorter than the sequences, and the token ids it read, so that a test can score the
+    same ids with transformers.
+
+    With windows: the first 12 held-out sentences read 6 tokens at a time moving by 4 (each
+    sentence needs several windows), and one 100-token sequence (the sentences one after
+    another) read 32 at a time moving by 16, and by 20."""
+    perplexity, heldout = nb["perplexity"], nb["heldout"]
+    long = [token for sentence in heldout for token in sentence][:100]
+    result = {
+        "heldout": heldout,
+        "heldout_lines": nb["heldout_lines"],
+        "end_of_text_id": nb["end_of_text_id"],
+        "heldout_score": nb["heldout_score"],  # what the cell printed (None: demos skipped)
+        "long": long,
+        "scores": {
+            "heldout": perplexity(heldout),
+            "12 heldout, window 6, stride 4": perplexity(heldout[:12], window=6, stride=4),
+            "long": perplexity([long]),
+            "long, window 32, stride 16": perplexity([long], window=32, stride=16),
+            "long, window 32, stride 20": perplexity([long], window=32, stride=20),
+        },
+    }
+    with open(path, "w") as file:
+        json.dump(result, file)
+
+
+read_in_shared_run("embedded", perplexities)
+read_in_shared_run(SCORING, perplexities)

@@ -2,7 +2,7 @@
 
 - The section "Fewer bytes per weight" runs in the shared kernel (tests/conftest.py), which
   then measures every matrix it quantized with the notebook's own functions
-  (tests/support/kernel_readers.quantization): the error bound of each scheme, the fused
+  (`measure_section`, below): the error bound of each scheme, the fused
   product against dequantize-then-multiply, and a quality figure computed again.
 - plumbing/quantization.py, which LLAMA3_QUANTIZE uses from the setup cell, is checked
   here in-process on random matrices, and in a kernel on the whole notebook: "42" under
@@ -21,14 +21,22 @@ import pytest
 import torch
 
 from plumbing import checkpoint_files, quantization
-from tests.support.notebook_values import TENSORS_ONLY, cell_text, run_and_read
+from testbeds.notebook_kernel import KernelGlobals, in_kernel
+from tests.support.notebook_values import (
+    TENSORS_ONLY,
+    cell_text,
+    read_in_shared_run,
+    run_and_read,
+)
+from tests.test_perplexity import perplexities
 
 ANSWER = 2983  # "42"
 
 
 @pytest.fixture(scope="module")
 def section(embedded_run):
-    return embedded_run["quantization"]
+    """What `measure_section` below measured in the shared embedded run."""
+    return torch.load(embedded_run["files"]["measure_section"], weights_only=True)
 
 
 # ---- the notebook's own functions, on every matrix it quantized --------------------------------
@@ -252,3 +260,60 @@ def test_the_whole_notebook_quantized_predicts_42(quantized_runs, scheme, dtype)
 def test_quantizing_gives_freed_memory_back_on_glibc():
     # glibc keeps freed heap blocks: 2.1 GB of them after quantizing the 8B (docs/performance.md)
     assert quantization.return_freed_memory()
+
+
+# In the notebook's kernel, after its last cell (sent there as source:
+# testbeds/notebook_kernel.py).
+
+
+@in_kernel
+def measure_section(nb: KernelGlobals, path: str) -> None:
+    """The quantization section's own functions and matrices, measured in its kernel.
+
+    For every matrix of `quantized_models`: the notebook's integers and scales again from
+    the file, how far each weight moved in steps of its scale, whether the matrix holds
+    those very integers and scales, and the fused product `x @ W.T` against the explicit
+    one, `x @ dequantize(ints, scales).T`. And one quality figure recomputed.
+    """
+    generator = torch.Generator().manual_seed(0)
+    measured = {}
+    for scheme, matrices in nb["quantized_models"].items():
+        quantize = nb["quantize_int8"] if scheme == "int8" else nb["quantize_int4"]
+        for name, matrix in matrices.items():
+            weights = nb["model"][name].float()
+            ints, scales = quantize(weights)
+            step = scales.repeat_interleave(weights.shape[1] // scales.shape[1], dim=1)
+            zero = step == 0  # a block of zeros (rows of tokens the embedded model never saw)
+            step = torch.where(zero, 1.0, step)
+            x = torch.randn(3, matrix.shape[1], generator=generator)
+            explicit = x @ nb["dequantize"](ints, scales).T
+            measured[(scheme, name)] = {
+                "range": (int(ints.min()), int(ints.max())),
+                "zero_blocks_stay_zero": bool(
+                    (ints[zero] == 0).all() and (weights[zero] == 0).all()
+                ),
+                "moved_in_steps": float((weights / step - ints).abs().max()),
+                "moved_over_half": float(((weights / step - ints).abs() > 0.5).float().mean()),
+                "holds_the_notebooks": torch.equal(matrix.ints, ints)
+                and torch.equal(matrix.scales, scales.to(matrix.scales.dtype)),  # int4: bf16
+                "fused_vs_explicit": float((x @ matrix.T - explicit).abs().max())
+                / float(explicit.abs().max()),
+                "one_row_vs_explicit": float((x[0] @ matrix.T - explicit[0]).abs().max())
+                / float(explicit[0].abs().max()),
+                "bf16_vs_explicit": float((x.bfloat16() @ matrix.T - explicit).abs().max())
+                / float(explicit.abs().max()),
+            }
+    torch.save(
+        {
+            "matrices": measured,
+            "printed_quality": nb["quantization_quality"],
+            "recomputed_int8_quality": nb["quality"]({"int8": nb["quantized_models"]["int8"]})[
+                "int8"
+            ],
+        },
+        path,
+    )
+
+
+read_in_shared_run("embedded", measure_section)
+read_in_shared_run("embedded", perplexities)  # the held-out sentences, as token ids

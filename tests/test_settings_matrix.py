@@ -7,7 +7,7 @@ Face's folder, a GGUF file; all three the embedded model, in bf16), and the one-
 bfloat16 ATen's one-row kernel). One kernel per layout runs the notebook (demos
 off), then, in the same kernel, makes the setup's decisions anew for each combination and
 runs the notebook's own cells from `show-def` to `forward-def` again
-(tests/support/kernel_readers.settings_matrix): the layer-0 walk through `wq.view(…)`, every
+(`settings_matrix`, below): the layer-0 walk through `wq.view(…)`, every
 layer, the answer, and `forward`. bf16 with int8 once stopped at `heads-q`. The three
 kernels run at once, one thread each.
 """
@@ -23,6 +23,7 @@ import pytest
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from testbeds.gguf_writer import write_gguf
 from testbeds.hf_folder import save_streaming
+from testbeds.notebook_kernel import KernelGlobals, in_kernel
 from tests.support.notebook_values import NOTEBOOK_UNDER_TEST, TENSORS_ONLY, run_and_read
 
 pytestmark = pytest.mark.slow
@@ -51,7 +52,7 @@ def matrix(tmp_path_factory):
         work = tmp_path_factory.mktemp(layout.replace(" ", "-"))
         settings = {**TENSORS_ONLY, "LLAMA3_CKPT": str(checkpoints[layout])}
         settings["OMP_NUM_THREADS"] = "1"
-        also = [("settings_matrix", COMBINATIONS, str(NOTEBOOK_UNDER_TEST))]
+        also = [(settings_matrix, COMBINATIONS, str(NOTEBOOK_UNDER_TEST))]
         values = run_and_read(work, settings, also=also)
         return values, json.loads(values["files"]["settings_matrix"].read_text())
 
@@ -74,3 +75,60 @@ def test_every_combination_predicts_what_the_plain_run_predicts(matrix, layout):
         fused = result["LLAMA3_ONE_ROW"] == "fused"
         routed = ("fused", "ATen") if fused else ("plain",)
         assert result["one_row"].startswith(routed), result["one_row"]
+
+
+# In the notebook's kernel, after its last cell (sent there as source:
+# testbeds/notebook_kernel.py).
+
+
+@in_kernel
+def settings_matrix(
+    nb: KernelGlobals, combinations: list[dict], notebook_path: str, path: str
+) -> None:
+    """The lesson's main path again under each combination of the settings that change how
+    weights are read (LLAMA3_DTYPE, LLAMA3_QUANTIZE, LLAMA3_ONE_ROW): for each, the setup
+    cell's decisions are made anew (`run_settings.decide`, `settings.weight_reader`) and the
+    notebook's own cells from `show-def` to `forward-def` run again in this kernel (the
+    tokenizer's cells aside: they read no weight). Saves each run's next token, by the cells
+    and by `forward`, and the setup's lines about it."""
+    import os
+    from unittest import mock
+
+    import matplotlib.pyplot as plt
+    import nbformat
+
+    from plumbing import run_settings
+
+    cells = nbformat.read(notebook_path, as_version=4).cells
+    ids = [cell.get("id") for cell in cells]
+    lesson = cells[ids.index("show-def") : ids.index("forward-def") + 1]
+    sources = [
+        cell.source
+        for cell in lesson
+        if cell.cell_type == "code" and not cell.get("id", "").startswith("bpe")
+    ]
+    results = []
+    for combination in combinations:
+        os.environ.update(combination)
+        settings = run_settings.decide(
+            nb["checkpoint_dir"], nb["config"], nb["tokenizer"], nb["model"]
+        )
+        nb.update(settings=settings, device=settings.device, compute_dtype=settings.dtype)
+        nb["weight"] = settings.weight_reader(nb["model"])
+        # the figures are the plain run's: here each is closed unrendered, not drawn again
+        with mock.patch.object(plt, "show", lambda *_, **__: plt.close("all")):
+            for source in sources:
+                exec(compile(source, "lesson", "exec"), nb.namespace)
+        forward_token = int(nb["forward"](nb["prompt_tokens"]).argmax())
+        results.append(
+            {
+                **combination,
+                "cells": nb["next_token_id"],
+                "forward": forward_token,
+                "dtype": str(settings.dtype).removeprefix("torch."),
+                "quantized": settings.quantization_note,
+                "one_row": settings.one_row_note,
+            }
+        )
+    with open(path, "w") as file:
+        json.dump(results, file)

@@ -3,7 +3,7 @@ broken line is the bug it is named for; every function comes back; and the scali
 holds the notebook's own scores.
 
 All read from the shared embedded run (`embedded_run`), whose kernel measures the section
-again with its own functions (tests/support/kernel_readers.py, `silent_bugs`).
+again with its own functions (`silent_bugs`, below).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.support.notebook_values import cell_text
+from testbeds.notebook_kernel import KernelGlobals, in_kernel
+from tests.support.notebook_values import cell_text, read_in_shared_run
 
 pytestmark = pytest.mark.slow  # reads the shared kernel run
 
@@ -20,7 +21,7 @@ WINDOWS = (512, 8192, 4 * 8192)  # distances up to 1/16, 1 and 4 times the origi
 
 @pytest.fixture(scope="module")
 def section(embedded_run):
-    return embedded_run["silent_bugs"]
+    return torch.load(embedded_run["files"]["silent_bugs"], weights_only=True)
 
 
 def test_each_damage_is_measured_again_to_the_bit(section, embedded_run):
@@ -81,3 +82,84 @@ def test_missing_scaling_shows_on_the_logits_past_the_context(section):
     assert min(apart) == 0 and max(apart) > 8192
     far = [value for gap, value in apart.items() if gap >= 8192]
     assert apart[0] < 0.01 and min(far) > 10 * apart[0], apart
+
+
+# In the notebook's kernel, after its last cell (sent there as source:
+# testbeds/notebook_kernel.py).
+
+
+@in_kernel
+def silent_bugs(nb: KernelGlobals, path: str) -> None:
+    """The section "When it goes quietly wrong", measured again in its kernel: each bug's
+    damage recomputed with the section's own functions; whether every function it broke is
+    the original again; whether each broken line does what the section says (RoPE pairing:
+    Hugging Face's `rope_rotate_half`, from the layouts section; key/value heads: head h reads
+    h % n_kv_heads); and the scaling figure's scores at a few distances, one at a time."""
+    import inspect
+
+    bugs, measure = nb["silent_bugs"], nb["measure"]
+    correct = nb["logits_and_streams"](nb["bug_input"])
+    again = {"(none)": measure(correct, nb["prompt_tokens"], nb["bug_input"])}
+    for bug, lines in bugs.items():
+        with nb["with_bug"](lines):
+            again[bug] = measure(correct, nb["prompt_tokens"], nb["bug_input"])
+    restored = {}
+    for lines in bugs.values():
+        for name, (right, wrong) in lines.items():
+            function = nb.namespace[name]  # a function the section names itself
+            source = inspect.getsource(function)
+            restored[name] = (
+                function.__code__.co_filename != "<string>"
+                and right in source
+                and wrong not in source
+            )
+    x = torch.randn(3, 5, nb["head_dim"], generator=torch.Generator().manual_seed(0))
+    angles = torch.rand(5, nb["head_dim"] // 2, generator=torch.Generator().manual_seed(1))
+    with nb["with_bug"](bugs["RoPE pairs (i, i + head_dim/2)"]):
+        broken_rope = nb["apply_rope"](x, angles.cos(), angles.sin())
+    half_split = nb["rope_rotate_half"](x, angles.cos(), angles.sin())
+    # the broken line writes each turned pair (i, i + head_dim/2) back side by side; queries
+    # and keys both, so the scores are Hugging Face's pairing's: compare in its order
+    broken_rope = broken_rope.unflatten(-1, (-1, 2)).transpose(-2, -1).flatten(-2)
+    keys = torch.randn(nb["n_kv_heads"], 4, nb["head_dim"], generator=torch.Generator())
+    queries = torch.randn(nb["n_heads"], 4, nb["head_dim"], generator=torch.Generator())
+    with nb["with_bug"](bugs["kv heads repeated"]):
+        broken_pattern = nb["attention_pattern"](queries, keys)
+    reads = torch.arange(nb["n_heads"]) % nb["n_kv_heads"]  # head h reads h % n_kv_heads
+    expected_pattern = torch.softmax(
+        (queries @ keys[reads].transpose(1, 2) / nb["head_dim"] ** 0.5)
+        + nb["causal_mask_for"](4, 4),
+        dim=-1,
+    )
+    data = nb["rope_scaling_data"]
+    distances = data["distances"]
+    picked = [0, 1, len(distances) // 3, len(distances) - 1]
+    one_at_a_time = {}
+    query, key = nb["q_per_token"][0].float(), nb["k_per_token"][0].float()
+    unscaled = nb["unscaled_rope_frequencies"].float()
+    scaled = nb["scale_rope_frequencies"](unscaled, data["factor"])
+    for label, frequencies in (("unscaled", unscaled), ("scaled", scaled)):
+        scores = []
+        for index in picked:
+            angle = distances[index] * frequencies  # [pairs]
+            scores.append(float(nb["apply_rope"](query[None], angle.cos(), angle.sin())[0] @ key))
+        one_at_a_time[label] = scores
+    torch.save(
+        {
+            "printed": nb["silent_bug_damage"],
+            "on_logits": nb["rope_scaling_logits"],
+            "again": again,
+            "restored": restored,
+            "rope_bug_vs_half_split": float((broken_rope - half_split).abs().max()),
+            "kv_bug_vs_h_mod_kv": float((broken_pattern - expected_pattern).abs().max()),
+            "n_kv_heads": nb["n_kv_heads"],
+            "n_heads": nb["n_heads"],
+            "figure": data,
+            "picked": picked,
+            "one_at_a_time": one_at_a_time,
+        },
+        path,
+    )
+
+
+read_in_shared_run("embedded", silent_bugs)

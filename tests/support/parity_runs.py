@@ -17,7 +17,12 @@ from plumbing.run_settings import DEFAULT_PROMPT
 from testbeds import presets
 from testbeds.random_checkpoint import write_checkpoint
 from tests.support import reference_models
-from tests.support.notebook_values import run_and_read
+from tests.support.notebook_values import (
+    SHARED_RUN_READERS,
+    in_dtype,
+    other_prompts,
+    run_and_read,
+)
 
 # Random checkpoints in Meta's layout covering the axes that matter (testbeds/presets.py's
 # PARITY). Every one has the real 128,256-row embedding and output matrices, so its width sets
@@ -30,7 +35,8 @@ RANDOM_CHECKPOINTS = presets.PARITY
 # would meet nothing new and cost 20-30 s a shape.
 TIED = "q_per_kv_8-hd16-2layers"
 WITH_DEMOS = {TIED}
-# This one also generates in its kernel, for tests/test_generation.py.
+# This one also generates in its kernel, for tests/test_generation.py, and measures LoRA with
+# grouped queries and an untied output matrix for tests/test_lora.py (TIED: with a tied one).
 GENERATING = "q_per_kv_3-hd32-3layers"
 # This one, the narrowest, also runs the learning section's `perplexity` in its kernel, for
 # tests/test_perplexity.py.
@@ -42,15 +48,10 @@ PROMPTS = {
     "canonical-17": DEFAULT_PROMPT,
     "long": ". ".join(CORPUS[1:40]) + ". ",  # 200+ tokens
 }
-# These, grouped queries with an untied output matrix and with a tied one, also measure the
-# learning section's LoRA in their kernels (kernel_readers.lora, at this rank), for
-# tests/test_lora.py; the embedded checkpoint's shared kernel does too.
-LORA = ("lora", 4)
-LORA_CHECKPOINTS = {GENERATING, TIED}
 # What the embedded checkpoint's shared kernel (tests/conftest.py) also runs through `forward`.
 THROUGH_FORWARD = [
-    ("other_prompts", {"long": PROMPTS["long"]}),
-    ("in_dtype", "bfloat16", {"canonical-17": PROMPTS["canonical-17"]}),
+    (other_prompts, {"long": PROMPTS["long"]}),
+    (in_dtype, "bfloat16", {"canonical-17": PROMPTS["canonical-17"]}),
 ]
 
 
@@ -68,10 +69,11 @@ class Runs:
 
     A kernel is the costly part, so one serves several prompts and both dtypes: a checkpoint
     runs the whole notebook on the canonical prompt in float32, and in the same kernel its
-    own `forward` on the other prompts and in bfloat16 (tests/support/kernel_readers.py:
-    other_prompts, in_dtype). The embedded checkpoint's kernel is the one most tests share;
-    it also runs the whole lesson on the 1-token prompt, so the lesson's cells meet 1 and 17
-    tokens (nbval's capability runs give them bfloat16).
+    own `forward` on the other prompts and in bfloat16 (tests/support/notebook_values.py:
+    other_prompts, in_dtype), and what the test files ask of that checkpoint's kernel
+    (`notebook_values.read_in_shared_run`). The embedded checkpoint's kernel is the one most
+    tests share; it also runs the whole lesson on the 1-token prompt, so the lesson's cells
+    meet 1 and 17 tokens (nbval's capability runs give them bfloat16).
     """
 
     def __init__(self, checkpoints, workdir, shared):
@@ -106,10 +108,8 @@ class Runs:
         # the canonical prompt with the demos; the rest through `forward`, one kernel
         others = {name: text for name, text in PROMPTS.items() if name != "canonical-17"}
         canonical = {"canonical-17": PROMPTS["canonical-17"]}
-        also = [("other_prompts", others), ("in_dtype", "bfloat16", canonical)]
-        also += [("generations",)] if checkpoint == GENERATING else []
-        also += [("perplexities",)] if checkpoint == SCORING else []
-        also += [LORA] if checkpoint in LORA_CHECKPOINTS else []
+        also = [(other_prompts, others), (in_dtype, "bfloat16", canonical)]
+        also += SHARED_RUN_READERS.get(checkpoint, [])
         demos = "1" if checkpoint in WITH_DEMOS else "0"
         env |= {"LLAMA3_PROMPT": PROMPTS["canonical-17"], "LLAMA3_DTYPE": "float32"}
         return run_and_read(folder, {**env, "LLAMA3_EXTRAS": demos}, also=also)

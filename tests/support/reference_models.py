@@ -183,7 +183,7 @@ def relative_difference(ours: torch.Tensor, reference: torch.Tensor) -> float:
 def layer_differences(ours: dict, reference: dict) -> dict[str, float]:
     """relative_difference of every tensor the notebook and a reference both name, layer by layer.
 
-    A run through the notebook's `forward` (kernel_readers.other_prompts) has the final norm's
+    A run through the notebook's `forward` (notebook_values.other_prompts) has the final norm's
     output at the last position only, and is compared there.
     """
     result = {

@@ -5,8 +5,8 @@ A whole execution of the notebook (its demos included) is the costly part of the
 - each configuration runs once, and every test that reads it shares the run. The run most
   tests read (the embedded checkpoint in float32, `EMBEDDED`) is also one of the stored-outputs
   checks: nbval executes it under one CPU kernel family, compares every cell with the stored
-  outputs, and in the same kernel the readers of tests/support/kernel_readers.py run after
-  the last cell;
+  outputs, and in the same kernel, after the last cell, `read_back` and the functions the
+  test files send (`notebook_values.read_in_shared_run`);
 - they start as soon as pytest knows which tests it will run (tests/conftest.py), a few at a
   time on one thread each, while the tests that need no whole execution run in the pytest
   process; the tests that read them are moved to the end of the session;
@@ -33,7 +33,6 @@ float32 is the run most tests read (`embedded_configuration`).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -53,7 +52,7 @@ from plumbing.run_notebook import NOTEBOOK
 from testbeds import notebook_kernel
 from testbeds.notebook_kernel import NOTEBOOK_UNDER_TEST
 from tests.support import parity_runs
-from tests.support.notebook_values import bpe_parity_strings
+from tests.support.notebook_values import SHARED_RUN_READERS, read_back
 
 # Both variables are read once, when the process starts: each configuration is a new kernel.
 KERNELS = {
@@ -197,9 +196,7 @@ def nbval_and_read(workdir: Path, settings: dict[str, str], also: list[tuple]) -
     result ("nbval")."""
     workdir.mkdir(parents=True, exist_ok=True)
     notebook = nbformat.read(NOTEBOOK_UNDER_TEST, as_version=4)
-    calls = notebook_kernel.calls_cell(
-        "tests.support.kernel_readers", [("read_back",), *also], workdir
-    )
+    calls = notebook_kernel.calls_cell([(read_back,), *also], workdir)
     notebook.cells.append(nbformat.v4.new_code_cell("# NBVAL_IGNORE_OUTPUT\n" + calls))
     nbformat.write(notebook, workdir / "notebook.ipynb")
     result = nbval(settings, workdir / "notebook.ipynb", keep=workdir / "executed.ipynb")
@@ -210,7 +207,7 @@ def nbval_and_read(workdir: Path, settings: dict[str, str], also: list[tuple]) -
         )
     values = torch.load(workdir / "read_back", weights_only=True)
     values["notebook"] = nbformat.read(workdir / "executed.ipynb", as_version=4)
-    values["files"] = {name: workdir / name for name, *_ in also}
+    values["files"] = {function.__name__: workdir / function.__name__ for function, *_ in also}
     values["nbval"] = result
     return values
 
@@ -257,24 +254,15 @@ def snapshot(folder: Path) -> dict:
 
 def embedded(scratch: Path) -> dict:
     """The notebook on the embedded checkpoint in float32, the configuration most tests read:
-    its tensors, and in the same kernel its tokenizer on the parity strings, its generations,
-    the learning section's gradients, perplexities and LoRA, and the parity tests' long prompt
-    and bfloat16 pass through its `forward`; the checkpoint folder before and after. nbval
-    compares it with the stored outputs under `embedded_configuration()`'s kernels."""
+    its tensors, and in the same kernel what the test files ask of it
+    (`notebook_values.read_in_shared_run`: its tokenizer on the parity strings, its
+    generations, the learning section's gradients, perplexities and LoRA …) and the parity
+    tests' long prompt and bfloat16 pass through its `forward`; the checkpoint folder before
+    and after. nbval compares it with the stored outputs under `embedded_configuration()`'s
+    kernels."""
     before = snapshot(EMBEDDED_CHECKPOINT)
-    strings = scratch / "strings.json"
-    strings.write_text(json.dumps(bpe_parity_strings()), encoding="utf-8")
-    also = [("bpe", str(strings)), ("generations",), ("sampling",)]
-    also += [("gradients",), ("quantization",), ("silent_bugs",), ("long_inputs",)]
-    also += [("perplexities",), parity_runs.LORA]
-    also += parity_runs.THROUGH_FORWARD  # the parity tests' long prompt and bfloat16 pass
+    also = [*SHARED_RUN_READERS.get("embedded", []), *parity_runs.THROUGH_FORWARD]
     run = nbval_and_read(scratch / "embedded", environment(embedded_configuration()), also)
-    run["bpe"] = json.loads(run["files"]["bpe"].read_text(encoding="utf-8"))
-    run["generations"] = json.loads(run["files"]["generations"].read_text())
-    run["generations"]["sampling"] = json.loads(run["files"]["sampling"].read_text())
-    for name, key in [("gradients", "learning"), ("quantization",) * 2, ("silent_bugs",) * 2]:
-        run[key] = torch.load(run["files"][name], weights_only=True)
-    run["long_inputs"] = torch.load(run["files"]["long_inputs"], weights_only=True)
     run["folder_before"], run["folder_after"] = before, snapshot(EMBEDDED_CHECKPOINT)
     return run
 

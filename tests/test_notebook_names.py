@@ -1,6 +1,7 @@
-"""The notebook defines every name its contract declares (testbeds/notebook_contract.py), read
-from its source: no kernel, so a renamed name fails here in a second, in `make quick`, not
-deep inside a kernel run.
+"""Every name the tests and benchmarks read from the notebook's kernel (`nb["name"]` in the
+functions they send or call there, testbeds/notebook_kernel.py) is one the notebook defines,
+read from the sources: no kernel, so a renamed name fails here in a second, in `make quick`,
+naming the file that reads it, not deep inside a kernel run.
 
 Top level is what a kernel's globals hold after Run All: assignments, definitions, imports,
 loop and `with … as` targets, also inside a top-level `if`, `for`, `while`, `with` or `try`,
@@ -15,8 +16,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from testbeds.notebook_contract import CONTRACT, ContractError, NotebookGlobals
-from testbeds.notebook_kernel import NOTEBOOK_UNDER_TEST
+from plumbing import REPO_DIR
+from testbeds.notebook_kernel import NOTEBOOK_UNDER_TEST, KernelGlobals, NotebookNameError
+
+# The files whose functions read the notebook's kernel: the tests' own (sent there) and the
+# benchmarks' (imported there).
+READERS = sorted([*REPO_DIR.glob("tests/**/*.py"), REPO_DIR / "benchmarks" / "kernel_figures.py"])
 
 
 def bound_names(target: ast.AST) -> list[str]:
@@ -66,16 +71,53 @@ def notebook_names(path: Path) -> set[str]:
     }
 
 
-def test_the_notebook_defines_its_contract():
-    missing = sorted(set(CONTRACT) - notebook_names(NOTEBOOK_UNDER_TEST))
+def read_names(source: str) -> set[str]:
+    """The names `nb["name"]` reads or sets, and `nb.update(name=…)` sets, in `source`."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "nb"
+            and isinstance(node.slice, ast.Constant)
+            and isinstance(node.slice.value, str)
+        ):
+            names.add(node.slice.value)
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "update"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "nb"
+        ):
+            names.update(keyword.arg for keyword in node.keywords if keyword.arg)
+    return names
+
+
+def test_every_name_read_from_the_kernel_is_one_the_notebook_defines():
+    defined = notebook_names(NOTEBOOK_UNDER_TEST)
+    read = {path: read_names(path.read_text(encoding="utf-8")) for path in READERS}
+    assert sum(map(len, read.values())) > 80  # the readers were found
+    missing = {
+        str(path.relative_to(REPO_DIR)): sorted(names - defined)
+        for path, names in read.items()
+        if names - defined
+    }
     assert not missing, (
-        f"{NOTEBOOK_UNDER_TEST.name} does not define {', '.join(missing)} at top level, which "
-        "testbeds/notebook_contract.py declares: rename them there too (and where they are read)"
+        f"{NOTEBOOK_UNDER_TEST.name} does not define these names at top level, which these "
+        f"files read from its kernel: {missing}; rename them there too"
     )
 
 
-def test_every_name_says_what_it_holds():
-    assert all(meaning.strip() for meaning in CONTRACT.values())
+def test_the_names_read_are_found_in_a_function_sent_to_the_kernel():
+    source = """
+def reader(nb, path):
+    a = nb["dim"] * nb["n_layers"]
+    nb["rms_norm"] = None
+    nb.update(settings=1, device=2)
+    other = {"x": 1}["x"]
+"""
+    assert read_names(source) == {"dim", "n_layers", "rms_norm", "settings", "device"}
 
 
 def test_top_level_is_what_the_kernel_keeps():
@@ -104,13 +146,11 @@ m.x = 7
     assert top_level_names(ast.parse(source).body) == set("abcdefghijkL") | {"m", "os"}
 
 
-def test_reading_through_the_contract():
+def test_a_name_the_notebook_lacks_is_one_sentence():
     kernel = {"dim": 64}
-    nb = NotebookGlobals(kernel)
+    nb = KernelGlobals(kernel)
     assert nb["dim"] == 64
     nb["n_layers"] = 4
     assert kernel["n_layers"] == 4
-    with pytest.raises(ContractError, match=r"'n_heads' .* testbeds/notebook_contract.py"):
+    with pytest.raises(NotebookNameError, match=r"^the notebook's kernel has no 'n_heads': "):
         nb["n_heads"]
-    with pytest.raises(ContractError, match=r"'not_declared' is not in the notebook's contract"):
-        nb["not_declared"]
