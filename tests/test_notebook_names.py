@@ -17,7 +17,14 @@ import nbformat
 import pytest
 
 from plumbing import REPO_DIR
-from testbeds.notebook_kernel import NOTEBOOK_UNDER_TEST, KernelGlobals, NotebookNameError
+from testbeds.notebook_kernel import (
+    NOTEBOOK_UNDER_TEST,
+    KernelGlobals,
+    NotebookNameError,
+    in_kernel,
+    run_sent,
+    sent_sources,
+)
 
 # The files whose functions read the notebook's kernel: the tests' own (sent there) and the
 # benchmarks' (imported there).
@@ -154,3 +161,36 @@ def test_a_name_the_notebook_lacks_is_one_sentence():
     assert kernel["n_layers"] == 4
     with pytest.raises(NotebookNameError, match=r"^the notebook's kernel has no 'n_heads': "):
         nb["n_heads"]
+
+
+@in_kernel
+def _helper(x):
+    return x + 1
+
+
+@in_kernel(uses=(_helper,))
+def _sent(nb, path):
+    return _helper(nb["dim"]) / 0  # line numbers: the traceback shows this file's line
+
+
+def _not_marked(nb, path):
+    return None
+
+
+def test_a_sent_function_runs_with_what_it_uses_under_its_own_file_and_lines():
+    sources = sent_sources([_sent])
+    assert [source.split("\n")[1] for _, source, _ in sources] == [
+        "def _helper(x):",
+        "def _sent(nb, path):",
+    ]
+    namespace = run_sent(sources)
+    with pytest.raises(ZeroDivisionError) as raised:
+        namespace["_sent"](KernelGlobals({"dim": 63}), "unused")
+    where = raised.traceback[-1]
+    assert Path(str(where.path)) == Path(__file__)
+    assert where.lineno + 1 == _sent.__code__.co_firstlineno + 2  # `return …`, 0-based lineno
+
+
+def test_only_marked_functions_are_sent():
+    with pytest.raises(TypeError, match="_not_marked is not marked @in_kernel"):
+        sent_sources([_not_marked])
