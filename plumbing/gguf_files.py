@@ -7,8 +7,8 @@ vocabulary, and every tensor, memory-mapped by the `gguf` package (ggml's own re
 tensors under Meta's names, one at a time. llama.cpp's converter already put the q and k
 rows back in Meta's order (its `permute()` undoes Hugging Face's), so no row moves here.
 Q4_0's blocks go to PyTorch's int4 kernel as they are (`int4_blocks`: weight_loading builds
-the matrices); Q8_0's are dequantized with torch when a tensor is read, at memory speed; Q4_K,
-Q6_K and llama.cpp's other block formats by `gguf.quants`, in numpy.
+the matrices); Q8_0's, and Q4_K's and Q6_K's (Q4_K_M's two), are dequantized with torch when
+a tensor is read, at memory speed; llama.cpp's other block formats by `gguf.quants`, in numpy.
 
 (An Ollama model name, `llama3.2:1b`, is found by model_ids: the GGUF blob it names is read
 here, where it lies.)
@@ -98,16 +98,54 @@ def ints_and_scales(kind: str, data) -> tuple[torch.Tensor, torch.Tensor]:
     return ints.flatten(1), scales
 
 
+# Q4_K and Q6_K, read with torch too: bytes per super-block of 256 weights.
+# Q4_K: float16 d and dmin, 12 bytes packing 8 six-bit scales sc and 8 six-bit minimums m,
+# then 128 bytes of 4-bit q (32-byte chunks: 32 weights in the low nibbles, the next 32 in the
+# high); weight i of group g is d·sc_g·q − dmin·m_g. Q6_K: 128 bytes of low nibbles, 64 of two
+# high bits each, 16 int8 scales (one per 16 weights), float16 d; weight d·scale·(q − 32).
+K_BLOCKS = {"Q4_K": 144, "Q6_K": 210}
+K_BLOCK = 256
+
+
+def _q4_k(raw: torch.Tensor) -> torch.Tensor:
+    """[blocks × 144] bytes → [blocks × 256] float32, in gguf.quants' order of operations."""
+    d = raw[:, 0:2].contiguous().view(torch.float16).float()  # [blocks × 1]
+    dmin = raw[:, 2:4].contiguous().view(torch.float16).float()
+    low, high, mixed = raw[:, 4:16].reshape(-1, 3, 4).unbind(1)  # [blocks × 4] each
+    sc = torch.cat([low & 63, (mixed & 15) | ((low >> 2) & 48)], dim=1).float()  # [blocks × 8]
+    m = torch.cat([high & 63, (mixed >> 4) | ((high >> 2) & 48)], dim=1).float()
+    chunks = raw[:, 16:].reshape(-1, 4, 1, 32)
+    q = torch.cat([chunks & 15, chunks >> 4], dim=2).reshape(-1, 8, 32).float()
+    return ((d * sc)[..., None] * q - (dmin * m)[..., None]).reshape(-1, K_BLOCK)
+
+
+def _q6_k(raw: torch.Tensor) -> torch.Tensor:
+    """[blocks × 210] bytes → [blocks × 256] float32, in gguf.quants' order of operations."""
+    low = raw[:, :128].reshape(-1, 2, 1, 64)
+    high = raw[:, 128:192].reshape(-1, 2, 1, 32)
+    scales = raw[:, 192:208].contiguous().view(torch.int8).float()  # [blocks × 16]
+    d = raw[:, 208:210].contiguous().view(torch.float16).float()  # [blocks × 1]
+    low = torch.cat([low & 15, low >> 4], dim=2).reshape(-1, 8, 32)
+    high = torch.cat([(high >> shift) & 3 for shift in (0, 2, 4, 6)], dim=2).reshape(-1, 8, 32)
+    q = ((low | (high << 4)).to(torch.int8) - 32).reshape(-1, 16, 16).float()
+    return ((d * scales)[..., None] * q).reshape(-1, K_BLOCK)
+
+
 def dequantize(kind: str, data) -> torch.Tensor:
-    """Rows of Q8_0 or Q4_0 blocks as float32, as gguf.quants gives them (bit for bit)."""
+    """Rows of Q8_0, Q4_0, Q4_K or Q6_K blocks as float32, as gguf.quants gives them (bit for
+    bit)."""
+    if kind in K_BLOCKS:
+        raw = torch.as_tensor(np.asarray(data)).reshape(-1, K_BLOCKS[kind])
+        blocks = _q4_k(raw) if kind == "Q4_K" else _q6_k(raw)
+        return blocks.reshape(len(data), -1)
     ints, scales = ints_and_scales(kind, data)
     return (ints.float().unflatten(1, (-1, BLOCK)) * scales[..., None]).flatten(1)
 
 
 def dequantize_rows(kind: str, tensor, rows) -> torch.Tensor:
     """Rows of a block-format matrix (the file's bytes, one row of blocks each) in float32:
-    Q8_0 and Q4_0 with torch, the other formats with gguf.quants."""
-    if kind in TORCH_BLOCKS:
+    Q8_0, Q4_0, Q4_K and Q6_K with torch, the other formats with gguf.quants."""
+    if kind in TORCH_BLOCKS or kind in K_BLOCKS:
         return dequantize(kind, rows)
     return torch.from_numpy(gguf.quants.dequantize(rows, tensor.tensor_type))
 
