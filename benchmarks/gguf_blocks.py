@@ -1,11 +1,14 @@
-"""The 8B shape from a Q4_0 GGUF file, as Ollama's `llama3:8b` stores it: setup and the notebook.
+"""The 8B shape from a GGUF file as Ollama stores it (`llama3:8b` Q4_0, `llama3.1:8b`
+Q4_K_M): setup and the notebook.
 
-    python -m benchmarks.gguf_blocks [--repeat 1]
+    python -m benchmarks.gguf_blocks [--format Q4_0|Q4_K_M] [--repeat 1]
 
-1. Weights: an 8B-shaped GGUF file of random Q4_0 blocks (any 18 bytes are a valid block;
-   each scale is set to a float16 near 0.004, so that the weights spread like a trained
-   model's, about ±0.03), the norms in F32 at 1, and Llama 3's vocabulary in the metadata,
-   written once to build/checkpoints/llama3-8b-q4_0-random.gguf (4.7 GB, about a minute).
+1. Weights: an 8B-shaped GGUF file of random blocks (any bytes are a valid block; each
+   float16 scale is set so that the weights spread like a trained model's, about ±0.03),
+   the norms in F32 at 1, and Llama 3's vocabulary in the metadata, written once to
+   build/checkpoints/ (4.7 GB, about a minute). Q4_K_M as llama.cpp's quantizer mixes it:
+   Q4_K, with Q6_K for the output matrix and for `wv` and `w2` in the layers its rule gives
+   more bits (the first and last eighth, and every third between).
 2. Setup, in this process, step by step as the setup cell takes them: open the file
    (`open_checkpoint`), the tokenizer from its vocabulary, the settings, and `weight`, whose
    Q4_0 matrices go to PyTorch's int4 kernel as the file holds them (`from_file_blocks`).
@@ -40,55 +43,90 @@ from plumbing import (
 )
 from testbeds.gguf_writer import gguf_name, metadata_writer, vocabulary_text
 
-FILE = DATA / "llama3-8b-q4_0-random.gguf"
+FILES = {
+    "Q4_0": DATA / "llama3-8b-q4_0-random.gguf",
+    "Q4_K_M": DATA / "llama3-8b-q4_k_m-random.gguf",
+}
+FILE = FILES["Q4_0"]
 TARGET_SETUP_S, TARGET_FORWARD_S, TARGET_ANON_GB = 15.0, 3.0, 6.0
 Q4_0 = gguf.GGMLQuantizationType.Q4_0
+# Each format's bytes per block of weights, and where its float16 fields lie with the value
+# each is drawn near: weights of about ±0.03.
+RANDOM_BLOCKS = {
+    "Q4_0": (32, 18, {0: 0.004}),
+    # d·sc·q − dmin·m, sc and m up to 63, q to 15: dmin = 7.5·d centres the weights on 0
+    "Q4_K": (256, 144, {0: 3e-5, 2: 2.25e-4}),
+    "Q6_K": (256, 210, {208: 7e-6}),  # d·sc·(q − 32), sc an int8
+}
 
 
-def write_file() -> None:
+def more_bits(layer: int, n_layers: int) -> bool:
+    """llama.cpp's rule for the Q4_K_M layers whose wv and w2 take Q6_K."""
+    eighth = n_layers // 8
+    return layer < eighth or layer >= 7 * n_layers // 8 or (layer - eighth) % 3 == 2
+
+
+def q4_k_m_kind(name: str, n_layers: int) -> str:
+    if name == "output.weight":
+        return "Q6_K"
+    if name.endswith(("attention.wv.weight", "feed_forward.w2.weight")):
+        return "Q6_K" if more_bits(int(name.split(".")[1]), n_layers) else "Q4_K"
+    return "Q4_K"
+
+
+def random_blocks(kind: str, rows: int, columns: int, generator) -> np.ndarray:
+    weights, size, halves = RANDOM_BLOCKS[kind]
+    blocks = generator.integers(0, 256, (rows, columns // weights, size), dtype=np.uint8)
+    for at, near in halves.items():
+        values = generator.uniform(0.75 * near, 1.25 * near, (rows, columns // weights))
+        blocks[..., at : at + 2] = (
+            values.astype(np.float16).view(np.uint8).reshape(rows, columns // weights, 2)
+        )
+    return blocks.reshape(rows, -1)
+
+
+def write_file(file_format: str = "Q4_0") -> None:
     params = release_facts.LLAMA3_8B_PARAMS
     sizes = model_sizes.filled(params)
     embedded = checkpoints.open_checkpoint(checkpoint_files.EMBEDDED_CHECKPOINT)
     tokens = vocabulary_text(tokenizer_setup.load_tokenizer(embedded.tokenizer_source))
-    writer = metadata_writer(FILE, sizes, ("gpt2", tokens))
+    writer = metadata_writer(FILES[file_format], sizes, ("gpt2", tokens))
     generator = np.random.default_rng(8)
     for name, shape in model_sizes.expected_shapes(params).items():
         if len(shape) == 1:
             writer.add_tensor(gguf_name(name), np.ones(shape, dtype=np.float32))
             continue
-        rows, columns = shape
-        blocks = generator.integers(0, 256, (rows, columns // 32, 18), dtype=np.uint8)
-        scales = generator.uniform(0.003, 0.005, (rows, columns // 32)).astype(np.float16)
-        blocks[..., :2] = scales.view(np.uint8).reshape(rows, columns // 32, 2)
-        writer.add_tensor(gguf_name(name), blocks.reshape(rows, -1), raw_dtype=Q4_0)
+        kind = "Q4_0" if file_format == "Q4_0" else q4_k_m_kind(name, sizes["n_layers"])
+        blocks = random_blocks(kind, *shape, generator)
+        writer.add_tensor(gguf_name(name), blocks, raw_dtype=gguf.GGMLQuantizationType[kind])
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
 
 
-def setup_steps() -> dict[str, float]:
+def setup_steps(file) -> dict[str, float]:
     """The setup cell's steps on the file, each timed (seconds)."""
     times, started = {}, time.perf_counter()
-    checkpoint = checkpoints.open_checkpoint(FILE)
+    checkpoint = checkpoints.open_checkpoint(file)
     times["open the file"] = time.perf_counter() - started
     started = time.perf_counter()
     tokenizer = tokenizer_setup.load_tokenizer(checkpoint.tokenizer_source)
     times["the tokenizer"] = time.perf_counter() - started
     started = time.perf_counter()
-    settings = run_settings.decide(FILE, checkpoint.params, tokenizer, checkpoint.weights)
+    settings = run_settings.decide(file, checkpoint.params, tokenizer, checkpoint.weights)
     times["the settings"] = time.perf_counter() - started
     started = time.perf_counter()
     settings.weight_reader(checkpoint.weights)
-    times["weight: Q4_0 to the int4 kernel"] = time.perf_counter() - started
+    times["weight: blocks to the int4 kernel"] = time.perf_counter() - started
     print("   ", settings.summary().splitlines()[-2])  # quantized: what the route took
     return times
 
 
-def notebook_run() -> tuple[float, float, list[tuple[float, str]]]:
+def notebook_run(file) -> tuple[float, float, list[tuple[float, str]]]:
     """The whole notebook in a fresh process: seconds, peak anonymous GB, its cells' times."""
     out = REPO_DIR / "build" / "benchmark-gguf-run.ipynb"
-    elapsed, peak_gb, result = run_once(out, {**os.environ, "LLAMA3_CKPT": str(FILE)})
+    elapsed, peak_gb, result = run_once(out, {**os.environ, "LLAMA3_CKPT": str(file)})
     if result.returncode != 0:
         print(result.stdout[-3000:], result.stderr[-3000:], file=sys.stderr)
         raise SystemExit(1)
@@ -101,23 +139,25 @@ def notebook_run() -> tuple[float, float, list[tuple[float, str]]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--format", choices=sorted(FILES), default="Q4_0")
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
-    if not FILE.exists():
+    file = FILES[args.format]
+    if not file.exists():
         DATA.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        write_file()
+        write_file(args.format)
         print(
-            f"wrote {FILE} ({FILE.stat().st_size / 1e9:.1f} GB) in "
+            f"wrote {file} ({file.stat().st_size / 1e9:.1f} GB) in "
             f"{time.perf_counter() - started:.0f} s"
         )
-    print(header("Q4_0 GGUF of the 8B shape, random blocks"))
-    setup = setup_steps()
+    print(header(f"{args.format} GGUF of the 8B shape, random blocks"))
+    setup = setup_steps(file)
     for step, seconds in setup.items():
         print(f"  setup: {step:34} {seconds:6.2f} s")
     total_setup = sum(setup.values())
     for run in range(args.repeat):
-        elapsed, peak_gb, cells = notebook_run()
+        elapsed, peak_gb, cells = notebook_run(file)
         print(f"notebook run {run + 1}: {elapsed:.1f} s, peak anonymous memory {peak_gb:.2f} GB")
         for seconds, first_line in sorted(cells, reverse=True)[:6]:
             print(f"  {seconds:6.2f} s  {first_line}")

@@ -6,9 +6,10 @@ vocabulary, and every tensor, memory-mapped by the `gguf` package (ggml's own re
 `read_params` turns the metadata into params.json's keys; `GGUFWeights` hands out the
 tensors under Meta's names, one at a time. llama.cpp's converter already put the q and k
 rows back in Meta's order (its `permute()` undoes Hugging Face's), so no row moves here.
-Q4_0's blocks go to PyTorch's int4 kernel as they are (`int4_blocks`: weight_loading builds
-the matrices); Q8_0's, and Q4_K's and Q6_K's (Q4_K_M's two), are dequantized with torch when
-a tensor is read, at memory speed; llama.cpp's other block formats by `gguf.quants`, in numpy.
+Q4_0's and Q4_K's blocks go to PyTorch's int4 kernel as they are (`quantization.from_file_blocks`
+builds the matrices: Q4_K's minimum per group becomes the kernel's zero point); Q8_0's and
+Q6_K's are dequantized with torch when a tensor is read; llama.cpp's other block formats by
+`gguf.quants`, in numpy.
 
 (An Ollama model name, `llama3.2:1b`, is found by model_ids: the GGUF blob it names is read
 here, where it lies.)
@@ -105,6 +106,8 @@ def ints_and_scales(kind: str, data) -> tuple[torch.Tensor, torch.Tensor]:
 # high bits each, 16 int8 scales (one per 16 weights), float16 d; weight d·scale·(q − 32).
 K_BLOCKS = {"Q4_K": 144, "Q6_K": 210}
 K_BLOCK = 256
+# The formats whose blocks go to PyTorch's int4 kernel as the file holds them (groups of 32).
+KERNEL_FORMATS = ("Q4_0", "Q4_K")
 
 
 def _q4_k(raw: torch.Tensor) -> torch.Tensor:
@@ -117,6 +120,28 @@ def _q4_k(raw: torch.Tensor) -> torch.Tensor:
     chunks = raw[:, 16:].reshape(-1, 4, 1, 32)
     q = torch.cat([chunks & 15, chunks >> 4], dim=2).reshape(-1, 8, 32).float()
     return ((d * sc)[..., None] * q - (dmin * m)[..., None]).reshape(-1, K_BLOCK)
+
+
+def q4_k_groups(blocks: torch.Tensor):
+    """Q4_K blocks as a file holds them, bytes [rows × K/256 × 144] → what the int4 kernel
+    takes: the integers q (0 … 15) as uint8 [rows × K], and per group of 32 a scale d·sc and
+    a zero point [rows × K/32] (float32), the kernel's weight being (q − 8)·scale + zero,
+    which is Q4_K's d·sc·q − dmin·m when zero = 8·scale − dmin·m."""
+    raw = blocks.reshape(-1, K_BLOCKS["Q4_K"])
+    d = raw[:, 0:2].contiguous().view(torch.float16).float()
+    dmin = raw[:, 2:4].contiguous().view(torch.float16).float()
+    low, high, mixed = raw[:, 4:16].reshape(-1, 3, 4).unbind(1)
+    sc = torch.cat([low & 63, (mixed & 15) | ((low >> 2) & 48)], dim=1).float()
+    m = torch.cat([high & 63, (mixed >> 4) | ((high >> 2) & 48)], dim=1).float()
+    chunks = raw[:, 16:].reshape(-1, 4, 1, 32)
+    q = torch.cat([chunks & 15, chunks >> 4], dim=2)  # [blocks × 4 × 2 × 32]
+    scales, minimums = d * sc, dmin * m  # [blocks × 8]
+    n_rows = blocks.shape[0]
+    return (
+        q.reshape(n_rows, -1),
+        scales.reshape(n_rows, -1),
+        (8 * scales - minimums).reshape(n_rows, -1),
+    )
 
 
 def _q6_k(raw: torch.Tensor) -> torch.Tensor:
@@ -374,8 +399,8 @@ class GGUFWeights(NamedWeights):
         formats = sorted(set(self.formats.values()), key=list(FORMATS).index)
         note = f" as read, GGUF file ({'/'.join(formats)})"
         routes = [
-            "Q4_0 to the int4 kernel as stored"
-            if kind == "Q4_0"
+            f"{kind} to the int4 kernel as stored"
+            if kind in KERNEL_FORMATS
             else f"{kind} dequantized when used"
             for kind in formats
             if kind in BLOCK_FORMATS
@@ -394,18 +419,22 @@ class GGUFWeights(NamedWeights):
         values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
         return torch.from_numpy(values).reshape(self.shapes[name])
 
-    def q4_0_rows(self, name: str, rows: int) -> Iterator[torch.Tensor]:
-        """A Q4_0 matrix's blocks as the file holds them, `rows` rows at a time: bytes
-        [rows × K/32 × 18], memory-mapped (what PyTorch's int4 kernel takes: groups of 32
-        integers with one scale each, in another layout)."""
+    def block_rows(self, name: str, rows: int) -> Iterator[torch.Tensor]:
+        """A Q4_0 or Q4_K matrix's blocks as the file holds them, `rows` rows at a time: bytes
+        [rows × blocks × bytes per block], memory-mapped (what PyTorch's int4 kernel takes:
+        groups of 32 integers with a scale each, and for Q4_K a zero point, in another
+        layout)."""
+        kind = self.formats[name]
+        size = TORCH_BLOCKS[kind] if kind in TORCH_BLOCKS else K_BLOCKS[kind]
         data = np.asarray(self.tensors[name].data).reshape(self.shapes[name][0], -1)
         for start in range(0, len(data), rows):
-            yield torch.as_tensor(data[start : start + rows]).unflatten(1, (-1, 18))
+            yield torch.as_tensor(data[start : start + rows]).unflatten(1, (-1, size))
 
     @property
     def kernel_ready(self) -> list[str]:
-        """The matrices whose blocks PyTorch's int4 kernel takes as they are: Q4_0's."""
-        return [name for name, kind in self.formats.items() if kind == "Q4_0"]
+        """The matrices whose blocks PyTorch's int4 kernel takes as they are: Q4_0's and
+        Q4_K's."""
+        return [name for name, kind in self.formats.items() if kind in KERNEL_FORMATS]
 
 
 def weights(path: Path, params: dict) -> NamedWeights:

@@ -173,8 +173,11 @@ class QuantizedMatrix(Matrix):
         device,
         packed: torch.Tensor | None = None,
         dtype: torch.dtype = torch.float32,
+        zeros: torch.Tensor | None = None,
     ):
-        """`packed`: int4's bytes for the CPU kernel, made already (then `ints` may be None)."""
+        """`packed`: int4's bytes for the CPU kernel, made already (then `ints` may be None).
+        `zeros`: int4's zero point per group [out × groups] (a GGUF file's Q4_K: the weight is
+        ints·scale + zero); None: 0."""
         self.device, self.dtype = torch.device(device), dtype
         self.shape = (
             tuple(ints.shape) if ints is not None else (packed.shape[0], packed.shape[1] * 2)
@@ -188,17 +191,19 @@ class QuantizedMatrix(Matrix):
                 f"the int4 kernel takes groups of 32, 64, 128 or 256, not {self.group}"
             )
         self.fused = self.device.type == "cpu"
+        self.has_zeros = zeros is not None
         if not self.fused:
             self._ints, self._scales = ints.to(self.device), scales.to(self.device)
+            self._zeros = zeros.to(self.device) if self.has_zeros else None
         elif self.scheme == "int8":
             self._ints, self._scales = ints, scales
             self.packed, self.kernel_scales = ints, scales[:, 0].to(KERNEL_DTYPE)
         else:
             # Only what the kernel reads is kept: two integers per byte in its own order, and
-            # the scales in bfloat16 beside zero points (0 here), [groups × out_features × 2].
+            # the scales in bfloat16 beside zero points (0 unless given), [groups × out × 2].
             # Keeping the int8 integers and float32 scales too would take 2.25× the memory.
             self.packed = packed if packed is not None else pack_int4(ints)
-            zeros = torch.zeros_like(scales)
+            zeros = torch.zeros_like(scales) if zeros is None else zeros
             self.kernel_scales = torch.stack([scales.T, zeros.T], dim=-1).to(KERNEL_DTYPE)
 
     @property
@@ -216,10 +221,20 @@ class QuantizedMatrix(Matrix):
         return self._scales
 
     @property
+    def zeros(self) -> torch.Tensor | None:
+        """The zero points [out × groups] (None: none); for fused int4, the kernel's bfloat16."""
+        if not self.has_zeros:
+            return None
+        if self.scheme == "int4" and self.fused:
+            return self.kernel_scales[..., 1].T
+        return self._zeros
+
+    @property
     def nbytes(self) -> int:
         """What a decode step reads: 4 or 8 bits per weight, and the scales."""
         bits = 8 if self.scheme == "int8" else 4
-        return math.prod(self.shape) * bits // 8 + self.scales.numel() * 2  # scales as 16-bit
+        tables = self.scales.numel() * (2 if self.has_zeros else 1)  # scales, zeros: 16-bit
+        return math.prod(self.shape) * bits // 8 + tables * 2
 
     @property
     def held_nbytes(self) -> int:
@@ -229,7 +244,10 @@ class QuantizedMatrix(Matrix):
         return sum({storage.data_ptr(): storage.nbytes() for storage in storages}.values())
 
     def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
-        return dequantized(self.ints, self.scales).to(self.device, dtype or self.dtype)
+        values = dequantized(self.ints, self.scales)
+        if self.zeros is not None:
+            values = values + self.zeros.float().repeat_interleave(self.group, dim=1)
+        return values.to(self.device, dtype or self.dtype)
 
     def values(self) -> torch.Tensor:
         return self.dequantize()
@@ -276,8 +294,9 @@ def assembled(
     file's own blocks (a GGUF file's Q4_0, as they are). `packed`: the blocks are the CPU int4
     kernel's bytes already (pack_q4_0's), not integers."""
     packing = scheme == "int4" and torch.device(device).type == "cpu"
-    joined, block_scales, filled = None, [], 0
-    for ints, scales in row_blocks:
+    joined, block_scales, block_zeros, filled = None, [], [], 0
+    for ints, scales, *zeros in row_blocks:  # a zero point per group too, for Q4_K
+        block_zeros += zeros
         stored = pack_int4(ints) if packing and not packed else ints
         if joined is None:  # the whole matrix's integers, written block by block (no second copy)
             joined = torch.empty((n_rows, *stored.shape[1:]), dtype=stored.dtype)
@@ -285,9 +304,11 @@ def assembled(
         filled += stored.shape[0]
         block_scales.append(scales)
     scales = torch.cat(block_scales)
+    zeros = torch.cat(block_zeros) if block_zeros else None
     if packing:
-        return QuantizedMatrix(None, scales, 4, device, packed=joined, dtype=dtype)
-    return QuantizedMatrix(joined, scales, 8 if scheme == "int8" else 4, device, dtype=dtype)
+        return QuantizedMatrix(None, scales, 4, device, packed=joined, dtype=dtype, zeros=zeros)
+    bits = 8 if scheme == "int8" else 4
+    return QuantizedMatrix(joined, scales, bits, device, dtype=dtype, zeros=zeros)
 
 
 def quantizable(name: str, shape: tuple[int, ...], scheme: str, tied: bool) -> bool:
@@ -328,10 +349,20 @@ def quantize_checkpoint(
     )
 
 
+def _file_groups(kind: str, rows: torch.Tensor, cpu: bool) -> tuple:
+    """One block of a file's rows → (the kernel's bytes on the CPU, else the integers q − 8),
+    the scales, and for Q4_K the zero points."""
+    if kind == "Q4_0":
+        return pack_q4_0(rows) if cpu else gguf_files.ints_and_scales("Q4_0", rows.flatten(1))
+    unsigned, scales, zeros = gguf_files.q4_k_groups(rows)
+    ints = pack_int4(unsigned) if cpu else unsigned.to(torch.int8) - 8
+    return ints, scales, zeros
+
+
 def from_file_blocks(weights, device, dtype: torch.dtype = torch.float32):
     """The matrices whose blocks the int4 kernel takes as the file holds them (a GGUF file's
-    Q4_0: `weights.kernel_ready`), made with torch, never through float32 copies; and a line
-    that says what it took (None: none)."""
+    Q4_0 and Q4_K: `weights.kernel_ready`), made with torch, never through float32 copies;
+    and a line that says what it took (None: none)."""
     names = [
         name
         for name in getattr(weights, "kernel_ready", [])
@@ -342,16 +373,17 @@ def from_file_blocks(weights, device, dtype: torch.dtype = torch.float32):
     started, matrices = time.perf_counter(), {}
     cpu = torch.device(device).type == "cpu"
     for name in names:
+        kind = weights.formats[name]
         blocks = (
-            pack_q4_0(rows) if cpu else gguf_files.ints_and_scales("Q4_0", rows.flatten(1))
-            for rows in weights.q4_0_rows(name, ROWS_AT_A_TIME)
+            _file_groups(kind, rows, cpu) for rows in weights.block_rows(name, ROWS_AT_A_TIME)
         )
         matrices[name] = assembled(blocks, weights.shapes[name][0], "int4", device, dtype, cpu)
     return_freed_memory()  # else the freed temporaries stay in the heap (below)
     kept_bytes = sum(matrix.nbytes for matrix in matrices.values())
     kernel = "fused int4 kernel" if torch.device(device).type == "cpu" else "dequantized"
+    kinds = "/".join(sorted({weights.formats[name] for name in names}))
     return matrices, (
-        f"{SCHEMES['int4']}: {len(matrices)} matrices' Q4_0 blocks as the file holds them, "
+        f"{SCHEMES['int4']}: {len(matrices)} matrices' {kinds} blocks as the file holds them, "
         f"{kept_bytes / 1e6:,.1f} MB in {time.perf_counter() - started:.1f} s ({kernel})"
     )
 

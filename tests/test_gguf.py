@@ -414,3 +414,32 @@ def test_a_prompts_rows_of_a_block_matrix_are_all_that_is_dequantized(files, kin
     assert torch.equal(table[batch], whole[batch]) and table.shape == whole.shape
     with pytest.raises(pytest.fail.Exception):
         table.float()  # the whole matrix: the patch above sees it
+
+
+def test_q4_k_blocks_go_to_the_int4_kernel_with_a_zero_point(tmp_path):
+    """Q4_K (Ollama's llama3.1:8b is mostly Q4_K) goes to the int4 kernel as the file holds it:
+    per group of 32, scale d·sc and zero point 8·scale − dmin·m, so that the kernel's
+    (q − 8)·scale + zero is Q4_K's d·sc·q − dmin·m. The kernel holds both in bfloat16, so each
+    weight is within 2^-8·(8·|scale| + |zero|) of gguf's own dequantization (half a bfloat16
+    step of each), and nothing else
+    moves."""
+    data = block_bytes("Q4_K", rows=64, columns=512)
+    blocks = data.reshape(64, 2, 144)
+    scales = np.random.default_rng(6).uniform(1e-3, 1e-2, (64, 2, 2)).astype(np.float16)
+    blocks[..., 0:4] = scales.view(np.uint8)  # d and dmin: finite, as a quantizer writes them
+    path = one_tensor_file(tmp_path / "q4_k.gguf", data, gguf.GGMLQuantizationType.Q4_K)
+    weights = gguf_files.GGUFWeights(path, {})
+    name = "layers.0.feed_forward.w2.weight"
+    assert weights.kernel_ready == [name] and "Q4_K to the int4 kernel as stored" in weights.note()
+    matrices, note = quantization.from_file_blocks(weights, "cpu")
+    assert "1 matrices' Q4_K blocks as the file holds them" in note
+    matrix = matrices[name]
+    expected = torch.from_numpy(gguf.quants.dequantize(data, gguf.GGMLQuantizationType.Q4_K))
+    _, exact_scales, exact_zeros = gguf_files.q4_k_groups(torch.as_tensor(blocks))
+    bound = 2**-8 * (8 * exact_scales.abs() + exact_zeros.abs()) * (1 + 2**-20)
+    moved = (matrix.dequantize() - expected).abs().unflatten(1, (-1, 32)).amax(dim=-1)
+    assert (moved <= bound).all() and moved.max() > 0  # rounded, within the bound
+    x = torch.randn(3, 512, generator=torch.Generator().manual_seed(0))
+    kernel = matrix.times_transposed(x)
+    reference = x.bfloat16().float() @ matrix.dequantize().T
+    assert (kernel - reference).abs().max() <= 1e-2 * reference.abs().max()
