@@ -183,6 +183,7 @@ class BlockMatrix:
     use, a tensor method or a torch function, sees the whole matrix, dequantized for it."""
 
     dtype = torch.float32
+    dequantized_when_used = True  # weight_loading keeps its converted copy (WeightReader)
 
     def __init__(self, kind: str, tensor, shape: tuple[int, int]):
         self.kind, self.tensor, self.shape = kind, tensor, torch.Size(shape)
@@ -361,10 +362,11 @@ def format_name(tensor) -> str:
 class GGUFWeights(NamedWeights):
     """A GGUF file's tensors under Meta's names, read when looked up.
 
-    F32, F16 and BF16 come straight from the memory-mapped file, with no copy. Block formats
-    (Q8_0, Q4_0, the K-quants) are dequantized into float32 at each lookup by `gguf.quants`:
-    LLAMA3_QUANTIZE=int4 on a Q4_0 file turns them once into the int4 kernel's own integers
-    and scales instead (the same integers: Q4_0 is the rule the notebook's int4 follows).
+    F32, F16 and BF16 come straight from the memory-mapped file, with no copy. A block-format
+    matrix is a `BlockMatrix`, dequantized into float32 when used (Q8_0, Q4_0, Q4_K and Q6_K
+    with torch, the others by `gguf.quants`); the notebook's weight reader keeps it once
+    dequantized. Q4_0's and Q4_K's go to the int4 kernel as they are instead
+    (`kernel_ready`, `block_rows`: quantization.from_file_blocks).
     """
 
     source = "the GGUF metadata"

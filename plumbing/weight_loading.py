@@ -37,7 +37,9 @@ class WeightReader:
     streaming=True (the default on a CPU): read it from the memory-mapped file every time it
     is asked for — the file's pages are already in RAM as page cache, and keeping converted
     copies would double that. streaming=False (the default on a GPU): copy it to the device
-    once, at first use, and keep it there.
+    once, at first use, and keep it there. A GGUF file's block-format matrix that no kernel
+    takes as it is (Q8_0, Q6_K …) is kept too, once dequantized: dequantizing it again at
+    every use would cost each forward pass seconds (the 8B's Q6_K output matrix alone, 2 s).
 
     Streamed on the CPU in a dtype other than the file's (float32 from bf16), each request
     converts the weight into a buffer. A fresh buffer costs a page fault per 4 KB, which for
@@ -79,10 +81,19 @@ class WeightReader:
     def __call__(self, name: str) -> torch.Tensor:
         if name in self.kept:
             return self.kept[name]
-        tensor = self._handed_out(self.weights[name], functools.partial(self.weights.get, name))
+        source = self.weights[name]
+        if self._keeps(source):  # converted once, into a tensor of its own, and kept
+            self.kept[name] = source.to(device=self.device, dtype=self.dtype)
+            return self.kept[name]
+        tensor = self._handed_out(source, functools.partial(self.weights.get, name))
         if not self.streaming:
             self.kept[name] = tensor
         return tensor
+
+    def _keeps(self, source) -> bool:
+        """Whether this tensor is kept once converted though the reader streams: a block
+        format's, whose every read would dequantize it again."""
+        return self.streaming and getattr(source, "dequantized_when_used", False)
 
     def rows(self, name: str, index) -> torch.Tensor:
         """Rows `index` of a tensor (a list or tensor of row numbers), on the device in the
@@ -104,7 +115,7 @@ class WeightReader:
         For the vocabulary-sized output matrix: streamed, only one block is ever converted
         at once (a float32 copy of the 8B's whole matrix would be 2 GB); kept, one block.
         """
-        if not self.streaming:
+        if not self.streaming or name in self.kept or self._keeps(self.weights[name]):
             yield self(name)
             return
         for i, rows in enumerate(self.weights[name].split(self.BLOCK_ROWS)):
