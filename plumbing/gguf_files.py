@@ -183,14 +183,25 @@ class BlockMatrix:
     use, a tensor method or a torch function, sees the whole matrix, dequantized for it."""
 
     dtype = torch.float32
-    dequantized_when_used = True  # weight_loading keeps its converted copy (WeightReader)
 
     def __init__(self, kind: str, tensor, shape: tuple[int, int]):
         self.kind, self.tensor, self.shape = kind, tensor, torch.Size(shape)
         self.blocks = np.asarray(tensor.data).reshape(shape[0], -1)  # memory-mapped bytes
 
+    # Rows dequantized at a time into another dtype (`dequantized`): a float32 copy of one
+    # block of rows, never of the whole matrix (the 8B's output matrix: 2.1 GB).
+    ROWS_AT_A_TIME = 4096
+
     def full(self) -> torch.Tensor:
         return dequantize_rows(self.kind, self.tensor, self.blocks).reshape(self.shape)
+
+    def dequantized(self, dtype: torch.dtype, device="cpu") -> torch.Tensor:
+        """The whole matrix in `dtype` on `device`, dequantized a block of rows at a time."""
+        out = torch.empty(self.shape, dtype=dtype, device=device)
+        for start in range(0, self.shape[0], self.ROWS_AT_A_TIME):
+            rows = self.blocks[start : start + self.ROWS_AT_A_TIME]
+            out[start : start + len(rows)] = dequantize_rows(self.kind, self.tensor, rows)
+        return out
 
     def __getitem__(self, index):
         if isinstance(index, (tuple, slice)) or index is Ellipsis:

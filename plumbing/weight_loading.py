@@ -83,7 +83,7 @@ class WeightReader:
             return self.kept[name]
         source = self.weights[name]
         if self._keeps(source):  # converted once, into a tensor of its own, and kept
-            self.kept[name] = source.to(device=self.device, dtype=self.dtype)
+            self.kept[name] = source.dequantized(self.dtype, self.device)
             return self.kept[name]
         tensor = self._handed_out(source, functools.partial(self.weights.get, name))
         if not self.streaming:
@@ -93,7 +93,7 @@ class WeightReader:
     def _keeps(self, source) -> bool:
         """Whether this tensor is kept once converted though the reader streams: a block
         format's, whose every read would dequantize it again."""
-        return self.streaming and getattr(source, "dequantized_when_used", False)
+        return self.streaming and hasattr(source, "dequantized")
 
     def rows(self, name: str, index) -> torch.Tensor:
         """Rows `index` of a tensor (a list or tensor of row numbers), on the device in the

@@ -19,7 +19,14 @@ import pytest
 import torch
 
 import tokenizer_setup
-from plumbing import checkpoint_files, checkpoints, gguf_files, model_ids, quantization
+from plumbing import (
+    checkpoint_files,
+    checkpoints,
+    gguf_files,
+    model_ids,
+    quantization,
+    weight_loading,
+)
 from testbeds.gguf_writer import llama31_rope_factors, vocabulary_text, write_gguf
 from tests.support.notebook_values import (
     FLOAT32_CPU,
@@ -443,3 +450,22 @@ def test_q4_k_blocks_go_to_the_int4_kernel_with_a_zero_point(tmp_path):
     kernel = matrix.times_transposed(x)
     reference = x.bfloat16().float() @ matrix.dequantize().T
     assert (kernel - reference).abs().max() <= 1e-2 * reference.abs().max()
+
+
+def test_a_block_matrix_no_kernel_takes_is_dequantized_once_and_kept(files):
+    """Q8_0's matrices (and Q6_K's) are dequantized at their first read, a block of rows at a
+    time, into the compute dtype, and kept: every later read, and the output projection's row
+    blocks, hand out that copy, where dequantizing again would cost each pass seconds."""
+    weights = checkpoints.open_checkpoint(files["Q8_0"]).weights
+    reader = weight_loading.WeightReader(weights, torch.device("cpu"), torch.bfloat16, True)
+    name = "output.weight"
+    first = reader(name)
+    expected = weights[name].full().bfloat16()
+    assert first.dtype == torch.bfloat16 and torch.equal(first, expected)
+    assert reader(name) is first and list(reader.in_row_blocks(name))[0] is first
+    rows = weights[name].ROWS_AT_A_TIME
+    weights[name].__class__.ROWS_AT_A_TIME = 7  # many blocks of rows: the same values
+    try:
+        assert torch.equal(weights[name].dequantized(torch.bfloat16), expected)
+    finally:
+        weights[name].__class__.ROWS_AT_A_TIME = rows
