@@ -168,7 +168,7 @@ def read_tokenizer_json(path: str | Path) -> tuple[dict[bytes, int], dict[str, i
         raise TokenizerFileError(f"{path} is {mistake}; {fix}.")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise TokenizerFileError(
             f"{path} is not readable JSON ({type(error).__name__}): {fix}."
         ) from None
@@ -184,11 +184,18 @@ def read_tokenizer_json(path: str | Path) -> tuple[dict[bytes, int], dict[str, i
             f"{fix}."
         )
     ranks = byte_level_ranks(model["vocab"].items(), path, fix)
-    special = {
-        token["content"]: token["id"]
-        for token in data.get("added_tokens", [])
-        if token.get("id", -1) >= N_MERGEABLE_RANKS
-    }
+    added = data.get("added_tokens", [])
+    if not isinstance(added, list) or not all(
+        isinstance(token, dict)
+        and isinstance(token.get("content"), str)
+        and type(token.get("id")) is int
+        for token in added
+    ):
+        raise TokenizerFileError(
+            f"{path}: its added_tokens is not a list of tokens, each a text `content` and an "
+            f"integer `id`, as Llama 3's is: {fix}."
+        )
+    special = {token["content"]: token["id"] for token in added if token["id"] >= N_MERGEABLE_RANKS}
     check_special_tokens(special, path, fix)
     return ranks, special
 

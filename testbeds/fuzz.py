@@ -1,5 +1,6 @@
-"""Mutated copies of a GGUF file, each opened as the notebook opens it: every case must end in
-the model opening or in one sentence (a SetupError), nothing else.
+"""Mutated copies of a GGUF file, of a Hugging Face folder's safetensors file, and of the JSON
+files checkpoints hold, each opened as the notebook opens it: every case must end in the model
+opening or in one sentence (a SetupError), nothing else.
 
     python -m testbeds.fuzz --cases 300 --seed 0      # one JSON line: cases run, failures
 
@@ -31,7 +32,11 @@ from plumbing.friendly_errors import SetupError
 from testbeds.gguf_writer import vocabulary_text, write_gguf
 
 CASE_SECONDS = 20
-FORMATS = ["gguf", "params.json", "config.json"]
+FORMATS = ["gguf", "safetensors", "params.json", "config.json", "tokenizer.json"]
+# Cases per format in `make test` (tests/test_fuzz.py), a few hundred in all within about 30 s;
+# tools/fuzz_campaign.py runs thousands. A tokenizer.json case loads a 128,256-token
+# vocabulary (0.8 s), so that format is fuzzed in the campaign only.
+SUITE_CASES = {"gguf": 200, "safetensors": 200, "params.json": 200, "config.json": 200}
 HUGE = [2**63 - 1, 2**64 - 1, 2**40, 2**32, 2**31 - 1, 0]
 
 
@@ -86,15 +91,15 @@ def _alarm(*_):
     raise Timeout()
 
 
-def open_as_the_notebook_does(path: Path) -> None:
-    """The setup cell's reading of a checkpoint; the tokenizer too where the file holds it (a
-    folder's params.json or config.json does not touch it)."""
+def open_as_the_notebook_does(path: Path, tokenizer: bool = False) -> None:
+    """The setup cell's reading of a checkpoint; the tokenizer too where the file holds it, or
+    where it is the file mutated (a folder's params.json or config.json does not touch it)."""
     checkpoint = checkpoints.open_checkpoint(path)
     checkpoint.check()
     names = list(checkpoint.weights)
     for name in (names[0], names[-1]):
         checkpoint.weights[name].float()
-    if not path.is_dir():
+    if tokenizer or not path.is_dir():
         tokenizer_setup.load_tokenizer(checkpoint.tokenizer_source)
 
 
@@ -146,14 +151,29 @@ def mutate_json(text: str, seed: int) -> tuple[str, str]:
     return raw[:point].decode("utf-8", errors="ignore"), f"cut at {point}"
 
 
-def folder_case(base: Path, name: str, text: str, where: Path) -> Path:
+def folder_case(base: Path, name: str, content: str | bytes, where: Path) -> Path:
     """A checkpoint folder: `base`'s files linked (read in place, never written), but `name`."""
     where.mkdir()
     for path in base.iterdir():
         if path.name != name:
             (where / path.name).symlink_to(path.resolve())
-    (where / name).write_text(text, encoding="utf-8", errors="surrogateescape")
+    if isinstance(content, bytes):
+        (where / name).write_bytes(content)
+    else:
+        (where / name).write_text(content, encoding="utf-8", errors="surrogateescape")
     return where
+
+
+def safetensors_header_end(data: bytes) -> int:
+    """A safetensors file: 8 bytes of header length, the JSON header, then the tensors."""
+    return 8 + int.from_bytes(data[:8], "little")
+
+
+def run_safetensors_case(base: Path, data: bytes, seed: int, folder: Path) -> dict | None:
+    """The folder's model.safetensors, mutated (mostly in its length and JSON header)."""
+    mutated, mutation = mutate(data, seed, safetensors_header_end(data))
+    where = folder_case(base, "model.safetensors", mutated, folder / f"case-{seed}")
+    return outcome(where, seed, mutation)
 
 
 def run_case(data: bytes, seed: int, header: int, folder: Path) -> dict | None:
@@ -165,16 +185,18 @@ def run_case(data: bytes, seed: int, header: int, folder: Path) -> dict | None:
 
 
 def run_json_case(base: Path, name: str, seed: int, folder: Path) -> dict | None:
-    """`name` (params.json or config.json) of the checkpoint folder `base`, mutated."""
+    """`name` (params.json, config.json or tokenizer.json) of the checkpoint folder `base`,
+    mutated."""
     text, mutation = mutate_json((base / name).read_text(), seed)
-    return outcome(folder_case(base, name, text, folder / f"case-{seed}"), seed, mutation)
+    where = folder_case(base, name, text, folder / f"case-{seed}")
+    return outcome(where, seed, mutation, tokenizer=name == "tokenizer.json")
 
 
-def outcome(path: Path, seed: int, mutation: str) -> dict | None:
+def outcome(path: Path, seed: int, mutation: str, tokenizer: bool = False) -> dict | None:
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(CASE_SECONDS)
     try:
-        open_as_the_notebook_does(path)
+        open_as_the_notebook_does(path, tokenizer)
         problem = None
     except SetupError:
         problem = None
@@ -213,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
             data = base_file(folder)
             header = metadata_end(folder / "base.gguf")
             failures = [f for seed in seeds if (f := run_case(data, seed, header, folder))]
+        elif args.format == "safetensors":
+            base = hf_folder(folder)
+            data = (base / "model.safetensors").read_bytes()
+            failures = [
+                f for seed in seeds if (f := run_safetensors_case(base, data, seed, folder))
+            ]
         else:
             base = EMBEDDED_CHECKPOINT if args.format == "params.json" else hf_folder(folder)
             failures = [

@@ -1,9 +1,10 @@
-"""Untrusted GGUF files: mutated copies of a real one (testbeds/fuzz.py) each end in the model
-opening or in one sentence, within a time and memory limit; and each failure the fuzzing
-found stays fixed, as a case of its own.
+"""Untrusted files: mutated copies of real ones (testbeds/fuzz.py: a GGUF file, a safetensors
+file, params.json and config.json) each end in the model opening or in one sentence, within a
+time and memory limit; and each failure the fuzzing found stays fixed, as a case of its own.
 
-The seeded run here is bounded (300 cases, one process under a 3 GB address-space limit);
-tools/fuzz_campaign.py runs thousands (docs/testing.md gives its figures).
+The seeded run here is bounded (fuzz.SUITE_CASES: 200 cases of each, one process each under a
+3 GB address-space limit); tools/fuzz_campaign.py runs thousands, tokenizer.json's too
+(docs/testing.md gives its figures).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 import tokenizer_setup
 from plumbing import REPO_DIR, checkpoints
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
-from plumbing.friendly_errors import CheckpointError
+from plumbing.friendly_errors import CheckpointError, SetupError
 from testbeds import fuzz
 
 MEMORY_LIMIT = 3 * 2**30
@@ -29,10 +30,11 @@ def limited() -> None:  # in the child, before it runs: allocations past 3 GB fa
 
 
 @pytest.mark.slow  # 20 s of cases: in `make test`, not in the edit loop (`make quick`)
-@pytest.mark.parametrize("kind", fuzz.FORMATS)
-def test_300_mutated_files_end_in_the_model_or_one_sentence(kind):
+@pytest.mark.parametrize("kind", sorted(fuzz.SUITE_CASES))
+def test_mutated_files_end_in_the_model_or_one_sentence(kind):
+    cases = str(fuzz.SUITE_CASES[kind])
     result = subprocess.run(
-        [sys.executable, "-m", "testbeds.fuzz", "--format", kind, "--cases", "300", "--seed", "0"],
+        [sys.executable, "-m", "testbeds.fuzz", "--format", kind, "--cases", cases, "--seed", "0"],
         cwd=REPO_DIR,
         capture_output=True,
         text=True,
@@ -41,7 +43,7 @@ def test_300_mutated_files_end_in_the_model_or_one_sentence(kind):
     )
     assert result.stdout.strip(), result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["cases"] == 300
+    assert report["cases"] == fuzz.SUITE_CASES[kind]
     replay = "; ".join(
         f"seed {f['seed']} ({f['mutation']}): {f['error']} — python -m testbeds.fuzz --format "
         f"{kind} --replay {f['seed']}"
@@ -103,6 +105,16 @@ JSON_FINDINGS = {
 }
 
 
+# Found by the fuzzing of tokenizer.json (seeds 0-299): a TypeError, AttributeError or
+# RecursionError from inside the reader before the fix.
+TOKENIZER_FINDINGS = {
+    "added_tokens a number": ({"added_tokens": 1e308}, r"its added_tokens is not a list of tokens"),
+    "added_tokens of numbers": ({"added_tokens": [64]}, r"its added_tokens is not a list of"),
+    "an id that is text": ("text id", r"its added_tokens is not a list of tokens, each a text"),
+    "nested 10,000 deep": ("deep", r"is not readable JSON \(RecursionError\)"),
+}
+
+
 @pytest.fixture(scope="module")
 def hf_base(tmp_path_factory):
     return fuzz.hf_folder(tmp_path_factory.mktemp("fuzz-hf"))
@@ -122,3 +134,22 @@ def test_each_json_finding_is_one_sentence(finding, hf_base, tmp_path):
     folder = fuzz.folder_case(base, name, text, tmp_path / "case")
     with pytest.raises(CheckpointError, match=sentence):
         checkpoints.open_checkpoint(folder)
+
+
+@pytest.mark.parametrize("finding", TOKENIZER_FINDINGS)
+def test_each_tokenizer_json_finding_is_one_sentence(finding, hf_base, tmp_path):
+    change, sentence = TOKENIZER_FINDINGS[finding]
+    document = json.loads((hf_base / "tokenizer.json").read_text())
+    if change == "deep":
+        text = json.dumps({**document, "version": 0}).replace(
+            '"version": 0', '"version": ' + "[" * 10_000 + "]" * 10_000
+        )
+    elif change == "text id":
+        tokens = [{**document["added_tokens"][0], "id": "128000"}, *document["added_tokens"][1:]]
+        text = json.dumps({**document, "added_tokens": tokens})
+    else:
+        text = json.dumps({**document, **change})
+    folder = fuzz.folder_case(hf_base, "tokenizer.json", text, tmp_path / "case")
+    checkpoint = checkpoints.open_checkpoint(folder)
+    with pytest.raises(SetupError, match=sentence):
+        tokenizer_setup.load_tokenizer(checkpoint.tokenizer_source)
