@@ -18,8 +18,10 @@ import base64
 import hashlib
 import importlib.util
 import json
+import unicodedata
 from pathlib import Path
 
+import regex
 import tiktoken
 
 from plumbing import gguf_files
@@ -32,6 +34,39 @@ SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+
+
+def split_regex(tokenizer: tiktoken.Encoding) -> regex.Pattern:
+    """SPLIT_PATTERN compiled with the `regex` package, its letters and numbers those of the
+    tokenizer's own Unicode tables, so that it cuts any text into the pieces tiktoken cuts.
+
+    The two packages carry Unicode tables of different ages (in December 2026 tiktoken's are
+    Unicode 16.0's, `regex`'s 17.0's and newer): a character assigned since is a letter or a
+    number to `regex` and neither to tiktoken, and text around it splits differently. Such
+    characters are among those `regex` calls letters or numbers while Python's own
+    `unicodedata` (Unicode 14 to 16) has them unassigned; the tokenizer is asked about each
+    (c + "/A" splits before "/A" only where c is a letter or a number), and those it does not
+    take as one are left out of both classes.
+    """
+    slash_a = tokenizer.encode_single_token("/A")
+    every_character = "".join(map(chr, [*range(0xD800), *range(0xE000, 0x110000)]))
+    letters_and_numbers = regex.findall(r"[\p{L}\p{N}]", every_character)
+    newer = [char for char in letters_and_numbers if unicodedata.category(char) == "Cn"]
+    unknown = [c for c in newer if tokenizer.encode(c + "/A", disallowed_special=())[-1] != slash_a]
+    if not unknown:
+        return regex.compile(SPLIT_PATTERN)
+    ranges = []  # consecutive characters as one range: the class compiles in milliseconds
+    for char in unknown:
+        if ranges and ord(char) == ord(ranges[-1][1]) + 1:
+            ranges[-1][1] = char
+        else:
+            ranges.append([char, char])
+    left_out = "".join(f"{regex.escape(first)}-{regex.escape(last)}" for first, last in ranges)
+    pattern = SPLIT_PATTERN.replace(r"\p{L}", rf"[\p{{L}}--[{left_out}]]")
+    pattern = pattern.replace(r"\p{N}", rf"[\p{{N}}--[{left_out}]]")
+    return regex.compile(pattern, regex.VERSION1)
+
+
 N_MERGEABLE_RANKS = 128_000
 N_SPECIAL_TOKENS = 256
 

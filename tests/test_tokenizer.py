@@ -107,3 +107,20 @@ def test_truncated_real_file(tmp_path):
         tokenizer_setup.load_tokenizer(
             TokenizerSource("tokenizer.model", tmp_path / "tokenizer.model")
         )
+
+
+def test_the_from_scratch_split_cuts_around_every_character_as_tiktoken_does(tokenizer):
+    """tokenizer_setup.split_regex, which the notebook's BPE splits with, against tiktoken on
+    every code point c (surrogates aside), in "c/A": tiktoken cuts before "/A" only where c is a
+    letter or a number to its Unicode tables, and so must the split. (The `regex` package's
+    tables are newer: with Meta's pattern as `regex` compiles it, 17,480 characters assigned
+    in Unicode 17.0 and later split otherwise, found by hypothesis on 2026-12-06.)"""
+    split = tokenizer_setup.split_regex(tokenizer)
+    slash_a = tokenizer.encode_single_token("/A")
+    differ = [
+        hex(code)
+        for code in [*range(0xD800), *range(0xE000, 0x110000)]
+        if (split.findall(chr(code) + "/A")[-1] == "/A")
+        != (tokenizer.encode(chr(code) + "/A", disallowed_special=())[-1] == slash_a)
+    ]
+    assert not differ, f"{len(differ)} characters split otherwise, the first {differ[:10]}"
