@@ -136,6 +136,7 @@ def test_each_json_finding_is_one_sentence(finding, hf_base, tmp_path):
         checkpoints.open_checkpoint(folder)
 
 
+@pytest.mark.slow  # each loads a 128,256-token vocabulary: in `make test`, not `make quick`
 @pytest.mark.parametrize("finding", TOKENIZER_FINDINGS)
 def test_each_tokenizer_json_finding_is_one_sentence(finding, hf_base, tmp_path):
     change, sentence = TOKENIZER_FINDINGS[finding]

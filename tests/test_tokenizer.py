@@ -109,6 +109,7 @@ def test_truncated_real_file(tmp_path):
         )
 
 
+@pytest.mark.slow  # 5 s over 1,112,064 code points: in `make test`, not `make quick`
 def test_the_from_scratch_split_cuts_around_every_character_as_tiktoken_does(tokenizer):
     """tokenizer_setup.split_regex, which the notebook's BPE splits with, against tiktoken on
     every code point c (surrogates aside), in "c/A": tiktoken cuts before "/A" only where c is a
