@@ -110,16 +110,23 @@ K_BLOCK = 256
 KERNEL_FORMATS = ("Q4_0", "Q4_K")
 
 
-def _q4_k(raw: torch.Tensor) -> torch.Tensor:
-    """[blocks × 144] bytes → [blocks × 256] float32, in gguf.quants' order of operations."""
-    d = raw[:, 0:2].contiguous().view(torch.float16).float()  # [blocks × 1]
+def _q4_k_parts(raw: torch.Tensor):
+    """[blocks × 144] bytes → d, dmin [blocks × 1], sc, m [blocks × 8] as float32, and q
+    [blocks × 8 × 32] as uint8."""
+    d = raw[:, 0:2].contiguous().view(torch.float16).float()
     dmin = raw[:, 2:4].contiguous().view(torch.float16).float()
     low, high, mixed = raw[:, 4:16].reshape(-1, 3, 4).unbind(1)  # [blocks × 4] each
-    sc = torch.cat([low & 63, (mixed & 15) | ((low >> 2) & 48)], dim=1).float()  # [blocks × 8]
+    sc = torch.cat([low & 63, (mixed & 15) | ((low >> 2) & 48)], dim=1).float()
     m = torch.cat([high & 63, (mixed >> 4) | ((high >> 2) & 48)], dim=1).float()
     chunks = raw[:, 16:].reshape(-1, 4, 1, 32)
-    q = torch.cat([chunks & 15, chunks >> 4], dim=2).reshape(-1, 8, 32).float()
-    return ((d * sc)[..., None] * q - (dmin * m)[..., None]).reshape(-1, K_BLOCK)
+    q = torch.cat([chunks & 15, chunks >> 4], dim=2).reshape(-1, 8, 32)
+    return d, dmin, sc, m, q
+
+
+def _q4_k(raw: torch.Tensor) -> torch.Tensor:
+    """[blocks × 144] bytes → [blocks × 256] float32, in gguf.quants' order of operations."""
+    d, dmin, sc, m, q = _q4_k_parts(raw)
+    return ((d * sc)[..., None] * q.float() - (dmin * m)[..., None]).reshape(-1, K_BLOCK)
 
 
 def q4_k_groups(blocks: torch.Tensor):
@@ -127,14 +134,7 @@ def q4_k_groups(blocks: torch.Tensor):
     takes: the integers q (0 … 15) as uint8 [rows × K], and per group of 32 a scale d·sc and
     a zero point [rows × K/32] (float32), the kernel's weight being (q − 8)·scale + zero,
     which is Q4_K's d·sc·q − dmin·m when zero = 8·scale − dmin·m."""
-    raw = blocks.reshape(-1, K_BLOCKS["Q4_K"])
-    d = raw[:, 0:2].contiguous().view(torch.float16).float()
-    dmin = raw[:, 2:4].contiguous().view(torch.float16).float()
-    low, high, mixed = raw[:, 4:16].reshape(-1, 3, 4).unbind(1)
-    sc = torch.cat([low & 63, (mixed & 15) | ((low >> 2) & 48)], dim=1).float()
-    m = torch.cat([high & 63, (mixed >> 4) | ((high >> 2) & 48)], dim=1).float()
-    chunks = raw[:, 16:].reshape(-1, 4, 1, 32)
-    q = torch.cat([chunks & 15, chunks >> 4], dim=2)  # [blocks × 4 × 2 × 32]
+    d, dmin, sc, m, q = _q4_k_parts(blocks.reshape(-1, K_BLOCKS["Q4_K"]))
     scales, minimums = d * sc, dmin * m  # [blocks × 8]
     n_rows = blocks.shape[0]
     return (
