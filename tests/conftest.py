@@ -55,6 +55,23 @@ def pytest_collection_modifyitems(session, config, items):
     items[:] = [i for i in items if i not in cells and not needs_shared_run(i)] + [
         i for i in items if i not in cells and needs_shared_run(i)
     ]
+    split_module_fixtures(items)
+
+
+def split_module_fixtures(items) -> None:
+    """A module-scoped fixture read by tests on both sides of that move would be made twice
+    (pytest tears it down when its module's tests stop being adjacent): say which."""
+    sides: dict[tuple[str, str], set[bool]] = {}
+    for item in items:
+        for name, definitions in getattr(item, "_fixtureinfo", None).name2fixturedefs.items():
+            if definitions[-1].scope == "module":
+                sides.setdefault((item.module.__name__, name), set()).add(needs_shared_run(item))
+    split = sorted(f"{module}.{name}" for (module, name), side in sides.items() if len(side) > 1)
+    if split:
+        raise pytest.UsageError(
+            f"make these fixtures session-scoped ({', '.join(split)}): read by tests that wait "
+            "for a shared run and by tests that do not, so module scope would make each twice"
+        )
 
 
 def pytest_collection_finish(session):

@@ -159,7 +159,9 @@ def test_a_failing_compile_leaves_the_plain_path(monkeypatch):
     assert failed == "torch.compile failed (RuntimeError: the compiler crashed)"
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: conftest.py moves the test that also reads the embedded run to the end of the
+# session, so a module-scoped fixture would be made twice (two executions more).
+@pytest.fixture(scope="session")
 def notebook_runs(tmp_path_factory):
     fused = {**TENSORS_ONLY, "LLAMA3_ONE_ROW": "fused", "OMP_NUM_THREADS": "1"}
     folders = {name: tmp_path_factory.mktemp(name) for name in ("fused", "no-compiler")}
