@@ -2,7 +2,8 @@
 files checkpoints hold, each opened as the notebook opens it: every case must end in the model
 opening or in one sentence (a SetupError), nothing else.
 
-    python -m testbeds.fuzz --cases 300 --seed 0      # one JSON line: cases run, failures
+    python -m testbeds.fuzz --cases 300 --seed 0 --format gguf safetensors
+    # one JSON line a format: cases run, failures
 
 A case: the base file (the embedded model in Q4_0, with a 300-token vocabulary so that a case
 opens in milliseconds; the tokenizer then refuses it in one sentence) mutated by one seeded
@@ -25,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from safetensors.torch import load_file, save_file
+
 import tokenizer_setup
 from plumbing import checkpoints, gguf_files
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
@@ -32,11 +35,13 @@ from plumbing.friendly_errors import SetupError
 from testbeds.gguf_writer import vocabulary_text, write_gguf
 
 CASE_SECONDS = 20
+SMALL_VOCABULARY = 300
 FORMATS = ["gguf", "safetensors", "params.json", "config.json", "tokenizer.json"]
 # Cases per format in `make test` (tests/test_fuzz.py), a few hundred in all within about 30 s;
 # tools/fuzz_campaign.py runs thousands. A tokenizer.json case loads a 128,256-token
 # vocabulary (0.8 s), so that format is fuzzed in the campaign only.
-SUITE_CASES = {"gguf": 200, "safetensors": 200, "params.json": 200, "config.json": 200}
+SUITE_FORMATS = ["gguf", "safetensors", "params.json", "config.json"]
+SUITE_CASES = 200  # of each
 HUGE = [2**63 - 1, 2**64 - 1, 2**40, 2**32, 2**31 - 1, 0]
 
 
@@ -214,11 +219,39 @@ def outcome(path: Path, seed: int, mutation: str, tokenizer: bool = False) -> di
     return None if problem is None else {"seed": seed, "mutation": mutation, "error": problem}
 
 
-def hf_folder(folder: Path) -> Path:
-    """The embedded model in Hugging Face's layout (config.json and safetensors)."""
+def hf_folder(folder: Path, small: bool = False) -> Path:
+    """The embedded model in Hugging Face's layout (config.json, safetensors, tokenizer.json).
+    `small`: no tokenizer.json, and the vocabulary's matrices cut to their first 300 rows, so
+    that a case writes half a megabyte, not 33 (the tokenizer is not read for a folder's
+    safetensors or config.json; the folder still opens and checks as a model)."""
     from testbeds.hf_folder import save_streaming  # here: it imports transformers (seconds)
 
-    return save_streaming(EMBEDDED_CHECKPOINT, folder / "hf")
+    if not small:
+        return save_streaming(EMBEDDED_CHECKPOINT, folder / "hf")
+    out = save_streaming(EMBEDDED_CHECKPOINT, folder / "hf-small", tokenizer=False)
+    config = json.loads((out / "config.json").read_text())
+    tensors = load_file(out / "model.safetensors")
+    vocabulary = config["vocab_size"]
+    rows = {name: t[:SMALL_VOCABULARY] for name, t in tensors.items() if len(t) == vocabulary}
+    save_file(tensors | rows, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config["vocab_size"] = SMALL_VOCABULARY
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+def run_format(kind: str, seeds, folder: Path, hf) -> list[dict]:
+    """Every seed's case of one format; the failures. `hf(small)`: a Hugging Face folder
+    (`hf_folder`), made at its first use and shared by the formats that mutate it."""
+    if kind == "gguf":
+        data = base_file(folder)
+        header = metadata_end(folder / "base.gguf")
+        return [f for seed in seeds if (f := run_case(data, seed, header, folder))]
+    if kind == "safetensors":
+        base = hf(small=True)
+        data = (base / "model.safetensors").read_bytes()
+        return [f for seed in seeds if (f := run_safetensors_case(base, data, seed, folder))]
+    base = EMBEDDED_CHECKPOINT if kind == "params.json" else hf(small=kind == "config.json")
+    return [f for seed in seeds if (f := run_json_case(base, kind, seed, folder))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,28 +259,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--replay", type=int, help="run the one case of this seed")
-    parser.add_argument("--format", choices=FORMATS, default="gguf")
+    parser.add_argument("--format", nargs="+", choices=FORMATS, default=["gguf"])
     args = parser.parse_args(argv)
     seeds = [args.replay] if args.replay is not None else range(args.seed, args.seed + args.cases)
+    failed = False
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        if args.format == "gguf":
-            data = base_file(folder)
-            header = metadata_end(folder / "base.gguf")
-            failures = [f for seed in seeds if (f := run_case(data, seed, header, folder))]
-        elif args.format == "safetensors":
-            base = hf_folder(folder)
-            data = (base / "model.safetensors").read_bytes()
-            failures = [
-                f for seed in seeds if (f := run_safetensors_case(base, data, seed, folder))
-            ]
-        else:
-            base = EMBEDDED_CHECKPOINT if args.format == "params.json" else hf_folder(folder)
-            failures = [
-                f for seed in seeds if (f := run_json_case(base, args.format, seed, folder))
-            ]
-    print(json.dumps({"format": args.format, "cases": len(seeds), "failures": failures}))
-    return 1 if failures else 0
+        made: dict[bool, Path] = {}
+
+        def hf(small: bool) -> Path:  # one conversion (seconds) for the formats that read it
+            if small not in made:
+                made[small] = hf_folder(folder, small)
+            return made[small]
+
+        for kind in args.format:  # one process: the imports and the folder paid once
+            failures = run_format(kind, seeds, folder, hf)
+            failed |= bool(failures)
+            print(json.dumps({"format": kind, "cases": len(seeds), "failures": failures}))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

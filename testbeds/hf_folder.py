@@ -97,8 +97,10 @@ def save_streaming(
     shard_bytes: int = 5 * 2**30,
     spelling: str = "4",
     scale_factor: float | None = None,
+    tokenizer: bool = True,
 ) -> Path:
-
+    """Meta's folder `meta` in Hugging Face's layout under `out`, a tensor at a time (shards of
+    `shard_bytes`); `tokenizer=False`: no tokenizer.json (its conversion takes seconds)."""
     checkpoint = checkpoints.open_checkpoint(meta)
     params, weights = checkpoint.stated, checkpoint.weights
     n_kv_heads = checkpoint.params["n_kv_heads"]
@@ -136,7 +138,8 @@ def save_streaming(
             json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
             + "\n"
         )
-    write_tokenizer_json(out)
+    if tokenizer:
+        write_tokenizer_json(out)
     return out
 
 

@@ -2,8 +2,8 @@
 file, params.json and config.json) each end in the model opening or in one sentence, within a
 time and memory limit; and each failure the fuzzing found stays fixed, as a case of its own.
 
-The seeded run here is bounded (fuzz.SUITE_CASES: 200 cases of each, one process each under a
-3 GB address-space limit); tools/fuzz_campaign.py runs thousands, tokenizer.json's too
+The seeded run here is bounded (fuzz.SUITE_CASES cases of each format, all in one process under
+a 3 GB address-space limit); tools/fuzz_campaign.py runs thousands, tokenizer.json's too
 (docs/testing.md gives its figures).
 """
 
@@ -21,6 +21,7 @@ from plumbing import REPO_DIR, checkpoints
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from plumbing.friendly_errors import CheckpointError, SetupError
 from testbeds import fuzz
+from tokenizer_setup import TokenizerFileError
 
 MEMORY_LIMIT = 3 * 2**30
 
@@ -29,27 +30,47 @@ def limited() -> None:  # in the child, before it runs: allocations past 3 GB fa
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
-@pytest.mark.slow  # 20 s of cases: in `make test`, not in the edit loop (`make quick`)
-@pytest.mark.parametrize("kind", sorted(fuzz.SUITE_CASES))
-def test_mutated_files_end_in_the_model_or_one_sentence(kind):
-    cases = str(fuzz.SUITE_CASES[kind])
+@pytest.fixture(scope="module")
+def reports():
+    """Every format's seeded cases in one process (its imports and the Hugging Face folder
+    made once): each format's report, by format."""
+    command = [sys.executable, "-m", "testbeds.fuzz", "--seed", "0", "--cases"]
+    command += [str(fuzz.SUITE_CASES), "--format", *fuzz.SUITE_FORMATS]
     result = subprocess.run(
-        [sys.executable, "-m", "testbeds.fuzz", "--format", kind, "--cases", cases, "--seed", "0"],
-        cwd=REPO_DIR,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=limited,
+        command, cwd=REPO_DIR, capture_output=True, text=True, timeout=300, preexec_fn=limited
     )
-    assert result.stdout.strip(), result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["cases"] == fuzz.SUITE_CASES[kind]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines, result.stderr[-3000:]
+    return {report["format"]: report for report in lines} | {"stderr": result.stderr[-3000:]}
+
+
+@pytest.mark.slow  # about 20 s of cases: in `make test`, not in the edit loop (`make quick`)
+@pytest.mark.parametrize("kind", fuzz.SUITE_FORMATS)
+def test_mutated_files_end_in_the_model_or_one_sentence(reports, kind):
+    assert kind in reports, f"the run stopped before {kind}: {reports['stderr']}"
+    report = reports[kind]
+    assert report["cases"] == fuzz.SUITE_CASES
     replay = "; ".join(
         f"seed {f['seed']} ({f['mutation']}): {f['error']} — python -m testbeds.fuzz --format "
         f"{kind} --replay {f['seed']}"
         for f in report["failures"]
     )
     assert not report["failures"], replay
+
+
+@pytest.mark.slow  # builds two Hugging Face folders (seconds)
+def test_each_base_opens_as_a_model(tmp_path):
+    # unmutated, every format's base opens, checks and reads: else each case would stop in
+    # one sentence whatever the mutation, and the fuzzing would test nothing. The tokenizer
+    # too where the cases load it (the GGUF base's 300 tokens are refused by design, and the
+    # small folder has none)
+    gguf = tmp_path / "base.gguf"
+    gguf.write_bytes(fuzz.base_file(tmp_path))
+    with pytest.raises(TokenizerFileError, match="holds 300 BPE tokens that are not Llama 3's"):
+        fuzz.open_as_the_notebook_does(gguf)  # the model opened, checked and read; then this
+    cases = [(EMBEDDED_CHECKPOINT, True), (fuzz.hf_folder(tmp_path), True)]
+    for path, tokenizer in [*cases, (fuzz.hf_folder(tmp_path, small=True), False)]:
+        fuzz.open_as_the_notebook_does(path, tokenizer)
 
 
 @pytest.fixture(scope="module")
