@@ -217,8 +217,11 @@ PROMPTS = {
     # the tie: in bfloat16 the embedded model's two best first tokens share one logit
     "empty": ("", {"LLAMA3_DTYPE": "bfloat16"}),
     "one character": ("x", {"LLAMA3_DTYPE": "float32"}),
+    # … and past 64 tokens, where the batch of prompts leaves the reader's out
     "every kind": (
-        "<|eot_id|> например, столица Федерации 日本語の文章 🦙🦙\n\nline two\r\n\t",
+        "<|eot_id|> например, столица Федерации 日本語の文章 🦙🦙"
+        + " and then a few plain words, to make it longer," * 4
+        + "\n\nline two\r\n\t",
         {"LLAMA3_DTYPE": "float32"},
     ),
 }
