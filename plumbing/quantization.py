@@ -79,6 +79,15 @@ ROWS_AT_A_TIME = 4096
 # converter takes int32 input, 4 bytes per weight, and is slower); `pack_int4` checks it
 # against the converter once per process and uses the converter alone if they differ.
 TILE_ROWS = 64
+# PyTorch's CPU int4 kernel packs rows 16 at a time and refuses a matrix of another height.
+INT4_KERNEL_ROWS = 16
+
+
+def int4_kernel_takes(n_rows: int, device) -> bool:
+    """Whether the fused CPU int4 kernel holds a matrix of `n_rows` rows on `device`; else the
+    matrix keeps its integers and is dequantized at each use, as on a GPU (a tiny model's `wk`
+    of one key/value head of 8 numbers has 8 rows)."""
+    return torch.device(device).type == "cpu" and n_rows % INT4_KERNEL_ROWS == 0
 
 
 def _tiles_pack(unsigned: torch.Tensor) -> torch.Tensor:
@@ -190,7 +199,9 @@ class QuantizedMatrix(Matrix):
             raise ValueError(
                 f"the int4 kernel takes groups of 32, 64, 128 or 256, not {self.group}"
             )
-        self.fused = self.device.type == "cpu"
+        self.fused = self.device.type == "cpu" and (
+            bits == 8 or int4_kernel_takes(self.shape[0], self.device)
+        )
         self.has_zeros = zeros is not None
         if not self.fused:
             self._ints, self._scales = ints.to(self.device), scales.to(self.device)
@@ -293,7 +304,7 @@ def assembled(
     """One matrix from its (integers, scales) a block of rows at a time: quantized here, or a
     file's own blocks (a GGUF file's Q4_0, as they are). `packed`: the blocks are the CPU int4
     kernel's bytes already (pack_q4_0's), not integers."""
-    packing = scheme == "int4" and torch.device(device).type == "cpu"
+    packing = scheme == "int4" and int4_kernel_takes(n_rows, device)
     joined, block_scales, block_zeros, filled = None, [], [], 0
     for ints, scales, *zeros in row_blocks:  # a zero point per group too, for Q4_K
         block_zeros += zeros
@@ -371,16 +382,19 @@ def from_file_blocks(weights, device, dtype: torch.dtype = torch.float32):
     if not names:
         return {}, None
     started, matrices = time.perf_counter(), {}
-    cpu = torch.device(device).type == "cpu"
     for name in names:
-        kind = weights.formats[name]
+        kind, n_rows = weights.formats[name], weights.shapes[name][0]
+        packs = int4_kernel_takes(n_rows, device)  # else the integers, dequantized per use
         blocks = (
-            _file_groups(kind, rows, cpu) for rows in weights.block_rows(name, ROWS_AT_A_TIME)
+            _file_groups(kind, rows, packs) for rows in weights.block_rows(name, ROWS_AT_A_TIME)
         )
-        matrices[name] = assembled(blocks, weights.shapes[name][0], "int4", device, dtype, cpu)
+        matrices[name] = assembled(blocks, n_rows, "int4", device, dtype, packs)
     return_freed_memory()  # else the freed temporaries stay in the heap (below)
     kept_bytes = sum(matrix.nbytes for matrix in matrices.values())
-    kernel = "fused int4 kernel" if torch.device(device).type == "cpu" else "dequantized"
+    fused = sum(matrix.fused for matrix in matrices.values())
+    kernel = {len(matrices): "fused int4 kernel", 0: "dequantized"}.get(
+        fused, f"fused int4 kernel; {len(matrices) - fused} of other heights dequantized"
+    )
     kinds = "/".join(sorted({weights.formats[name] for name in names}))
     return matrices, (
         f"{SCHEMES['int4']}: {len(matrices)} matrices' {kinds} blocks as the file holds them, "

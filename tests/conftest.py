@@ -85,9 +85,10 @@ def pytest_terminal_summary(terminalreporter):
     executions = list(shared_runs.EXECUTIONS)
     if executions:
         terminalreporter.write_line(shared_runs.summary(executions))
-    if terminalreporter.config.option.verbose > 0:  # -v: each execution
-        for what, seconds in sorted(executions, key=lambda execution: -execution[1]):
-            terminalreporter.write_line(f"{seconds:7.1f} s  {what}")
+    if terminalreporter.config.option.verbose > 0:  # -v: each execution, from when it began
+        for what, seconds, ended in sorted(executions, key=lambda e: e[2] - e[1]):
+            what = what.replace("\n", " ")[:110]
+            terminalreporter.write_line(f"{ended - seconds:4.0f}–{ended:4.0f} s  {what}")
 
 
 @pytest.fixture(scope="session")

@@ -145,6 +145,21 @@ def test_fused_equals_explicit(scheme, dtype):
         assert (fused.float() - explicit).abs().max() <= 1e-2 * explicit.abs().max()
 
 
+@pytest.mark.parametrize("rows", [8, 24, 1])
+def test_int4_of_a_height_the_kernel_refuses_is_dequantized_per_use(rows):
+    # PyTorch's CPU int4 kernel packs 16 rows at a time: a tiny model's wk of one key/value
+    # head of 8 numbers stopped the quantization demo with the converter's RuntimeError
+    generator = torch.Generator().manual_seed(3)
+    w = torch.randn(rows, 64, generator=generator)
+    matrix = quantization.quantize(w, "int4", "cpu")
+    assert not matrix.fused
+    x = torch.randn(3, 64, generator=generator)
+    explicit = x @ quantization.dequantized(matrix.ints, matrix.scales).T
+    assert torch.equal(x @ matrix.T, explicit)
+    ints, scales = quantization.int4_groups(w)
+    assert torch.equal(matrix.ints, ints) and torch.equal(matrix.scales, scales)
+
+
 def test_int4_keeps_only_what_the_kernel_reads(monkeypatch):
     """Packed a block of rows at a time, as the whole matrix at once; read back exactly; and
     nothing else held: no int8 integers, no float32 scales (the 8B's would be 9 GB more)."""

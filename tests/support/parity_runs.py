@@ -33,7 +33,7 @@ RANDOM_CHECKPOINTS = presets.PARITY
 # the logit lens, learning), which must then train one matrix that is both embedding and
 # output; the embedded checkpoint runs them with a separate output matrix. Elsewhere they
 # would meet nothing new and cost 20-30 s a shape.
-TIED = "q_per_kv_8-hd16-2layers"
+TIED = "q_per_kv_8-hd8-2layers"
 WITH_DEMOS = {TIED}
 # This one also generates in its kernel, for tests/test_generation.py, and measures LoRA with
 # grouped queries and an untied output matrix for tests/test_lora.py (TIED: with a tied one).

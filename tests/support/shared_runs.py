@@ -75,14 +75,16 @@ AT_ONCE = 2
 
 KERNEL_DID_NOT_START = "Kernel died before replying to kernel_info"
 
-# Every whole or partial execution of the notebook in this session: (what ran, seconds).
-EXECUTIONS: list[tuple[str, float]] = []
+# Every whole or partial execution of the notebook in this session: (what ran, seconds, when it
+# ended in seconds after this module was imported; pytest -v prints them as a timeline).
+EXECUTIONS: list[tuple[str, float, float]] = []
+_imported = time.perf_counter()
 _recording = threading.Lock()
 
 
 def record(what: str, seconds: float) -> None:
     with _recording:
-        EXECUTIONS.append((what, seconds))
+        EXECUTIONS.append((what, seconds, time.perf_counter() - _imported))
 
 
 def counting(execute):
@@ -349,10 +351,10 @@ class SharedRuns:
 SHARED = SharedRuns()
 
 
-def summary(executions: list[tuple[str, float]]) -> str:
+def summary(executions: list[tuple[str, float, float]]) -> str:
     """The line `make test` ends with: how many times it executed the notebook in a kernel
     (Run All, whole or stopped at a failing setup cell)."""
-    total = sum(seconds for _, seconds in executions)
+    total = sum(seconds for _, seconds, _ in executions)
     return (
         f"the notebook was executed {len(executions)} time{'s' * (len(executions) != 1)} in "
         f"kernels: {total:.0f} s of executions, several at once where they could be"
