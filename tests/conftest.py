@@ -75,6 +75,8 @@ def split_module_fixtures(items) -> None:
 
 
 def pytest_collection_finish(session):
+    if session.config.option.collectonly:  # nothing runs: no execution to start (or wait for)
+        return
     wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
     for name in STARTERS:
         if name in wanted:

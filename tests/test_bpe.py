@@ -162,6 +162,7 @@ def test_every_whole_piece_token_encodes_to_itself(section):
     assert not misses, f"{len(misses)} tokens of the vocabulary encode otherwise: {misses[:5]}"
 
 
+@pytest.mark.slow  # the whole vocabulary again, merges only (seconds)
 def test_without_the_whole_piece_rule_the_vocabulary_test_fails(merges_only):
     misses = vocabulary_misses(merges_only)
     assert len(misses) == MERGES_MISS  # all between tiktoken's 100,000 and 128,000

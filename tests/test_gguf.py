@@ -83,6 +83,7 @@ def ollama_folder(root, name, blob):
 # ---- the tensors, in-process --------------------------------------------------------------------
 
 
+@pytest.mark.slow  # every tensor of two files, compared (seconds): in make test, not make quick
 def test_f32_and_bf16_give_metas_tensors_bit_for_bit(files, meta):
     for kind in ("F32", "BF16"):
         weights = checkpoints.open_checkpoint(files[kind]).weights
@@ -93,6 +94,7 @@ def test_f32_and_bf16_give_metas_tensors_bit_for_bit(files, meta):
         assert weights["layers.0.attention.wq.weight"].dtype == expected
 
 
+@pytest.mark.slow  # every tensor of two files (seconds)
 @pytest.mark.parametrize("kind, bound", [("Q8_0", 0.5 * 1.13), ("Q4_0", 1.01)])
 def test_block_formats_within_their_own_error(files, meta, kind, bound):
     """Each weight within `bound` of its block's step: half a step for Q8_0 (plus the float16
@@ -388,6 +390,7 @@ def test_an_ollama_name_resolves_to_its_blob_in_place(tmp_path, small_vocabulary
     assert checkpoints.reader_for(found) is gguf_files
 
 
+@pytest.mark.slow  # writes a whole GGUF file of the embedded model (seconds)
 def test_the_context_is_the_one_the_file_states(tmp_path):
     # llama.context_length, where the metadata states it (as llama.cpp's converter writes it)
     stated = write_gguf(EMBEDDED, tmp_path / "short.gguf", "F32", context_length=2048)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nbformat
 import numpy
+import pytest
 from PIL import Image
 
 from plumbing import REPO_DIR
@@ -65,6 +66,7 @@ def pixels_apart(one: Path, other: Path) -> float:
     return float((numpy.abs(a - b).max(axis=-1) > PIXEL_LEVELS).mean())
 
 
+@pytest.mark.slow  # draws every diagram again (seconds): in make test, not make quick
 def test_regenerating_reproduces_the_images(tmp_path):
     subprocess.run(
         [sys.executable, "-m", "generators.make_images", str(tmp_path)],
