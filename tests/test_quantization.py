@@ -234,7 +234,7 @@ def snapshot(folder):
 
 # Each quantization with each compute dtype, three kernels at once, one thread each; int8 in
 # float32 runs in tests/test_bad_input.py, on a read-only copy. In bfloat16 the setup cell's
-# matrices once handed the lesson float32 values (`wq.view(…)` in the cell `heads-q`).
+# matrices once handed the lesson float32 values (`wq.view(…)` in the cell `heads-view`).
 COMBINATIONS = [("int4", "float32"), ("int4", "bfloat16"), ("int8", "bfloat16")]
 
 

@@ -8,7 +8,7 @@ bfloat16 ATen's one-row kernel). One kernel per layout runs the notebook (demos
 off), then, in the same kernel, makes the setup's decisions anew for each combination and
 runs the notebook's own cells from `show-def` to `forward-def` again
 (`settings_matrix`, below): the layer-0 walk through `wq.view(…)`, every
-layer, the answer, and `forward`. bf16 with int8 once stopped at `heads-q`. The three
+layer, the answer, and `forward`. bf16 with int8 once stopped at `heads-view`. The three
 kernels run at once, one thread each.
 """
 
