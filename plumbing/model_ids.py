@@ -124,6 +124,9 @@ def in_layout(snapshot: str) -> Path:
 
 OLLAMA_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?:[A-Za-z0-9._-]+$")
 OLLAMA_MODEL_LAYER = "application/vnd.ollama.image.model"
+# A blob's name is its digest: sha256 and 64 hex digits, so that a manifest never names a path
+# outside the blobs folder ("../../somewhere").
+OLLAMA_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def looks_like_ollama_name(value: str) -> bool:
@@ -154,7 +157,12 @@ def ollama_blob(name: str) -> Path:
             f"{manifest} is not an Ollama manifest that names a model file: run "
             f"`ollama pull {name}` again."
         ) from None
-    blob = models / "blobs" / str(digest).replace(":", "-")
+    if not isinstance(digest, str) or not OLLAMA_DIGEST.match(digest):  # never a path
+        raise CheckpointError(
+            f"{manifest} names its model file {str(digest)[:80]!r}, not a sha256 digest: run "
+            f"`ollama pull {name}` again."
+        )
+    blob = models / "blobs" / digest.replace(":", "-")
     if not blob.is_file():
         raise CheckpointError(
             f"Ollama's manifest for {name} names {blob.name}, which is not in {models / 'blobs'}: "

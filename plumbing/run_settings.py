@@ -312,6 +312,12 @@ def rope_frequency_band(params: dict) -> tuple[float, float, int]:
     )
 
 
+# The largest prompt file read: Llama 3.1's 131,072 positions times 128 bytes, the longest
+# token of Llama 3's vocabulary, so no text that fits a context is refused (a larger file is
+# refused before it is read, and a device such as /dev/zero is never read).
+PROMPT_FILE_BYTES = 131_072 * 128
+
+
 def choose_prompt(text: str | None = None, file: str | None = None) -> str:
     """The prompt: LLAMA3_PROMPT's text, or the UTF-8 text of the file LLAMA3_PROMPT_FILE names,
     else the Hitchhiker's question."""
@@ -323,6 +329,16 @@ def choose_prompt(text: str | None = None, file: str | None = None) -> str:
         raise SettingError("LLAMA3_PROMPT and LLAMA3_PROMPT_FILE are both set: unset one of them.")
     path = Path(file).expanduser()
     try:
+        if path.is_file() and path.stat().st_size > PROMPT_FILE_BYTES:
+            raise SettingError(
+                f"LLAMA3_PROMPT_FILE={file!r} holds {path.stat().st_size:,} bytes, more than "
+                f"any model's context reads ({PROMPT_FILE_BYTES:,} at most): give a shorter file."
+            )
+        if path.exists() and not path.is_file() and not path.is_dir():
+            raise SettingError(
+                f"LLAMA3_PROMPT_FILE={file!r} is not a regular file (a device or a pipe): give "
+                "the path of a text file."
+            )
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SettingError(

@@ -376,6 +376,20 @@ def test_bad_prompt_file_is_one_sentence(tmp_path, text, file, message):
     assert str(raised.value).startswith(message.format(path)) and "\n" not in str(raised.value)
 
 
+def test_a_prompt_file_past_any_context_or_not_a_file_is_refused_unread(tmp_path):
+    # /dev/zero, or a file larger than any context reads, would be read whole into memory
+    huge = tmp_path / "huge.txt"
+    with open(huge, "wb") as sparse:  # 100 GB that take no disk
+        sparse.truncate(100 * 2**30)
+    with pytest.raises(SettingError, match=r"holds 107,374,182,400 bytes, more than any model"):
+        run_settings.choose_prompt(None, str(huge))
+    with pytest.raises(SettingError, match=r"'/dev/zero' is not a regular file \(a device"):
+        run_settings.choose_prompt(None, "/dev/zero")
+    largest = tmp_path / "largest.txt"
+    largest.write_text("x" * run_settings.PROMPT_FILE_BYTES)  # the limit itself is read
+    assert len(run_settings.choose_prompt(None, str(largest))) == run_settings.PROMPT_FILE_BYTES
+
+
 def test_empty_prompt_is_explained(capsys):
     run_settings.check_prompt("", [128000], {})
     assert (

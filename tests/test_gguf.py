@@ -381,6 +381,22 @@ def test_ollama_blob_missing_or_manifest_broken(tmp_path, small_vocabulary_file)
     assert "is not an Ollama manifest" in setup_error("llama3:8b", OLLAMA_MODELS=str(models))
 
 
+@pytest.mark.parametrize(
+    "digest",
+    ["sha256:../../../outside", "../outside", "/etc/hostname", "sha256:" + "0" * 63, 7],
+)
+def test_a_manifest_that_names_a_path_is_refused(tmp_path, small_vocabulary_file, digest):
+    # a blob's name is its digest: a crafted manifest must not reach a file outside blobs/
+    models = ollama_folder(tmp_path / "models", "llama3:8b", small_vocabulary_file)
+    (models / "outside").symlink_to(small_vocabulary_file)  # what blobs/../outside reaches
+    manifest = models / "manifests" / "registry.ollama.ai" / "library" / "llama3" / "8b"
+    layers = json.loads(manifest.read_text())["layers"]
+    layers[1]["digest"] = digest
+    manifest.write_text(json.dumps({"schemaVersion": 2, "layers": layers}))
+    message = setup_error("llama3:8b", OLLAMA_MODELS=str(models))
+    assert "not a sha256 digest: run `ollama pull llama3:8b` again." in message
+
+
 def test_an_ollama_name_resolves_to_its_blob_in_place(tmp_path, small_vocabulary_file, monkeypatch):
     models = ollama_folder(tmp_path / "models", "llama3.2:1b", small_vocabulary_file)
     monkeypatch.setenv("OLLAMA_MODELS", str(models))
