@@ -152,7 +152,15 @@ def ollama_blob(name: str) -> Path:
     try:
         layers = json.loads(manifest.read_text())["layers"]
         digest = next(x["digest"] for x in layers if x.get("mediaType") == OLLAMA_MODEL_LAYER)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, StopIteration):
+    except (
+        OSError,
+        UnicodeDecodeError,
+        json.JSONDecodeError,
+        KeyError,
+        TypeError,
+        AttributeError,  # a layer that is not an object (found by testbeds/fuzz.py)
+        StopIteration,
+    ):
         raise CheckpointError(
             f"{manifest} is not an Ollama manifest that names a model file: run "
             f"`ollama pull {name}` again."

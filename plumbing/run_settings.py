@@ -339,7 +339,7 @@ def choose_prompt(text: str | None = None, file: str | None = None) -> str:
                 f"LLAMA3_PROMPT_FILE={file!r} is not a regular file (a device or a pipe): give "
                 "the path of a text file."
             )
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes().decode("utf-8")  # exactly: "\r\n" stays (read_text drops "\r")
     except FileNotFoundError:
         raise SettingError(
             f"LLAMA3_PROMPT_FILE={file!r}: there is no such file; give the path of a text file."

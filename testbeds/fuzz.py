@@ -17,7 +17,11 @@ allocation past it fails instead of swapping. Each failure carries its seed, whi
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import io
 import json
+import os
 import random
 import shutil
 import signal
@@ -29,18 +33,27 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 import tokenizer_setup
-from plumbing import checkpoints, gguf_files
+from plumbing import checkpoint_files, checkpoints, gguf_files, model_ids, run_settings
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from plumbing.friendly_errors import SetupError
 from testbeds.gguf_writer import vocabulary_text, write_gguf
 
 CASE_SECONDS = 20
 SMALL_VOCABULARY = 300
-FORMATS = ["gguf", "safetensors", "params.json", "config.json", "tokenizer.json"]
+FORMATS = [
+    "gguf",
+    "safetensors",
+    "params.json",
+    "config.json",
+    "ollama manifest",
+    "prompt file",
+    "tokenizer.json",
+    "tokenizer.model",
+]
 # Cases per format in `make test` (tests/test_fuzz.py), a few hundred in all within about 30 s;
-# tools/fuzz_campaign.py runs thousands. A tokenizer.json case loads a 128,256-token
-# vocabulary (0.8 s), so that format is fuzzed in the campaign only.
-SUITE_FORMATS = ["gguf", "safetensors", "params.json", "config.json"]
+# tools/fuzz_campaign.py runs thousands. A tokenizer.json or tokenizer.model case loads a
+# 128,256-token vocabulary (about a second), so those are fuzzed in the campaign only.
+SUITE_FORMATS = FORMATS[:6]
 SUITE_CASES = 200  # of each
 HUGE = [2**63 - 1, 2**64 - 1, 2**40, 2**32, 2**31 - 1, 0]
 
@@ -198,10 +211,25 @@ def run_json_case(base: Path, name: str, seed: int, folder: Path) -> dict | None
 
 
 def outcome(path: Path, seed: int, mutation: str, tokenizer: bool = False) -> dict | None:
+    """`path` opened as the notebook opens it, then removed: None when it opened or stopped in
+    one sentence; else what went wrong."""
+
+    def removed():
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+            gguf_files.forget(path)
+
+    return attempt(lambda: open_as_the_notebook_does(path, tokenizer), seed, mutation, removed)
+
+
+def attempt(action, seed: int, mutation: str, cleanup=lambda: None) -> dict | None:
+    """`action()` under the time limit: None when it ended or stopped in one sentence."""
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(CASE_SECONDS)
     try:
-        open_as_the_notebook_does(path, tokenizer)
+        action()
         problem = None
     except SetupError:
         problem = None
@@ -211,12 +239,143 @@ def outcome(path: Path, seed: int, mutation: str, tokenizer: bool = False) -> di
         problem = f"{type(error).__name__}: {str(error)[:200]}"
     finally:
         signal.alarm(0)
-        if path.is_dir():
-            shutil.rmtree(path)
+        cleanup()
+    return None if problem is None else {"seed": seed, "mutation": mutation, "error": problem}
+
+
+# ---- an Ollama manifest -----------------------------------------------------------------------
+
+OLLAMA_NAME = "llama3-fuzz:latest"
+# What a crafted manifest may give as its model's digest (the blob's name): paths out of the
+# blobs folder, near misses of sha256's form, other types.
+CRAFTED_DIGESTS = [
+    "sha256:../../outside",
+    "../outside",
+    "/etc/hostname",
+    "sha256:" + "0" * 63,
+    "sha256:" + "A" * 64,
+    "sha256:" + "0" * 64 + "/../../outside",
+    "sha256:" + "f" * 64,  # well formed, no such blob
+    "",
+    12,
+    None,
+    ["sha256:" + "0" * 64],
+    {"digest": "x"},
+]
+
+
+def ollama_models(folder: Path, blob: bytes) -> tuple[Path, str]:
+    """Ollama's models folder holding one model, `blob` its file: the folder and the manifest's
+    text. A file `outside` sits beside blobs/, where `../outside` would reach."""
+    models = folder / "ollama"
+    (models / "blobs").mkdir(parents=True)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    (models / "blobs" / digest.replace(":", "-")).write_bytes(blob)
+    (models / "outside").write_bytes(blob)
+    layers = [
+        {"mediaType": "application/vnd.ollama.image.template", "digest": "sha256:" + "0" * 64},
+        {"mediaType": model_ids.OLLAMA_MODEL_LAYER, "digest": digest, "size": len(blob)},
+    ]
+    return models, json.dumps({"schemaVersion": 2, "layers": layers})
+
+
+def mutate_manifest(text: str, seed: int) -> tuple[str, str]:
+    """A JSON mutation of the whole manifest, or of its model layer: a crafted digest, the
+    media type changed or gone, the layer repeated."""
+    rng = random.Random(seed)
+    kind = rng.choice(["json", "json", "digest", "digest", "layer"])
+    if kind == "json":
+        return mutate_json(text, seed)
+    document = json.loads(text)
+    layer = document["layers"][1]
+    if kind == "digest":
+        layer["digest"] = rng.choice(CRAFTED_DIGESTS)
+        return json.dumps(document), f"digest {layer['digest']!r}"
+    change = rng.choice(["media", "no media", "twice", "not a dict"])
+    if change == "media":
+        layer["mediaType"] = "application/vnd.ollama.image.adapter"
+    elif change == "no media":
+        del layer["mediaType"]
+    elif change == "twice":
+        document["layers"].append(dict(layer, digest="sha256:" + "e" * 64))
+    else:
+        document["layers"][1] = [layer]
+    return json.dumps(document), f"model layer: {change}"
+
+
+def run_manifest_case(models: Path, text: str, seed: int) -> dict | None:
+    """The manifest mutated, then the name resolved and opened as the setup cell does; a path
+    outside the blobs folder is a failure even if it opens."""
+    mutated, mutation = mutate_manifest(text, seed)
+    manifest = models / "manifests" / "registry.ollama.ai" / "library" / "llama3-fuzz" / "latest"
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(mutated, encoding="utf-8", errors="surrogateescape")
+
+    def resolve_and_open():
+        found = checkpoint_files.find_checkpoint_dir(OLLAMA_NAME)
+        if found.parent != models / "blobs":
+            raise AssertionError(f"resolved to {found}, outside {models / 'blobs'}")
+        open_as_the_notebook_does(found)
+
+    os.environ["OLLAMA_MODELS"] = str(models)
+    return attempt(resolve_and_open, seed, mutation)
+
+
+# ---- a prompt file --------------------------------------------------------------------------
+
+PROMPT_TEXT = (
+    "the answer to the ultimate question of life, the universe, and everything is \n"
+    "например, столица Федерации; 日本語の文章 🦙 <|eot_id|>\r\n\tline three"
+)
+
+
+def run_prompt_case(seed: int, folder: Path, tokenizer, params) -> dict | None:
+    """LLAMA3_PROMPT_FILE: the prompt's bytes mutated, or now and then not a text file at all (a
+    pipe, a device, a file past any context, a link to itself); read, tokenized and checked
+    as the setup cell does."""
+    rng = random.Random(seed)
+    path = folder / f"prompt-{seed}.txt"
+    if rng.random() < 0.1:
+        mutation = rng.choice(["pipe", "device", "huge", "loop", "folder"])
+        if mutation == "pipe":
+            os.mkfifo(path)
+        elif mutation == "device":
+            path.symlink_to("/dev/zero")
+        elif mutation == "huge":
+            with open(path, "wb") as sparse:
+                sparse.truncate(rng.choice([2**31, 2**40]))
+        elif mutation == "loop":
+            path.symlink_to(path)
+        else:
+            path.mkdir()
+    else:
+        data, mutation = mutate(PROMPT_TEXT.encode(), seed, len(PROMPT_TEXT.encode()))
+        path.write_bytes(data)
+
+    def read_and_check():
+        prompt = run_settings.choose_prompt(None, str(path))
+        bos = tokenizer.encode_single_token("<|begin_of_text|>")
+        tokens = [bos] + tokenizer.encode(prompt, disallowed_special=())
+        with contextlib.redirect_stdout(io.StringIO()):  # its notes, for a reader
+            run_settings.check_prompt(prompt, tokens, params)
+
+    def removed():
+        if path.is_dir() and not path.is_symlink():
+            path.rmdir()
         else:
             path.unlink()
-            gguf_files.forget(path)
-    return None if problem is None else {"seed": seed, "mutation": mutation, "error": problem}
+
+    return attempt(read_and_check, seed, mutation, removed)
+
+
+# ---- tokenizer.model --------------------------------------------------------------------------
+
+
+def run_tokenizer_model_case(data: bytes, seed: int, folder: Path) -> dict | None:
+    """A Meta folder whose tokenizer.model (the packaged one) is mutated anywhere in it."""
+    mutated, mutation = mutate(data, seed, len(data))
+    where = folder_case(EMBEDDED_CHECKPOINT, "tokenizer.model", mutated, folder / f"case-{seed}")
+    return outcome(where, seed, mutation, tokenizer=True)
 
 
 def hf_folder(folder: Path, small: bool = False) -> Path:
@@ -250,6 +409,16 @@ def run_format(kind: str, seeds, folder: Path, hf) -> list[dict]:
         base = hf(small=True)
         data = (base / "model.safetensors").read_bytes()
         return [f for seed in seeds if (f := run_safetensors_case(base, data, seed, folder))]
+    if kind == "ollama manifest":
+        models, text = ollama_models(folder, base_file(folder))
+        return [f for seed in seeds if (f := run_manifest_case(models, text, seed))]
+    if kind == "prompt file":
+        tokenizer = tokenizer_setup.load_tokenizer(None)
+        params = checkpoints.open_checkpoint(EMBEDDED_CHECKPOINT).params
+        return [f for seed in seeds if (f := run_prompt_case(seed, folder, tokenizer, params))]
+    if kind == "tokenizer.model":
+        data = tokenizer_setup.packaged_tokenizer_model().read_bytes()
+        return [f for seed in seeds if (f := run_tokenizer_model_case(data, seed, folder))]
     base = EMBEDDED_CHECKPOINT if kind == "params.json" else hf(small=kind == "config.json")
     return [f for seed in seeds if (f := run_json_case(base, kind, seed, folder))]
 

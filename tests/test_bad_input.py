@@ -352,9 +352,9 @@ def test_prompt_the_walkthrough_cannot_hold():
 
 
 def test_prompt_from_a_file(tmp_path):
-    (tmp_path / "long.txt").write_text("первая строка\nsecond line\n", encoding="utf-8")
+    (tmp_path / "long.txt").write_bytes("первая строка\r\nsecond line\n".encode())
     read = run_settings.choose_prompt(None, str(tmp_path / "long.txt"))
-    assert read == "первая строка\nsecond line\n"  # the whole text, newlines and all
+    assert read == "первая строка\r\nsecond line\n"  # the whole text, each newline as written
     assert run_settings.choose_prompt("typed", "") == "typed"  # an empty setting is no file
 
 

@@ -1,10 +1,12 @@
 """Untrusted files: mutated copies of real ones (testbeds/fuzz.py: a GGUF file, a safetensors
-file, params.json and config.json) each end in the model opening or in one sentence, within a
-time and memory limit; and each failure the fuzzing found stays fixed, as a case of its own.
+file, params.json, config.json, an Ollama manifest and a prompt file) each end in the model
+opening (or the prompt read) or in one sentence, within a time and memory limit, and nothing
+outside Ollama's blobs is reached; and each failure the fuzzing found stays fixed, as a case of
+its own.
 
 The seeded run here is bounded (fuzz.SUITE_CASES cases of each format, all in one process under
-a 3 GB address-space limit); tools/fuzz_campaign.py runs thousands, tokenizer.json's too
-(docs/testing.md gives its figures).
+a 3 GB address-space limit); tools/fuzz_campaign.py runs thousands, tokenizer.json's and
+tokenizer.model's too (docs/testing.md gives its figures).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 import pytest
 
 import tokenizer_setup
-from plumbing import REPO_DIR, checkpoints
+from plumbing import REPO_DIR, checkpoint_files, checkpoints, run_settings
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from plumbing.friendly_errors import CheckpointError, SetupError
 from testbeds import fuzz
@@ -59,7 +61,7 @@ def test_mutated_files_end_in_the_model_or_one_sentence(reports, kind):
 
 
 @pytest.mark.slow  # builds two Hugging Face folders (seconds)
-def test_each_base_opens_as_a_model(tmp_path):
+def test_each_base_opens_as_a_model(tmp_path, monkeypatch):
     # unmutated, every format's base opens, checks and reads: else each case would stop in
     # one sentence whatever the mutation, and the fuzzing would test nothing. The tokenizer
     # too where the cases load it (the GGUF base's 300 tokens are refused by design, and the
@@ -71,6 +73,33 @@ def test_each_base_opens_as_a_model(tmp_path):
     cases = [(EMBEDDED_CHECKPOINT, True), (fuzz.hf_folder(tmp_path), True)]
     for path, tokenizer in [*cases, (fuzz.hf_folder(tmp_path, small=True), False)]:
         fuzz.open_as_the_notebook_does(path, tokenizer)
+    # the manifest, unmutated, names its blob, which opens as the GGUF base does
+    models, text = fuzz.ollama_models(tmp_path / "manifest", gguf.read_bytes())
+    manifest = models / "manifests" / "registry.ollama.ai" / "library" / "llama3-fuzz" / "latest"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(text)
+    monkeypatch.setenv("OLLAMA_MODELS", str(models))
+    found = checkpoint_files.find_checkpoint_dir(fuzz.OLLAMA_NAME)
+    assert found.parent == models / "blobs"
+    with pytest.raises(TokenizerFileError, match="holds 300 BPE tokens"):
+        fuzz.open_as_the_notebook_does(found)
+    # the prompt file, unmutated, is read whole
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text(fuzz.PROMPT_TEXT, encoding="utf-8")
+    assert run_settings.choose_prompt(None, str(prompt)) == fuzz.PROMPT_TEXT
+
+
+def test_a_manifest_whose_model_layer_is_not_an_object(tmp_path, monkeypatch):
+    # found by the fuzzing (seed 17 of the first 200: "model layer: not a dict"; and `layers`
+    # of numbers or text): `layer.get` raised AttributeError from inside the manifest reader
+    models, text = fuzz.ollama_models(tmp_path, b"GGUF")
+    manifest = models / "manifests" / "registry.ollama.ai" / "library" / "llama3-fuzz" / "latest"
+    manifest.parent.mkdir(parents=True)
+    monkeypatch.setenv("OLLAMA_MODELS", str(models))
+    for layers in ([json.loads(text)["layers"]], ["64"], [64]):
+        manifest.write_text(json.dumps({"schemaVersion": 2, "layers": layers}))
+        with pytest.raises(CheckpointError, match="is not an Ollama manifest that names a model"):
+            checkpoint_files.find_checkpoint_dir(fuzz.OLLAMA_NAME)
 
 
 @pytest.fixture(scope="module")

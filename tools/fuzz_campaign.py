@@ -4,9 +4,9 @@ each batch a fresh process under a 3 GB address-space limit.
     python -m tools.fuzz_campaign [--cases 5000] [--batch 500] [--seed 1000] [--format gguf …]
 
 Prints one line per batch and the totals: cases, failures (each with the seed that replays
-it: python -m testbeds.fuzz --format FORMAT --replay SEED), for each format (GGUF,
-params.json, config.json). The in-suite test
-(tests/test_fuzz.py) runs seeds 0 … 299; the campaign starts past them.
+it: python -m testbeds.fuzz --format FORMAT --replay SEED), for each format of
+testbeds.fuzz.FORMATS. The in-suite test (tests/test_fuzz.py) runs seeds 0 … 199; the
+campaign starts past them.
 """
 
 from __future__ import annotations
