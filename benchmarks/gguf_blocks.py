@@ -1,7 +1,7 @@
 """The 8B shape from a GGUF file as Ollama stores it (`llama3:8b` Q4_0, `llama3.1:8b`
 Q4_K_M): setup and the notebook.
 
-    python -m benchmarks.gguf_blocks [--format Q4_0|Q4_K_M] [--repeat 1]
+    python -m benchmarks.gguf_blocks [--format Q4_0|Q4_K_M] [--repeat 1] [--llama-cpp]
 
 1. Weights: an 8B-shaped GGUF file of random blocks (any bytes are a valid block; each
    float16 scale is set so that the weights spread like a trained model's, about ±0.03),
@@ -14,6 +14,10 @@ Q4_K_M): setup and the notebook.
    Q4_0 matrices go to PyTorch's int4 kernel as the file holds them (`from_file_blocks`).
 3. The notebook, in a fresh process (`make run`'s runner, demos skipped at this size), its
    peak anonymous memory sampled: the whole run, and its slowest cells.
+4. With --llama-cpp: the notebook's prefill and decode step on the file, then llama.cpp's on
+   the same file (llama-cpp-python in build/llama-cpp, built from source at first use, about
+   5 minutes; the file lists Llama 3's BPE merges, without which llama.cpp reads no
+   vocabulary), and their ratio.
 
 Prints the date and CPU, each figure, and the issue's targets (#47: setup ≤ 15 s, the
 17-token forward pass ≤ 3 s, peak anonymous memory ≤ 6 GB), met or missed.
@@ -22,6 +26,7 @@ Prints the date and CPU, each figure, and the issue's targets (#47: setup ≤ 15
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -33,6 +38,8 @@ import numpy as np
 import tokenizer_setup
 from benchmarks.common import DATA, header
 from benchmarks.notebook_runtime import run_once
+from benchmarks.quantized_decode import llama_cpp_environment, llama_cpp_step, warm_file
+from benchmarks.scale import measure
 from plumbing import (
     REPO_DIR,
     checkpoint_files,
@@ -41,7 +48,7 @@ from plumbing import (
     release_facts,
     run_settings,
 )
-from testbeds.gguf_writer import gguf_name, metadata_writer, vocabulary_text
+from testbeds.gguf_writer import gguf_name, llama3_merges, metadata_writer, vocabulary_text
 
 FILES = {
     "Q4_0": DATA / "llama3-8b-q4_0-random.gguf",
@@ -49,6 +56,8 @@ FILES = {
 }
 FILE = FILES["Q4_0"]
 TARGET_SETUP_S, TARGET_FORWARD_S, TARGET_ANON_GB = 15.0, 3.0, 6.0
+# The decode step against llama.cpp's on the same file (issue #47), on a CPU with AVX-512 BF16.
+DECODE_TARGETS = {"Q4_0": 1.5, "Q4_K_M": 2.0}
 Q4_0 = gguf.GGMLQuantizationType.Q4_0
 # Each format's bytes per block of weights, and where its float16 fields lie with the value
 # each is drawn near: weights of about ±0.03.
@@ -90,7 +99,7 @@ def write_file(file_format: str = "Q4_0") -> None:
     sizes = model_sizes.filled(params)
     embedded = checkpoints.open_checkpoint(checkpoint_files.EMBEDDED_CHECKPOINT)
     tokens = vocabulary_text(tokenizer_setup.load_tokenizer(embedded.tokenizer_source))
-    writer = metadata_writer(FILES[file_format], sizes, ("gpt2", tokens))
+    writer = metadata_writer(FILES[file_format], sizes, ("gpt2", tokens), merges=llama3_merges())
     generator = np.random.default_rng(8)
     for name, shape in model_sizes.expected_shapes(params).items():
         if len(shape) == 1:
@@ -137,12 +146,48 @@ def notebook_run(file) -> tuple[float, float, list[tuple[float, str]]]:
     return elapsed, peak_gb, cells
 
 
+def has_merges(file) -> bool:
+    """Whether the file lists its BPE merges (llama.cpp reads no vocabulary without them; files
+    written here before 2026-12-06 have none)."""
+    return "tokenizer.ggml.merges" in gguf.GGUFReader(str(file)).fields
+
+
+def decode_beside_llama_cpp(file, format_name: str) -> None:
+    """The notebook's prefill and decode step on the file (a fresh process, its memory sampled;
+    benchmarks/kernel_figures.decode_timing), then llama.cpp's on the same file, 2 threads
+    (benchmarks/llama_cpp_step.py in build/llama-cpp's environment, made at first use)."""
+    settings = {"LLAMA3_CKPT": str(file), "LLAMA3_DEVICE": "cpu", "LLAMA3_EXTRAS": "0"}
+    command = [sys.executable, "-m", "testbeds.notebook_kernel", json.dumps(settings)]
+    command += ["benchmarks.kernel_figures", "decode_timing", json.dumps([2, 8, []])]
+    warm_file(file)
+    _, peak, out, _ = measure(command, {})
+    ours = json.loads(out.strip().splitlines()[-1])
+    python, _ = llama_cpp_environment(REPO_DIR / "build" / "llama-cpp")
+    theirs = llama_cpp_step(python, file)
+    ratio = ours["step"] / theirs["step"]
+    target = DECODE_TARGETS[format_name]
+    print(
+        f"notebook: prefill of {ours['prompt']} tokens {ours['prefill']:.2f} s, decode step "
+        f"{ours['step']:.3f} s (floor {ours['floor']:.3f} s), peak anonymous {peak:.2f} GB"
+    )
+    print(f"llama.cpp, same file: prefill {theirs['prefill']:.2f} s, step {theirs['step']:.3f} s")
+    print(
+        f"decode step {ratio:.2f}× llama.cpp's: target ≤ {target}× "
+        f"{'met' if ratio <= target else 'missed'}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--format", choices=sorted(FILES), default="Q4_0")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--llama-cpp", action="store_true", help="also each decode step beside llama.cpp's"
+    )
     args = parser.parse_args()
     file = FILES[args.format]
+    if file.exists() and not has_merges(file):
+        file.unlink()  # written before the merges were: llama.cpp could not read it
     if not file.exists():
         DATA.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
@@ -175,6 +220,8 @@ def main() -> int:
         f"peak anonymous memory {peak_gb:.2f} GB: target ≤ {TARGET_ANON_GB:.0f} GB "
         f"{'met' if peak_gb <= TARGET_ANON_GB else 'missed'}"
     )
+    if args.llama_cpp:
+        decode_beside_llama_cpp(file, args.format)
     return 0
 
 

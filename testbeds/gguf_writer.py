@@ -11,7 +11,9 @@ notebook does not read).
 
 from __future__ import annotations
 
+import json
 import math
+import tempfile
 from pathlib import Path
 
 import gguf
@@ -68,9 +70,12 @@ def metadata_writer(
     vocabulary: tuple[str, list[str]],
     architecture: str = "llama",
     context_length: int | None = None,
+    merges: list[str] | None = None,
 ) -> gguf.GGUFWriter:
     """A GGUF writer with the sizes (filled params) and the vocabulary in its metadata, as
-    llama.cpp's converter writes them; the tensors are the caller's to add."""
+    llama.cpp's converter writes them; the tensors are the caller's to add. `merges` (the BPE
+    merges, `llama3_merges()`): llama.cpp loads no BPE vocabulary without them (the notebook
+    needs only the tokens)."""
     writer = gguf.GGUFWriter(str(path), architecture)
     writer.add_block_count(params["n_layers"])
     writer.add_context_length(context_length or params["context_length"])
@@ -85,8 +90,21 @@ def metadata_writer(
     writer.add_tokenizer_model(vocabulary[0])
     writer.add_tokenizer_pre("llama-bpe")
     writer.add_token_list(vocabulary[1])
+    if merges is not None:
+        writer.add_token_merges(merges)
     writer.add_bos_token_id(128000)
     return writer
+
+
+def llama3_merges() -> list[str]:
+    """Llama 3's BPE merges as a GGUF file lists them ("Ġ t" for ' ' + 't'), from the
+    tokenizer.json that transformers' converter writes (testbeds/hf_folder.py; seconds)."""
+    from testbeds.hf_folder import write_tokenizer_json  # it imports transformers
+
+    with tempfile.TemporaryDirectory() as scratch:
+        write_tokenizer_json(Path(scratch))
+        merges = json.loads((Path(scratch) / "tokenizer.json").read_text())["model"]["merges"]
+    return [merge if isinstance(merge, str) else " ".join(merge) for merge in merges]
 
 
 def write_gguf(
@@ -95,6 +113,7 @@ def write_gguf(
     kind: str = "F32",
     architecture: str = "llama",
     vocabulary: tuple[str, list[str]] | None = None,
+    merges: list[str] | None = None,
     rope_factors: list[float] | None = None,
     keep: set[str] | None = None,
     context_length: int | None = None,
@@ -110,7 +129,7 @@ def write_gguf(
             "gpt2",
             vocabulary_text(tokenizer_setup.load_tokenizer(opened.tokenizer_source)),
         )
-    writer = metadata_writer(path, params, vocabulary, architecture, context_length)
+    writer = metadata_writer(path, params, vocabulary, architecture, context_length, merges)
     for name in weights:
         if keep is not None and name not in keep:
             continue
