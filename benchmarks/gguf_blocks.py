@@ -168,7 +168,7 @@ def decode_beside_llama_cpp(file, format_name: str) -> None:
     target = DECODE_TARGETS[format_name]
     print(
         f"notebook: prefill of {ours['prompt']} tokens {ours['prefill']:.2f} s, decode step "
-        f"{ours['step']:.3f} s (floor {ours['floor']:.3f} s), peak anonymous {peak:.2f} GB"
+        f"{ours['step']:.3f} s (floor {ours['floor']:.3f} s), peak anonymous {peak / 1e9:.2f} GB"
     )
     print(f"llama.cpp, same file: prefill {theirs['prefill']:.2f} s, step {theirs['step']:.3f} s")
     print(
