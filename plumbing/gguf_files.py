@@ -238,6 +238,22 @@ class BlockMatrix:
 _readers: dict[tuple[str, int, int], gguf.GGUFReader] = {}
 
 
+class PlainSlices(gguf.GGUFReader):
+    """gguf's reader, each read a slice of a plain array over its memory map. gguf slices the
+    `numpy.memmap` itself, and each slice of a memmap runs numpy's bookkeeping for one: an
+    Ollama file's 128,256 tokens and 280,147 merges took 8.9 s to open on 2 cores, 6 s of it
+    that bookkeeping (2026-12-06). The bytes, and what is read from them, are the same."""
+
+    def _get(self, offset, dtype, count=1, override_order=None):
+        if self.__dict__.get("_mapped") is not self.data:  # the map gguf made, seen once
+            self._mapped, self._plain = self.data, self.data.view(np.ndarray)
+        count = int(count)
+        end = offset + np.dtype(dtype).itemsize * count
+        values = self._plain[offset:end].view(dtype=dtype)[:count]
+        order = self.byte_order if override_order is None else override_order
+        return values.view(values.dtype.newbyteorder(order))
+
+
 def open_gguf(path: Path) -> gguf.GGUFReader:
     """gguf's reader on the file, memory-mapped copy-on-write (the file itself is never
     written), opened once per process: parsing a 128,256-token vocabulary takes seconds."""
@@ -254,7 +270,7 @@ def open_gguf(path: Path) -> gguf.GGUFReader:
                 "unfinished download or another format): download it again."
             )
     try:
-        reader = gguf.GGUFReader(path, "c")
+        reader = PlainSlices(path, "c")
     except Exception as error:  # gguf raises ValueError, IndexError … depending on the damage
         text = str(error).splitlines()[0][:100] if str(error) else type(error).__name__
         raise CheckpointError(f"{path} is not a readable GGUF file ({text}): {fix}.") from None
