@@ -26,7 +26,6 @@ Prints the date and CPU, each figure, and the issue's targets (#47: setup ≤ 15
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -38,8 +37,12 @@ import numpy as np
 import tokenizer_setup
 from benchmarks.common import DATA, header
 from benchmarks.notebook_runtime import run_once
-from benchmarks.quantized_decode import llama_cpp_environment, llama_cpp_step, warm_file
-from benchmarks.scale import measure
+from benchmarks.quantized_decode import (
+    decode_figures,
+    llama_cpp_environment,
+    llama_cpp_step,
+    warm_file,
+)
 from plumbing import (
     REPO_DIR,
     checkpoint_files,
@@ -156,12 +159,10 @@ def decode_beside_llama_cpp(file, format_name: str) -> None:
     """The notebook's prefill and decode step on the file (a fresh process, its memory sampled;
     benchmarks/kernel_figures.decode_timing), then llama.cpp's on the same file, 2 threads
     (benchmarks/llama_cpp_step.py in build/llama-cpp's environment, made at first use)."""
-    settings = {"LLAMA3_CKPT": str(file), "LLAMA3_DEVICE": "cpu", "LLAMA3_EXTRAS": "0"}
-    command = [sys.executable, "-m", "testbeds.notebook_kernel", json.dumps(settings)]
-    command += ["benchmarks.kernel_figures", "decode_timing", json.dumps([2, 8, []])]
     warm_file(file)
-    _, peak, out, _ = measure(command, {})
-    ours = json.loads(out.strip().splitlines()[-1])
+    settings = {"LLAMA3_CKPT": str(file), "LLAMA3_DEVICE": "cpu", "LLAMA3_EXTRAS": "0"}
+    ours = decode_figures(settings, {})
+    peak = ours["peak_anon"]
     python, _ = llama_cpp_environment(REPO_DIR / "build" / "llama-cpp")
     theirs = llama_cpp_step(python, file)
     ratio = ours["step"] / theirs["step"]

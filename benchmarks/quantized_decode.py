@@ -131,11 +131,16 @@ def notebook_step(hf_folder: Path, form: str, kernels: str) -> dict:
         settings |= {"LLAMA3_ONE_ROW": "plain" if form.endswith("-plain") else "auto"}
     else:
         settings |= {"LLAMA3_DTYPE": "auto", "LLAMA3_QUANTIZE": form}
-    env = AVX2 if kernels == "avx2" else {}
+    warm_page_cache(hf_folder)
+    return decode_figures(settings, AVX2 if kernels == "avx2" else {})
+
+
+def decode_figures(settings: dict[str, str], env: dict[str, str]) -> dict:
+    """The notebook with these settings in a fresh process (its driver as light as `make
+    run`'s), then kernel_figures.decode_timing in its kernel: its figures, its peak anonymous
+    memory (bytes) and wall time."""
     command = [sys.executable, "-m", "testbeds.notebook_kernel", json.dumps(settings)]
     command += ["benchmarks.kernel_figures", "decode_timing", json.dumps([2, 8, []])]
-    # (its driver is as light as `make run`'s)
-    warm_page_cache(hf_folder)
     seconds, peak, out, _ = measure(command, env)
     figures = json.loads(out.strip().splitlines()[-1])
     return {**figures, "peak_anon": peak, "wall": seconds}

@@ -138,12 +138,17 @@ def ollama_models_dir() -> Path:
     return Path(os.environ.get("OLLAMA_MODELS") or "~/.ollama/models").expanduser()
 
 
+def ollama_manifest(models: Path, name: str) -> Path:
+    """Where Ollama's models folder keeps the manifest of `name` (`llama3:8b`, `someone/x:tag`)."""
+    model, tag = name.rsplit(":", 1)
+    namespace, model = model.split("/", 1) if "/" in model else ("library", model)
+    return models / "manifests" / "registry.ollama.ai" / namespace / model / tag
+
+
 def ollama_blob(name: str) -> Path:
     """The GGUF file of an Ollama model, in place: manifests/…/NAME/TAG names its blob."""
     models = ollama_models_dir()
-    model, tag = name.rsplit(":", 1)
-    namespace, model = model.split("/", 1) if "/" in model else ("library", model)
-    manifest = models / "manifests" / "registry.ollama.ai" / namespace / model / tag
+    manifest = ollama_manifest(models, name)
     if not manifest.is_file():
         raise CheckpointError(
             f"Ollama has no model {name} in {models} (OLLAMA_MODELS moves that folder): run "

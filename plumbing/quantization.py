@@ -391,10 +391,8 @@ def from_file_blocks(weights, device, dtype: torch.dtype = torch.float32):
         matrices[name] = assembled(blocks, n_rows, "int4", device, dtype, packs)
     return_freed_memory()  # else the freed temporaries stay in the heap (below)
     kept_bytes = sum(matrix.nbytes for matrix in matrices.values())
-    fused = sum(matrix.fused for matrix in matrices.values())
-    kernel = {len(matrices): "fused int4 kernel", 0: "dequantized"}.get(
-        fused, f"fused int4 kernel; {len(matrices) - fused} of other heights dequantized"
-    )
+    other = sum(not matrix.fused for matrix in matrices.values())  # dequantized per use
+    kernel = "fused int4 kernel" if other == 0 else f"{other} dequantized when used"
     kinds = "/".join(sorted({weights.formats[name] for name in names}))
     return matrices, (
         f"{SCHEMES['int4']}: {len(matrices)} matrices' {kinds} blocks as the file holds them, "

@@ -329,16 +329,17 @@ def choose_prompt(text: str | None = None, file: str | None = None) -> str:
         raise SettingError("LLAMA3_PROMPT and LLAMA3_PROMPT_FILE are both set: unset one of them.")
     path = Path(file).expanduser()
     try:
-        if path.is_file() and path.stat().st_size > PROMPT_FILE_BYTES:
-            raise SettingError(
-                f"LLAMA3_PROMPT_FILE={file!r} holds {path.stat().st_size:,} bytes, more than "
-                f"any model's context reads ({PROMPT_FILE_BYTES:,} at most): give a shorter file."
-            )
-        if path.exists() and not path.is_file() and not path.is_dir():
-            raise SettingError(
-                f"LLAMA3_PROMPT_FILE={file!r} is not a regular file (a device or a pipe): give "
-                "the path of a text file."
-            )
+        if path.exists() and not path.is_dir():  # checked before a byte is read
+            if not path.is_file():
+                raise SettingError(
+                    f"LLAMA3_PROMPT_FILE={file!r} is not a regular file (a device or a pipe): "
+                    "give the path of a text file."
+                )
+            if (size := path.stat().st_size) > PROMPT_FILE_BYTES:
+                raise SettingError(
+                    f"LLAMA3_PROMPT_FILE={file!r} holds {size:,} bytes, more than any model's "
+                    f"context reads ({PROMPT_FILE_BYTES:,} at most): give a shorter file."
+                )
         return path.read_bytes().decode("utf-8")  # exactly: "\r\n" stays (read_text drops "\r")
     except FileNotFoundError:
         raise SettingError(

@@ -264,9 +264,10 @@ CRAFTED_DIGESTS = [
 ]
 
 
-def ollama_models(folder: Path, blob: bytes) -> tuple[Path, str]:
-    """Ollama's models folder holding one model, `blob` its file: the folder and the manifest's
-    text. A file `outside` sits beside blobs/, where `../outside` would reach."""
+def ollama_models(folder: Path, blob: bytes) -> tuple[Path, Path, str]:
+    """Ollama's models folder holding one model, OLLAMA_NAME, `blob` its file: the folder, its
+    manifest and the manifest's text, written. A file `outside` sits beside blobs/, where
+    `../outside` would reach."""
     models = folder / "ollama"
     (models / "blobs").mkdir(parents=True)
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
@@ -276,7 +277,11 @@ def ollama_models(folder: Path, blob: bytes) -> tuple[Path, str]:
         {"mediaType": "application/vnd.ollama.image.template", "digest": "sha256:" + "0" * 64},
         {"mediaType": model_ids.OLLAMA_MODEL_LAYER, "digest": digest, "size": len(blob)},
     ]
-    return models, json.dumps({"schemaVersion": 2, "layers": layers})
+    text = json.dumps({"schemaVersion": 2, "layers": layers})
+    manifest = model_ids.ollama_manifest(models, OLLAMA_NAME)
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(text)
+    return models, manifest, text
 
 
 def mutate_manifest(text: str, seed: int) -> tuple[str, str]:
@@ -303,12 +308,10 @@ def mutate_manifest(text: str, seed: int) -> tuple[str, str]:
     return json.dumps(document), f"model layer: {change}"
 
 
-def run_manifest_case(models: Path, text: str, seed: int) -> dict | None:
+def run_manifest_case(models: Path, manifest: Path, text: str, seed: int) -> dict | None:
     """The manifest mutated, then the name resolved and opened as the setup cell does; a path
     outside the blobs folder is a failure even if it opens."""
     mutated, mutation = mutate_manifest(text, seed)
-    manifest = models / "manifests" / "registry.ollama.ai" / "library" / "llama3-fuzz" / "latest"
-    manifest.parent.mkdir(parents=True, exist_ok=True)
     manifest.write_text(mutated, encoding="utf-8", errors="surrogateescape")
 
     def resolve_and_open():
@@ -410,8 +413,8 @@ def run_format(kind: str, seeds, folder: Path, hf) -> list[dict]:
         data = (base / "model.safetensors").read_bytes()
         return [f for seed in seeds if (f := run_safetensors_case(base, data, seed, folder))]
     if kind == "ollama manifest":
-        models, text = ollama_models(folder, base_file(folder))
-        return [f for seed in seeds if (f := run_manifest_case(models, text, seed))]
+        models, manifest, text = ollama_models(folder, base_file(folder))
+        return [f for seed in seeds if (f := run_manifest_case(models, manifest, text, seed))]
     if kind == "prompt file":
         tokenizer = tokenizer_setup.load_tokenizer(None)
         params = checkpoints.open_checkpoint(EMBEDDED_CHECKPOINT).params

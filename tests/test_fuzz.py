@@ -74,10 +74,7 @@ def test_each_base_opens_as_a_model(tmp_path, monkeypatch):
     for path, tokenizer in [*cases, (fuzz.hf_folder(tmp_path, small=True), False)]:
         fuzz.open_as_the_notebook_does(path, tokenizer)
     # the manifest, unmutated, names its blob, which opens as the GGUF base does
-    models, text = fuzz.ollama_models(tmp_path / "manifest", gguf.read_bytes())
-    manifest = models / "manifests" / "registry.ollama.ai" / "library" / "llama3-fuzz" / "latest"
-    manifest.parent.mkdir(parents=True)
-    manifest.write_text(text)
+    models, _, _ = fuzz.ollama_models(tmp_path / "manifest", gguf.read_bytes())
     monkeypatch.setenv("OLLAMA_MODELS", str(models))
     found = checkpoint_files.find_checkpoint_dir(fuzz.OLLAMA_NAME)
     assert found.parent == models / "blobs"
@@ -92,9 +89,7 @@ def test_each_base_opens_as_a_model(tmp_path, monkeypatch):
 def test_a_manifest_whose_model_layer_is_not_an_object(tmp_path, monkeypatch):
     # found by the fuzzing (seed 17 of the first 200: "model layer: not a dict"; and `layers`
     # of numbers or text): `layer.get` raised AttributeError from inside the manifest reader
-    models, text = fuzz.ollama_models(tmp_path, b"GGUF")
-    manifest = models / "manifests" / "registry.ollama.ai" / "library" / "llama3-fuzz" / "latest"
-    manifest.parent.mkdir(parents=True)
+    models, manifest, text = fuzz.ollama_models(tmp_path, b"GGUF")
     monkeypatch.setenv("OLLAMA_MODELS", str(models))
     for layers in ([json.loads(text)["layers"]], ["64"], [64]):
         manifest.write_text(json.dumps({"schemaVersion": 2, "layers": layers}))

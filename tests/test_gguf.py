@@ -66,11 +66,10 @@ def small_vocabulary_file(tmp_path_factory):
 
 def ollama_folder(root, name, blob):
     """Ollama's models folder with `name` pulled: a manifest naming `blob`'s digest."""
-    model, tag = name.split(":")
     digest = hashlib.sha256(blob.read_bytes()).hexdigest()
     (root / "blobs").mkdir(parents=True, exist_ok=True)
     (root / "blobs" / f"sha256-{digest}").symlink_to(blob)  # Ollama's own blob, read in place
-    manifest = root / "manifests" / "registry.ollama.ai" / "library" / model / tag
+    manifest = model_ids.ollama_manifest(root, name)
     manifest.parent.mkdir(parents=True)
     layers = [
         {"mediaType": "application/vnd.ollama.image.template", "digest": "sha256:" + "0" * 64},
@@ -376,7 +375,7 @@ def test_ollama_blob_missing_or_manifest_broken(tmp_path, small_vocabulary_file)
     for blob in (models / "blobs").iterdir():
         blob.unlink()
     assert "which is not in" in setup_error("llama3:8b", OLLAMA_MODELS=str(models))
-    manifest = models / "manifests" / "registry.ollama.ai" / "library" / "llama3" / "8b"
+    manifest = model_ids.ollama_manifest(models, "llama3:8b")
     manifest.write_text("{}")
     assert "is not an Ollama manifest" in setup_error("llama3:8b", OLLAMA_MODELS=str(models))
 
@@ -389,7 +388,7 @@ def test_a_manifest_that_names_a_path_is_refused(tmp_path, small_vocabulary_file
     # a blob's name is its digest: a crafted manifest must not reach a file outside blobs/
     models = ollama_folder(tmp_path / "models", "llama3:8b", small_vocabulary_file)
     (models / "outside").symlink_to(small_vocabulary_file)  # what blobs/../outside reaches
-    manifest = models / "manifests" / "registry.ollama.ai" / "library" / "llama3" / "8b"
+    manifest = model_ids.ollama_manifest(models, "llama3:8b")
     layers = json.loads(manifest.read_text())["layers"]
     layers[1]["digest"] = digest
     manifest.write_text(json.dumps({"schemaVersion": 2, "layers": layers}))
