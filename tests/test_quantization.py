@@ -5,8 +5,9 @@
   (`measure_section`, below): the error bound of each scheme, the fused
   product against dequantize-then-multiply, and a quality figure computed again.
 - plumbing/quantization.py, which LLAMA3_QUANTIZE uses from the setup cell, is checked
-  here in-process on random matrices, and in a kernel on the whole notebook: "42" under
-  int8 and under int4, and the checkpoint folder untouched.
+  here in-process on random matrices. The whole notebook quantized ("42" under int8 and int4,
+  in both dtypes, the checkpoint folder untouched) runs in tests/test_settings_matrix.py,
+  whose kernel for each layout starts with one of them.
 """
 
 from __future__ import annotations
@@ -15,22 +16,14 @@ import json
 import platform
 import re
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
 
-from plumbing import checkpoint_files, quantization
+from plumbing import quantization
 from testbeds.notebook_kernel import KernelGlobals, in_kernel
-from tests.support.notebook_values import (
-    TENSORS_ONLY,
-    cell_text,
-    read_in_shared_run,
-    run_and_read,
-)
+from tests.support.notebook_values import cell_text, read_in_shared_run
 from tests.test_perplexity import perplexities
-
-ANSWER = 2983  # "42"
 
 
 @pytest.fixture(scope="module")
@@ -225,47 +218,7 @@ def test_the_kernels_refuse_what_they_cannot_take():
         quantization.QuantizedMatrix(ints, scales, 4, "cpu")
 
 
-# ---- LLAMA3_QUANTIZE: the whole notebook ------------------------------------------------------
-
-
-def snapshot(folder):
-    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
-
-
-# Each quantization with each compute dtype, three kernels at once, one thread each; int8 in
-# float32 runs in tests/test_bad_input.py, on a read-only copy. In bfloat16 the setup cell's
-# matrices once handed the lesson float32 values (`wq.view(…)` in the cell `heads-view`).
-COMBINATIONS = [("int4", "float32"), ("int4", "bfloat16"), ("int8", "bfloat16")]
-
-
-@pytest.fixture(scope="module")
-def quantized_runs(tmp_path_factory):
-    before = snapshot(checkpoint_files.EMBEDDED_CHECKPOINT)
-
-    def run(scheme, dtype):
-        settings = {**TENSORS_ONLY, "LLAMA3_QUANTIZE": scheme, "LLAMA3_DTYPE": dtype}
-        folder = tmp_path_factory.mktemp(f"{scheme}-{dtype}")
-        return run_and_read(folder, {**settings, "OMP_NUM_THREADS": "1"})
-
-    with ThreadPoolExecutor(len(COMBINATIONS)) as pool:
-        futures = {combination: pool.submit(run, *combination) for combination in COMBINATIONS}
-        runs = {combination: future.result() for combination, future in futures.items()}
-    assert snapshot(checkpoint_files.EMBEDDED_CHECKPOINT) == before
-    return runs
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("scheme,dtype", COMBINATIONS)
-def test_the_whole_notebook_quantized_predicts_42(quantized_runs, scheme, dtype):
-    run = quantized_runs[scheme, dtype]
-    assert run["next_token_id"] == ANSWER
-    setup = cell_text(run["notebook"], "prelims-code")
-    assert f"computing in {dtype}" in setup
-    line = next(line for line in setup.splitlines() if line.startswith("quantized:"))
-    matrices = 4 * 7 + 1  # the embedded model: 4 layers of 7, and the output matrix
-    numbers = rf"{matrices} matrices: [\d.,]+ MB → [\d.,]+ MB"
-    assert re.search(rf"{quantization.SCHEMES[scheme]}, {numbers}", line), line
-    assert "fused weight-only kernels" in line, line
+# ---- LLAMA3_QUANTIZE: memory given back -------------------------------------------------------
 
 
 @pytest.mark.skipif(

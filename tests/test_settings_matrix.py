@@ -4,27 +4,36 @@ predicts what the plain run predicts.
 dtype (float32, bfloat16) × quantization (none, int8, int4) × layout (Meta's folder, Hugging
 Face's folder, a GGUF file; all three the embedded model, in bf16), and the one-row routing
 (LLAMA3_ONE_ROW=fused, unquantized: in float32 the compiled loop over the file's bf16, in
-bfloat16 ATen's one-row kernel). One kernel per layout runs the notebook (demos
-off), then, in the same kernel, makes the setup's decisions anew for each combination and
-runs the notebook's own cells from `show-def` to `forward-def` again
-(`settings_matrix`, below): the layer-0 walk through `wq.view(…)`, every
-layer, the answer, and `forward`. bf16 with int8 once stopped at `heads-view`. The three
-kernels run at once, one thread each.
+bfloat16 ATen's one-row kernel). One kernel per layout runs the whole notebook (demos off),
+each quantized in its own way (`LAYOUTS`: int4 in float32, int4 in bfloat16, int8 in
+bfloat16; int8 in float32 runs in tests/test_bad_input.py, on a read-only copy), then, in the
+same kernel, makes the setup's decisions anew for each combination and runs the notebook's
+own cells from `show-def` to `forward-def` again (`settings_matrix`, below): the layer-0 walk
+through `wq.view(…)`, every layer, the answer, and `forward`. bf16 with int8 once stopped at
+`heads-view`; in bfloat16 the setup cell's quantized matrices once handed the lesson float32
+values. The three kernels run at once, one thread each.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from plumbing import quantization
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from testbeds.gguf_writer import write_gguf
 from testbeds.hf_folder import save_streaming
 from testbeds.notebook_kernel import KernelGlobals, in_kernel
-from tests.support.notebook_values import NOTEBOOK_UNDER_TEST, TENSORS_ONLY, run_and_read
+from tests.support.notebook_values import (
+    NOTEBOOK_UNDER_TEST,
+    TENSORS_ONLY,
+    cell_text,
+    run_and_read,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +45,16 @@ COMBINATIONS = [
     {"LLAMA3_DTYPE": dtype, "LLAMA3_QUANTIZE": "none", "LLAMA3_ONE_ROW": "fused"}
     for dtype in ["float32", "bfloat16"]  # the compiled loop; ATen's kernel for one bf16 row
 ]
-LAYOUTS = ["meta", "hugging face", "gguf"]
+# Each layout's kernel runs the whole notebook quantized, one (scheme, compute dtype) each.
+LAYOUTS = {
+    "meta": ("int4", "float32"),
+    "hugging face": ("int4", "bfloat16"),
+    "gguf": ("int8", "bfloat16"),
+}
+
+
+def snapshot(folder):
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
 
 
 @pytest.fixture(scope="module")
@@ -48,23 +66,27 @@ def matrix(tmp_path_factory):
         "gguf": write_gguf(EMBEDDED_CHECKPOINT, folder / "embedded-bf16.gguf", "BF16"),
     }
 
+    before = snapshot(EMBEDDED_CHECKPOINT)
+
     def run(layout):
         work = tmp_path_factory.mktemp(layout.replace(" ", "-"))
+        scheme, dtype = LAYOUTS[layout]
         settings = {**TENSORS_ONLY, "LLAMA3_CKPT": str(checkpoints[layout])}
-        settings["OMP_NUM_THREADS"] = "1"
+        settings |= {"LLAMA3_QUANTIZE": scheme, "LLAMA3_DTYPE": dtype, "OMP_NUM_THREADS": "1"}
         also = [(settings_matrix, COMBINATIONS, str(NOTEBOOK_UNDER_TEST))]
         values = run_and_read(work, settings, also=also)
         return values, json.loads(values["files"]["settings_matrix"].read_text())
 
     with ThreadPoolExecutor(len(LAYOUTS)) as pool:
         futures = {layout: pool.submit(run, layout) for layout in LAYOUTS}
-        return {layout: future.result() for layout, future in futures.items()}
+        runs = {layout: future.result() for layout, future in futures.items()}
+    assert snapshot(EMBEDDED_CHECKPOINT) == before
+    return runs
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_every_combination_predicts_what_the_plain_run_predicts(matrix, layout):
-    values, results = matrix[layout]
-    assert values["next_token_id"] == ANSWER  # the run itself: float32, unquantized
+    _, results = matrix[layout]
     assert len(results) == len(COMBINATIONS)
     for result in results:
         combination = {key: result[key] for key in COMBINATIONS[0]}
@@ -75,6 +97,19 @@ def test_every_combination_predicts_what_the_plain_run_predicts(matrix, layout):
         fused = result["LLAMA3_ONE_ROW"] == "fused"
         routed = ("fused", "ATen") if fused else ("plain",)
         assert result["one_row"].startswith(routed), result["one_row"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_the_whole_notebook_quantized_predicts_42(matrix, layout):
+    (values, _), (scheme, dtype) = matrix[layout], LAYOUTS[layout]
+    assert values["next_token_id"] == ANSWER
+    setup = cell_text(values["notebook"], "prelims-code")
+    assert f"computing in {dtype}" in setup
+    line = next(line for line in setup.splitlines() if line.startswith("quantized:"))
+    matrices = 4 * 7 + 1  # the embedded model: 4 layers of 7, and the output matrix
+    numbers = rf"{matrices} matrices: [\d.,]+ MB → [\d.,]+ MB"
+    assert re.search(rf"{quantization.SCHEMES[scheme]}, {numbers}", line), line
+    assert "fused weight-only kernels" in line, line
 
 
 # In the notebook's kernel, after its last cell (sent there as source:
