@@ -46,7 +46,7 @@ from xml.etree import ElementTree
 import nbformat
 import torch
 
-from plumbing import REPO_DIR, run_notebook
+from plumbing import REPO_DIR, run_notebook, run_settings
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from plumbing.run_notebook import NOTEBOOK
 from testbeds import notebook_kernel
@@ -151,6 +151,21 @@ def embedded_configuration() -> tuple[str, str]:
     return best_kernels(), "float32"
 
 
+def own_pass_is_embedded() -> bool:
+    """Whether nbval's own pass (no setting: `auto` device and dtype, the CPU's own kernels)
+    would run exactly what the embedded run runs, so that one execution serves both. So on an
+    x86 CPU with no GPU whose `auto` dtype is float32 (no AVX-512 BF16 or AMX: most machines
+    this suite runs on): its own ATen family is the best one there, and oneDNN held to AVX2 or
+    AVX512_CORE computes float32 as it would unheld (the ISAs above those add int8, bf16 and
+    fp16 instructions). The stand-in scalar family (MKL's "compatible" path) is never the same."""
+    if NOTEBOOK_UNDER_TEST != NOTEBOOK or torch.cuda.is_available():
+        return False
+    if torch.backends.mps.is_available() or run_settings.cpu_has_native_bf16():
+        return False
+    native = torch.backends.cpu.get_cpu_capability().lower()  # "avx2", "avx512", "default", …
+    return native == best_kernels() and native in ("avx2", "avx512")
+
+
 def environment(configuration: tuple[str, str]) -> dict[str, str]:
     kernels, dtype = configuration
     return {**KERNELS[kernels], **ONE_THREAD, "LLAMA3_DEVICE": "cpu", "LLAMA3_DTYPE": dtype}
@@ -194,14 +209,16 @@ def nbval(
 def nbval_and_read(workdir: Path, settings: dict[str, str], also: list[tuple]) -> dict:
     """nbval on the notebook under test with the readers' calls in a cell after its last one
     (`read_back`, then `also`; notebook_kernel.calls_cell). Returns the values `read_back`
-    saved, the executed notebook ("notebook"), the readers' files ("files") and nbval's
-    result ("nbval")."""
+    saved, the executed notebook ("notebook"), the readers' files ("files"), nbval's
+    result ("nbval") and each of the notebook's own cells' outcome ("outcomes", as
+    `outcomes` reads them: the readers' cell left out)."""
     workdir.mkdir(parents=True, exist_ok=True)
     notebook = nbformat.read(NOTEBOOK_UNDER_TEST, as_version=4)
     calls = notebook_kernel.calls_cell([(read_back,), *also], workdir)
     notebook.cells.append(nbformat.v4.new_code_cell("# NBVAL_IGNORE_OUTPUT\n" + calls))
     nbformat.write(notebook, workdir / "notebook.ipynb")
-    result = nbval(settings, workdir / "notebook.ipynb", keep=workdir / "executed.ipynb")
+    report = workdir / "nbval.xml"
+    result = nbval(settings, workdir / "notebook.ipynb", workdir / "executed.ipynb", report)
     if not (workdir / "read_back").exists():
         raise AssertionError(
             f"the shared run's readers did not finish:\n{result.stdout[-5000:]}\n"
@@ -211,6 +228,9 @@ def nbval_and_read(workdir: Path, settings: dict[str, str], also: list[tuple]) -
     values["notebook"] = nbformat.read(workdir / "executed.ipynb", as_version=4)
     values["files"] = {function.__name__: workdir / function.__name__ for function, *_ in also}
     values["nbval"] = result
+    readers_cell = f"Cell {sum(cell.cell_type == 'code' for cell in notebook.cells) - 1}"
+    values["outcomes"] = outcomes(result, report)
+    values["outcomes"].pop(readers_cell)
     return values
 
 
@@ -230,19 +250,22 @@ PROMPTS = {
 
 
 def own_pass(report: Path) -> dict[str, str | None]:
-    """nbval on the notebook, no setting given, its JUnit report read: each cell's failure (None
-    where it passed)."""
-    result = nbval({}, junit=report)  # as `pytest llama3-from-scratch.ipynb` runs it
+    """nbval on the notebook, no setting given: each cell's outcome (`outcomes`)."""
+    return outcomes(nbval({}, junit=report), report)  # as `pytest llama3-from-scratch.ipynb`
+
+
+def outcomes(result: subprocess.CompletedProcess, report: Path) -> dict[str, str | None]:
+    """nbval's JUnit report read: each cell's failure ("Cell N": None where it passed)."""
     if not report.exists():
         said = f"{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
         raise AssertionError(f"nbval wrote no report:\n{said}")
-    outcomes = {}
+    found = {}
     for case in ElementTree.parse(report).iter("testcase"):
         problems = [e for e in case if e.tag in ("failure", "error", "skipped")]
-        outcomes[case.get("name")] = (
+        found[case.get("name")] = (
             "\n".join(f"{e.tag}: {e.get('message', '')}\n{e.text or ''}" for e in problems) or None
         )
-    return outcomes
+    return found
 
 
 def run_with_prompt(prompt: str, settings: dict[str, str]):
@@ -308,8 +331,15 @@ class SharedRuns:
     def own_nbval_pass(self) -> Future:
         """nbval on the notebook as `pytest llama3-from-scratch.ipynb` runs it here: this
         machine's own kernels, the `auto` dtype; a Future of {"Cell N": None where it passed,
-        else what nbval said}."""
-        return self.start("own nbval pass", own_pass, Path(self.scratch.name) / "own.xml")
+        else what nbval said}. Where that is the embedded run (`own_pass_is_embedded`), the
+        embedded run's outcomes."""
+        if not own_pass_is_embedded():
+            return self.start("own nbval pass", own_pass, Path(self.scratch.name) / "own.xml")
+        embedded_run = self.embedded_run()
+        with self.lock:
+            if "own nbval pass" not in self.futures:
+                self.futures["own nbval pass"] = mapped(embedded_run, "outcomes")
+            return self.futures["own nbval pass"]
 
     def embedded_run(self):
         return self.start("embedded", embedded, Path(self.scratch.name))
@@ -349,6 +379,20 @@ class SharedRuns:
 
 
 SHARED = SharedRuns()
+
+
+def mapped(future: Future, key: str) -> Future:
+    """A Future of `future`'s result[key] (or its exception), occupying no worker."""
+    part = Future()
+
+    def done(whole: Future) -> None:
+        if whole.exception() is not None:
+            part.set_exception(whole.exception())
+        else:
+            part.set_result(whole.result()[key])
+
+    future.add_done_callback(done)
+    return part
 
 
 def summary(executions: list[tuple[str, float, float]]) -> str:
