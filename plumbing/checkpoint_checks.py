@@ -34,7 +34,7 @@ KIND_WORDS = {float: "a number", int: "an integer", bool: "true or false"}
 OPTIONAL_PARAMS = {"n_kv_heads": int, "ffn_dim_multiplier": float, "use_scaled_rope": bool}
 
 # Sizes checked in any layout: whole numbers, and other numbers.
-INTEGER_SIZES = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "ffn_hidden")
+INTEGER_SIZES = ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "ffn_hidden", "head_dim")
 NUMBER_SIZES = ("norm_eps", "rope_theta", "ffn_dim_multiplier")
 
 # The largest size any model the notebook can hold might state (the 405B: dim 16,384, 126
@@ -47,6 +47,7 @@ LARGEST = {
     "n_kv_heads": 2**12,
     "vocab_size": 2**22,
     "ffn_hidden": 2**20,
+    "head_dim": 2**12,
     "multiple_of": 2**20,
     "ffn_dim_multiplier": 64.0,
     "norm_eps": 1.0,
@@ -168,7 +169,7 @@ def check_sizes(params: dict, path: Path, spelled: dict[str, str] | None = None)
         name("n_kv_heads", "n_kv_heads"),
     )
     fix = f"fix {Path(path).name}, or use the one from the same download as the weights"
-    if params["dim"] % params["n_heads"]:
+    if params.get("head_dim") is None and params["dim"] % params["n_heads"]:
         raise CheckpointError(
             f"{path}: {dim} {params['dim']} is not divisible by {n_heads} {params['n_heads']}, so "
             f"heads cannot split it; {fix}."
@@ -181,7 +182,7 @@ def check_sizes(params: dict, path: Path, spelled: dict[str, str] | None = None)
         )
     if model_sizes.head_dim(params) % 2:
         raise CheckpointError(
-            f"{path}: head size {dim}/{n_heads} = {model_sizes.head_dim(params)} is odd, "
+            f"{path}: head size {model_sizes.head_dim(params)} is odd, "
             f"and RoPE rotates pairs; {fix}."
         )
     return params

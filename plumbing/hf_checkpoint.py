@@ -25,6 +25,18 @@ from plumbing.tensor_names import NamedWeights
 
 LAYOUT = "Hugging Face's layout (config.json + safetensors)"
 
+# The architectures the notebook runs, by config.json's model_type: Llama 3, and Qwen3, which
+# adds an RMSNorm on each query and key head (`qk_norm`) and states its head width.
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+# Others met on the hub, each with what it adds that the notebook does not teach.
+NOT_TAUGHT = {
+    "qwen2": "biases on the query, key and value projections",
+    "qwen3_moe": "a mixture of experts in place of the feed-forward network",
+    "mistral": "attention over a sliding window",
+    "gemma3": "norms after attention and the feed-forward too, and a scaled embedding",
+    "llama4": "a mixture of experts, chunked attention and layers without RoPE",
+}
+
 
 def looks_like(path: Path) -> bool:
     """A folder with config.json and no consolidated.*.pth (Meta's `original/` beside it is
@@ -77,12 +89,24 @@ def read_params(folder: Path) -> dict:
             f"{path}: architectures is {architectures!r}, not a list of names; download "
             "config.json again from the same model."
         )
-    if "LlamaForCausalLM" not in architectures or config.get("model_type", "llama") != "llama":
+    model_type = config.get("model_type", "llama")
+    if ARCHITECTURES.get(model_type) not in architectures:
         found = ", ".join(architectures) or config.get("model_type") or "an unnamed architecture"
+        adds = NOT_TAUGHT.get(model_type) if isinstance(model_type, str) else None
+        why = f" ({model_type} adds {adds}, which it does not teach)" if adds else ""
         raise CheckpointError(
-            f"{path} describes {found}, not LlamaForCausalLM: this notebook runs Llama 3 models "
-            "only; point LLAMA3_CKPT at a Llama 3 folder."
+            f"{path} describes {found}, not LlamaForCausalLM or Qwen3ForCausalLM: this notebook "
+            f"runs Llama 3 and Qwen3 models only{why}; point LLAMA3_CKPT at one of those."
         )
+    for flag, what in (
+        ("attention_bias", "biases on attention's projections"),
+        ("use_sliding_window", "attention over a sliding window"),
+    ):
+        if config.get(flag):
+            raise CheckpointError(
+                f"{path} sets {flag}: {what}, which this notebook does not teach; point "
+                "LLAMA3_CKPT at a model without it."
+            )
     for key, meta in CONFIG_KEYS.items():
         if key not in config:
             raise CheckpointError(
@@ -147,7 +171,14 @@ def read_params(folder: Path) -> dict:
     head_dim = config.get("head_dim")
     if head_dim is not None and not checkpoint_checks.is_kind(head_dim, int):
         raise CheckpointError(f"{path}: head_dim is {head_dim!r}, it must be an integer.")
-    if head_dim is not None and head_dim * params["n_heads"] != params["dim"]:
+    if model_type == "qwen3":  # its own head width, and a norm on each query and key head
+        if head_dim is None:
+            raise CheckpointError(
+                f"{path} states no head_dim, which every Qwen3 config.json states: download "
+                "config.json again from the same model."
+            )
+        params["head_dim"], params["qk_norm"] = head_dim, True
+    elif head_dim is not None and head_dim * params["n_heads"] != params["dim"]:
         raise CheckpointError(
             f"{path}: head_dim {head_dim} × {params['n_heads']} heads ≠ hidden_size "
             f"{params['dim']}; Llama 3 splits the width evenly among heads."
@@ -258,10 +289,12 @@ class HuggingFaceWeights(NamedWeights):
             self.shapes[name] = tuple(view.get_shape())
             self.dtypes[name] = _SAFETENSORS_DTYPES.get(view.get_dtype(), torch.uint8)
         head_dim = model_sizes.head_dim(params)
-        self.heads = {}  # q and k matrices: how many heads their rows hold
+        self.heads = {}  # q and k matrices (and Qwen3's gains of one head): heads they hold
         for name, shape in self.shapes.items():
-            if name.endswith("attention.wq.weight") or name.endswith("attention.wk.weight"):
+            if name.endswith(("attention.wq.weight", "attention.wk.weight")):
                 self.heads[name] = shape[0] // head_dim
+            if name.endswith(("attention.q_norm.weight", "attention.k_norm.weight")):
+                self.heads[name] = 1  # one head's features, in the same rotate-half order
 
     def describe(self, name: str) -> str:
         if name in self.file_of:
@@ -277,6 +310,8 @@ class HuggingFaceWeights(NamedWeights):
     def __getitem__(self, name: str) -> torch.Tensor:
         original, path = self.file_of[name]
         tensor = self.handles[path].get_tensor(original)
+        if name in self.heads and tensor.dim() == 1:  # a head's gains: put back as its rows
+            return hf_rows_to_meta(tensor[:, None], 1)[:, 0]
         if name in self.heads:
             tensor = hf_rows_to_meta(tensor, self.heads[name])
         return tensor

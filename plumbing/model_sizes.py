@@ -1,9 +1,11 @@
 """The model's sizes with what a file may leave out filled in, once — and the shapes they imply.
 
-Every layout's reader gives params.json's keys. Three of them a file may leave unsaid:
-`n_kv_heads` (absent: one key/value head per query head), `ffn_hidden` (Meta's params.json
-gives a rule instead: `multiple_of` and `ffn_dim_multiplier`) and `tied_output` (Meta's
-files say it by holding no output matrix). `filled` is the one place those defaults are
+Every layout's reader gives params.json's keys. Some of them a file may leave unsaid:
+`n_kv_heads` (absent: one key/value head per query head), `head_dim` (absent: the width split
+evenly among the query heads; Qwen3 states its own), `ffn_hidden` (Meta's params.json gives a
+rule instead: `multiple_of` and `ffn_dim_multiplier`), `tied_output` (Meta's files say it by
+holding no output matrix) and `qk_norm` (Qwen3's RMSNorm on each query and key head; Llama 3
+has none). `filled` is the one place those defaults are
 written, into one frozen `ModelArgs`; everything else reads it. The notebook derives the same
 sizes in the open, in its section "Sizes derived from `params.json`".
 """
@@ -26,8 +28,11 @@ def ffn_hidden_size(params: dict) -> int:
 
 
 def head_dim(params: dict) -> int:
-    """The width of one head: Llama 3 splits the model's width evenly among its query heads.
-    The one place outside the notebook that derives it (the notebook does, in the open)."""
+    """The width of one head: as the file states it (Qwen3's config.json does), else Llama 3's
+    rule, the model's width split evenly among its query heads. The one place outside the
+    notebook that derives it (the notebook does, in the open)."""
+    if params.get("head_dim") is not None:
+        return params["head_dim"]
     return params["dim"] // params["n_heads"]
 
 
@@ -53,8 +58,8 @@ class ModelArgs(dict):
 
 
 def filled(params: dict, tied_output: bool = False) -> ModelArgs:
-    """`params` with n_kv_heads, head_dim, ffn_hidden, tied_output and context_length always
-    present, frozen.
+    """`params` with n_kv_heads, head_dim, ffn_hidden, qk_norm, tied_output and context_length
+    always present, frozen.
 
     `tied_output` is the default for a file that does not state it (Meta's: whether its
     weights hold no output matrix). Filling filled params changes nothing.
@@ -64,6 +69,7 @@ def filled(params: dict, tied_output: bool = False) -> ModelArgs:
         sizes["n_kv_heads"] = sizes["n_heads"]  # no grouping: one key/value head per query head
     sizes["head_dim"] = head_dim(sizes)
     sizes["ffn_hidden"] = ffn_hidden_size(sizes)
+    sizes["qk_norm"] = bool(sizes.get("qk_norm", False))
     if sizes.get("tied_output") is None:
         sizes["tied_output"] = tied_output
     sizes["context_length"] = release_facts.context_length(sizes)
@@ -90,6 +96,11 @@ def expected_shapes(params: dict, tied_output: bool | None = None) -> dict[str, 
             f"layers.{i}.attention_norm.weight": (dim,),
             f"layers.{i}.ffn_norm.weight": (dim,),
         }
+        if sizes["qk_norm"]:  # Qwen3: one gain per feature of a head, shared by every head
+            shapes |= {
+                f"layers.{i}.attention.q_norm.weight": (head_width,),
+                f"layers.{i}.attention.k_norm.weight": (head_width,),
+            }
     shapes["norm.weight"] = (dim,)
     if not (sizes["tied_output"] if tied_output is None else tied_output):
         shapes["output.weight"] = (sizes["vocab_size"], dim)

@@ -78,6 +78,18 @@ TENSOR_NAMES = [
         "blk.{i}.ffn_down.weight",
         "SwiGLU's down projection: ffn_hidden → dim",
     ),
+    (
+        "layers.{i}.attention.q_norm.weight",
+        "model.layers.{i}.self_attn.q_norm.weight",
+        "blk.{i}.attn_q_norm.weight",
+        "Qwen3's RMSNorm gains for every query head, before RoPE (Llama 3 has none)",
+    ),
+    (
+        "layers.{i}.attention.k_norm.weight",
+        "model.layers.{i}.self_attn.k_norm.weight",
+        "blk.{i}.attn_k_norm.weight",
+        "Qwen3's RMSNorm gains for every key head, before RoPE (Llama 3 has none)",
+    ),
     ("norm.weight", "model.norm.weight", "output_norm.weight", "RMSNorm's gains after the layers"),
     (
         "output.weight",
@@ -101,6 +113,8 @@ SHARD_AXIS = {
     "feed_forward.w2.weight": 1,
     "attention_norm.weight": None,
     "ffn_norm.weight": None,
+    "attention.q_norm.weight": None,
+    "attention.k_norm.weight": None,
     "norm.weight": None,
 }
 

@@ -18,11 +18,12 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from plumbing import checkpoints, model_sizes, release_facts, tensor_names
 
-# Each layer's tensors, Meta's name → Hugging Face's, read off the one name map.
+# Each Llama layer's tensors, Meta's name → Hugging Face's, read off the one name map (not
+# Qwen3's norms of each query and key head, which Llama has not).
 HF_LAYER_KEYS = {
     meta.removeprefix("layers.{i}."): hf.removeprefix("model.layers.{i}.")
     for meta, hf in tensor_names.HUGGING_FACE.names.items()
-    if meta.startswith("layers.{i}.")
+    if meta.startswith("layers.{i}.") and not meta.endswith(("q_norm.weight", "k_norm.weight"))
 }
 
 

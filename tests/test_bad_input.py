@@ -69,7 +69,7 @@ def test_hugging_face_folder_with_an_empty_config(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"\0" * 8)
     folder = checkpoint_files.find_checkpoint_dir(str(tmp_path))
     with pytest.raises(
-        CheckpointError, match="describes an unnamed architecture, not LlamaForCausalLM"
+        CheckpointError, match="describes an unnamed architecture, not LlamaForCausalLM or Qwen3"
     ):
         checkpoints.read_params(folder)
 

@@ -75,8 +75,9 @@ def test_one_interface_opens_it():
     assert checkpoint.reader is meta_checkpoint
     assert checkpoint.stated == checkpoints.read_params(FOLDER)
     # params.json states n_kv_heads; head_dim is dim / n_heads; ffn_hidden follows Meta's rule;
-    # the file holds output.weight; the context is Llama 3's (no use_scaled_rope)
+    # the file holds output.weight; the context is Llama 3's (no use_scaled_rope); no QK-norm
     filled_in = {"head_dim": 16, "ffn_hidden": 224, "tied_output": False, "context_length": 8192}
+    filled_in["qk_norm"] = False
     assert checkpoint.params == {**checkpoint.stated, **filled_in}
     assert checkpoint.weights.shapes == model_sizes.expected_shapes(checkpoint.params)
     assert set(checkpoint.weights.dtypes.values()) == {torch.bfloat16}
@@ -88,7 +89,8 @@ def test_defaults_are_filled_once():
     stated = {"dim": 64, "n_layers": 2, "n_heads": 4, "vocab_size": 256, "multiple_of": 32}
     sizes = model_sizes.filled(stated)
     filled_in = (sizes["n_kv_heads"], sizes["head_dim"], sizes["ffn_hidden"], sizes["tied_output"])
-    assert filled_in == (4, 16, 192, False)
+    assert filled_in == (4, 16, 192, False) and sizes["qk_norm"] is False
+    assert model_sizes.filled(stated | {"head_dim": 32})["head_dim"] == 32  # stated (Qwen3)
     assert model_sizes.filled(sizes, tied_output=True) == sizes  # filled params stay as they are
     assert "n_kv_heads" not in stated  # a copy
 

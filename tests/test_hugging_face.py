@@ -278,8 +278,9 @@ def test_another_architecture(hf_copy):
     config["architectures"], config["model_type"] = ["MistralForCausalLM"], "mistral"
     (hf_copy / "config.json").write_text(json.dumps(config))
     assert (
-        "describes MistralForCausalLM, not LlamaForCausalLM: this notebook runs Llama 3 models only"
-        in setup_error(hf_copy)
+        "describes MistralForCausalLM, not LlamaForCausalLM or Qwen3ForCausalLM: this notebook "
+        "runs Llama 3 and Qwen3 models only (mistral adds attention over a sliding window, which "
+        "it does not teach)" in setup_error(hf_copy)
     )
 
 

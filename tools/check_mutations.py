@@ -7,7 +7,7 @@ from its `silent_bugs` cell, and a few more listed here. Each mutation edits a s
 of llama3-from-scratch.ipynb (the committed notebook is never touched), also disables the
 notebook's own `assert` lines in that copy so that only the parity tests against HF
 transformers and Meta's reference can catch the bug, then runs tests/test_parity.py on the
-copy. A mutation is "caught" when pytest fails.
+copy (tests/test_qwen3.py for Qwen3's norm). A mutation is "caught" when pytest fails.
 Prints one line per mutation; exits non-zero if any mutation survives.
 """
 
@@ -29,7 +29,8 @@ from plumbing import REPO_DIR
 NOTEBOOK = REPO_DIR / "llama3-from-scratch.ipynb"
 
 # The silent-bugs section's own bugs come from the notebook (notebook_bugs); these are the
-# others. name: (description, [(old, new), ...]) — every `old` must occur in the notebook.
+# others. name: (description, [(old, new), ...][, test files]) — every `old` must occur in the
+# notebook; the test files are tests/test_parity.py unless named.
 OTHER_MUTATIONS = {
     "skip-ffn-residual": (
         "the feed-forward output replaces the residual stream instead of adding to it",
@@ -60,6 +61,16 @@ OTHER_MUTATIONS = {
                 "return mask.triu(diagonal=seen - new + 2)",
             )
         ],
+    ),
+    "no-qk-norm": (
+        "Qwen3's RMSNorm on each query and key head skipped",
+        [('return rms_norm(x, weight(gains)) if config["qk_norm"] else x', "return x")],
+        ["tests/test_qwen3.py"],
+    ),
+    "key-norm-of-queries": (
+        "Qwen3's keys normalized with the queries' gains",
+        [('.T, n_kv_heads), layer, "k")', '.T, n_kv_heads), layer, "q")')],
+        ["tests/test_qwen3.py"],
     ),
     # Not listed: "softmax in bf16 instead of float32". PyTorch's softmax already accumulates
     # bf16 input in float32 and rounds once, so that change gives identical bits (checked
@@ -120,7 +131,8 @@ def main() -> int:
     survivors = []
     with tempfile.TemporaryDirectory() as scratch:
         for name in names:
-            description, replacements = mutations[name]
+            description, replacements, *named = mutations[name]
+            tests = named[0] if named else ["tests/test_parity.py"]
             folder = Path(scratch) / name
             folder.mkdir()
             env = {**os.environ, "NOTEBOOK_UNDER_TEST": str(mutated_copy(replacements, folder))}
@@ -130,7 +142,7 @@ def main() -> int:
                     sys.executable,
                     "-m",
                     "pytest",
-                    "tests/test_parity.py",
+                    *tests,
                     "-x",
                     "-q",
                     "-o",

@@ -1,0 +1,147 @@
+"""Qwen3 through the same cells: its norm on every query and key head, its stated head width.
+
+A random Qwen3 checkpoint is made here with transformers' own `Qwen3ForCausalLM` and saved as
+the hub's files are (config.json, safetensors in bfloat16), every norm's gains random so that
+a gain read in the wrong order shows. It is tied, has grouped queries and heads of 32 features
+where its width split among its heads would give 16. It carries Llama 3's vocabulary (the
+notebook reads no other yet; a Qwen3 folder's own `tokenizer.json` is refused in one sentence).
+
+The notebook runs on it unchanged, in float32, with the demos off; in the same kernel its
+`forward` also reads a 200-token prompt (notebook_values.other_prompts). Its tensors, layer by
+layer, are compared with transformers' model loaded from the same folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import Qwen3Config, Qwen3ForCausalLM
+
+from plumbing import checkpoints, hf_checkpoint
+from plumbing.friendly_errors import CheckpointError
+from testbeds.hf_folder import write_tokenizer_json
+from tests.support import reference_models
+from tests.support.notebook_values import TENSORS_ONLY, cell_text, other_prompts, run_and_read
+from tests.support.parity_runs import PROMPTS
+
+pytestmark = pytest.mark.slow  # runs the notebook in a kernel: `make quick` leaves it out
+
+SIZES = {
+    "vocab_size": 128_256,  # Llama 3's vocabulary: the one the notebook's tokenizer reads
+    "hidden_size": 64,
+    "intermediate_size": 160,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,  # stated: 64 / 4 would be 16
+    "rope_theta": 1_000_000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": True,
+    "max_position_embeddings": 40_960,
+}
+
+
+def write_qwen3(folder: Path, seed: int = 0) -> Path:
+    """A random Qwen3 folder as the hub lays one out (bfloat16 safetensors)."""
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(Qwen3Config(**SIZES)).to(torch.bfloat16)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("norm.weight"):  # every RMSNorm: q_norm, k_norm and the others
+                parameter.copy_(1 + 0.5 * torch.randn_like(parameter))
+    model.save_pretrained(folder)
+    write_tokenizer_json(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def qwen3(tmp_path_factory):
+    return write_qwen3(tmp_path_factory.mktemp("qwen3") / "random-qwen3")
+
+
+@pytest.fixture(scope="module")
+def run(qwen3, tmp_path_factory):
+    settings = {**TENSORS_ONLY, "LLAMA3_CKPT": str(qwen3), "OMP_NUM_THREADS": "1"}
+    also = [(other_prompts, {"long": PROMPTS["long"]})]
+    return run_and_read(tmp_path_factory.mktemp("qwen3-run"), settings, also=also)
+
+
+@pytest.fixture(scope="module")
+def reference(qwen3):
+    return Qwen3ForCausalLM.from_pretrained(qwen3, dtype=torch.float32).eval()
+
+
+def test_the_folder_opens_with_its_sizes_and_its_norms(qwen3):
+    checkpoint = checkpoints.open_checkpoint(qwen3)
+    assert checkpoint.reader is hf_checkpoint
+    params = checkpoint.params
+    assert (params["head_dim"], params["qk_norm"], params["tied_output"]) == (32, True, True)
+    assert params["rope_theta"] == 1_000_000.0
+    gains = checkpoint.weights["layers.1.attention.k_norm.weight"]
+    assert gains.shape == (32,)
+
+
+def test_each_heads_gains_come_in_the_order_of_its_rows(qwen3, reference):
+    # the reader puts each head's q and k rows in Meta's order (RoPE pairs side by side):
+    # the gains of that head's features must move with them
+    weights = checkpoints.open_checkpoint(qwen3).weights
+    attention = reference.model.layers[0].self_attn
+    order = hf_checkpoint.hf_rows_to_meta(torch.arange(32.0)[:, None], 1)[:, 0].long()
+    for ours, theirs in (("q_norm", attention.q_norm), ("k_norm", attention.k_norm)):
+        read = weights[f"layers.0.attention.{ours}.weight"].float()
+        assert torch.equal(read, theirs.weight.detach()[order]), ours
+        assert not torch.equal(read, theirs.weight.detach())  # random gains: the order shows
+
+
+def test_the_notebook_states_the_head_width_and_predicts_what_transformers_does(run, reference):
+    assert "head_dim = 32, as stated" in cell_text(run["notebook"], "sizes-read")
+    assert "Hugging Face layout" in cell_text(run["notebook"], "prelims-code")
+    theirs = reference_models.hf_tensors(reference, run["prompt_tokens"])
+    assert int(theirs["logits"].argmax()) == run["next_token_id"]
+
+
+@pytest.mark.parametrize("prompt", ["canonical-17", "long"])
+def test_float32_layer_by_layer(run, reference, prompt):
+    ours = run
+    if prompt == "long":
+        ours = torch.load(run["files"]["other_prompts"], weights_only=True)["long"]
+        assert len(ours["prompt_tokens"]) >= 200
+    theirs = reference_models.hf_tensors(reference, ours["prompt_tokens"])
+    diffs = reference_models.layer_differences(ours, theirs)
+    worst = max(diffs, key=diffs.get)
+    assert diffs[worst] <= reference_models.FP32_TOLERANCE, (
+        f"{worst} differs from transformers' Qwen3 by {diffs[worst]:.2e} (all: {diffs})"
+    )
+
+
+def edited_config(qwen3: Path, folder: Path, **changes) -> Path:
+    folder.mkdir()
+    config = json.loads((qwen3 / "config.json").read_text()) | changes
+    config = {key: value for key, value in config.items() if value is not None}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"]},
+            "describes Qwen2ForCausalLM, not LlamaForCausalLM or Qwen3ForCausalLM: this notebook "
+            "runs Llama 3 and Qwen3 models only (qwen2 adds biases on the query, key and value "
+            "projections, which it does not teach)",
+        ),
+        ({"use_sliding_window": True}, "sets use_sliding_window: attention over a sliding window"),
+        ({"attention_bias": True}, "sets attention_bias: biases on attention's projections"),
+        ({"head_dim": None}, "states no head_dim, which every Qwen3 config.json states"),
+    ],
+)
+def test_what_the_notebook_does_not_teach_is_one_sentence(qwen3, tmp_path, changes, message):
+    folder = edited_config(qwen3, tmp_path / "edited", **changes)
+    with pytest.raises(CheckpointError) as raised:
+        hf_checkpoint.read_params(folder)
+    assert message in str(raised.value)
+    assert str(raised.value).count(". ") == 0  # one sentence
