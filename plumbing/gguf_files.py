@@ -25,7 +25,14 @@ import numpy as np
 import torch
 from torch.utils._pytree import tree_map
 
-from plumbing import checkpoint_checks, checkpoint_files, release_facts, tensor_names
+from plumbing import (
+    checkpoint_checks,
+    checkpoint_files,
+    hf_checkpoint,
+    model_sizes,
+    release_facts,
+    tensor_names,
+)
 from plumbing.checkpoint_files import GGUF_MAGIC, TokenizerSource
 from plumbing.friendly_errors import CheckpointError
 from plumbing.tensor_names import NamedWeights
@@ -40,7 +47,14 @@ def looks_like(path: Path) -> bool:
 
 ROPE_FACTORS = "rope_freqs.weight"  # Llama 3.1+: one factor per RoPE pair (see below)
 
-# params.json's keys from the metadata ({arch}: general.architecture, "llama").
+# The architectures read (general.architecture): Llama 3's, and Qwen3's, whose metadata keys
+# begin "qwen3." and which states its head width as the key length. llama.cpp's converter puts
+# Llama's query and key rows in Meta's order (it rotates adjacent pairs) and leaves Qwen3's in
+# Hugging Face's (it rotates halves): QWEN3_ROWS, put back on reading.
+ARCHITECTURES = ("llama", "qwen3")
+QWEN3_ROWS = ("attention.wq.weight", "attention.wk.weight", "q_norm.weight", "k_norm.weight")
+
+# params.json's keys from the metadata ("llama." stands for the architecture's own prefix).
 METADATA_KEYS = {
     "dim": "llama.embedding_length",
     "n_layers": "llama.block_count",
@@ -324,13 +338,16 @@ def read_params(path: Path) -> dict:
     it, checked to be Llama 3.1's rule."""
     reader = open_gguf(path)
     architecture = field(reader, "general.architecture")
-    if architecture != "llama":
+    if architecture not in ARCHITECTURES:
         raise CheckpointError(
             f"{path} holds a {architecture or 'unnamed'} model (general.architecture), not "
-            "llama: this notebook runs Llama 3 models only; use a Llama 3 GGUF file."
+            "llama or qwen3: this notebook runs Llama 3 and Qwen3 models only; use a Llama 3 "
+            "GGUF file."
         )
+    prefix = f"{architecture}."
     params = {}
     for key, name in METADATA_KEYS.items():
+        name = name.replace("llama.", prefix, 1)
         value = field(reader, name)
         if value is None:
             raise CheckpointError(
@@ -341,13 +358,22 @@ def read_params(path: Path) -> dict:
     for key in ("rope_theta", "norm_eps"):  # stored as float32: 1e-05, not 9.99999974e-06
         if isinstance(params[key], (int, float)):
             params[key] = float(f"{params[key]:.7g}")
-    if field(reader, OPTIONAL_KEYS["n_kv_heads"]):  # else one per query head (model_sizes)
-        params["n_kv_heads"] = field(reader, OPTIONAL_KEYS["n_kv_heads"])
+    optional = {key: name.replace("llama.", prefix, 1) for key, name in OPTIONAL_KEYS.items()}
+    if field(reader, optional["n_kv_heads"]):  # else one per query head (model_sizes)
+        params["n_kv_heads"] = field(reader, optional["n_kv_heads"])
     tokens = reader.get_field("tokenizer.ggml.tokens")
-    params["vocab_size"] = field(reader, OPTIONAL_KEYS["vocab_size"]) or (
+    params["vocab_size"] = field(reader, optional["vocab_size"]) or (
         len(tokens.data) if tokens is not None else 0
     )
-    stated_context = field(reader, "llama.context_length")
+    if architecture == "qwen3":  # its head width, and a norm on each query and key head
+        head_dim = field(reader, f"{prefix}attention.key_length")
+        if not isinstance(head_dim, int) or isinstance(head_dim, bool) or head_dim <= 0:
+            raise CheckpointError(
+                f"{path} states no {prefix}attention.key_length, the head width every Qwen3 "
+                "GGUF file states: convert it again with a recent llama.cpp."
+            )
+        params["head_dim"], params["qk_norm"] = head_dim, True
+    stated_context = field(reader, f"{prefix}context_length")
     if isinstance(stated_context, int) and stated_context > 0:
         params["context_length"] = stated_context
     names = {t.name for t in reader.tensors}
@@ -402,6 +428,16 @@ class GGUFWeights(NamedWeights):
     def __init__(self, path: Path, params: dict):
         self.path = Path(path)
         reader = open_gguf(self.path)
+        # Qwen3's query and key rows (and each head's gains) in Hugging Face's order: how many
+        # heads each such tensor holds, to put its rows in Meta's order when read
+        self.heads = {}
+        if field(reader, "general.architecture") == "qwen3":
+            filled = model_sizes.filled(params)
+            kv = {"wq": filled["n_heads"], "wk": filled["n_kv_heads"], "q_": 1, "k_": 1}
+            for t in reader.tensors:
+                name = tensor_names.GGUF.to_meta(t.name)
+                if name.endswith(QWEN3_ROWS):
+                    self.heads[name] = kv[name.split(".")[-2][:2]]
         self.tensors = {
             tensor_names.GGUF.to_meta(t.name): t for t in reader.tensors if t.name != ROPE_FACTORS
         }
@@ -437,6 +473,16 @@ class GGUFWeights(NamedWeights):
         return note + "".join(f"; {route}" for route in routes)
 
     def __getitem__(self, name: str) -> torch.Tensor:
+        if name in self.heads:  # Qwen3's rows in Hugging Face's order: put back as Meta's
+            tensor = self._as_stored(name)
+            if isinstance(tensor, BlockMatrix):
+                tensor = tensor.full()
+            if tensor.dim() == 1:  # a head's gains
+                return hf_checkpoint.hf_rows_to_meta(tensor[:, None], 1)[:, 0]
+            return hf_checkpoint.hf_rows_to_meta(tensor, self.heads[name])
+        return self._as_stored(name)
+
+    def _as_stored(self, name: str) -> torch.Tensor:
         tensor = self.tensors[name]
         kind = self.formats[name]
         if kind in ("F32", "F16"):
@@ -463,7 +509,11 @@ class GGUFWeights(NamedWeights):
     def kernel_ready(self) -> list[str]:
         """The matrices whose blocks PyTorch's int4 kernel takes as they are: Q4_0's and
         Q4_K's."""
-        return [name for name, kind in self.formats.items() if kind in KERNEL_FORMATS]
+        return [
+            name
+            for name, kind in self.formats.items()
+            if kind in KERNEL_FORMATS and name not in self.heads  # Qwen3's q, k: reordered
+        ]
 
 
 def weights(path: Path, params: dict) -> NamedWeights:

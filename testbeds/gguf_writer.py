@@ -18,9 +18,10 @@ from pathlib import Path
 
 import gguf
 import numpy as np
+import torch
 
 import tokenizer_setup
-from plumbing import checkpoints, gguf_files, model_sizes
+from plumbing import checkpoints, gguf_files, hf_checkpoint, model_sizes
 
 GGML = gguf.GGMLQuantizationType
 
@@ -41,6 +42,8 @@ LLAMA_CPP_TENSORS = {
     "feed_forward.w2": MT.FFN_DOWN,
     "norm": MT.OUTPUT_NORM,
     "output": MT.OUTPUT,
+    "attention.q_norm": MT.ATTN_Q_NORM,  # Qwen3's
+    "attention.k_norm": MT.ATTN_K_NORM,
 }
 
 
@@ -87,6 +90,9 @@ def metadata_writer(
     writer.add_layer_norm_rms_eps(params["norm_eps"])
     writer.add_vocab_size(params["vocab_size"])
     writer.add_rope_dimension_count(model_sizes.head_dim(params))
+    if params.get("head_dim") is not None:  # stated (Qwen3): as llama.cpp's converter states it
+        writer.add_key_length(params["head_dim"])
+        writer.add_value_length(params["head_dim"])
     writer.add_tokenizer_model(vocabulary[0])
     writer.add_tokenizer_pre("llama-bpe")
     writer.add_token_list(vocabulary[1])
@@ -105,6 +111,20 @@ def llama3_merges() -> list[str]:
         write_tokenizer_json(Path(scratch))
         merges = json.loads((Path(scratch) / "tokenizer.json").read_text())["model"]["merges"]
     return [merge if isinstance(merge, str) else " ".join(merge) for merge in merges]
+
+
+def rows_as_llama_cpp_keeps(architecture: str, name: str, values: np.ndarray, params) -> np.ndarray:
+    """llama.cpp keeps Llama's query and key rows in Meta's order and Qwen3's in Hugging Face's
+    (it rotates halves there): for qwen3, each head's rows (and gains) put in Hugging Face's
+    order, the inverse of what the reader does (hf_checkpoint.hf_rows_to_meta)."""
+    if architecture != "qwen3" or not name.endswith(gguf_files.QWEN3_ROWS):
+        return values
+    heads = params["n_heads"] if "wq" in name else params["n_kv_heads"] if "wk" in name else 1
+    rows = np.arange(values.shape[0], dtype=np.float32)[:, None]
+    meta_order = hf_checkpoint.hf_rows_to_meta(torch.from_numpy(rows), heads)[:, 0].long().numpy()
+    in_hf_order = np.empty_like(values)
+    in_hf_order[meta_order] = values  # row i of Meta's is row meta_order[i] of Hugging Face's
+    return in_hf_order
 
 
 def write_gguf(
@@ -133,7 +153,7 @@ def write_gguf(
     for name in weights:
         if keep is not None and name not in keep:
             continue
-        values = weights[name].float().numpy()
+        values = rows_as_llama_cpp_keeps(architecture, name, weights[name].float().numpy(), params)
         if values.ndim == 1 or kind == "F32":
             writer.add_tensor(gguf_name(name), values)
         elif kind == "F16":

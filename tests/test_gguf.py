@@ -317,7 +317,7 @@ def test_another_architecture(tmp_path):
         step()
     writer.write_tensors_to_file()
     writer.close()
-    assert "holds a qwen2 model (general.architecture), not llama" in setup_error(path)
+    assert "holds a qwen2 model (general.architecture), not llama or qwen3" in setup_error(path)
 
 
 def test_llama2s_vocabulary(tmp_path, small_vocabulary_file):

@@ -8,7 +8,9 @@ notebook reads no other yet; a Qwen3 folder's own `tokenizer.json` is refused in
 
 The notebook runs on it unchanged, in float32, with the demos off; in the same kernel its
 `forward` also reads a 200-token prompt (notebook_values.other_prompts). Its tensors, layer by
-layer, are compared with transformers' model loaded from the same folder.
+layer, are compared with transformers' model loaded from the same folder. A GGUF file of it, as
+llama.cpp's converter writes one (architecture qwen3: its rows in Hugging Face's order, its head
+width as the key length), gives the folder's tensors.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import pytest
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from plumbing import checkpoints, hf_checkpoint
+from plumbing import checkpoints, gguf_files, hf_checkpoint
 from plumbing.friendly_errors import CheckpointError
+from testbeds.gguf_writer import write_gguf
 from testbeds.hf_folder import write_tokenizer_json
 from tests.support import reference_models
 from tests.support.notebook_values import TENSORS_ONLY, cell_text, other_prompts, run_and_read
@@ -145,3 +148,21 @@ def test_what_the_notebook_does_not_teach_is_one_sentence(qwen3, tmp_path, chang
         hf_checkpoint.read_params(folder)
     assert message in str(raised.value)
     assert str(raised.value).count(". ") == 0  # one sentence
+
+
+@pytest.mark.parametrize("kind", ["BF16", "Q8_0"])
+def test_a_qwen3_gguf_file_gives_the_folders_tensors(qwen3, tmp_path, kind):
+    path = write_gguf(qwen3, tmp_path / f"qwen3-{kind}.gguf", kind, architecture="qwen3")
+    folder, file = checkpoints.open_checkpoint(qwen3), checkpoints.open_checkpoint(path)
+    assert file.reader is gguf_files
+    for key in ("head_dim", "qk_norm", "n_kv_heads", "rope_theta", "norm_eps", "tied_output"):
+        assert file.params[key] == folder.params[key], key
+    assert list(file.weights) == list(folder.weights)
+    for name in folder.weights:
+        ours, theirs = file.weights[name], folder.weights[name].float()
+        ours = ours.full() if isinstance(ours, gguf_files.BlockMatrix) else ours.float()
+        if kind == "BF16" or ours.dim() == 1:  # bf16 as stored; vectors are kept in float32
+            assert torch.equal(ours, theirs), name
+        else:  # Q8_0: within a step of 1/127 of each block's largest; a row out of place: far
+            step = theirs.abs().max() / 127
+            assert (ours - theirs).abs().max() <= step, name
