@@ -7,10 +7,11 @@ where its width split among its heads would give 16. It carries Llama 3's vocabu
 notebook reads no other yet; a Qwen3 folder's own `tokenizer.json` is refused in one sentence).
 
 The notebook runs on it unchanged, in float32, with the demos off; in the same kernel its
-`forward` also reads a 200-token prompt (notebook_values.other_prompts). Its tensors, layer by
-layer, are compared with transformers' model loaded from the same folder. A GGUF file of it, as
-llama.cpp's converter writes one (architecture qwen3: its rows in Hugging Face's order, its head
-width as the key length), gives the folder's tensors.
+`forward` also reads a 200-token prompt (notebook_values.other_prompts), and `generate` writes
+with and without the cache, one prompt alone and in a batch (test_generation.generations). Its
+tensors, layer by layer, and its greedy tokens are compared with transformers' model loaded from
+the same folder. A GGUF file of it, as llama.cpp's converter writes one (architecture qwen3: its
+rows in Hugging Face's order, its head width as the key length), gives the folder's tensors.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from plumbing import checkpoints, gguf_files, hf_checkpoint
 from plumbing.friendly_errors import CheckpointError
+from plumbing.run_settings import DEFAULT_PROMPT
 from testbeds.gguf_writer import write_gguf
 from testbeds.hf_folder import write_tokenizer_json
 from tests.support import reference_models
 from tests.support.notebook_values import TENSORS_ONLY, cell_text, other_prompts, run_and_read
 from tests.support.parity_runs import PROMPTS
+from tests.test_generation import STOP, generations
 
 pytestmark = pytest.mark.slow  # runs the notebook in a kernel: `make quick` leaves it out
 
@@ -68,7 +71,7 @@ def qwen3(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(qwen3, tmp_path_factory):
     settings = {**TENSORS_ONLY, "LLAMA3_CKPT": str(qwen3), "OMP_NUM_THREADS": "1"}
-    also = [(other_prompts, {"long": PROMPTS["long"]})]
+    also = [(other_prompts, {"long": PROMPTS["long"]}), (generations,)]
     return run_and_read(tmp_path_factory.mktemp("qwen3-run"), settings, also=also)
 
 
@@ -118,6 +121,24 @@ def test_float32_layer_by_layer(run, reference, prompt):
     assert diffs[worst] <= reference_models.FP32_TOLERANCE, (
         f"{worst} differs from transformers' Qwen3 by {diffs[worst]:.2e} (all: {diffs})"
     )
+
+
+def test_generation_with_the_cache_equals_recomputing_and_transformers(run, reference):
+    made = json.loads(run["files"]["generations"].read_text())
+    assert made["cached"] == made["recomputed"]
+    assert made["batches"]["together"] == made["batches"]["alone"]
+    tokens = run["prompt_tokens"]  # the canonical prompt's
+    with torch.no_grad():
+        out = reference.generate(
+            torch.tensor([tokens]),
+            max_new_tokens=24,
+            do_sample=False,
+            eos_token_id=STOP,
+            pad_token_id=STOP[0],
+        )
+    new = out[0, len(tokens) :].tolist()
+    new = new[: next((i for i, token in enumerate(new) if token in STOP), len(new))]
+    assert made["cached"][DEFAULT_PROMPT] == new and len(new) > 0
 
 
 def edited_config(qwen3: Path, folder: Path, **changes) -> Path:
