@@ -256,7 +256,7 @@ def byte_level_ranks(vocab, path: Path, fix: str) -> dict[bytes, int]:
     if ranks_digest(ranks) != LLAMA3_RANKS_SHA256:
         raise TokenizerFileError(
             f"{path} holds {len(ranks):,} BPE tokens that are not Llama 3's vocabulary (another "
-            f"model's tokenizer): {fix}."
+            f"model's tokenizer, such as Qwen3's, which this notebook does not read yet): {fix}."
         )
     return ranks
 

@@ -17,6 +17,7 @@ rows in Hugging Face's order, its head width as the key length), gives the folde
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,14 @@ from plumbing.run_settings import DEFAULT_PROMPT
 from testbeds.gguf_writer import write_gguf
 from testbeds.hf_folder import write_tokenizer_json
 from tests.support import reference_models
-from tests.support.notebook_values import TENSORS_ONLY, cell_text, other_prompts, run_and_read
+from tests.support.notebook_values import (
+    FLOAT32_CPU,
+    TENSORS_ONLY,
+    cell_text,
+    other_prompts,
+    run_and_read,
+    setup_cell_in_process,
+)
 from tests.support.parity_runs import PROMPTS
 from tests.test_generation import STOP, generations
 
@@ -187,3 +195,16 @@ def test_a_qwen3_gguf_file_gives_the_folders_tensors(qwen3, tmp_path, kind):
         else:  # Q8_0: within a step of 1/127 of each block's largest; a row out of place: far
             step = theirs.abs().max() / 127
             assert (ours - theirs).abs().max() <= step, name
+
+
+def test_its_own_vocabulary_stops_the_setup_cell_in_one_sentence(qwen3, tmp_path):
+    # Qwen3's 151,669 tokens are not here to test with; another vocabulary stands in: Llama 3's
+    # with two ranks swapped, which is not Llama 3's
+    folder = shutil.copytree(qwen3, tmp_path / "own-vocabulary")
+    data = json.loads((folder / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    vocab["Ġthe"], vocab["Ġand"] = vocab["Ġand"], vocab["Ġthe"]
+    (folder / "tokenizer.json").write_text(json.dumps(data))
+    text = setup_cell_in_process({**FLOAT32_CPU, "LLAMA3_CKPT": str(folder)})
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and "such as Qwen3's, which this notebook does not read yet" in text
