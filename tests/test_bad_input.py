@@ -508,6 +508,24 @@ def test_skipped_demos_say_why_once(clean_env, capsys, tokenizer):
     )
 
 
+def test_each_demo_gives_what_it_freed_back(clean_env, tokenizer, monkeypatch):
+    # glibc keeps freed heap for later: trimmed after each demo, the next one starts low
+    folder = checkpoint_files.EMBEDDED_CHECKPOINT
+    params, weights = checkpoints.read_params(folder), checkpoints.open_checkpoint(folder).weights
+    clean_env.setenv("LLAMA3_EXTRAS", "1")
+    settings = run_settings.decide(folder, params, tokenizer, weights)
+    trimmed = []
+    monkeypatch.setattr(run_settings.quantization, "return_freed_memory", lambda: trimmed.append(1))
+    assert settings.show_example(lambda: "ran") == "ran" and trimmed == [1]
+
+    def failing():
+        raise ValueError("a demo that stops")
+
+    with pytest.raises(ValueError):
+        settings.show_example(failing)
+    assert trimmed == [1, 1]
+
+
 def test_training_every_weight_is_skipped_where_its_copy_cannot_fit(
     clean_env, capsys, tokenizer, monkeypatch
 ):
