@@ -17,6 +17,7 @@ here, where it lies.)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,7 +53,7 @@ ROPE_FACTORS = "rope_freqs.weight"  # Llama 3.1+: one factor per RoPE pair (see 
 # Llama's query and key rows in Meta's order (it rotates adjacent pairs) and leaves Qwen3's in
 # Hugging Face's (it rotates halves): QWEN3_ROWS, put back on reading.
 ARCHITECTURES = ("llama", "qwen3")
-QWEN3_ROWS = ("attention.wq.weight", "attention.wk.weight", "q_norm.weight", "k_norm.weight")
+QWEN3_ROWS = re.compile(r"layers\.\d+\.attention\.(wq|wk|q_norm|k_norm)\.weight")
 
 # params.json's keys from the metadata ("llama." stands for the architecture's own prefix).
 METADATA_KEYS = {
@@ -433,11 +434,11 @@ class GGUFWeights(NamedWeights):
         self.heads = {}
         if field(reader, "general.architecture") == "qwen3":
             filled = model_sizes.filled(params)
-            kv = {"wq": filled["n_heads"], "wk": filled["n_kv_heads"], "q_": 1, "k_": 1}
+            heads = {"wq": filled["n_heads"], "wk": filled["n_kv_heads"], "q_norm": 1, "k_norm": 1}
             for t in reader.tensors:
                 name = tensor_names.GGUF.to_meta(t.name)
-                if name.endswith(QWEN3_ROWS):
-                    self.heads[name] = kv[name.split(".")[-2][:2]]
+                if found := QWEN3_ROWS.fullmatch(name):
+                    self.heads[name] = heads[found.group(1)]
         self.tensors = {
             tensor_names.GGUF.to_meta(t.name): t for t in reader.tensors if t.name != ROPE_FACTORS
         }

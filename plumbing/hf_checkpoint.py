@@ -90,7 +90,7 @@ def read_params(folder: Path) -> dict:
             "config.json again from the same model."
         )
     model_type = config.get("model_type", "llama")
-    if ARCHITECTURES.get(model_type) not in architectures:
+    if not isinstance(model_type, str) or ARCHITECTURES.get(model_type) not in architectures:
         found = ", ".join(architectures) or config.get("model_type") or "an unnamed architecture"
         adds = NOT_TAUGHT.get(model_type) if isinstance(model_type, str) else None
         why = f" ({model_type} adds {adds}, which it does not teach)" if adds else ""

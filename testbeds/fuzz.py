@@ -47,13 +47,15 @@ FORMATS = [
     "config.json",
     "ollama manifest",
     "prompt file",
+    "qwen3 gguf",
+    "qwen3 config.json",
     "tokenizer.json",
     "tokenizer.model",
 ]
 # Cases per format in `make test` (tests/test_fuzz.py), a few hundred in all within about 30 s;
 # tools/fuzz_campaign.py runs thousands. A tokenizer.json or tokenizer.model case loads a
 # 128,256-token vocabulary (about a second), so those are fuzzed in the campaign only.
-SUITE_FORMATS = FORMATS[:6]
+SUITE_FORMATS = FORMATS[:8]
 SUITE_CASES = 200  # of each
 HUGE = [2**63 - 1, 2**64 - 1, 2**40, 2**32, 2**31 - 1, 0]
 
@@ -65,6 +67,26 @@ def base_file(folder: Path) -> bytes:
     path = write_gguf(
         EMBEDDED_CHECKPOINT, folder / "base.gguf", "Q4_0", vocabulary=("gpt2", tokens)
     )
+    return path.read_bytes()
+
+
+def qwen3_folder(folder: Path) -> Path:
+    """A random Qwen3 folder (its per-head norms, its stated head width) with a 300-row
+    vocabulary and no tokenizer.json: what its config.json and GGUF cases read."""
+    from testbeds.hf_folder import write_random_qwen3  # here: it imports transformers (seconds)
+
+    out = folder / "qwen3-small"
+    if not out.exists():
+        write_random_qwen3(out, vocab_size=SMALL_VOCABULARY, tokenizer=False)
+    return out
+
+
+def qwen3_base_file(folder: Path) -> bytes:
+    """That Qwen3 as a Q4_0 GGUF file (architecture qwen3) with Llama 3's first 300 tokens."""
+    source = checkpoints.open_checkpoint(EMBEDDED_CHECKPOINT).tokenizer_source
+    tokens = vocabulary_text(tokenizer_setup.load_tokenizer(source))[:SMALL_VOCABULARY]
+    path = folder / "base-qwen3.gguf"
+    write_gguf(qwen3_folder(folder), path, "Q4_0", "qwen3", vocabulary=("gpt2", tokens))
     return path.read_bytes()
 
 
@@ -408,6 +430,15 @@ def run_format(kind: str, seeds, folder: Path, hf) -> list[dict]:
         data = base_file(folder)
         header = metadata_end(folder / "base.gguf")
         return [f for seed in seeds if (f := run_case(data, seed, header, folder))]
+    if kind.startswith("qwen3"):  # its cases in a folder of their own: no name meets Llama's
+        cases = folder / kind.replace(" ", "-")
+        cases.mkdir(exist_ok=True)
+        if kind == "qwen3 gguf":
+            data = qwen3_base_file(folder)
+            header = metadata_end(folder / "base-qwen3.gguf")
+            return [f for seed in seeds if (f := run_case(data, seed, header, cases))]
+        base = qwen3_folder(folder)
+        return [f for seed in seeds if (f := run_json_case(base, "config.json", seed, cases))]
     if kind == "safetensors":
         base = hf(small=True)
         data = (base / "model.safetensors").read_bytes()

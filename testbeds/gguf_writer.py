@@ -117,7 +117,7 @@ def rows_as_llama_cpp_keeps(architecture: str, name: str, values: np.ndarray, pa
     """llama.cpp keeps Llama's query and key rows in Meta's order and Qwen3's in Hugging Face's
     (it rotates halves there): for qwen3, each head's rows (and gains) put in Hugging Face's
     order, the inverse of what the reader does (hf_checkpoint.hf_rows_to_meta)."""
-    if architecture != "qwen3" or not name.endswith(gguf_files.QWEN3_ROWS):
+    if architecture != "qwen3" or not gguf_files.QWEN3_ROWS.fullmatch(name):
         return values
     heads = params["n_heads"] if "wq" in name else params["n_kv_heads"] if "wk" in name else 1
     rows = np.arange(values.shape[0], dtype=np.float32)[:, None]

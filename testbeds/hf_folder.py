@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from transformers import Qwen3Config, Qwen3ForCausalLM
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
 import tokenizer_setup
@@ -89,6 +90,41 @@ def save_with_transformers(
     write_tokenizer_json(out)
     respell_config(out, spelling)
     return out
+
+
+# A small Qwen3: tied, grouped queries, heads of 32 features where 64 / 4 would give 16.
+QWEN3_SIZES = {
+    "vocab_size": 128_256,  # Llama 3's vocabulary: the one the notebook's tokenizer reads
+    "hidden_size": 64,
+    "intermediate_size": 160,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "rope_theta": 1_000_000.0,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": True,
+    "max_position_embeddings": 40_960,
+}
+
+
+def write_random_qwen3(
+    folder: Path, seed: int = 0, vocab_size: int = 128_256, tokenizer: bool = True
+) -> Path:
+    """A random Qwen3 folder as the hub lays one out, written by transformers' own
+    `Qwen3ForCausalLM` (bfloat16 safetensors), every RMSNorm's gains random so that a gain read
+    in the wrong order shows; Llama 3's tokenizer.json beside it unless `tokenizer` is False."""
+    torch.manual_seed(seed)
+    config = Qwen3Config(**(QWEN3_SIZES | {"vocab_size": vocab_size}))
+    model = Qwen3ForCausalLM(config).to(torch.bfloat16)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("norm.weight"):  # q_norm, k_norm and the others
+                parameter.copy_(1 + 0.5 * torch.randn_like(parameter))
+    model.save_pretrained(folder)
+    if tokenizer:
+        write_tokenizer_json(folder)
+    return folder
 
 
 def save_streaming(

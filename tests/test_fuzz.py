@@ -70,6 +70,11 @@ def test_each_base_opens_as_a_model(tmp_path, monkeypatch):
     gguf.write_bytes(fuzz.base_file(tmp_path))
     with pytest.raises(TokenizerFileError, match="holds 300 BPE tokens that are not Llama 3's"):
         fuzz.open_as_the_notebook_does(gguf)  # the model opened, checked and read; then this
+    qwen3 = tmp_path / "qwen3.gguf"  # the Qwen3 base too: its norms, its head width
+    qwen3.write_bytes(fuzz.qwen3_base_file(tmp_path))
+    with pytest.raises(TokenizerFileError, match="holds 300 BPE tokens that are not Llama 3's"):
+        fuzz.open_as_the_notebook_does(qwen3)
+    fuzz.open_as_the_notebook_does(fuzz.qwen3_folder(tmp_path), tokenizer=False)
     cases = [(EMBEDDED_CHECKPOINT, True), (fuzz.hf_folder(tmp_path), True)]
     for path, tokenizer in [*cases, (fuzz.hf_folder(tmp_path, small=True), False)]:
         fuzz.open_as_the_notebook_does(path, tokenizer)
@@ -147,6 +152,8 @@ JSON_FINDINGS = {
         {"num_hidden_layers": 2**63},
         r"num_hidden_layers is 9,223,372,036,854,775,808, more than any Llama model states",
     ),
+    # found by the fuzzing of a Qwen3 config.json (2026-12-06): a TypeError before the fix
+    "model_type a list": ("config.json", {"model_type": [64]}, r"describes LlamaForCausalLM, not"),
 }
 
 
@@ -199,3 +206,16 @@ def test_each_tokenizer_json_finding_is_one_sentence(finding, hf_base, tmp_path)
     checkpoint = checkpoints.open_checkpoint(folder)
     with pytest.raises(SetupError, match=sentence):
         tokenizer_setup.load_tokenizer(checkpoint.tokenizer_source)
+
+
+# Found by the fuzzing of a Qwen3 GGUF file (2026-12-06, seeds 1,000–5,999): a tensor name
+# damaged so that it is no longer Meta's once read (a KeyError before the fix).
+QWEN3_GGUF_FINDINGS = [1116, 1568, 2098, 3370]
+
+
+@pytest.mark.slow  # writes a Qwen3 folder with transformers (seconds)
+def test_each_qwen3_gguf_finding_is_the_model_or_one_sentence(tmp_path):
+    data = fuzz.qwen3_base_file(tmp_path)
+    header = fuzz.metadata_end(tmp_path / "base-qwen3.gguf")
+    for seed in QWEN3_GGUF_FINDINGS:
+        assert fuzz.run_case(data, seed, header, tmp_path) is None, seed

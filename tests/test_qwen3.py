@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import Qwen3Config, Qwen3ForCausalLM
+from transformers import Qwen3ForCausalLM
 
 from plumbing import checkpoints, gguf_files, hf_checkpoint
 from plumbing.friendly_errors import CheckpointError
 from plumbing.run_settings import DEFAULT_PROMPT
 from testbeds.gguf_writer import write_gguf
-from testbeds.hf_folder import write_tokenizer_json
+from testbeds.hf_folder import write_random_qwen3
 from tests.support import reference_models
 from tests.support.notebook_values import (
     FLOAT32_CPU,
@@ -43,37 +43,10 @@ from tests.test_generation import STOP, generations
 
 pytestmark = pytest.mark.slow  # runs the notebook in a kernel: `make quick` leaves it out
 
-SIZES = {
-    "vocab_size": 128_256,  # Llama 3's vocabulary: the one the notebook's tokenizer reads
-    "hidden_size": 64,
-    "intermediate_size": 160,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 32,  # stated: 64 / 4 would be 16
-    "rope_theta": 1_000_000.0,
-    "rms_norm_eps": 1e-6,
-    "tie_word_embeddings": True,
-    "max_position_embeddings": 40_960,
-}
-
-
-def write_qwen3(folder: Path, seed: int = 0) -> Path:
-    """A random Qwen3 folder as the hub lays one out (bfloat16 safetensors)."""
-    torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(Qwen3Config(**SIZES)).to(torch.bfloat16)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("norm.weight"):  # every RMSNorm: q_norm, k_norm and the others
-                parameter.copy_(1 + 0.5 * torch.randn_like(parameter))
-    model.save_pretrained(folder)
-    write_tokenizer_json(folder)
-    return folder
-
 
 @pytest.fixture(scope="module")
 def qwen3(tmp_path_factory):
-    return write_qwen3(tmp_path_factory.mktemp("qwen3") / "random-qwen3")
+    return write_random_qwen3(tmp_path_factory.mktemp("qwen3") / "random-qwen3")
 
 
 @pytest.fixture(scope="module")
