@@ -423,12 +423,14 @@ def hf_folder(folder: Path, small: bool = False) -> Path:
     return out
 
 
-def run_format(kind: str, seeds, folder: Path, hf) -> list[dict]:
+def run_format(kind: str, seeds, folder: Path, hf, base: Path | None = None) -> list[dict]:
     """Every seed's case of one format; the failures. `hf(small)`: a Hugging Face folder
-    (`hf_folder`), made at its first use and shared by the formats that mutate it."""
+    (`hf_folder`), made at its first use and shared by the formats that mutate it. `base`: a
+    GGUF file to mutate instead of the project's own (one made by llama.cpp's converter and
+    quantizer, say; a case then parses its whole vocabulary, seconds)."""
     if kind == "gguf":
-        data = base_file(folder)
-        header = metadata_end(folder / "base.gguf")
+        data = base.read_bytes() if base else base_file(folder)
+        header = metadata_end(base or folder / "base.gguf")
         return [f for seed in seeds if (f := run_case(data, seed, header, folder))]
     if kind.startswith("qwen3"):  # its cases in a folder of their own: no name meets Llama's
         cases = folder / kind.replace(" ", "-")
@@ -463,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--replay", type=int, help="run the one case of this seed")
     parser.add_argument("--format", nargs="+", choices=FORMATS, default=["gguf"])
+    parser.add_argument("--base", type=Path, help="gguf: mutate this GGUF file instead")
     args = parser.parse_args(argv)
     seeds = [args.replay] if args.replay is not None else range(args.seed, args.seed + args.cases)
     failed = False
@@ -476,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
             return made[small]
 
         for kind in args.format:  # one process: the imports and the folder paid once
-            failures = run_format(kind, seeds, folder, hf)
+            failures = run_format(kind, seeds, folder, hf, args.base)
             failed |= bool(failures)
             print(json.dumps({"format": kind, "cases": len(seeds), "failures": failures}))
     return 1 if failed else 0

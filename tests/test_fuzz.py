@@ -219,3 +219,13 @@ def test_each_qwen3_gguf_finding_is_the_model_or_one_sentence(tmp_path):
     header = fuzz.metadata_end(tmp_path / "base-qwen3.gguf")
     for seed in QWEN3_GGUF_FINDINGS:
         assert fuzz.run_case(data, seed, header, tmp_path) is None, seed
+
+
+@pytest.mark.slow  # opens a few mutated GGUF files
+def test_a_campaign_mutates_the_gguf_file_it_is_given(tmp_path, monkeypatch):
+    # --base: a file made elsewhere (llama.cpp's converter and quantizer) in place of the
+    # project's own base, which is then never made
+    given = tmp_path / "given.gguf"
+    given.write_bytes(fuzz.base_file(tmp_path))
+    monkeypatch.setattr(fuzz, "base_file", lambda folder: pytest.fail("made its own base"))
+    assert fuzz.run_format("gguf", range(3), tmp_path, hf=None, base=given) == []
