@@ -17,7 +17,6 @@ here, where it lies.)
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +29,6 @@ from plumbing import (
     checkpoint_checks,
     checkpoint_files,
     hf_checkpoint,
-    model_sizes,
     release_facts,
     tensor_names,
 )
@@ -51,9 +49,8 @@ ROPE_FACTORS = "rope_freqs.weight"  # Llama 3.1+: one factor per RoPE pair (see 
 # The architectures read (general.architecture): Llama 3's, and Qwen3's, whose metadata keys
 # begin "qwen3." and which states its head width as the key length. llama.cpp's converter puts
 # Llama's query and key rows in Meta's order (it rotates adjacent pairs) and leaves Qwen3's in
-# Hugging Face's (it rotates halves): QWEN3_ROWS, put back on reading.
+# Hugging Face's (it rotates halves): put back on reading, as a Hugging Face folder's are.
 ARCHITECTURES = ("llama", "qwen3")
-QWEN3_ROWS = re.compile(r"layers\.\d+\.attention\.(wq|wk|q_norm|k_norm)\.weight")
 
 # params.json's keys from the metadata ("llama." stands for the architecture's own prefix).
 METADATA_KEYS = {
@@ -429,16 +426,6 @@ class GGUFWeights(NamedWeights):
     def __init__(self, path: Path, params: dict):
         self.path = Path(path)
         reader = open_gguf(self.path)
-        # Qwen3's query and key rows (and each head's gains) in Hugging Face's order: how many
-        # heads each such tensor holds, to put its rows in Meta's order when read
-        self.heads = {}
-        if field(reader, "general.architecture") == "qwen3":
-            filled = model_sizes.filled(params)
-            heads = {"wq": filled["n_heads"], "wk": filled["n_kv_heads"], "q_norm": 1, "k_norm": 1}
-            for t in reader.tensors:
-                name = tensor_names.GGUF.to_meta(t.name)
-                if found := QWEN3_ROWS.fullmatch(name):
-                    self.heads[name] = heads[found.group(1)]
         self.tensors = {
             tensor_names.GGUF.to_meta(t.name): t for t in reader.tensors if t.name != ROPE_FACTORS
         }
@@ -456,6 +443,9 @@ class GGUFWeights(NamedWeights):
                 "block formats (Q8_0, Q4_0, Q4_K_M …, as Ollama and LM Studio download them)."
             )
         self.dtypes = {name: FORMATS[f] for name, f in self.formats.items()}
+        self.heads = {}  # Qwen3's rows in Hugging Face's order: heads each tensor holds
+        if field(reader, "general.architecture") == "qwen3":
+            self.heads = hf_checkpoint.rotate_half_rows(self.shapes, params)
 
     def describe(self, name: str) -> str:
         original = self.tensors[name].name if name in self.tensors else name
@@ -478,8 +468,6 @@ class GGUFWeights(NamedWeights):
             tensor = self._as_stored(name)
             if isinstance(tensor, BlockMatrix):
                 tensor = tensor.full()
-            if tensor.dim() == 1:  # a head's gains
-                return hf_checkpoint.hf_rows_to_meta(tensor[:, None], 1)[:, 0]
             return hf_checkpoint.hf_rows_to_meta(tensor, self.heads[name])
         return self._as_stored(name)
 

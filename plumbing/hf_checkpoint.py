@@ -13,6 +13,7 @@ what differs and why.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -186,16 +187,41 @@ def read_params(folder: Path) -> dict:
     return params
 
 
+# The tensors a Hugging Face folder (and llama.cpp's Qwen3 file) keeps in rotate-half order:
+# q and k, and Qwen3's gains of one head's query and key features.
+ROTATE_HALF = re.compile(r"layers\.\d+\.attention\.(wq|wk|q_norm|k_norm)\.weight")
+
+
+def rotate_half_rows(shapes: dict[str, tuple[int, ...]], params: dict) -> dict[str, int]:
+    """Those tensors among `shapes` (Meta's names), each with how many heads its rows hold."""
+    head_dim = model_sizes.head_dim(params)
+    return {
+        name: shape[0] // head_dim for name, shape in shapes.items() if ROTATE_HALF.fullmatch(name)
+    }
+
+
 def hf_rows_to_meta(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Undo Hugging Face's reordering of one q or k matrix's rows, head by head.
+    """Undo Hugging Face's reordering of one q or k matrix's rows (or one head's gains), head
+    by head.
 
     In each head, Meta's rows come as RoPE pairs (0, 1), (2, 3), …; Hugging Face's
     converter put the first of every pair in the first half and the second in the second
     half, so that its rotate-half RoPE pairs row i with row i + head_dim/2. Putting them
     back: [heads × 2 halves × head_dim/2 × dim] → [heads × head_dim/2 × 2 × dim].
     """
+    if weight.dim() == 1:  # a head's gains: rows of one number
+        return hf_rows_to_meta(weight[:, None], n_heads)[:, 0]
     rows, dim = weight.shape
     return weight.view(n_heads, 2, rows // n_heads // 2, dim).transpose(1, 2).reshape(rows, dim)
+
+
+def meta_rows_to_hf(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """The reordering `hf_rows_to_meta` undoes: each head's rows from Meta's adjacent pairs
+    (2i, 2i+1) to Hugging Face's (i, i + head_dim/2), as its converter writes them."""
+    if weight.dim() == 1:
+        return meta_rows_to_hf(weight[:, None], n_heads)[:, 0]
+    rows, dim = weight.shape
+    return weight.view(n_heads, rows // n_heads // 2, 2, dim).transpose(1, 2).reshape(rows, dim)
 
 
 def safetensors_files(folder: Path) -> dict[str, Path]:
@@ -288,13 +314,7 @@ class HuggingFaceWeights(NamedWeights):
                 ) from None
             self.shapes[name] = tuple(view.get_shape())
             self.dtypes[name] = _SAFETENSORS_DTYPES.get(view.get_dtype(), torch.uint8)
-        head_dim = model_sizes.head_dim(params)
-        self.heads = {}  # q and k matrices (and Qwen3's gains of one head): heads they hold
-        for name, shape in self.shapes.items():
-            if name.endswith(("attention.wq.weight", "attention.wk.weight")):
-                self.heads[name] = shape[0] // head_dim
-            if name.endswith(("attention.q_norm.weight", "attention.k_norm.weight")):
-                self.heads[name] = 1  # one head's features, in the same rotate-half order
+        self.heads = rotate_half_rows(self.shapes, params)  # put back in Meta's order when read
 
     def describe(self, name: str) -> str:
         if name in self.file_of:
@@ -310,8 +330,6 @@ class HuggingFaceWeights(NamedWeights):
     def __getitem__(self, name: str) -> torch.Tensor:
         original, path = self.file_of[name]
         tensor = self.handles[path].get_tensor(original)
-        if name in self.heads and tensor.dim() == 1:  # a head's gains: put back as its rows
-            return hf_rows_to_meta(tensor[:, None], 1)[:, 0]
         if name in self.heads:
             tensor = hf_rows_to_meta(tensor, self.heads[name])
         return tensor

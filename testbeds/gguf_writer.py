@@ -18,7 +18,6 @@ from pathlib import Path
 
 import gguf
 import numpy as np
-import torch
 
 import tokenizer_setup
 from plumbing import checkpoints, gguf_files, hf_checkpoint, model_sizes
@@ -113,20 +112,6 @@ def llama3_merges() -> list[str]:
     return [merge if isinstance(merge, str) else " ".join(merge) for merge in merges]
 
 
-def rows_as_llama_cpp_keeps(architecture: str, name: str, values: np.ndarray, params) -> np.ndarray:
-    """llama.cpp keeps Llama's query and key rows in Meta's order and Qwen3's in Hugging Face's
-    (it rotates halves there): for qwen3, each head's rows (and gains) put in Hugging Face's
-    order, the inverse of what the reader does (hf_checkpoint.hf_rows_to_meta)."""
-    if architecture != "qwen3" or not gguf_files.QWEN3_ROWS.fullmatch(name):
-        return values
-    heads = params["n_heads"] if "wq" in name else params["n_kv_heads"] if "wk" in name else 1
-    rows = np.arange(values.shape[0], dtype=np.float32)[:, None]
-    meta_order = hf_checkpoint.hf_rows_to_meta(torch.from_numpy(rows), heads)[:, 0].long().numpy()
-    in_hf_order = np.empty_like(values)
-    in_hf_order[meta_order] = values  # row i of Meta's is row meta_order[i] of Hugging Face's
-    return in_hf_order
-
-
 def write_gguf(
     checkpoint: Path,
     path: Path,
@@ -150,10 +135,17 @@ def write_gguf(
             vocabulary_text(tokenizer_setup.load_tokenizer(opened.tokenizer_source)),
         )
     writer = metadata_writer(path, params, vocabulary, architecture, context_length, merges)
+    # llama.cpp keeps Llama's query and key rows in Meta's order and Qwen3's in Hugging Face's
+    # (it rotates halves there): those put in Hugging Face's order, as its converter leaves them
+    shapes = dict(weights.shapes)
+    rotated = hf_checkpoint.rotate_half_rows(shapes, params) if architecture == "qwen3" else {}
     for name in weights:
         if keep is not None and name not in keep:
             continue
-        values = rows_as_llama_cpp_keeps(architecture, name, weights[name].float().numpy(), params)
+        values = weights[name].float()
+        if name in rotated:
+            values = hf_checkpoint.meta_rows_to_hf(values, rotated[name])
+        values = values.numpy()
         if values.ndim == 1 or kind == "F32":
             writer.add_tensor(gguf_name(name), values)
         elif kind == "F16":

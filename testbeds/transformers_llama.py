@@ -17,6 +17,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from plumbing import checkpoints, model_sizes, release_facts, tensor_names
+from plumbing.hf_checkpoint import meta_rows_to_hf  # Meta's q/k rows in Hugging Face's order
 
 # Each Llama layer's tensors, Meta's name → Hugging Face's, read off the one name map (not
 # Qwen3's norms of each query and key head, which Llama has not).
@@ -30,18 +31,6 @@ HF_LAYER_KEYS = {
 def load_meta_checkpoint(checkpoint_dir: Path):
     """The checkpoint's tensors by name (one file or Meta's shards), as the notebook reads them."""
     return checkpoints.open_checkpoint(Path(checkpoint_dir)).weights
-
-
-def meta_rows_to_hf(weight: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Reorder each head's q/k rows from Meta's adjacent pairs (2i, 2i+1) to HF's (i, i +
-    head_dim/2)."""
-    out_features, in_features = weight.shape
-    head_dim = out_features // n_heads
-    return (
-        weight.view(n_heads, head_dim // 2, 2, in_features)
-        .transpose(1, 2)
-        .reshape(out_features, in_features)
-    )
 
 
 def hf_rope_scaling(factor: float) -> dict:

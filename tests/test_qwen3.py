@@ -76,7 +76,7 @@ def test_each_heads_gains_come_in_the_order_of_its_rows(qwen3, reference):
     # the gains of that head's features must move with them
     weights = checkpoints.open_checkpoint(qwen3).weights
     attention = reference.model.layers[0].self_attn
-    order = hf_checkpoint.hf_rows_to_meta(torch.arange(32.0)[:, None], 1)[:, 0].long()
+    order = hf_checkpoint.hf_rows_to_meta(torch.arange(32.0), 1).long()
     for ours, theirs in (("q_norm", attention.q_norm), ("k_norm", attention.k_norm)):
         read = weights[f"layers.0.attention.{ours}.weight"].float()
         assert torch.equal(read, theirs.weight.detach()[order]), ours
