@@ -1,4 +1,4 @@
-"""Build Meta's Llama 3 tokenizer with tiktoken — plumbing only.
+"""Build Meta's Llama 3 tokenizer (or Qwen3's) with tiktoken — plumbing only.
 
 Llama 3 uses a byte-level BPE: `tokenizer.model` is a text file of
 `<base64 bytes> <rank>` lines (128,000 of them), to which Meta's code adds a
@@ -7,6 +7,12 @@ We never ship Meta's file: it comes from the checkpoint folder, or else from
 the copy inside Meta's `llama-models` package. A Hugging Face folder's
 `tokenizer.json` and a GGUF file's metadata hold the same vocabulary in other
 spellings; each is checked to be Llama 3's.
+
+Qwen3's vocabulary is a byte-level BPE too (151,643 ranked tokens, then its special tokens),
+with a split pattern of its own, Unicode NFC before splitting, no token that begins a text,
+and ChatML's turns. A tokenizer.json or GGUF vocabulary that is not Llama 3's is read as such
+a vocabulary when its merges agree with its ranks (then tiktoken's rule, lowest rank first,
+gives what merging in the file's order gives) and it has ChatML's special tokens.
 
 Which of them a checkpoint has is not decided here: `checkpoints.open_checkpoint`
 hands over `tokenizer_source` (its kind and file), and `load_tokenizer` reads that.
@@ -20,6 +26,7 @@ import importlib.util
 import json
 import unicodedata
 from pathlib import Path
+from typing import NamedTuple
 
 import regex
 import tiktoken
@@ -34,11 +41,70 @@ SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# Qwen's (Qwen2 to Qwen3; fact, from its tokenizer.json): each digit a piece of its own.
+QWEN_SPLIT_PATTERN = SPLIT_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
+# llama.cpp's names for them in a GGUF file's tokenizer.ggml.pre (fact, from llama.cpp).
+GGUF_SPLIT_PATTERNS = {"llama-bpe": SPLIT_PATTERN, "qwen2": QWEN_SPLIT_PATTERN}
+
+
+class Tokenizer(tiktoken.Encoding):
+    """tiktoken's tokenizer, and what its vocabulary does around the BPE: the tokens a text
+    begins with (`begin_of_text`: Llama 3's `<|begin_of_text|>`; Qwen3 has none), the one that
+    ends a document, those that end generation, the chat format (`{question}` where the user's
+    text goes), and whether text is put in Unicode NFC first (Qwen3's does; Llama 3's not)."""
+
+    def __init__(
+        self, *, nfc: bool, begin: str | None, end: str, turn_end: str, chat: str, **encoding
+    ):
+        super().__init__(**encoding)
+        self.nfc, self.chat_template = nfc, chat
+        self.begin_of_text = [] if begin is None else [self.encode_single_token(begin)]
+        self.end_of_text = self.encode_single_token(end)
+        self.stop_tokens = {self.end_of_text, self.encode_single_token(turn_end)}
+
+    def normalize(self, text: str) -> str:
+        return unicodedata.normalize("NFC", text) if self.nfc else text
+
+    def encode(self, text: str, *arguments, **keywords) -> list[int]:
+        return super().encode(self.normalize(text), *arguments, **keywords)
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return super().encode_ordinary(self.normalize(text))
+
+
+# What each kind of vocabulary does around its BPE (facts: Meta's Llama 3 code, Qwen's
+# tokenizer files and chat template).
+LLAMA3_AROUND = dict(
+    nfc=False,
+    begin="<|begin_of_text|>",
+    end="<|end_of_text|>",
+    turn_end="<|eot_id|>",
+    chat="<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{question}<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n",
+)
+CHATML_AROUND = dict(
+    nfc=True,
+    begin=None,
+    end="<|endoftext|>",
+    turn_end="<|im_end|>",
+    chat="<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n",
+)
+
+
+class Vocabulary(NamedTuple):
+    """What a vocabulary file holds, read: ranked tokens, special tokens, the split pattern,
+    and what is done around the BPE (LLAMA3_AROUND or CHATML_AROUND)."""
+
+    ranks: dict[bytes, int]
+    special: dict[str, int]
+    pattern: str = SPLIT_PATTERN
+    around: dict = LLAMA3_AROUND
 
 
 def split_regex(tokenizer: tiktoken.Encoding) -> regex.Pattern:
-    """SPLIT_PATTERN compiled with the `regex` package, its letters and numbers those of the
-    tokenizer's own Unicode tables, so that it cuts any text into the pieces tiktoken cuts.
+    """The tokenizer's split pattern (SPLIT_PATTERN, or Qwen's) compiled with the `regex`
+    package, its letters and numbers those of the tokenizer's own Unicode tables, so that it
+    cuts any text into the pieces tiktoken cuts.
 
     The two packages carry Unicode tables of different ages (in December 2026 tiktoken's are
     Unicode 16.0's, `regex`'s 17.0's and newer): a character assigned since is a letter or a
@@ -48,13 +114,16 @@ def split_regex(tokenizer: tiktoken.Encoding) -> regex.Pattern:
     (c + "/A" splits before "/A" only where c is a letter or a number), and those it does not
     take as one are left out of both classes.
     """
+    pattern = tokenizer._pat_str
+    if b"/A" not in tokenizer._mergeable_ranks:  # a vocabulary without it cannot be asked
+        return regex.compile(pattern)
     slash_a = tokenizer.encode_single_token("/A")
     every_character = "".join(map(chr, [*range(0xD800), *range(0xE000, 0x110000)]))
     letters_and_numbers = regex.findall(r"[\p{L}\p{N}]", every_character)
     newer = [char for char in letters_and_numbers if unicodedata.category(char) == "Cn"]
     unknown = [c for c in newer if tokenizer.encode(c + "/A", disallowed_special=())[-1] != slash_a]
     if not unknown:
-        return regex.compile(SPLIT_PATTERN)
+        return regex.compile(pattern)
     ranges = []  # consecutive characters as one range: the class compiles in milliseconds
     for char in unknown:
         if ranges and ord(char) == ord(ranges[-1][1]) + 1:
@@ -62,7 +131,7 @@ def split_regex(tokenizer: tiktoken.Encoding) -> regex.Pattern:
         else:
             ranges.append([char, char])
     left_out = "".join(f"{regex.escape(first)}-{regex.escape(last)}" for first, last in ranges)
-    pattern = SPLIT_PATTERN.replace(r"\p{L}", rf"[\p{{L}}--[{left_out}]]")
+    pattern = pattern.replace(r"\p{L}", rf"[\p{{L}}--[{left_out}]]")
     pattern = pattern.replace(r"\p{N}", rf"[\p{{N}}--[{left_out}]]")
     return regex.compile(pattern, regex.VERSION1)
 
@@ -169,6 +238,16 @@ def read_mergeable_ranks(path: str | Path) -> dict[bytes, int]:
     return ranks
 
 
+def vocabulary_lines(source: TokenizerSource, tokenizer: Tokenizer) -> list[bytes]:
+    """The ranked tokens as tokenizer.model's lines, `<base64 token> <rank>`: the file's own
+    where the checkpoint reads one (or the copy in `llama-models`), else the vocabulary the
+    tokenizer read from a tokenizer.json or a GGUF file, written the same way."""
+    if source.kind == "tokenizer.model":
+        return find_tokenizer_model(source.path.parent).read_bytes().splitlines()
+    ranked = sorted(tokenizer._mergeable_ranks.items(), key=lambda item: item[1])
+    return [base64.b64encode(token) + b" %d" % rank for token, rank in ranked]
+
+
 def ranks_digest(ranks: dict[bytes, int]) -> str:
     """SHA-256 over every (rank, token) in rank order: equal digests, equal vocabularies."""
     digest = hashlib.sha256()
@@ -194,11 +273,11 @@ def byte_level_alphabet() -> dict[str, int]:
     return alphabet
 
 
-def read_tokenizer_json(path: str | Path) -> tuple[dict[bytes, int], dict[str, int]]:
-    """A Hugging Face tokenizer.json as tiktoken ranks and special tokens, checked to be Llama
-    3's."""
+def read_tokenizer_json(path: str | Path) -> Vocabulary:
+    """A Hugging Face tokenizer.json as tiktoken ranks and special tokens: Llama 3's, checked
+    to be, or another byte-level BPE with ChatML's special tokens, like Qwen3's."""
     path = Path(path)
-    fix = "use the tokenizer.json from the same Llama 3 download as the weights"
+    fix = "use the tokenizer.json from the same download as the weights"
     if mistake := download_mistake(path):
         raise TokenizerFileError(f"{path} is {mistake}; {fix}.")
     try:
@@ -215,8 +294,8 @@ def read_tokenizer_json(path: str | Path) -> tuple[dict[bytes, int], dict[str, i
     ):
         kind = model.get("type") if isinstance(model, dict) else None
         raise TokenizerFileError(
-            f"{path} is not a byte-level BPE tokenizer (model type {kind!r}), which Llama 3's is: "
-            f"{fix}."
+            f"{path} is not a byte-level BPE tokenizer (model type {kind!r}), which Llama 3's and "
+            f"Qwen3's are: {fix}."
         )
     ranks = byte_level_ranks(model["vocab"].items(), path, fix)
     added = data.get("added_tokens", [])
@@ -230,33 +309,121 @@ def read_tokenizer_json(path: str | Path) -> tuple[dict[bytes, int], dict[str, i
             f"{path}: its added_tokens is not a list of tokens, each a text `content` and an "
             f"integer `id`, as Llama 3's is: {fix}."
         )
-    special = {token["content"]: token["id"] for token in added if token["id"] >= N_MERGEABLE_RANKS}
-    check_special_tokens(special, path, fix)
-    return ranks, special
+    if ranks_digest(ranks) == LLAMA3_RANKS_SHA256:
+        special = {t["content"]: t["id"] for t in added if t["id"] >= N_MERGEABLE_RANKS}
+        check_special_tokens(special, path, fix)
+        return Vocabulary(ranks, special)
+    special = {token["content"]: token["id"] for token in added}
+    normalizer = data.get("normalizer")
+    if normalizer not in (None, {"type": "NFC"}):
+        what = normalizer.get("type") if isinstance(normalizer, dict) else normalizer
+        raise TokenizerFileError(
+            f"{path} normalizes text with {what!r}, where Qwen3's vocabulary uses NFC or nothing "
+            f"and Llama 3's nothing: {fix}."
+        )
+    pattern = split_pattern_of(data.get("pre_tokenizer"), path, fix)
+    around = CHATML_AROUND | {"nfc": normalizer is not None}
+    return own_vocabulary(ranks, special, model.get("merges"), pattern, around, path, fix)
+
+
+def split_pattern_of(pre_tokenizer, path: Path, fix: str) -> str:
+    """A tokenizer.json's pre-tokenizer, as Llama 3's and Qwen3's have it (their split
+    pattern, then the bytes in byte-level BPE's alphabet): the pattern, if it is one of theirs.
+    Only these two are read: a regex from a file is code that can take forever on a text."""
+    steps = pre_tokenizer.get("pretokenizers") if isinstance(pre_tokenizer, dict) else None
+    split, byte_level = steps if isinstance(steps, list) and len(steps) == 2 else (None, None)
+    if not isinstance(split, dict) or not isinstance(byte_level, dict):
+        split, byte_level = {}, {}
+    pattern = split.get("pattern")
+    if (
+        not isinstance(pattern, dict)
+        or pattern.get("Regex") not in (SPLIT_PATTERN, QWEN_SPLIT_PATTERN)
+        or (split.get("type"), split.get("behavior"), split.get("invert"))
+        != ("Split", "Isolated", False)
+        or byte_level.get("type") != "ByteLevel"
+        or byte_level.get("use_regex") is not False
+        or byte_level.get("add_prefix_space") is not False
+    ):
+        raise TokenizerFileError(
+            f"{path} does not split text as Llama 3's or Qwen3's tokenizer does (their split "
+            f"pattern, then byte-level BPE's alphabet): {fix}."
+        )
+    return pattern["Regex"]
+
+
+def own_vocabulary(ranks, special, merges, pattern: str, around: dict, path: Path, fix: str):
+    """A vocabulary that is not Llama 3's, read as Qwen3's is: checked that its merges agree
+    with its ranks, that its special tokens come after them, and that it has ChatML's."""
+    needed = [around["end"], around["turn_end"], "<|im_start|>"]
+    if missing := [name for name in needed if name not in special]:
+        raise TokenizerFileError(
+            f"{path} holds {len(ranks):,} BPE tokens that are not Llama 3's vocabulary, and no "
+            f"{missing[0]}, so not one like Qwen3's either: {fix}."
+        )
+    taken = [name for name, token_id in special.items() if token_id < len(ranks) or not name]
+    if taken or len(set(special.values())) != len(special):
+        what = "two share an id"
+        if taken:
+            what = f"{taken[0]!r} has the id of a ranked token" if taken[0] else "one is empty"
+        raise TokenizerFileError(f"{path}: of its special tokens, {what}: {fix}.")
+    check_merges(merges, ranks, path, fix)
+    return Vocabulary(ranks, special, pattern, around)
+
+
+def check_merges(merges, ranks: dict[bytes, int], path: Path, fix: str) -> None:
+    """The merges, in the file's order, each join two tokens into a token of a rank no lower
+    than the one before, and every token past the 256 bytes is made by one: then merging
+    the lowest rank first (tiktoken's rule, the from-scratch BPE's) merges as the file does."""
+    alphabet = byte_level_alphabet()
+    if not isinstance(merges, list):
+        raise TokenizerFileError(f"{path} lists no merges, which a byte-level BPE needs: {fix}.")
+    made, last = set(), -1
+    for number, merge in enumerate(merges):
+        pair = merge.split(" ") if isinstance(merge, str) else merge
+        try:
+            first, second = (bytes(alphabet[char] for char in part) for part in pair)
+            rank = ranks[first + second] if first in ranks and second in ranks else None
+        except (KeyError, TypeError, ValueError):
+            rank = None
+        if rank is None or rank < last:
+            why = "does not join two tokens into one" if rank is None else "is out of rank order"
+            raise TokenizerFileError(
+                f"{path}: merge {number} ({merge!r}) {why}, so merging by rank, as this "
+                f"notebook's BPE does, would not give the file's tokens: {fix}."
+            )
+        made.add(rank)
+        last = rank
+    if len(made) != len(ranks) - 256:
+        raise TokenizerFileError(
+            f"{path}: {len(ranks) - 256 - len(made):,} of its tokens are made by no merge, so "
+            f"merging by rank would not give the file's tokens: {fix}."
+        )
 
 
 def byte_level_ranks(vocab, path: Path, fix: str) -> dict[bytes, int]:
-    """(text, id) pairs written in byte-level BPE's alphabet → tiktoken's ranks, checked to be
-    exactly Llama 3's 128,000 tokens."""
+    """(text, id) pairs written in byte-level BPE's alphabet → tiktoken's ranks: every byte a
+    token, the ids numbered from 0 with none left out."""
     alphabet = byte_level_alphabet()
     ranks: dict[bytes, int] = {}
     for text, rank in vocab:
         if not isinstance(rank, int):
             raise TokenizerFileError(
-                f"{path}: token {text!r} has id {rank!r}, not an integer, so this is not Llama "
-                f"3's vocabulary: {fix}."
+                f"{path}: token {text!r} has id {rank!r}, not an integer, so this is not a "
+                f"vocabulary the notebook reads: {fix}."
             )
         try:
             ranks[bytes(alphabet[char] for char in text)] = rank
         except KeyError:
             raise TokenizerFileError(
                 f"{path}: token {text!r} is not written in byte-level BPE's alphabet, so this is "
-                f"not Llama 3's vocabulary: {fix}."
+                f"not a vocabulary the notebook reads: {fix}."
             ) from None
-    if ranks_digest(ranks) != LLAMA3_RANKS_SHA256:
+    if sorted(ranks.values()) != list(range(len(ranks))) or not all(
+        bytes([byte]) in ranks for byte in range(256)
+    ):
         raise TokenizerFileError(
-            f"{path} holds {len(ranks):,} BPE tokens that are not Llama 3's vocabulary (another "
-            f"model's tokenizer, such as Qwen3's, which this notebook does not read yet): {fix}."
+            f"{path}: its {len(ranks):,} BPE tokens are not numbered 0, 1, 2 … with every byte "
+            f"among them, as a byte-level BPE's are: {fix}."
         )
     return ranks
 
@@ -277,25 +444,45 @@ def check_special_tokens(special: dict[str, int], path: Path, fix: str) -> None:
         raise TokenizerFileError(f"{path}: {what}, as in Llama 3: {fix}.")
 
 
-def read_gguf_tokenizer(path: str | Path) -> tuple[dict[bytes, int], dict[str, int]]:
-    """The vocabulary in a GGUF file's metadata as tiktoken ranks and special tokens, checked
-    to be Llama 3's: byte-level BPE ("gpt2" in llama.cpp's words), the same 128,000 ranked
-    tokens, and the 256 special tokens after them."""
+def read_gguf_tokenizer(path: str | Path) -> Vocabulary:
+    """The vocabulary in a GGUF file's metadata as tiktoken ranks and special tokens:
+    byte-level BPE ("gpt2" in llama.cpp's words), either Llama 3's (the same 128,000 ranked
+    tokens and the 256 special tokens after them) or, split by Qwen's pattern ("qwen2"), one
+    like Qwen3's: its normal tokens ranked, the others special."""
     path = Path(path)
-    fix = "use a Llama 3 GGUF file"
-    kind, tokens = gguf_files.vocabulary(path)
+    fix = "use a Llama 3 or Qwen3 GGUF file"
+    kind, tokens, types, merges, pre = gguf_files.vocabulary_details(path)
     if kind != "gpt2":
         what = {"llama": "a SentencePiece vocabulary, like Llama 2's"}.get(kind, f"{kind!r}")
         raise TokenizerFileError(
-            f"{path} holds {what} ({len(tokens):,} tokens), not Llama 3's byte-level BPE of "
-            f"{N_MERGEABLE_RANKS + N_SPECIAL_TOKENS:,} tokens: {fix}."
+            f"{path} holds {what} ({len(tokens):,} tokens), not a byte-level BPE like Llama 3's "
+            f"or Qwen3's: {fix}."
         )
-    ranks = byte_level_ranks(
-        ((text, rank) for rank, text in enumerate(tokens[:N_MERGEABLE_RANKS])), path, fix
-    )
-    special = {text: i for i, text in enumerate(tokens) if i >= N_MERGEABLE_RANKS}
-    check_special_tokens(special, path, fix)
-    return ranks, special
+    if pre != "qwen2":  # Llama 3's ("llama-bpe"), or a file that does not say
+        ranks = byte_level_ranks(
+            ((text, rank) for rank, text in enumerate(tokens[:N_MERGEABLE_RANKS])), path, fix
+        )
+        if ranks_digest(ranks) != LLAMA3_RANKS_SHA256:
+            raise TokenizerFileError(
+                f"{path} holds {len(ranks):,} BPE tokens that are not Llama 3's vocabulary, split "
+                f"by {pre!r}, not Qwen's pattern: {fix}."
+            )
+        special = {text: i for i, text in enumerate(tokens) if i >= N_MERGEABLE_RANKS}
+        check_special_tokens(special, path, fix)
+        return Vocabulary(ranks, special)
+    normal = 1  # llama.cpp's token type of a ranked token; control tokens are 3, added ones 4
+    if not isinstance(types, list) or len(types) != len(tokens):
+        raise TokenizerFileError(f"{path} gives no type for each of its tokens: {fix}.")
+    n_ranked = next((i for i, kind in enumerate(types) if kind != normal), len(types))
+    if normal in types[n_ranked:]:
+        raise TokenizerFileError(
+            f"{path}: its ranked tokens are not ids 0 … {n_ranked - 1} with the special tokens "
+            f"after them: {fix}."
+        )
+    ranks = byte_level_ranks(((text, i) for i, text in enumerate(tokens[:n_ranked])), path, fix)
+    special = {text: i for i, text in enumerate(tokens) if i >= n_ranked}
+    pattern = GGUF_SPLIT_PATTERNS[pre]
+    return own_vocabulary(ranks, special, merges, pattern, CHATML_AROUND, path, fix)
 
 
 def special_tokens() -> dict[str, int]:
@@ -303,26 +490,28 @@ def special_tokens() -> dict[str, int]:
     return {name: N_MERGEABLE_RANKS + i for i, name in enumerate(special_token_names())}
 
 
-# How each kind of vocabulary a checkpoint hands over is read: ranks and special tokens.
+# How each kind of vocabulary a checkpoint hands over is read.
 READERS = {
-    "tokenizer.model": lambda path: (read_mergeable_ranks(path), special_tokens()),
+    "tokenizer.model": lambda path: Vocabulary(read_mergeable_ranks(path), special_tokens()),
     "tokenizer.json": read_tokenizer_json,
     "gguf": read_gguf_tokenizer,
 }
 
 
-def load_tokenizer(source: TokenizerSource | None = None) -> tiktoken.Encoding:
+def load_tokenizer(source: TokenizerSource | None = None) -> Tokenizer:
     """Llama 3's tokenizer: BPE ranks + Meta's split pattern + 256 special tokens, from what
     the checkpoint hands over (`checkpoints.open_checkpoint(path).tokenizer_source`): a GGUF
     file's metadata, a tokenizer.json, or a tokenizer.model — the one in `llama-models`
-    when there is none beside the weights, or with no source at all."""
+    when there is none beside the weights, or with no source at all. A tokenizer.json or GGUF
+    file with a vocabulary like Qwen3's gives that one, with its own pattern and specials."""
     if source is None or (source.kind == "tokenizer.model" and not source.path.exists()):
         folder = None if source is None else source.path.parent
         source = TokenizerSource("tokenizer.model", find_tokenizer_model(folder))
-    ranks, special = READERS[source.kind](source.path)
-    return tiktoken.Encoding(
+    vocabulary = READERS[source.kind](source.path)
+    return Tokenizer(
         name=f"llama3:{source.path}",
-        pat_str=SPLIT_PATTERN,
-        mergeable_ranks=ranks,
-        special_tokens=special,
+        pat_str=vocabulary.pattern,
+        mergeable_ranks=vocabulary.ranks,
+        special_tokens=vocabulary.special,
+        **vocabulary.around,
     )

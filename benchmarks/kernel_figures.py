@@ -46,7 +46,7 @@ def clock(nb: KernelGlobals, work) -> float:
 
 
 def prompt_tokens(nb: KernelGlobals) -> list[int]:
-    return [nb["bos_id"]] + nb["tokenizer"].encode(nb["prompt"], disallowed_special=())
+    return nb["begin"] + nb["tokenizer"].encode(nb["prompt"], disallowed_special=())
 
 
 def decode_timing(
@@ -164,12 +164,12 @@ def batch_timing(
     """Decode steps of the notebook's batch of prompts (`left_padded`, `KVCache`,
     `forward_batch`: what `generate_batch` runs each step) at each batch size, and one product
     of the first feed-forward matrix at 1 and at 8 rows."""
-    tokenizer, bos_id, device = nb["tokenizer"], nb["bos_id"], nb["device"]
+    tokenizer, begin, device = nb["tokenizer"], nb["begin"], nb["device"]
     results = {"dtype": str(nb["compute_dtype"]).removeprefix("torch.")}
     results["quantized"] = nb["settings"].quantization_note
     for size in batch_sizes:
         texts = [BATCH_TEXTS[i % len(BATCH_TEXTS)] for i in range(size)]
-        prompts = [[bos_id] + tokenizer.encode(text, disallowed_special=()) for text in texts]
+        prompts = [begin + tokenizer.encode(text, disallowed_special=()) for text in texts]
         prefill, seconds = batch_steps(nb, prompts, steps)
         results[str(size)] = {
             "prefill": prefill,
@@ -258,7 +258,7 @@ def long_context(nb: KernelGlobals, lengths: list[int], path: str) -> None:
     key_block, prefill_chunk = nb["key_block"], nb["prefill_chunk"]
     in_blocks, figures = nb["attention_in_blocks"], {}
     for length in lengths:
-        tokens = [nb["bos_id"]] + (corpus * (length // len(corpus) + 1))[: length - 1]
+        tokens = nb["begin"] + (corpus * (length // len(corpus) + 1))[: length - 1]
         scores_gb = 3 * nb["n_heads"] * length * length * 4 / 1e9  # scores, softmax, weights
         ways = {"blocks": (key_block, prefill_chunk, in_blocks)}
         if scores_gb < 0.7 * available_gb():
@@ -399,7 +399,7 @@ def lora_steps(nb: KernelGlobals, rank: int, steps: int, sentence: str, path: st
     Beside each wall time, the kernel's CPU time (all its threads), which another process
     sharing the cores lengthens less."""
     forward, weights_from = nb["forward"], nb["weights_from"]
-    tokens = [nb["bos_id"]] + nb["tokenizer"].encode(sentence, disallowed_special=())
+    tokens = nb["begin"] + nb["tokenizer"].encode(sentence, disallowed_special=())
     results = {"tokens": len(tokens), "parameters": nb["settings"].n_parameters}
     results["dtype"] = str(nb["compute_dtype"]).removeprefix("torch.")
 

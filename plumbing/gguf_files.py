@@ -510,6 +510,18 @@ def weights(path: Path, params: dict) -> NamedWeights:
     return GGUFWeights(path, params)
 
 
+def vocabulary_details(path: Path) -> tuple:
+    """The tokenizer in the metadata: its kind ("gpt2": byte-level BPE), every token's text and
+    type by id, the merges, and the split pattern's name ("llama-bpe": Llama 3's, "qwen2")."""
+    reader = open_gguf(path)
+    kind, tokens = vocabulary(path)
+    types, merges, pre = (
+        field(reader, key)
+        for key in ("tokenizer.ggml.token_type", "tokenizer.ggml.merges", "tokenizer.ggml.pre")
+    )
+    return kind, tokens, types, merges, pre
+
+
 def vocabulary(path: Path) -> tuple[str | None, list[str]]:
     """The tokenizer in the metadata: its kind (Llama 3's is "gpt2", byte-level BPE) and
     every token's text, by id."""

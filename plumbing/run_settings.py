@@ -368,6 +368,11 @@ def check_prompt(prompt: str, tokens: list[int], params: dict) -> None:
             f"The prompt is {len(tokens):,} tokens, longer than this model's context of "
             f"{limit:,}: shorten the prompt (LLAMA3_PROMPT or LLAMA3_PROMPT_FILE)."
         )
+    if not tokens:
+        raise SettingError(
+            "The prompt is empty, and this model's vocabulary has no token that begins a text "
+            "(Qwen3's has none), so there is nothing to predict from: give LLAMA3_PROMPT some text."
+        )
     if not prompt:
         print(
             "note: the prompt is empty, so the model sees only <|begin_of_text|> and predicts how "
@@ -501,9 +506,8 @@ def decide(
     before any lesson runs; notes about an empty prompt or spelled special tokens print here.
     The parameter count is of the tensors the checkpoint holds (a tied output matrix once).
     """
-    prompt = choose_prompt()
-    bos_id = tokenizer.encode_single_token("<|begin_of_text|>")
-    tokens = [bos_id] + tokenizer.encode(prompt, disallowed_special=())
+    prompt = tokenizer.normalize(choose_prompt())  # in NFC where the vocabulary reads that
+    tokens = tokenizer.begin_of_text + tokenizer.encode(prompt, disallowed_special=())
     check_prompt(prompt, tokens, params)
     device = choose_device()
     check_prompt_fits(len(tokens), params["n_heads"], device_memory(device))

@@ -59,7 +59,7 @@ def vocabulary_text(tokenizer) -> list[str]:
     tokens = []
     for token_id in range(tokenizer.n_vocab):
         raw = tokenizer.decode_single_token_bytes(token_id)
-        if token_id >= tokenizer_setup.N_MERGEABLE_RANKS:
+        if token_id >= len(tokenizer._mergeable_ranks):
             tokens.append(raw.decode())
         else:
             tokens.append("".join(to_char[byte] for byte in raw))
@@ -73,11 +73,14 @@ def metadata_writer(
     architecture: str = "llama",
     context_length: int | None = None,
     merges: list[str] | None = None,
+    pre: str = "llama-bpe",
+    token_types: list[int] | None = None,
 ) -> gguf.GGUFWriter:
     """A GGUF writer with the sizes (filled params) and the vocabulary in its metadata, as
     llama.cpp's converter writes them; the tensors are the caller's to add. `merges` (the BPE
     merges, `llama3_merges()`): llama.cpp loads no BPE vocabulary without them (the notebook
-    needs only the tokens)."""
+    needs only the tokens); `pre`: the split pattern's name, and `token_types` each token's kind
+    (llama.cpp's: 1 ranked, 3 control), as a Qwen3 file has them."""
     writer = gguf.GGUFWriter(str(path), architecture)
     writer.add_block_count(params["n_layers"])
     writer.add_context_length(context_length or params["context_length"])
@@ -93,11 +96,14 @@ def metadata_writer(
         writer.add_key_length(params["head_dim"])
         writer.add_value_length(params["head_dim"])
     writer.add_tokenizer_model(vocabulary[0])
-    writer.add_tokenizer_pre("llama-bpe")
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(vocabulary[1])
+    if token_types is not None:
+        writer.add_token_types(token_types)
     if merges is not None:
         writer.add_token_merges(merges)
-    writer.add_bos_token_id(128000)
+    if pre == "llama-bpe":
+        writer.add_bos_token_id(128000)
     return writer
 
 
@@ -129,12 +135,18 @@ def write_gguf(
     checkpoint's."""
     opened = checkpoints.open_checkpoint(checkpoint)
     params, weights = opened.params, opened.weights
+    pre, token_types = "llama-bpe", None
     if vocabulary is None:
-        vocabulary = (
-            "gpt2",
-            vocabulary_text(tokenizer_setup.load_tokenizer(opened.tokenizer_source)),
-        )
-    writer = metadata_writer(path, params, vocabulary, architecture, context_length, merges)
+        tokenizer = tokenizer_setup.load_tokenizer(opened.tokenizer_source)
+        vocabulary = ("gpt2", vocabulary_text(tokenizer))
+        if not tokenizer.begin_of_text:  # a vocabulary like Qwen3's, with its merges
+            pre, n_ranked = "qwen2", len(tokenizer._mergeable_ranks)
+            token_types = [1] * n_ranked + [3] * (tokenizer.n_vocab - n_ranked)
+            data = json.loads(opened.tokenizer_source.path.read_text())["model"]["merges"]
+            merges = [merge if isinstance(merge, str) else " ".join(merge) for merge in data]
+    writer = metadata_writer(
+        path, params, vocabulary, architecture, context_length, merges, pre, token_types
+    )
     # llama.cpp keeps Llama's query and key rows in Meta's order and Qwen3's in Hugging Face's
     # (it rotates halves there): those put in Hugging Face's order, as its converter leaves them
     shapes = dict(weights.shapes)

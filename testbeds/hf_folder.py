@@ -44,6 +44,43 @@ def write_tokenizer_json(out: Path) -> None:
     converter.converted().save(str(out / "tokenizer.json"))
 
 
+# Qwen3's special tokens, in its order after its ranked tokens (a fact); the first three are
+# the ones the notebook uses, the others stand in for the rest (tool calls, thinking).
+QWEN3_SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<think>",
+    "</think>",
+]
+
+
+def write_qwen_tokenizer_json(out: Path, texts: list[str], size: int = 4_000) -> Path:
+    """A byte-level BPE laid out as Qwen3's tokenizer.json is, trained here on `texts` by
+    Hugging Face's `tokenizers` (Qwen3's own vocabulary, 151,669 tokens, is not here): NFC,
+    Qwen's split pattern, the 256 bytes as ids 0 … 255, each merge's token next, one merge a
+    token in rank order, then ChatML's special tokens."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
+    split = pre_tokenizers.Split(Regex(tokenizer_setup.QWEN_SPLIT_PATTERN), behavior="isolated")
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=size, initial_alphabet=alphabet, show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.add_special_tokens(QWEN3_SPECIAL_TOKENS[:3])
+    tokenizer.add_tokens(QWEN3_SPECIAL_TOKENS[3:])  # Qwen3's are added, not special, too
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(out / "tokenizer.json"))
+    return out / "tokenizer.json"
+
+
 def respell_config(out: Path, spelling: str) -> None:
     """Rewrite config.json's RoPE keys in transformers 4.x's spelling or 5.x's."""
     path = out / "config.json"
@@ -109,11 +146,21 @@ QWEN3_SIZES = {
 
 
 def write_random_qwen3(
-    folder: Path, seed: int = 0, vocab_size: int = 128_256, tokenizer: bool = True
+    folder: Path,
+    seed: int = 0,
+    vocab_size: int = 128_256,
+    tokenizer: bool = True,
+    texts: list[str] | None = None,
 ) -> Path:
     """A random Qwen3 folder as the hub lays one out, written by transformers' own
     `Qwen3ForCausalLM` (bfloat16 safetensors), every RMSNorm's gains random so that a gain read
-    in the wrong order shows; Llama 3's tokenizer.json beside it unless `tokenizer` is False."""
+    in the wrong order shows; Llama 3's tokenizer.json beside it unless `tokenizer` is False,
+    or with `texts`, a vocabulary like Qwen3's trained on them, its rows a multiple of 64
+    past its tokens as Qwen3's are."""
+    if texts is not None:
+        data = json.loads(write_qwen_tokenizer_json(folder, texts).read_text())
+        n_tokens = len(data["model"]["vocab"]) + len(data["added_tokens"])
+        vocab_size, tokenizer = 64 * (n_tokens // 64 + 1), False
     torch.manual_seed(seed)
     config = Qwen3Config(**(QWEN3_SIZES | {"vocab_size": vocab_size}))
     model = Qwen3ForCausalLM(config).to(torch.bfloat16)

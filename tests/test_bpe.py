@@ -17,6 +17,7 @@ merges alone, as the notebook had it before): it must fail there, or it proves n
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import nbformat
 import pytest
@@ -25,6 +26,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import tokenizer_setup
+from plumbing.checkpoint_files import TokenizerSource
 from plumbing.run_notebook import NOTEBOOK
 from plumbing.run_settings import DEFAULT_PROMPT
 from testbeds import diagram_data as drawn  # the facts the diagrams draw
@@ -97,15 +99,17 @@ def run_section(tokenizer, replacements=()):
     of `replacements` swapped into their source first."""
     cells = {cell.get("id"): cell for cell in nbformat.read(NOTEBOOK, as_version=4).cells}
     prompt = DEFAULT_PROMPT
-    bos_id = tokenizer.encode_single_token("<|begin_of_text|>")
+    begin = tokenizer.begin_of_text
+    source = TokenizerSource("tokenizer.model", tokenizer_setup.find_tokenizer_model(None))
     namespace = {
-        "checkpoint_dir": None,
+        "checkpoint": SimpleNamespace(tokenizer_source=source),
         "tokenizer": tokenizer,
         "tokenizer_setup": tokenizer_setup,
-        "bos_id": bos_id,
+        "begin": begin,
+        "turn_end_id": tokenizer.encode_single_token("<|eot_id|>"),
         "prompt": prompt,
     }
-    namespace["prompt_tokens"] = [bos_id] + tokenizer.encode(prompt, disallowed_special=())
+    namespace["prompt_tokens"] = begin + tokenizer.encode(prompt, disallowed_special=())
     exec("import base64\nimport regex\nfrom plumbing import tables", namespace)
     sources = {cell_id: cells[cell_id].source for cell_id in SECTION}
     for old, new in replacements:

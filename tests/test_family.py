@@ -250,7 +250,7 @@ def long_logits(nb: KernelGlobals, n_positions: int, factors: list, path: str) -
     n_positions tokens: the last position's logits with RoPE's frequencies scaled by each
     factor through its own `scale_rope_frequencies` (None: unscaled)."""
     sentence = nb["tokenizer"].encode(" the answer to the ultimate question is 42.")
-    tokens = [nb["bos_id"]] + (sentence * (n_positions // len(sentence) + 1))[: n_positions - 1]
+    tokens = nb["begin"] + (sentence * (n_positions // len(sentence) + 1))[: n_positions - 1]
     chosen, unscaled = nb["rope_frequencies"], nb["unscaled_rope_frequencies"]
     result = {"tokens": tokens}
     try:

@@ -186,9 +186,11 @@ def test_streamed_text_is_the_decoded_text_and_stops_before_a_stop_string(embedd
 def batches(nb: KernelGlobals) -> dict:
     """The notebook's batch of prompts against each prompt alone: `generate_batch` against
     `generate`, and `forward_batch` with padding of any length and content against `forward`."""
-    tokenizer, bos_id = nb["tokenizer"], nb["bos_id"]
+    tokenizer, begin = nb["tokenizer"], nb["begin"]
     texts = [nb["prompt"], "the sun rises", "", "once upon a time", "a", "the sun rises"]
-    prompts = [[bos_id] + tokenizer.encode(text, disallowed_special=()) for text in texts]
+    # an empty text is no prompt where nothing begins a text (Qwen3's vocabulary)
+    prompts = [begin + tokenizer.encode(text, disallowed_special=()) for text in texts]
+    prompts = [tokens for tokens in prompts if tokens]
     generate, generate_batch = nb["generate"], nb["generate_batch"]
     result = {
         "prompts": prompts,
@@ -228,7 +230,7 @@ def batches(nb: KernelGlobals) -> dict:
     try:
         tokens = prompts[1]
         forward(tokens)
-        row = torch.tensor([[bos_id] * 5 + tokens], device=device)
+        row = torch.tensor([[0] * 5 + tokens], device=device)
         forward_batch(row, torch.tensor([5], device=device))
     finally:
         nb["transformer_layer"] = lesson_layer
@@ -255,7 +257,7 @@ def generations(nb: KernelGlobals, path: str) -> None:
     """The notebook's `generate` with and without the cache, on three prompts."""
     texts = [nb["prompt"], "the sun rises", "once upon a time"]
     prompts = {
-        text: [nb["bos_id"]] + nb["tokenizer"].encode(text, disallowed_special=()) for text in texts
+        text: nb["begin"] + nb["tokenizer"].encode(text, disallowed_special=()) for text in texts
     }
     generate = nb["generate"]
     result = {
@@ -310,7 +312,7 @@ def streams(nb: KernelGlobals) -> dict:
 def sampling(nb: KernelGlobals, path: str) -> None:
     """The notebook's `generate` with its sampling options, on one prompt."""
     generate = nb["generate"]
-    tokens = [nb["bos_id"]] + nb["tokenizer"].encode("once upon a time", disallowed_special=())
+    tokens = nb["begin"] + nb["tokenizer"].encode("once upon a time", disallowed_special=())
     result = {
         "greedy": generate(tokens),
         "top_1": generate(tokens, temperature=0.7, top_k=1),

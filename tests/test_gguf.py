@@ -325,7 +325,7 @@ def test_llama2s_vocabulary(tmp_path, small_vocabulary_file):
     path = write_gguf(EMBEDDED, tmp_path / "llama2.gguf", vocabulary=("llama", tokens))
     message = setup_error(path)
     assert "a SentencePiece vocabulary, like Llama 2's (300 tokens)" in message
-    assert "use a Llama 3 GGUF file" in message
+    assert "use a Llama 3 or Qwen3 GGUF file" in message
 
 
 def test_another_vocabulary(small_vocabulary_file):

@@ -156,8 +156,8 @@ def long_inputs(nb: KernelGlobals, path: str) -> None:
             result["blocks"][key] = float((in_blocks - at_once).abs().max() / at_once.abs().max())
     # the whole model: keys in blocks of 3 and a prompt fed 5 positions at a time, against
     # one block and one chunk
-    tokenizer, bos_id, forward = nb["tokenizer"], nb["bos_id"], nb["forward"]
-    tokens = [bos_id] + tokenizer.encode(" ".join(["the sky is blue on a clear day"] * 6))
+    tokenizer, begin, forward = nb["tokenizer"], nb["begin"], nb["forward"]
+    tokens = begin + tokenizer.encode(" ".join(["the sky is blue on a clear day"] * 6))
     key_block, prefill_chunk = nb["key_block"], nb["prefill_chunk"]
     runs = {}
     for name, (block, chunk) in {"plain": (10**9, 10**9), "small": (3, 5)}.items():

@@ -407,16 +407,14 @@ def lora(nb: KernelGlobals, rank: int, path: str) -> None:
         nb["low_rank_adapters"] = low_rank_adapters
         for hook in hooks:
             hook.remove()
-    bos_id, tokenizer = nb["bos_id"], nb["tokenizer"]
+    begin, tokenizer = nb["begin"], nb["tokenizer"]
     training = {
         "recorded_start": recorded,
         "teach_started": started,
         "steps": steps,
         "optimizers": optimizers,
         "losses": losses,
-        "batch": [
-            [bos_id] + tokenizer.encode(text, disallowed_special=()) for text in nb["new_fact"]
-        ],
+        "batch": [begin + tokenizer.encode(text, disallowed_special=()) for text in nb["new_fact"]],
     }
 
     smallest = min(min(adapted.b.shape[0], adapted.a.shape[1]) for adapted in adapters.values())

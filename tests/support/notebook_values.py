@@ -228,7 +228,7 @@ def other_prompts(nb: KernelGlobals, prompts: dict[str, str], path: str) -> None
             seen.append(x)
             return lesson_projection(x)
 
-        tokens = [nb["bos_id"]] + nb["tokenizer"].encode(text, disallowed_special=())
+        tokens = nb["begin"] + nb["tokenizer"].encode(text, disallowed_special=())
         nb["transformer_layer"], nb["output_projection"] = transformer_layer, output_projection
         try:
             with recording_layers(nb) as after_attention:
