@@ -33,7 +33,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 import tokenizer_setup
-from plumbing import checkpoint_files, checkpoints, gguf_files, model_ids, run_settings
+from plumbing import REPO_DIR, checkpoint_files, checkpoints, gguf_files, model_ids, run_settings
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from plumbing.friendly_errors import SetupError
 from testbeds.gguf_writer import vocabulary_text, write_gguf
@@ -49,13 +49,15 @@ FORMATS = [
     "prompt file",
     "qwen3 gguf",
     "qwen3 config.json",
+    "qwen3 tokenizer.json",
     "tokenizer.json",
     "tokenizer.model",
 ]
 # Cases per format in `make test` (tests/test_fuzz.py), a few hundred in all within about 30 s;
 # tools/fuzz_campaign.py runs thousands. A tokenizer.json or tokenizer.model case loads a
-# 128,256-token vocabulary (about a second), so those are fuzzed in the campaign only.
-SUITE_FORMATS = FORMATS[:8]
+# 128,256-token vocabulary (about a second), so those are fuzzed in the campaign only; the
+# Qwen3 folder's vocabulary is a few thousand tokens.
+SUITE_FORMATS = FORMATS[:9]
 SUITE_CASES = 200  # of each
 HUGE = [2**63 - 1, 2**64 - 1, 2**40, 2**32, 2**31 - 1, 0]
 
@@ -71,22 +73,24 @@ def base_file(folder: Path) -> bytes:
 
 
 def qwen3_folder(folder: Path) -> Path:
-    """A random Qwen3 folder (its per-head norms, its stated head width) with a 300-row
-    vocabulary and no tokenizer.json: what its config.json and GGUF cases read."""
+    """A random Qwen3 folder (its per-head norms, its stated head width) with a vocabulary
+    laid out as Qwen3's is, trained on the corpus (about 2,600 tokens): what its config.json,
+    tokenizer.json and GGUF cases read."""
     from testbeds.hf_folder import write_random_qwen3  # here: it imports transformers (seconds)
 
     out = folder / "qwen3-small"
     if not out.exists():
-        write_random_qwen3(out, vocab_size=SMALL_VOCABULARY, tokenizer=False)
+        write_random_qwen3(
+            out, texts=(REPO_DIR / "generators" / "corpus.txt").read_text().split("\n")
+        )
     return out
 
 
 def qwen3_base_file(folder: Path) -> bytes:
-    """That Qwen3 as a Q4_0 GGUF file (architecture qwen3) with Llama 3's first 300 tokens."""
-    source = checkpoints.open_checkpoint(EMBEDDED_CHECKPOINT).tokenizer_source
-    tokens = vocabulary_text(tokenizer_setup.load_tokenizer(source))[:SMALL_VOCABULARY]
+    """That Qwen3 as a Q4_0 GGUF file (architecture qwen3) with its vocabulary: its tokens,
+    their types, its merges and Qwen's pattern's name, as llama.cpp's converter writes them."""
     path = folder / "base-qwen3.gguf"
-    write_gguf(qwen3_folder(folder), path, "Q4_0", "qwen3", vocabulary=("gpt2", tokens))
+    write_gguf(qwen3_folder(folder), path, "Q4_0", "qwen3")
     return path.read_bytes()
 
 
@@ -439,8 +443,8 @@ def run_format(kind: str, seeds, folder: Path, hf, base: Path | None = None) -> 
             data = qwen3_base_file(folder)
             header = metadata_end(folder / "base-qwen3.gguf")
             return [f for seed in seeds if (f := run_case(data, seed, header, cases))]
-        base = qwen3_folder(folder)
-        return [f for seed in seeds if (f := run_json_case(base, "config.json", seed, cases))]
+        base, name = qwen3_folder(folder), kind.removeprefix("qwen3 ")
+        return [f for seed in seeds if (f := run_json_case(base, name, seed, cases))]
     if kind == "safetensors":
         base = hf(small=True)
         data = (base / "model.safetensors").read_bytes()
