@@ -6,7 +6,8 @@ reading the same vocabulary, and against a file of expected tokens.
 FILE: a tokenizer.json or a GGUF file (its vocabulary; Qwen3's, say, which is not in the
 repository). The reference tokenizer is the file itself for a tokenizer.json; for a GGUF
 file it is built from the file's tokens and merges, with Qwen's pattern and NFC. Both encode
-every ranked token's text, the multilingual sentences and the tokenizer strings of the tests;
+every ranked token's text and the tests' 1,349 tokenizer strings (tests/
+tokenizer_parity_strings.json, read as data);
 `--expected` adds llama.cpp's test vectors (models/ggml-vocab-*.gguf.inp and .out in its source:
 texts separated by `__ggml_vocab_test__` lines, and one line of ids each). Prints how many
 texts were compared and each difference; exits 1 if there was one. Not part of `make test`:
@@ -23,10 +24,11 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 import tokenizer_setup
-from plumbing import gguf_files
+from plumbing import REPO_DIR, gguf_files
 from plumbing.checkpoint_files import GGUF_MAGIC, TokenizerSource
-from tests.multilingual_sentences import SENTENCES
-from tests.test_tokenizer_parity import STRINGS
+
+# the tests' 1,349 tokenizer strings (many languages and scripts, code, numbers, whitespace)
+STRINGS = REPO_DIR / "tests" / "tokenizer_parity_strings.json"
 
 SEPARATOR = "\n__ggml_vocab_test__\n"
 
@@ -56,9 +58,12 @@ def reference_for(path: Path) -> Tokenizer:
 
 
 def expected_vectors(texts: Path, ids: Path) -> list[tuple[str, list[int]]]:
-    inputs = texts.read_text(encoding="utf-8").removesuffix(SEPARATOR).split(SEPARATOR)
-    lines = ids.read_text().splitlines()
-    return [(text, [int(i) for i in line.split()]) for text, line in zip(inputs, lines)]
+    with open(texts, encoding="utf-8", newline="") as file:  # "\r" kept as written
+        inputs = file.read().removesuffix(SEPARATOR).split(SEPARATOR)
+    lines = ids.read_text().removesuffix("\n").split("\n")
+    return [
+        (text, [int(i) for i in line.split()]) for text, line in zip(inputs, lines, strict=True)
+    ]
 
 
 def main() -> int:
@@ -71,7 +76,7 @@ def main() -> int:
     ours = tokenizer_setup.load_tokenizer(TokenizerSource(kind, path))
     reference = reference_for(path)
     texts = [token.decode("utf-8", "replace") for token in ours._mergeable_ranks]
-    texts += [sentence for sentences in SENTENCES.values() for sentence in sentences] + STRINGS
+    texts += json.loads(STRINGS.read_text(encoding="utf-8"))
     cases = [(text, reference.encode(text, add_special_tokens=False).ids) for text in texts]
     vectors = expected_vectors(*arguments.expected) if arguments.expected else []
     differences = 0
