@@ -71,6 +71,11 @@ class Tokenizer(tiktoken.Encoding):
     def encode_ordinary(self, text: str) -> list[int]:
         return super().encode_ordinary(self.normalize(text))
 
+    def decode(self, tokens, errors: str = "replace") -> str:
+        # A model can have more output rows than its vocabulary has tokens (Qwen3: 151,936 rows,
+        # 151,669 tokens): an id past them is no text, as Hugging Face's tokenizers decode it.
+        return super().decode([token for token in tokens if token < self.n_vocab], errors)
+
 
 # What each kind of vocabulary does around its BPE (facts: Meta's Llama 3 code, Qwen's
 # tokenizer files and chat template).

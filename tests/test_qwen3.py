@@ -268,3 +268,13 @@ def test_a_vocabulary_read_otherwise_stops_the_setup_cell_in_one_sentence(
     text = setup_cell_in_process({**FLOAT32_CPU, "LLAMA3_CKPT": str(folder)})
     lines = [line for line in text.splitlines() if line.strip()]
     assert len(lines) == 1 and message in text, text
+
+
+def test_a_row_past_the_vocabulary_decodes_to_no_text_as_tokenizers_does(qwen3):
+    # Qwen3 has 151,936 output rows for 151,669 tokens; so has this folder a few rows more
+    ours = tokenizer_setup.load_tokenizer(hf_checkpoint.tokenizer_source(qwen3))
+    rows = checkpoints.open_checkpoint(qwen3).params["vocab_size"]
+    assert rows > ours.n_vocab
+    past = list(range(ours.n_vocab, rows))
+    hello = ours.encode("hello")
+    assert ours.decode(hello + past) == hugging_face(qwen3).decode(hello + past) == "hello"
