@@ -40,7 +40,8 @@ def pytest_unconfigure(config):
 
 
 def needs_shared_run(item) -> bool:
-    return any(name in STARTERS for name in getattr(item, "fixturenames", ()))
+    started = (*STARTERS, *shared_runs.DECLARED)  # and the runs test files declare
+    return any(name in started for name in getattr(item, "fixturenames", ()))
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -81,6 +82,9 @@ def pytest_collection_finish(session):
     for name in STARTERS:
         if name in wanted:
             getattr(SHARED, name)()
+    for name, function in shared_runs.DECLARED.items():
+        if name in wanted:
+            SHARED.start(name, function)
 
 
 def pytest_terminal_summary(terminalreporter):

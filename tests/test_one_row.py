@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,6 +28,7 @@ from plumbing import (
     weight_loading,
 )
 from plumbing.one_row import AtenOneRowMatrix, FileDtypeMatrix
+from tests.support import shared_runs
 from tests.support.notebook_values import TENSORS_ONLY, cell_text, run_and_read
 from tests.support.parity_runs import RANDOM_CHECKPOINTS
 from tests.test_generation import generations  # the plain run's, in the shared embedded run
@@ -159,12 +161,13 @@ def test_a_failing_compile_leaves_the_plain_path(monkeypatch):
     assert failed == "torch.compile failed (RuntimeError: the compiler crashed)"
 
 
-# Session-scoped: conftest.py moves the test that also reads the embedded run to the end of the
-# session, so a module-scoped fixture would be made twice (two executions more).
-@pytest.fixture(scope="session")
-def notebook_runs(tmp_path_factory):
+@shared_runs.declared
+def notebook_runs():
+    """The whole notebook (demos off) fused, and fused with no compiler; the two at once,
+    started with the suite's other shared runs."""
     fused = {**TENSORS_ONLY, "LLAMA3_ONE_ROW": "fused", "OMP_NUM_THREADS": "1"}
-    folders = {name: tmp_path_factory.mktemp(name) for name in ("fused", "no-compiler")}
+    scratch = Path(shared_runs.SHARED.scratch.name)
+    folders = {name: scratch / f"one-row-{name}" for name in ("fused", "no-compiler")}
     # a compiler that is not there, and a cache of compiled code of its own, so that nothing
     # compiled earlier is found: the plain path (the fused run may use what is compiled)
     nowhere = {"CXX": "/nowhere/c++", "TORCHINDUCTOR_CACHE_DIR": str(folders["no-compiler"])}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ from plumbing.run_settings import DEFAULT_PROMPT
 from testbeds.gguf_writer import write_gguf
 from testbeds.hf_folder import write_random_qwen3
 from tests.multilingual_sentences import SENTENCES
-from tests.support import reference_models
+from tests.support import reference_models, shared_runs
 from tests.support.notebook_values import (
     FLOAT32_CPU,
     cell_text,
@@ -57,21 +58,35 @@ CORPUS = (REPO_DIR / "generators" / "corpus.txt").read_text().splitlines()
 TEXTS = CORPUS + [sentence for sentences in SENTENCES.values() for sentence in sentences]
 
 
-@pytest.fixture(scope="module")
-def qwen3(tmp_path_factory):
-    return write_random_qwen3(tmp_path_factory.mktemp("qwen3") / "random-qwen3", texts=TEXTS)
+_writing = threading.Lock()
 
 
-@pytest.fixture(scope="module")
-def run(qwen3, tmp_path_factory):
-    # every demo too: each cell that names a special token or begins a text reads Qwen3's
-    settings = {**FLOAT32_CPU, "LLAMA3_EXTRAS": "1", "LLAMA3_CKPT": str(qwen3)}
+def qwen3_folder() -> Path:
+    """The random Qwen3 folder, written once a session (the shared run's and the tests')."""
+    folder = Path(shared_runs.SHARED.scratch.name) / "qwen3" / "random-qwen3"
+    with _writing:
+        if not folder.exists():
+            write_random_qwen3(folder, texts=TEXTS)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def qwen3():
+    return qwen3_folder()
+
+
+@shared_runs.declared
+def qwen3_run():
+    """The notebook on the random Qwen3 in float32, every demo too (each cell that names a
+    special token or begins a text reads Qwen3's), started with the suite's other shared runs;
+    in the same kernel a 200-token prompt through `forward` and `generate`'s tokens."""
+    settings = {**FLOAT32_CPU, "LLAMA3_EXTRAS": "1", "LLAMA3_CKPT": str(qwen3_folder())}
     settings["OMP_NUM_THREADS"] = "1"
     also = [(other_prompts, {"long": PROMPTS["long"]}), (generations,)]
-    return run_and_read(tmp_path_factory.mktemp("qwen3-run"), settings, also=also)
+    return run_and_read(Path(shared_runs.SHARED.scratch.name) / "qwen3-run", settings, also=also)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference(qwen3):
     return Qwen3ForCausalLM.from_pretrained(qwen3, dtype=torch.float32).eval()
 
@@ -98,18 +113,18 @@ def test_each_heads_gains_come_in_the_order_of_its_rows(qwen3, reference):
         assert not torch.equal(read, theirs.weight.detach())  # random gains: the order shows
 
 
-def test_the_notebook_states_the_head_width_and_predicts_what_transformers_does(run, reference):
-    assert "head_dim = 32, as stated" in cell_text(run["notebook"], "sizes-read")
-    assert "Hugging Face layout" in cell_text(run["notebook"], "prelims-code")
-    theirs = reference_models.hf_tensors(reference, run["prompt_tokens"])
-    assert int(theirs["logits"].argmax()) == run["next_token_id"]
+def test_the_notebook_states_the_head_width_and_predicts_as_transformers(qwen3_run, reference):
+    assert "head_dim = 32, as stated" in cell_text(qwen3_run["notebook"], "sizes-read")
+    assert "Hugging Face layout" in cell_text(qwen3_run["notebook"], "prelims-code")
+    theirs = reference_models.hf_tensors(reference, qwen3_run["prompt_tokens"])
+    assert int(theirs["logits"].argmax()) == qwen3_run["next_token_id"]
 
 
 @pytest.mark.parametrize("prompt", ["canonical-17", "long"])
-def test_float32_layer_by_layer(run, reference, prompt):
-    ours = run
+def test_float32_layer_by_layer(qwen3_run, reference, prompt):
+    ours = qwen3_run
     if prompt == "long":
-        ours = torch.load(run["files"]["other_prompts"], weights_only=True)["long"]
+        ours = torch.load(qwen3_run["files"]["other_prompts"], weights_only=True)["long"]
         assert len(ours["prompt_tokens"]) >= 200
     theirs = reference_models.hf_tensors(reference, ours["prompt_tokens"])
     diffs = reference_models.layer_differences(ours, theirs)
@@ -119,12 +134,12 @@ def test_float32_layer_by_layer(run, reference, prompt):
     )
 
 
-def test_generation_with_the_cache_equals_recomputing_and_transformers(run, reference, qwen3):
-    made = json.loads(run["files"]["generations"].read_text())
+def test_generation_with_the_cache_equals_recomputing_and_transformers(qwen3_run, reference, qwen3):
+    made = json.loads(qwen3_run["files"]["generations"].read_text())
     stop = sorted(tokenizer_setup.load_tokenizer(hf_checkpoint.tokenizer_source(qwen3)).stop_tokens)
     assert made["cached"] == made["recomputed"]
     assert made["batches"]["together"] == made["batches"]["alone"]
-    tokens = run["prompt_tokens"]  # the canonical prompt's
+    tokens = qwen3_run["prompt_tokens"]  # the canonical prompt's
     with torch.no_grad():
         out = reference.generate(
             torch.tensor([tokens]),
@@ -214,15 +229,15 @@ def test_the_vocabulary_encodes_as_tokenizers_does_every_token_and_text(qwen3, t
     }
 
 
-def test_the_chat_cell_writes_chatml(run, qwen3):
+def test_the_chat_cell_writes_chatml(qwen3_run, qwen3):
     question = "What is the answer to the ultimate question of life, the universe, and everything?"
     chatml = f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
     expected = Tokenizer.from_file(str(qwen3 / "tokenizer.json")).encode(chatml).ids
-    assert cell_text(run["notebook"], "chat-tokens").startswith(f"{expected}\n")
+    assert cell_text(qwen3_run["notebook"], "chat-tokens").startswith(f"{expected}\n")
     assert "no row without <|begin_of_text|>: this vocabulary begins a text with nothing" in (
-        cell_text(run["notebook"], "bugs-measure-every")
+        cell_text(qwen3_run["notebook"], "bugs-measure-every")
     )
-    last = next(cell for cell in reversed(run["notebook"].cells) if cell.cell_type == "code")
+    last = next(cell for cell in reversed(qwen3_run["notebook"].cells) if cell.cell_type == "code")
     assert last.get("execution_count"), "the last code cell did not run"
 
 

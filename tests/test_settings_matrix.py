@@ -20,6 +20,7 @@ import itertools
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +29,7 @@ from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from testbeds.gguf_writer import write_gguf
 from testbeds.hf_folder import save_streaming
 from testbeds.notebook_kernel import KernelGlobals, in_kernel
+from tests.support import shared_runs
 from tests.support.notebook_values import (
     NOTEBOOK_UNDER_TEST,
     TENSORS_ONLY,
@@ -57,9 +59,12 @@ def snapshot(folder):
     return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
 
 
-@pytest.fixture(scope="module")
-def matrix(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("layouts")
+@shared_runs.declared
+def matrix():
+    """Each layout's kernel: its run, and its `settings_matrix` results; the three at once,
+    started with the suite's other shared runs."""
+    folder = Path(shared_runs.SHARED.scratch.name) / "settings-matrix"
+    folder.mkdir()
     checkpoints = {
         "meta": EMBEDDED_CHECKPOINT,
         "hugging face": save_streaming(EMBEDDED_CHECKPOINT, folder / "hf"),
@@ -69,7 +74,8 @@ def matrix(tmp_path_factory):
     before = snapshot(EMBEDDED_CHECKPOINT)
 
     def run(layout):
-        work = tmp_path_factory.mktemp(layout.replace(" ", "-"))
+        work = folder / layout.replace(" ", "-")
+        work.mkdir()
         scheme, dtype = LAYOUTS[layout]
         settings = {**TENSORS_ONLY, "LLAMA3_CKPT": str(checkpoints[layout])}
         settings |= {"LLAMA3_QUANTIZE": scheme, "LLAMA3_DTYPE": dtype, "OMP_NUM_THREADS": "1"}

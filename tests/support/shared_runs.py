@@ -39,11 +39,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from xml.etree import ElementTree
 
 import nbformat
+import pytest
 import torch
 
 from plumbing import REPO_DIR, run_notebook, run_settings
@@ -379,6 +381,23 @@ class SharedRuns:
 
 
 SHARED = SharedRuns()
+
+# The shared runs a test file declares for itself (`declared`), by name.
+DECLARED: dict[str, Callable[[], object]] = {}
+
+
+def declared(function: Callable[[], object]):
+    """A test file's own shared run: `function()` (no arguments: it writes what it needs under
+    `SHARED.scratch`) starts with the others as soon as the session's tests are known
+    (tests/conftest.py), on a worker of their pool; the tests that read it, through the
+    session fixture of the function's name returned here, go last with theirs."""
+    DECLARED[function.__name__] = function
+
+    def fixture():
+        return SHARED.start(function.__name__, function).result()
+
+    fixture.__doc__ = function.__doc__
+    return pytest.fixture(scope="session", name=function.__name__)(fixture)
 
 
 def mapped(future: Future, key: str) -> Future:
