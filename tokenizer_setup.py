@@ -57,10 +57,17 @@ class Tokenizer(tiktoken.Encoding):
         self, *, nfc: bool, begin: str | None, end: str, turn_end: str, chat: str, **encoding
     ):
         super().__init__(**encoding)
+        self.around = dict(nfc=nfc, begin=begin, end=end, turn_end=turn_end, chat=chat)
         self.nfc, self.chat_template = nfc, chat
         self.begin_of_text = [] if begin is None else [self.encode_single_token(begin)]
         self.end_of_text = self.encode_single_token(end)
         self.stop_tokens = {self.end_of_text, self.encode_single_token(turn_end)}
+
+    def __getstate__(self) -> object:  # a copy or a pickle keeps what is around the BPE too
+        return {**super().__getstate__(), **self.around}
+
+    def __setstate__(self, value) -> None:
+        self.__init__(**value)
 
     def normalize(self, text: str) -> str:
         return unicodedata.normalize("NFC", text) if self.nfc else text

@@ -22,7 +22,9 @@ tensors and the same tokenizer.
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 import shutil
 import threading
 from pathlib import Path
@@ -293,3 +295,12 @@ def test_a_row_past_the_vocabulary_decodes_to_no_text_as_tokenizers_does(qwen3):
     past = list(range(ours.n_vocab, rows))
     hello = ours.encode("hello")
     assert ours.decode(hello + past) == hugging_face(qwen3).decode(hello + past) == "hello"
+
+
+def test_a_copied_or_pickled_tokenizer_keeps_what_is_around_its_bpe(qwen3, tokenizer):
+    qwen = tokenizer_setup.load_tokenizer(hf_checkpoint.tokenizer_source(qwen3))
+    for original in (qwen, tokenizer):  # Qwen3's and Llama 3's
+        for copied in (copy.deepcopy(original), pickle.loads(pickle.dumps(original))):
+            assert copied.around == original.around
+            assert copied.encode("e\u0301 and 123") == original.encode("e\u0301 and 123")
+            assert copied.stop_tokens == original.stop_tokens
