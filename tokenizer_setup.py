@@ -476,8 +476,8 @@ def read_gguf_tokenizer(path: str | Path) -> Vocabulary:
         )
         if ranks_digest(ranks) != LLAMA3_RANKS_SHA256:
             raise TokenizerFileError(
-                f"{path} holds {len(ranks):,} BPE tokens that are not Llama 3's vocabulary, split "
-                f"by {pre!r}, not Qwen's pattern: {fix}."
+                f"{path} holds {len(tokens):,} tokens that are not Llama 3's vocabulary (and "
+                f"names its split pattern {pre!r}, not Qwen3's 'qwen2'): {fix}."
             )
         special = {text: i for i, text in enumerate(tokens) if i >= N_MERGEABLE_RANKS}
         check_special_tokens(special, path, fix)

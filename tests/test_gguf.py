@@ -329,7 +329,7 @@ def test_llama2s_vocabulary(tmp_path, small_vocabulary_file):
 
 
 def test_another_vocabulary(small_vocabulary_file):
-    assert "BPE tokens that are not Llama 3's vocabulary" in setup_error(small_vocabulary_file)
+    assert "tokens that are not Llama 3's vocabulary" in setup_error(small_vocabulary_file)
 
 
 def test_truncated_file(tmp_path, small_vocabulary_file):
