@@ -50,8 +50,9 @@ GGUF_SPLIT_PATTERNS = {"llama-bpe": SPLIT_PATTERN, "qwen2": QWEN_SPLIT_PATTERN}
 class Tokenizer(tiktoken.Encoding):
     """tiktoken's tokenizer, and what its vocabulary does around the BPE: the tokens a text
     begins with (`begin_of_text`: Llama 3's `<|begin_of_text|>`; Qwen3 has none), the one that
-    ends a document, those that end generation, the chat format (`{question}` where the user's
-    text goes), and whether text is put in Unicode NFC first (Qwen3's does; Llama 3's not)."""
+    ends a document, the one that ends a chat turn, those that end generation, the chat format
+    (`{question}` where the user's text goes), and whether text is put in Unicode NFC first
+    (Qwen3's does; Llama 3's not)."""
 
     def __init__(
         self, *, nfc: bool, begin: str | None, end: str, turn_end: str, chat: str, **encoding
@@ -60,8 +61,8 @@ class Tokenizer(tiktoken.Encoding):
         self.around = dict(nfc=nfc, begin=begin, end=end, turn_end=turn_end, chat=chat)
         self.nfc, self.chat_template = nfc, chat
         self.begin_of_text = [] if begin is None else [self.encode_single_token(begin)]
-        self.end_of_text = self.encode_single_token(end)
-        self.stop_tokens = {self.end_of_text, self.encode_single_token(turn_end)}
+        self.end_of_text, self.turn_end = map(self.encode_single_token, (end, turn_end))
+        self.stop_tokens = {self.end_of_text, self.turn_end}
 
     def __getstate__(self) -> object:  # a copy or a pickle keeps what is around the BPE too
         return {**super().__getstate__(), **self.around}

@@ -106,7 +106,6 @@ def run_section(tokenizer, replacements=()):
         "tokenizer": tokenizer,
         "tokenizer_setup": tokenizer_setup,
         "begin": begin,
-        "turn_end_id": tokenizer.encode_single_token("<|eot_id|>"),
         "prompt": prompt,
     }
     namespace["prompt_tokens"] = begin + tokenizer.encode(prompt, disallowed_special=())
