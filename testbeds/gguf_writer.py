@@ -139,8 +139,10 @@ def write_gguf(
     if vocabulary is None:
         tokenizer = tokenizer_setup.load_tokenizer(opened.tokenizer_source)
         vocabulary = ("gpt2", vocabulary_text(tokenizer))
-        if not tokenizer.begin_of_text:  # a vocabulary like Qwen3's, with its merges
-            pre, n_ranked = "qwen2", len(tokenizer._mergeable_ranks)
+        patterns = {pattern: name for name, pattern in tokenizer_setup.GGUF_SPLIT_PATTERNS.items()}
+        pre = patterns[tokenizer._pat_str]  # llama.cpp's name for the vocabulary's split pattern
+        if pre != "llama-bpe":  # a vocabulary like Qwen3's: its token types and merges too
+            n_ranked = len(tokenizer._mergeable_ranks)
             token_types = [1] * n_ranked + [3] * (tokenizer.n_vocab - n_ranked)
             data = json.loads(opened.tokenizer_source.path.read_text())["model"]["merges"]
             merges = [merge if isinstance(merge, str) else " ".join(merge) for merge in data]

@@ -57,20 +57,29 @@ QWEN3_SPECIAL_TOKENS = [
 ]
 
 
-def write_qwen_tokenizer_json(out: Path, texts: list[str], size: int = 4_000) -> Path:
-    """A byte-level BPE laid out as Qwen3's tokenizer.json is, trained here on `texts` by
-    Hugging Face's `tokenizers` (Qwen3's own vocabulary, 151,669 tokens, is not here): NFC,
-    Qwen's split pattern, the 256 bytes as ids 0 … 255, each merge's token next, one merge a
-    token in rank order, then ChatML's special tokens."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+def qwen_tokenizer(model):
+    """Hugging Face's `tokenizers` around a BPE `model` as Qwen3's tokenizer.json has it: NFC,
+    Qwen's split pattern, then the bytes in byte-level BPE's alphabet."""
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers
 
-    tokenizer = Tokenizer(models.BPE())
+    tokenizer = Tokenizer(model)
     tokenizer.normalizer = normalizers.NFC()
     split = pre_tokenizers.Split(Regex(tokenizer_setup.QWEN_SPLIT_PATTERN), behavior="isolated")
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     )
     tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
+
+
+def write_qwen_tokenizer_json(out: Path, texts: list[str], size: int = 4_000) -> Path:
+    """A byte-level BPE laid out as Qwen3's tokenizer.json is, trained here on `texts` by
+    Hugging Face's `tokenizers` (Qwen3's own vocabulary, 151,669 tokens, is not here): NFC,
+    Qwen's split pattern, the 256 bytes as ids 0 … 255, each merge's token next, one merge a
+    token in rank order, then ChatML's special tokens."""
+    from tokenizers import models, pre_tokenizers, trainers
+
+    tokenizer = qwen_tokenizer(models.BPE())
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     trainer = trainers.BpeTrainer(vocab_size=size, initial_alphabet=alphabet, show_progress=False)
     tokenizer.train_from_iterator(texts, trainer)

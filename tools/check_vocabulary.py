@@ -21,11 +21,12 @@ import json
 import sys
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+from tokenizers import Tokenizer, models
 
 import tokenizer_setup
 from plumbing import REPO_DIR, gguf_files
 from plumbing.checkpoint_files import GGUF_MAGIC, TokenizerSource
+from testbeds.hf_folder import qwen_tokenizer
 
 # the tests' 1,349 tokenizer strings (many languages and scripts, code, numbers, whitespace)
 STRINGS = REPO_DIR / "tests" / "tokenizer_parity_strings.json"
@@ -39,19 +40,12 @@ def reference_for(path: Path) -> Tokenizer:
         reference = Tokenizer.from_file(str(path))
     else:
         _, tokens, types, merges, pre = gguf_files.vocabulary_details(path)
+        if pre != "qwen2":
+            sys.exit(f"{path} is split by {pre!r}: this reads GGUF vocabularies split as Qwen's")
         n_ranked = types.index(next(kind for kind in types if kind != 1))
         vocab = {text: i for i, text in enumerate(tokens[:n_ranked])}
         pairs = [tuple(merge.split(" ")) for merge in merges]
-        reference = Tokenizer(models.BPE(vocab, pairs))
-        reference.normalizer = normalizers.NFC()
-        pattern = tokenizer_setup.GGUF_SPLIT_PATTERNS[pre]
-        reference.pre_tokenizer = pre_tokenizers.Sequence(
-            [
-                pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
-                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-            ]
-        )
-        reference.decoder = decoders.ByteLevel()
+        reference = qwen_tokenizer(models.BPE(vocab, pairs))
         reference.add_special_tokens(tokens[n_ranked:])
     reference.encode_special_tokens = True
     return reference
