@@ -3,7 +3,8 @@
     checkpoint = open_checkpoint(checkpoint_files.find_checkpoint_dir())
     checkpoint.reader    the module that reads its layout (meta_checkpoint, hf_checkpoint, …)
     checkpoint.stated    the sizes as the file states them, under params.json's keys, checked
-    checkpoint.params    the same with n_kv_heads, ffn_hidden and tied_output filled in
+    checkpoint.params    the same with n_kv_heads, head_dim, ffn_hidden, qk_norm, tied_output
+                       and context_length filled in
     checkpoint.weights   every tensor by Meta's name, memory-mapped (shapes, dtypes, about)
     checkpoint.tokenizer_source  where its vocabulary is: tokenizer_setup.load_tokenizer's input
     checkpoint.check()   every tensor's shape as the params imply: a one-line summary
