@@ -190,9 +190,10 @@ def dequantize_rows(kind: str, tensor, rows) -> torch.Tensor:
 class BlockMatrix:
     """A block-format matrix of the file `[rows × columns]`, dequantized to float32 when used.
 
-    Indexing rows (`table[token_ids]`: the embedding's lookup) dequantizes those rows only, so
-    a prompt's few tokens never cost the whole table (2.1 GB in float32 for the 8B); any other
-    use, a tensor method or a torch function, sees the whole matrix, dequantized for it."""
+    Indexing rows (`table[token_ids]`: the embedding's lookup; `w[:1024]`, a range of rows)
+    dequantizes those rows only, so a prompt's few tokens never cost the whole table (2.1 GB in
+    float32 for the 8B); any other use, a tensor method or a torch function, sees the whole
+    matrix, dequantized for it."""
 
     dtype = torch.float32
 
@@ -216,7 +217,14 @@ class BlockMatrix:
         return out
 
     def __getitem__(self, index):
-        if isinstance(index, (tuple, slice)) or index is Ellipsis:
+        if isinstance(index, tuple) and index and isinstance(index[0], slice):
+            return self[index[0]][(slice(None), *index[1:])]  # the rows first, then the rest
+        if isinstance(index, slice):  # a range of rows (`w[:1024]`): those rows only
+            rows = self.blocks[index]
+            if len(rows) == 0:
+                return torch.empty((0, self.shape[1]), dtype=self.dtype)
+            return dequantize_rows(self.kind, self.tensor, rows).reshape(len(rows), -1)
+        if isinstance(index, tuple) or index is Ellipsis:
             return self.full()[index]
         rows = np.asarray(index.cpu() if torch.is_tensor(index) else index)
         if rows.dtype == np.bool_ or not np.issubdtype(rows.dtype, np.integer):

@@ -439,6 +439,11 @@ def test_a_prompts_rows_of_a_block_matrix_are_all_that_is_dequantized(files, kin
     assert torch.equal(table[ids], whole[ids]) and torch.equal(table[7], whole[7])
     batch = torch.tensor([[128000, 1820], [4320, 220]])
     assert torch.equal(table[batch], whole[batch]) and table.shape == whole.shape
+    # a range of rows (the quantization lesson's `w1[:1024]`), alone or with columns
+    for rows in [slice(None, 1024), slice(5, -3, 7), slice(-2, None), slice(9, 3), slice(None)]:
+        assert torch.equal(table[rows], whole[rows]), rows
+        assert torch.equal(table[rows, 2:9], whole[rows, 2:9]), rows
+    assert torch.equal(table[:3, 0], whole[:3, 0]) and torch.equal(table[1:4, ...], whole[1:4])
     with pytest.raises(pytest.fail.Exception):
         table.float()  # the whole matrix: the patch above sees it
 
