@@ -119,7 +119,7 @@ def ints_and_scales(kind: str, data) -> tuple[torch.Tensor, torch.Tensor]:
 K_BLOCKS = {"Q4_K": 144, "Q6_K": 210}
 K_BLOCK = 256
 # The formats whose blocks go to PyTorch's int4 kernel as the file holds them (groups of 32).
-KERNEL_FORMATS = ("Q4_0", "Q4_K")
+KERNEL_FORMATS = ("Q4_0", "Q4_K", "Q8_0")  # Q8_0 in two halves: quantization.Int4Halves
 
 
 def _q4_k_parts(raw: torch.Tensor):
@@ -463,7 +463,7 @@ class GGUFWeights(NamedWeights):
         formats = sorted(set(self.formats.values()), key=list(FORMATS).index)
         note = f" as read, GGUF file ({'/'.join(formats)})"
         routes = [
-            f"{kind} to the int4 kernel as stored"
+            f"{kind} to the int4 kernel {'in two halves' if kind == 'Q8_0' else 'as stored'}"
             if kind in KERNEL_FORMATS
             else f"{kind} dequantized when used"
             for kind in formats

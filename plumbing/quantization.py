@@ -287,6 +287,49 @@ class QuantizedMatrix(Matrix):
         return f"QuantizedMatrix({SCHEMES[self.scheme]}, shape {list(self.shape)})"
 
 
+class Int4Halves(Matrix):
+    """A GGUF file's Q8_0 matrix [out × in] for the int4 kernel. Each 8-bit q is 16·high + low,
+    two 4-bit numbers, so the matrix is held as one int4 matrix [out × 2·in]: the high halves
+    (scale 16·d) then the low ones (scale d, zero point 8·d), and x @ W.T is [x, x] @ that.T,
+    one kernel call. What it holds is bf16(d)·q exactly (the kernel keeps its scales in
+    bfloat16); 1.25 bytes a weight, where the dequantized bfloat16 matrix takes 2."""
+
+    def __init__(self, halves: QuantizedMatrix, weights, name: str):
+        self.halves, self.weights, self.name = halves, weights, name  # the file's blocks, mapped
+        self.shape = (halves.shape[0], halves.shape[1] // 2)
+        self.scheme, self.group, self.has_zeros = "int4", halves.group, True
+        self.fused, self.device, self.dtype = halves.fused, halves.device, halves.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return self.halves.nbytes
+
+    @property
+    def held_nbytes(self) -> int:
+        return self.halves.held_nbytes
+
+    def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """bf16(d)·q from the file's blocks (the values the kernel multiplies by), in `dtype`:
+        reading the kernel's bytes back would cost a product with 2·in rows."""
+        out = torch.empty(self.shape, dtype=dtype or self.dtype)
+        filled = 0
+        for rows in self.weights.block_rows(self.name, ROWS_AT_A_TIME):
+            ints, scales = gguf_files.ints_and_scales("Q8_0", rows.flatten(1))
+            scales = scales.to(KERNEL_DTYPE).float()  # the kernel's bfloat16 scale
+            out[filled : filled + len(ints)] = dequantized(ints, scales)
+            filled += len(ints)
+        return out.to(self.device)
+
+    def values(self) -> torch.Tensor:
+        return self.dequantize()
+
+    def times_transposed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.halves.times_transposed(torch.cat([x, x], dim=-1))
+
+    def __repr__(self) -> str:
+        return f"Int4Halves(Q8_0 as two int4 halves, shape {list(self.shape)})"
+
+
 def quantize(
     w: torch.Tensor, scheme: str, device, dtype: torch.dtype = torch.float32
 ) -> QuantizedMatrix:
@@ -367,9 +410,16 @@ def quantize_checkpoint(
 
 def _file_groups(kind: str, rows: torch.Tensor, cpu: bool) -> tuple:
     """One block of a file's rows → (the kernel's bytes on the CPU, else the integers q − 8),
-    the scales, and for Q4_K the zero points."""
+    the scales, and for Q4_K and Q8_0 the zero points (Q8_0: as Int4Halves holds it)."""
     if kind == "Q4_0":
         return pack_q4_0(rows) if cpu else gguf_files.ints_and_scales("Q4_0", rows.flatten(1))
+    if kind == "Q8_0":  # q = 16·high + low: [high | low − 8], 2K integers of -8 … 7 a row
+        ints, scales = gguf_files.ints_and_scales("Q8_0", rows.flatten(1))
+        high = torch.div(ints, 16, rounding_mode="floor")  # -8 … 7
+        halves = torch.cat([high, ints - 16 * high - 8], dim=1)  # the low four bits, − 8
+        zeros = torch.cat([torch.zeros_like(scales), 8 * scales], dim=1)  # low: (l − 8)·d + 8d
+        halves = pack_int4(halves) if cpu else halves
+        return halves, torch.cat([16 * scales, scales], dim=1), zeros
     unsigned, scales, zeros = gguf_files.q4_k_groups(rows)
     ints = pack_int4(unsigned) if cpu else unsigned.to(torch.int8) - 8
     return ints, scales, zeros
@@ -383,6 +433,8 @@ def from_file_blocks(weights, device, dtype: torch.dtype = torch.float32):
         name
         for name in getattr(weights, "kernel_ready", [])
         if quantizable(name, weights.shapes[name], "int4", "output.weight" not in weights.shapes)
+        # Q8_0's two halves only where the kernel runs them; elsewhere (a GPU) dequantized
+        and (weights.formats[name] != "Q8_0" or int4_kernel_takes(weights.shapes[name][0], device))
     ]
     if not names:
         return {}, None
@@ -394,6 +446,8 @@ def from_file_blocks(weights, device, dtype: torch.dtype = torch.float32):
             _file_groups(kind, rows, packs) for rows in weights.block_rows(name, ROWS_AT_A_TIME)
         )
         matrices[name] = assembled(blocks, n_rows, "int4", device, dtype, packs)
+        if kind == "Q8_0":
+            matrices[name] = Int4Halves(matrices[name], weights, name)
         # the freed temporaries, back to the system every TRIM_EVERY bytes made: at the end
         # alone they pile up in the heap (1 GB on the 8B), after every matrix it costs 3 s more
         since_trim += matrices[name].nbytes
@@ -405,6 +459,7 @@ def from_file_blocks(weights, device, dtype: torch.dtype = torch.float32):
     other = sum(not matrix.fused for matrix in matrices.values())  # dequantized per use
     kernel = "fused int4 kernel" if other == 0 else f"{other} dequantized when used"
     kinds = "/".join(sorted({weights.formats[name] for name in names}))
+    kinds = kinds.replace("Q8_0", "Q8_0 (as two int4 halves)")
     return matrices, (
         f"{SCHEMES['int4']}: {len(matrices)} matrices' {kinds} blocks as the file holds them, "
         f"{kept_bytes / 1e6:,.1f} MB in {time.perf_counter() - started:.1f} s ({kernel})"

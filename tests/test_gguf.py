@@ -477,10 +477,47 @@ def test_q4_k_blocks_go_to_the_int4_kernel_with_a_zero_point(tmp_path):
     assert (kernel - reference).abs().max() <= 1e-2 * reference.abs().max()
 
 
+def test_q8_0_blocks_go_to_the_int4_kernel_in_two_halves(tmp_path):
+    """Q8_0 (Ollama's llama3.2:1b) goes to the int4 kernel as two halves of each 8-bit q:
+    q = 16·high + low, high with scale 16·d, low − 8 with scale d and zero point 8·d. The
+    kernel holds d in bfloat16, so the matrix is bf16(d)·q exactly, every q from -128 to 127
+    included, whether read back from the kernel's own bytes or from the file's blocks; and
+    x @ W.T through the kernel is that matrix's product."""
+    data = block_bytes("Q8_0", rows=64, columns=512)
+    blocks = data.reshape(64, 16, 34)
+    blocks[:, :, 2:] = np.arange(256, dtype=np.uint8).reshape(8, 32).repeat(8, axis=0)[:, None]
+    d = np.random.default_rng(8).uniform(1e-3, 1e-2, (64, 16)).astype(np.float16)
+    blocks[..., 0:2] = d.view(np.uint8).reshape(64, 16, 2)
+    path = one_tensor_file(tmp_path / "q8_0.gguf", data, gguf.GGMLQuantizationType.Q8_0)
+    weights = gguf_files.GGUFWeights(path, {})
+    name = "layers.0.feed_forward.w2.weight"
+    assert weights.kernel_ready == [name]
+    assert "Q8_0 to the int4 kernel in two halves" in weights.note()
+    matrices, note = quantization.from_file_blocks(weights, "cpu")
+    assert "1 matrices' Q8_0 (as two int4 halves) blocks as the file holds them" in note
+    matrix = matrices[name]
+    ints, scales = gguf_files.ints_and_scales("Q8_0", data)
+    assert ints.min() == -128 and ints.max() == 127  # every integer Q8_0 can hold
+    exact = torch.from_numpy(gguf.quants.dequantize(data, gguf.GGMLQuantizationType.Q8_0))
+    assert torch.equal(quantization.dequantized(ints, scales), exact)  # gguf's, in float32
+    expected = quantization.dequantized(ints, scales.bfloat16().float())  # d in bfloat16
+    kernel_values = matrix.halves.dequantize(torch.float32)  # read back from the kernel's bytes
+    assert torch.equal(kernel_values[:, :512] + kernel_values[:, 512:], expected)
+    assert torch.equal(matrix.dequantize(torch.float32), expected)  # and from the file's blocks
+    assert matrix.held_nbytes == 64 * 512 * 5 // 4  # 1.25 bytes a weight; bfloat16 takes 2
+    x = torch.randn(3, 512, generator=torch.Generator().manual_seed(0))
+    kernel = matrix.times_transposed(x)
+    reference = x.bfloat16().float() @ expected.T
+    assert (kernel - reference).abs().max() <= 1e-2 * reference.abs().max()
+    on_gpu = quantization.from_file_blocks(weights, "cuda")[0]  # no int4 kernel there
+    assert on_gpu == {}  # so it is dequantized when used, as below
+
+
 def test_a_block_matrix_no_kernel_takes_is_dequantized_once_and_kept(files):
-    """Q8_0's matrices (and Q6_K's) are dequantized at their first read, a block of rows at a
-    time, into the compute dtype, and kept: every later read, and the output projection's row
-    blocks, hand out that copy, where dequantizing again would cost each pass seconds."""
+    """Q6_K's matrices (and Q8_0's where no int4 kernel takes them) are dequantized at their
+    first read, a block of rows at a time, into the compute dtype, and kept: every later read,
+    and the output projection's row blocks, hand out that copy, where dequantizing again would
+    cost each pass seconds."""
     weights = checkpoints.open_checkpoint(files["Q8_0"]).weights
     reader = weight_loading.WeightReader(weights, torch.device("cpu"), torch.bfloat16, True)
     name = "output.weight"
