@@ -1,17 +1,18 @@
 """The 8B shape from a GGUF file as Ollama stores it (`llama3:8b` Q4_0, `llama3.1:8b`
-Q4_K_M): setup and the notebook.
+Q4_K_M; Q8_0, `llama3.2:1b`'s format): setup and the notebook.
 
-    python -m benchmarks.gguf_blocks [--format Q4_0|Q4_K_M] [--repeat 1] [--llama-cpp]
+    python -m benchmarks.gguf_blocks [--format Q4_0|Q4_K_M|Q8_0] [--repeat 1] [--llama-cpp]
 
 1. Weights: an 8B-shaped GGUF file of random blocks (any bytes are a valid block; each
    float16 scale is set so that the weights spread like a trained model's, about ±0.03),
    the norms in F32 at 1, and Llama 3's vocabulary in the metadata, written once to
-   build/checkpoints/ (4.7 GB, about a minute). Q4_K_M as llama.cpp's quantizer mixes it:
-   Q4_K, with Q6_K for the output matrix and for `wv` and `w2` in the layers its rule gives
-   more bits (the first and last eighth, and every third between).
+   build/checkpoints/ (4.7 GB, about a minute; Q8_0's 8.5 GB). Q4_K_M as llama.cpp's
+   quantizer mixes it: Q4_K, with Q6_K for the output matrix and for `wv` and `w2` in the
+   layers its rule gives more bits (the first and last eighth, and every third between).
 2. Setup, in this process, step by step as the setup cell takes them: open the file
    (`open_checkpoint`), the tokenizer from its vocabulary, the settings, and `weight`, whose
-   Q4_0 matrices go to PyTorch's int4 kernel as the file holds them (`from_file_blocks`).
+   Q4_0 and Q4_K matrices go to PyTorch's int4 kernel as the file holds them, Q8_0's in two
+   halves (`from_file_blocks`).
 3. The notebook, in a fresh process (`make run`'s runner, demos skipped at this size), its
    peak anonymous memory sampled: the whole run, and its slowest cells.
 4. With --llama-cpp: the notebook's prefill and decode step on the file, then llama.cpp's on
@@ -56,16 +57,18 @@ from testbeds.gguf_writer import gguf_name, llama3_merges, metadata_writer, voca
 FILES = {
     "Q4_0": DATA / "llama3-8b-q4_0-random.gguf",
     "Q4_K_M": DATA / "llama3-8b-q4_k_m-random.gguf",
+    "Q8_0": DATA / "llama3-8b-q8_0-random.gguf",
 }
 FILE = FILES["Q4_0"]
 TARGET_SETUP_S, TARGET_FORWARD_S, TARGET_ANON_GB = 15.0, 3.0, 6.0
 # The decode step against llama.cpp's on the same file (issue #47), on a CPU with AVX-512 BF16.
-DECODE_TARGETS = {"Q4_0": 1.5, "Q4_K_M": 2.0}
+DECODE_TARGETS = {"Q4_0": 1.5, "Q4_K_M": 2.0, "Q8_0": 3.0}
 Q4_0 = gguf.GGMLQuantizationType.Q4_0
 # Each format's bytes per block of weights, and where its float16 fields lie with the value
 # each is drawn near: weights of about ±0.03.
 RANDOM_BLOCKS = {
     "Q4_0": (32, 18, {0: 0.004}),
+    "Q8_0": (32, 34, {0: 0.00025}),  # d·q, q an int8
     # d·sc·q − dmin·m, sc and m up to 63, q to 15: dmin = 7.5·d centres the weights on 0
     "Q4_K": (256, 144, {0: 3e-5, 2: 2.25e-4}),
     "Q6_K": (256, 210, {208: 7e-6}),  # d·sc·(q − 32), sc an int8
@@ -108,7 +111,7 @@ def write_file(file_format: str = "Q4_0") -> None:
         if len(shape) == 1:
             writer.add_tensor(gguf_name(name), np.ones(shape, dtype=np.float32))
             continue
-        kind = "Q4_0" if file_format == "Q4_0" else q4_k_m_kind(name, sizes["n_layers"])
+        kind = q4_k_m_kind(name, sizes["n_layers"]) if file_format == "Q4_K_M" else file_format
         blocks = random_blocks(kind, *shape, generator)
         writer.add_tensor(gguf_name(name), blocks, raw_dtype=gguf.GGMLQuantizationType[kind])
     writer.write_header_to_file()
@@ -208,19 +211,19 @@ def main() -> int:
         for seconds, first_line in sorted(cells, reverse=True)[:6]:
             print(f"  {seconds:6.2f} s  {first_line}")
     forward = next((s for s, line in cells if line.startswith("stream = token_embeddings")), None)
-    print(
-        f"setup {total_setup:.1f} s: target ≤ {TARGET_SETUP_S:.0f} s "
-        f"{'met' if total_setup <= TARGET_SETUP_S else 'missed'}"
-    )
-    if forward is not None:
-        print(
-            f"every layer on the 17-token prompt (a forward pass) {forward:.2f} s: target ≤ "
-            f"{TARGET_FORWARD_S:.0f} s {'met' if forward <= TARGET_FORWARD_S else 'missed'}"
-        )
-    print(
-        f"peak anonymous memory {peak_gb:.2f} GB: target ≤ {TARGET_ANON_GB:.0f} GB "
-        f"{'met' if peak_gb <= TARGET_ANON_GB else 'missed'}"
-    )
+    figures = {
+        "setup": (total_setup, "s", TARGET_SETUP_S),
+        "every layer on the 17-token prompt (a forward pass)": (forward, "s", TARGET_FORWARD_S),
+        "peak anonymous memory": (peak_gb, "GB", TARGET_ANON_GB),
+    }
+    for label, (value, unit, target) in figures.items():
+        if value is None:
+            continue
+        # the issue's setup, forward and memory targets are Q4_0's (Q4_K_M measured against
+        # them too); Q8_0's one target is its decode step beside llama.cpp's
+        verdict = "met" if value <= target else "missed"
+        judged = f"target ≤ {target:.0f} {unit} {verdict}" if args.format != "Q8_0" else "no target"
+        print(f"{label} {value:.2f} {unit}: {judged}")
     if args.llama_cpp:
         decode_beside_llama_cpp(file, args.format)
     return 0

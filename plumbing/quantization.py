@@ -413,12 +413,16 @@ def _file_groups(kind: str, rows: torch.Tensor, cpu: bool) -> tuple:
     the scales, and for Q4_K and Q8_0 the zero points (Q8_0: as Int4Halves holds it)."""
     if kind == "Q4_0":
         return pack_q4_0(rows) if cpu else gguf_files.ints_and_scales("Q4_0", rows.flatten(1))
-    if kind == "Q8_0":  # q = 16·high + low: [high | low − 8], 2K integers of -8 … 7 a row
-        ints, scales = gguf_files.ints_and_scales("Q8_0", rows.flatten(1))
-        high = torch.div(ints, 16, rounding_mode="floor")  # -8 … 7
-        halves = torch.cat([high, ints - 16 * high - 8], dim=1)  # the low four bits, − 8
+    if kind == "Q8_0":  # q = 16·h + l: a row of [h | l − 8], 2K integers of -8 … 7, offset by 8
+        n_rows, n_blocks, _ = rows.shape
+        scales = rows[..., :2].contiguous().view(torch.float16)[..., 0].float()
+        q = rows[..., 2:]  # the int8 q as bytes, two's complement: h + 8 is the high four bits
+        halves = torch.empty((n_rows, 2, n_blocks, gguf_files.BLOCK), dtype=torch.uint8)
+        torch.bitwise_xor(q >> 4, 8, out=halves[:, 0])  # h + 8: 0 … 15
+        torch.bitwise_and(q, 15, out=halves[:, 1])  # l = (l − 8) + 8: 0 … 15
+        halves = halves.view(n_rows, -1)
+        halves = pack_int4(halves) if cpu else halves.to(torch.int8) - 8
         zeros = torch.cat([torch.zeros_like(scales), 8 * scales], dim=1)  # low: (l − 8)·d + 8d
-        halves = pack_int4(halves) if cpu else halves
         return halves, torch.cat([16 * scales, scales], dim=1), zeros
     unsigned, scales, zeros = gguf_files.q4_k_groups(rows)
     ints = pack_int4(unsigned) if cpu else unsigned.to(torch.int8) - 8
