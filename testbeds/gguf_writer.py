@@ -128,11 +128,13 @@ def write_gguf(
     rope_factors: list[float] | None = None,
     keep: set[str] | None = None,
     context_length: int | None = None,
+    kind_of: dict[str, str] | None = None,
 ) -> Path:
-    """`kind`: the matrices' format (F32, F16, BF16, Q8_0, Q4_0, Q4_1); `vocabulary`: (kind,
-    tokens) instead of Llama 3's; `rope_factors`: a rope_freqs tensor; `keep`: only these
-    Meta names (to make a file that lacks a tensor); `context_length`: instead of the
-    checkpoint's."""
+    """`kind`: the matrices' format (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0); `vocabulary`:
+    (kind, tokens) instead of Llama 3's; `rope_factors`: a rope_freqs tensor; `keep`: only
+    these Meta names (to make a file that lacks a tensor); `context_length`: instead of the
+    checkpoint's; `kind_of`: a format of its own for the matrices it names (a mixed file, as
+    llama.cpp's Q4_K_M is)."""
     opened = checkpoints.open_checkpoint(checkpoint)
     params, weights = opened.params, opened.weights
     pre, token_types = "llama-bpe", None
@@ -160,12 +162,13 @@ def write_gguf(
         if name in rotated:
             values = hf_checkpoint.meta_rows_to_hf(values, rotated[name])
         values = values.numpy()
-        if values.ndim == 1 or kind == "F32":
+        its_kind = (kind_of or {}).get(name, kind)
+        if values.ndim == 1 or its_kind == "F32":
             writer.add_tensor(gguf_name(name), values)
-        elif kind == "F16":
+        elif its_kind == "F16":
             writer.add_tensor(gguf_name(name), values.astype(np.float16))
         else:
-            qtype = GGML[kind]
+            qtype = GGML[its_kind]
             writer.add_tensor(gguf_name(name), gguf.quants.quantize(values, qtype), raw_dtype=qtype)
     if rope_factors is not None:
         writer.add_tensor(gguf_files.ROPE_FACTORS, np.array(rope_factors, dtype=np.float32))

@@ -11,7 +11,10 @@ same kernel, makes the setup's decisions anew for each combination and runs the 
 own cells from `show-def` to `forward-def` again (`settings_matrix`, below): the layer-0 walk
 through `wq.view(…)`, every layer, the answer, and `forward`. bf16 with int8 once stopped at
 `heads-view`; in bfloat16 the setup cell's quantized matrices once handed the lesson float32
-values. The three kernels run at once, one thread each.
+values. Last, the GGUF layout's kernel opens the embedded model written in each block format
+a reader's file holds (Q8_0, Q4_0, and Q4_K_M as llama.cpp makes it at this size) and runs the
+same cells on each in both dtypes (`block_files`). The three kernels run at once, one thread
+each.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import pytest
 
 from plumbing import quantization
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
+from plumbing.checkpoints import open_checkpoint
 from testbeds.gguf_writer import write_gguf
 from testbeds.hf_folder import save_streaming
 from testbeds.notebook_kernel import KernelGlobals, in_kernel
@@ -55,6 +59,33 @@ LAYOUTS = {
 }
 
 
+# GGUF's block formats a reader's file holds (Ollama: llama3:8b Q4_0, llama3.1:8b Q4_K_M,
+# llama3.2:1b Q8_0), each the embedded model, run by the gguf layout's kernel in both dtypes.
+BLOCK_FILES = ["Q8_0", "Q4_0", "Q4_K_M"]
+
+
+def q4_k_m_kinds(shapes: dict, n_layers: int) -> dict[str, str]:
+    """The formats llama.cpp's Q4_K_M gives the embedded model: Q4_K, and Q6_K for the output
+    matrix and the `wv` and `w2` of the layers its rule gives more bits (the first and last
+    eighth, and every third between); rows of 64 or 224 numbers hold no block of 256, so Q4_K
+    falls back to Q5_0 and Q6_K to Q8_0 (its converter's file: F32/Q5_0/Q8_0)."""
+    eighth = n_layers // 8
+
+    def more_bits(layer: int) -> bool:
+        return layer < eighth or layer >= 7 * n_layers // 8 or (layer - eighth) % 3 == 2
+
+    kinds = {}
+    for name, shape in shapes.items():
+        if len(shape) != 2:
+            continue
+        six_bits = name == "output.weight" or (
+            name.endswith(("attention.wv.weight", "feed_forward.w2.weight"))
+            and more_bits(int(name.split(".")[1]))
+        )
+        kinds[name] = "Q8_0" if six_bits else "Q5_0"
+    return kinds
+
+
 def snapshot(folder):
     return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
 
@@ -70,6 +101,19 @@ def matrix():
         "hugging face": save_streaming(EMBEDDED_CHECKPOINT, folder / "hf"),
         "gguf": write_gguf(EMBEDDED_CHECKPOINT, folder / "embedded-bf16.gguf", "BF16"),
     }
+    embedded = open_checkpoint(EMBEDDED_CHECKPOINT)
+    mixed = q4_k_m_kinds(embedded.weights.shapes, embedded.params["n_layers"])
+    block_files_made = {
+        kind: str(
+            write_gguf(
+                EMBEDDED_CHECKPOINT,
+                folder / f"embedded-{kind.lower()}.gguf",
+                "Q5_0" if kind == "Q4_K_M" else kind,
+                kind_of=mixed if kind == "Q4_K_M" else None,
+            )
+        )
+        for kind in BLOCK_FILES
+    }
 
     before = snapshot(EMBEDDED_CHECKPOINT)
 
@@ -80,8 +124,11 @@ def matrix():
         settings = {**TENSORS_ONLY, "LLAMA3_CKPT": str(checkpoints[layout])}
         settings |= {"LLAMA3_QUANTIZE": scheme, "LLAMA3_DTYPE": dtype, "OMP_NUM_THREADS": "1"}
         also = [(settings_matrix, COMBINATIONS, str(NOTEBOOK_UNDER_TEST))]
+        if layout == "gguf":  # last: it replaces the kernel's model
+            also.append((block_files, block_files_made, str(NOTEBOOK_UNDER_TEST)))
         values = run_and_read(work, settings, also=also)
-        return values, json.loads(values["files"]["settings_matrix"].read_text())
+        files = {name: json.loads(file.read_text()) for name, file in values["files"].items()}
+        return values, files["settings_matrix"], files.get("block_files")
 
     with ThreadPoolExecutor(len(LAYOUTS)) as pool:
         futures = {layout: pool.submit(run, layout) for layout in LAYOUTS}
@@ -92,7 +139,7 @@ def matrix():
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_every_combination_predicts_what_the_plain_run_predicts(matrix, layout):
-    _, results = matrix[layout]
+    _, results, _ = matrix[layout]
     assert len(results) == len(COMBINATIONS)
     for result in results:
         combination = {key: result[key] for key in COMBINATIONS[0]}
@@ -107,7 +154,7 @@ def test_every_combination_predicts_what_the_plain_run_predicts(matrix, layout):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_the_whole_notebook_quantized_predicts_42(matrix, layout):
-    (values, _), (scheme, dtype) = matrix[layout], LAYOUTS[layout]
+    (values, _, _), (scheme, dtype) = matrix[layout], LAYOUTS[layout]
     assert values["next_token_id"] == ANSWER
     setup = cell_text(values["notebook"], "prelims-code")
     assert f"computing in {dtype}" in setup
@@ -118,27 +165,36 @@ def test_the_whole_notebook_quantized_predicts_42(matrix, layout):
     assert "fused weight-only kernels" in line, line
 
 
+@pytest.mark.parametrize("kind", BLOCK_FILES)
+def test_each_block_format_predicts_42_in_both_dtypes(matrix, kind):
+    # the file's route as the setup says it: Q8_0 and Q4_0 to the int4 kernel (Q8_0 in two
+    # halves); the Q5_0 of a Q4_K_M file of this size dequantized when used, its Q8_0 halved
+    _, _, results = matrix["gguf"]
+    runs = [result for result in results if result["format"] == kind]
+    assert [run["dtype"] for run in runs] == ["float32", "bfloat16"]
+    route, kernel = {
+        "Q8_0": ("Q8_0 to the int4 kernel in two halves", "Q8_0 (as two int4 halves) blocks"),
+        "Q4_0": ("Q4_0 to the int4 kernel as stored", "Q4_0 blocks as the file holds them"),
+        "Q4_K_M": ("Q5_0 dequantized when used", "Q8_0 (as two int4 halves) blocks"),
+    }[kind]
+    for run in runs:
+        assert run["cells"] == run["forward"] == ANSWER, run
+        assert route in run["file"] and kernel in run["quantized"], run
+
+
 # In the notebook's kernel, after its last cell (sent there as source:
 # testbeds/notebook_kernel.py).
 
 
 @in_kernel
-def settings_matrix(
-    nb: KernelGlobals, combinations: list[dict], notebook_path: str, path: str
-) -> None:
-    """The lesson's main path again under each combination of the settings that change how
-    weights are read (LLAMA3_DTYPE, LLAMA3_QUANTIZE, LLAMA3_ONE_ROW): for each, the setup
-    cell's decisions are made anew (`run_settings.decide`, `settings.weight_reader`) and the
-    notebook's own cells from `show-def` to `forward-def` run again in this kernel (the
-    tokenizer's cells aside: they read no weight). Saves each run's next token, by the cells
-    and by `forward`, and the setup's lines about it."""
-    import os
+def lesson_again(nb: KernelGlobals, notebook_path: str) -> tuple[int, int]:
+    """The notebook's own cells from `show-def` to `forward-def` again in this kernel, with
+    the setup's decisions in `nb` (the tokenizer's cells aside: they read no weight); the next
+    token by the cells and by `forward`."""
     from unittest import mock
 
     import matplotlib.pyplot as plt
     import nbformat
-
-    from plumbing import run_settings
 
     cells = nbformat.read(notebook_path, as_version=4).cells
     ids = [cell.get("id") for cell in cells]
@@ -148,6 +204,26 @@ def settings_matrix(
         for cell in lesson
         if cell.cell_type == "code" and not cell.get("id", "").startswith("bpe")
     ]
+    # the figures are the plain run's: here each is closed unrendered, not drawn again
+    with mock.patch.object(plt, "show", lambda *_, **__: plt.close("all")):
+        for source in sources:
+            exec(compile(source, "lesson", "exec"), nb.namespace)
+    return nb["next_token_id"], int(nb["forward"](nb["prompt_tokens"]).argmax())
+
+
+@in_kernel(uses=(lesson_again,))
+def settings_matrix(
+    nb: KernelGlobals, combinations: list[dict], notebook_path: str, path: str
+) -> None:
+    """The lesson's main path again under each combination of the settings that change how
+    weights are read (LLAMA3_DTYPE, LLAMA3_QUANTIZE, LLAMA3_ONE_ROW): for each, the setup
+    cell's decisions are made anew (`run_settings.decide`, `settings.weight_reader`) and the
+    lesson runs again (`lesson_again`). Saves each run's next token, by the cells and by
+    `forward`, and the setup's lines about it."""
+    import os
+
+    from plumbing import run_settings
+
     results = []
     for combination in combinations:
         os.environ.update(combination)
@@ -156,20 +232,54 @@ def settings_matrix(
         )
         nb.update(settings=settings, device=settings.device, compute_dtype=settings.dtype)
         nb["weight"] = settings.weight_reader(nb["model"])
-        # the figures are the plain run's: here each is closed unrendered, not drawn again
-        with mock.patch.object(plt, "show", lambda *_, **__: plt.close("all")):
-            for source in sources:
-                exec(compile(source, "lesson", "exec"), nb.namespace)
-        forward_token = int(nb["forward"](nb["prompt_tokens"]).argmax())
+        by_cells, by_forward = lesson_again(nb, notebook_path)
         results.append(
             {
                 **combination,
-                "cells": nb["next_token_id"],
-                "forward": forward_token,
+                "cells": by_cells,
+                "forward": by_forward,
                 "dtype": str(settings.dtype).removeprefix("torch."),
                 "quantized": settings.quantization_note,
                 "one_row": settings.one_row_note,
             }
         )
+    with open(path, "w") as file:
+        json.dump(results, file)
+
+
+@in_kernel(uses=(lesson_again,))
+def block_files(nb: KernelGlobals, files: dict[str, str], notebook_path: str, path: str) -> None:
+    """The lesson again on the embedded model written in each of GGUF's block formats
+    (`files`: format → file), in both dtypes: each file opened as the setup cell opens it,
+    the setup's decisions made for it, then `lesson_again`. Saves each run's next token and
+    the setup's lines about the file's route. Last in the kernel: it replaces the model."""
+    import os
+
+    from plumbing import checkpoints, run_settings
+
+    results = []
+    for kind, file in files.items():
+        checkpoint = checkpoints.open_checkpoint(file)
+        for dtype in ("float32", "bfloat16"):
+            os.environ.update(
+                {"LLAMA3_DTYPE": dtype, "LLAMA3_QUANTIZE": "none", "LLAMA3_ONE_ROW": "plain"}
+            )
+            model, config = checkpoint.weights, checkpoint.params
+            settings = run_settings.decide(file, config, nb["tokenizer"], model)
+            nb.update(checkpoint=checkpoint, model=model, config=config, settings=settings)
+            nb.update(device=settings.device, compute_dtype=settings.dtype)
+            nb["weight"] = settings.weight_reader(model)
+            by_cells, by_forward = lesson_again(nb, notebook_path)
+            results.append(
+                {
+                    "format": kind,
+                    "LLAMA3_DTYPE": dtype,
+                    "cells": by_cells,
+                    "forward": by_forward,
+                    "dtype": str(settings.dtype).removeprefix("torch."),
+                    "file": model.note(),
+                    "quantized": settings.quantization_note,
+                }
+            )
     with open(path, "w") as file:
         json.dump(results, file)
