@@ -420,10 +420,9 @@ def _file_groups(kind: str, rows: torch.Tensor, cpu: bool) -> tuple:
         halves = torch.empty((n_rows, 2, n_blocks, gguf_files.BLOCK), dtype=torch.uint8)
         torch.bitwise_xor(q >> 4, 8, out=halves[:, 0])  # h + 8: 0 … 15
         torch.bitwise_and(q, 15, out=halves[:, 1])  # l = (l − 8) + 8: 0 … 15
-        halves = halves.view(n_rows, -1)
-        halves = pack_int4(halves) if cpu else halves.to(torch.int8) - 8
         zeros = torch.cat([torch.zeros_like(scales), 8 * scales], dim=1)  # low: (l − 8)·d + 8d
-        return halves, torch.cat([16 * scales, scales], dim=1), zeros
+        # only where the CPU's kernel takes the matrix (from_file_blocks): the kernel's bytes
+        return pack_int4(halves.view(n_rows, -1)), torch.cat([16 * scales, scales], dim=1), zeros
     unsigned, scales, zeros = gguf_files.q4_k_groups(rows)
     ints = pack_int4(unsigned) if cpu else unsigned.to(torch.int8) - 8
     return ints, scales, zeros

@@ -42,6 +42,7 @@ CASE_SECONDS = 20
 SMALL_VOCABULARY = 300
 FORMATS = [
     "gguf",
+    "gguf index",
     "safetensors",
     "params.json",
     "config.json",
@@ -57,7 +58,7 @@ FORMATS = [
 # tools/fuzz_campaign.py runs thousands. A tokenizer.json or tokenizer.model case loads a
 # 128,256-token vocabulary (about a second), so those are fuzzed in the campaign only; the
 # Qwen3 folder's vocabulary is a few thousand tokens.
-SUITE_FORMATS = FORMATS[:9]
+SUITE_FORMATS = [kind for kind in FORMATS if kind not in ("tokenizer.json", "tokenizer.model")]
 SUITE_CASES = 200  # of each
 HUGE = [2**63 - 1, 2**64 - 1, 2**40, 2**32, 2**31 - 1, 0]
 
@@ -125,6 +126,61 @@ def mutate(data: bytes, seed: int, header: int) -> tuple[bytes, str]:
         offset, size = rng.randrange(max(1, header - 8)), 8
     out[offset : offset + size] = struct.pack("<Q", value)[:size]
     return bytes(out), f"{kind} {value} at {offset}"
+
+
+def tensor_index(path: Path) -> list[dict]:
+    """Where each tensor's entry lies in a GGUF file's index: its name (at, length), its
+    dimensions (at, count) and its data offset (at, value), in bytes from the file's start."""
+    entries = []
+    for tensor in gguf_files.open_gguf(path).tensors:
+        name_at = tensor.field.offset + 8  # after the name's 8-byte length
+        n_dims = len(tensor.shape)
+        dims_at = name_at + len(tensor.name.encode()) + 4  # after the name and n_dims (uint32)
+        entries.append(
+            {
+                "name": (name_at, len(tensor.name.encode())),
+                "dims": (dims_at, n_dims),
+                "offset": (dims_at + 8 * n_dims + 4, tensor.data_offset),  # after the type
+            }
+        )
+    return entries
+
+
+def mutate_index(data: bytes, seed: int, index: list[dict]) -> tuple[bytes, str]:
+    """One seeded mutation of the tensor index, with the file's own structure: two tensors
+    given one name, a tensor's data moved onto another's or past the file's end, or a
+    dimension set so that the shape multiplies past any memory."""
+    rng = random.Random(seed)
+    out = bytearray(data)
+    i = rng.randrange(len(index))
+    kind = rng.choice(["duplicate", "overlap", "past the end", "shape"])
+    if kind == "duplicate":  # a name of the same length, so that the index still parses
+        at, length = index[i]["name"]
+        same = [e for e in index if e["name"][1] == length and e is not index[i]] or [index[i]]
+        other_at = rng.choice(same)["name"][0]
+        out[at : at + length] = data[other_at : other_at + length]
+        return bytes(out), f"tensor {i} named as another"
+    if kind == "shape":
+        at, n_dims = index[i]["dims"]
+        value, dim = rng.choice([2**32, 2**40, 2**62, 2**63 - 1, 0]), rng.randrange(n_dims)
+        out[at + 8 * dim : at + 8 * dim + 8] = struct.pack("<Q", value)
+        return bytes(out), f"tensor {i}'s dimension {dim} set to {value}"
+    at, offset = index[i]["offset"]
+    start = min(e["offset"][1] for e in index)  # the data section, as the file states offsets
+    if kind == "overlap":
+        target = index[rng.randrange(len(index))]["offset"][1] + rng.choice([0, 1, 32])
+    else:
+        target = len(data) - start + rng.choice([0, 1, 2**20, 2**40])
+    out[at : at + 8] = struct.pack("<Q", target - start)
+    return bytes(out), f"tensor {i}'s data at {target - start} ({kind})"
+
+
+def run_index_case(data: bytes, seed: int, index: list[dict], folder: Path) -> dict | None:
+    """A GGUF file whose tensor index is mutated with its structure (`mutate_index`)."""
+    mutated, mutation = mutate_index(data, seed, index)
+    path = folder / f"index-case-{seed}.gguf"
+    path.write_bytes(mutated)
+    return outcome(path, seed, mutation)
 
 
 class Timeout(Exception):
@@ -436,6 +492,10 @@ def run_format(kind: str, seeds, folder: Path, hf, base: Path | None = None) -> 
         data = base.read_bytes() if base else base_file(folder)
         header = metadata_end(base or folder / "base.gguf")
         return [f for seed in seeds if (f := run_case(data, seed, header, folder))]
+    if kind == "gguf index":
+        data = base.read_bytes() if base else base_file(folder)
+        index = tensor_index(base or folder / "base.gguf")
+        return [f for seed in seeds if (f := run_index_case(data, seed, index, folder))]
     if kind.startswith("qwen3"):  # its cases in a folder of their own: no name meets Llama's
         cases = folder / kind.replace(" ", "-")
         cases.mkdir(exist_ok=True)

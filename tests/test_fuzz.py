@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import resource
+import struct
 import subprocess
 import sys
 
 import pytest
 
 import tokenizer_setup
-from plumbing import REPO_DIR, checkpoint_files, checkpoints, run_settings
+from plumbing import REPO_DIR, checkpoint_files, checkpoints, gguf_files, run_settings
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from plumbing.friendly_errors import CheckpointError, SetupError
 from testbeds import fuzz
@@ -61,6 +62,26 @@ def test_mutated_files_end_in_the_model_or_one_sentence(reports, kind):
 
 
 @pytest.mark.slow  # builds two Hugging Face folders (seconds)
+def test_the_index_mutations_write_where_the_index_is(tmp_path):
+    # "gguf index" moves a tensor's name, dimensions or data offset by the file's own
+    # structure: each place it writes is, in the unmutated file, what gguf reads there; and
+    # each of its four kinds comes up within a few seeds
+    data = fuzz.base_file(tmp_path)
+    index = fuzz.tensor_index(tmp_path / "base.gguf")
+    tensors = gguf_files.open_gguf(tmp_path / "base.gguf").tensors
+    start = min(tensor.data_offset for tensor in tensors)
+    for entry, tensor in zip(index, tensors, strict=True):
+        (name_at, length), (dims_at, n_dims) = entry["name"], entry["dims"]
+        assert data[name_at : name_at + length] == tensor.name.encode()
+        dims = struct.unpack(f"<{n_dims}Q", data[dims_at : dims_at + 8 * n_dims])
+        assert list(dims) == [int(d) for d in tensor.shape]
+        at, offset = entry["offset"]
+        assert struct.unpack("<Q", data[at : at + 8])[0] == offset - start
+    mutations = [fuzz.mutate_index(data, seed, index)[1] for seed in range(40)]
+    for kind in ("named as another", "(overlap)", "(past the end)", "dimension"):
+        assert any(kind in mutation for mutation in mutations), kind
+
+
 def test_each_base_opens_as_a_model(tmp_path, monkeypatch):
     # unmutated, every format's base opens, checks and reads: else each case would stop in
     # one sentence whatever the mutation, and the fuzzing would test nothing. The tokenizer
