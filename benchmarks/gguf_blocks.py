@@ -52,7 +52,13 @@ from plumbing import (
     release_facts,
     run_settings,
 )
-from testbeds.gguf_writer import gguf_name, llama3_merges, metadata_writer, vocabulary_text
+from testbeds.gguf_writer import (
+    gguf_name,
+    llama3_merges,
+    metadata_writer,
+    q4_k_m_kind,
+    vocabulary_text,
+)
 
 FILES = {
     "Q4_0": DATA / "llama3-8b-q4_0-random.gguf",
@@ -73,20 +79,6 @@ RANDOM_BLOCKS = {
     "Q4_K": (256, 144, {0: 3e-5, 2: 2.25e-4}),
     "Q6_K": (256, 210, {208: 7e-6}),  # d·sc·(q − 32), sc an int8
 }
-
-
-def more_bits(layer: int, n_layers: int) -> bool:
-    """llama.cpp's rule for the Q4_K_M layers whose wv and w2 take Q6_K."""
-    eighth = n_layers // 8
-    return layer < eighth or layer >= 7 * n_layers // 8 or (layer - eighth) % 3 == 2
-
-
-def q4_k_m_kind(name: str, n_layers: int) -> str:
-    if name == "output.weight":
-        return "Q6_K"
-    if name.endswith(("attention.wv.weight", "feed_forward.w2.weight")):
-        return "Q6_K" if more_bits(int(name.split(".")[1]), n_layers) else "Q4_K"
-    return "Q4_K"
 
 
 def random_blocks(kind: str, rows: int, columns: int, generator) -> np.ndarray:

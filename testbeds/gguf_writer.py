@@ -118,6 +118,21 @@ def llama3_merges() -> list[str]:
     return [merge if isinstance(merge, str) else " ".join(merge) for merge in merges]
 
 
+def q4_k_m_kind(name: str, n_layers: int, columns: int = 256) -> str:
+    """The format llama.cpp's Q4_K_M quantizer gives a matrix: Q4_K, and Q6_K for the output
+    matrix and for `wv` and `w2` in the layers its rule gives more bits (the first and last
+    eighth, and every third between). Rows that hold no whole block of 256 (`columns`) fall
+    back to Q5_0 and Q8_0, as its converter's file of a small model shows (F32/Q5_0/Q8_0)."""
+    eighth = n_layers // 8
+    six_bits = name == "output.weight"
+    if name.endswith(("attention.wv.weight", "feed_forward.w2.weight")):
+        layer = int(name.split(".")[1])
+        six_bits = layer < eighth or layer >= 7 * n_layers // 8 or (layer - eighth) % 3 == 2
+    if columns % 256:
+        return "Q8_0" if six_bits else "Q5_0"
+    return "Q6_K" if six_bits else "Q4_K"
+
+
 def write_gguf(
     checkpoint: Path,
     path: Path,

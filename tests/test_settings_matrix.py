@@ -30,7 +30,7 @@ import pytest
 from plumbing import quantization
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from plumbing.checkpoints import open_checkpoint
-from testbeds.gguf_writer import write_gguf
+from testbeds.gguf_writer import q4_k_m_kind, write_gguf
 from testbeds.hf_folder import save_streaming
 from testbeds.notebook_kernel import KernelGlobals, in_kernel
 from tests.support import shared_runs
@@ -64,28 +64,6 @@ LAYOUTS = {
 BLOCK_FILES = ["Q8_0", "Q4_0", "Q4_K_M"]
 
 
-def q4_k_m_kinds(shapes: dict, n_layers: int) -> dict[str, str]:
-    """The formats llama.cpp's Q4_K_M gives the embedded model: Q4_K, and Q6_K for the output
-    matrix and the `wv` and `w2` of the layers its rule gives more bits (the first and last
-    eighth, and every third between); rows of 64 or 224 numbers hold no block of 256, so Q4_K
-    falls back to Q5_0 and Q6_K to Q8_0 (its converter's file: F32/Q5_0/Q8_0)."""
-    eighth = n_layers // 8
-
-    def more_bits(layer: int) -> bool:
-        return layer < eighth or layer >= 7 * n_layers // 8 or (layer - eighth) % 3 == 2
-
-    kinds = {}
-    for name, shape in shapes.items():
-        if len(shape) != 2:
-            continue
-        six_bits = name == "output.weight" or (
-            name.endswith(("attention.wv.weight", "feed_forward.w2.weight"))
-            and more_bits(int(name.split(".")[1]))
-        )
-        kinds[name] = "Q8_0" if six_bits else "Q5_0"
-    return kinds
-
-
 def snapshot(folder):
     return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
 
@@ -102,7 +80,12 @@ def matrix():
         "gguf": write_gguf(EMBEDDED_CHECKPOINT, folder / "embedded-bf16.gguf", "BF16"),
     }
     embedded = open_checkpoint(EMBEDDED_CHECKPOINT)
-    mixed = q4_k_m_kinds(embedded.weights.shapes, embedded.params["n_layers"])
+    n_layers = embedded.params["n_layers"]
+    mixed = {  # llama.cpp's Q4_K_M at this size: rows too short for K blocks (Q5_0, Q8_0)
+        name: q4_k_m_kind(name, n_layers, shape[1])
+        for name, shape in embedded.weights.shapes.items()
+        if len(shape) == 2
+    }
     block_files_made = {
         kind: str(
             write_gguf(
