@@ -7,14 +7,13 @@
 - Only one-row products are routed; more rows, and any other use, see the converted values.
 - The rule: which runs fuse and which say why not.
 - The notebook with LLAMA3_ONE_ROW=fused writes the same tokens as without, with the cache
-  and recomputing, and predicts "42"; without a C++ compiler it runs the plain path and its
-  setup cell says why. Two kernels at once, one thread each.
+  and recomputing, and predicts "42"; without a C++ compiler the setup decides the plain path
+  and says why, and the model still predicts "42" (in the same kernel, after its last cell).
 """
 
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from plumbing import (
     weight_loading,
 )
 from plumbing.one_row import AtenOneRowMatrix, FileDtypeMatrix
+from testbeds.notebook_kernel import KernelGlobals, in_kernel
 from tests.support import shared_runs
 from tests.support.notebook_values import TENSORS_ONLY, cell_text, run_and_read
 from tests.support.parity_runs import RANDOM_CHECKPOINTS
@@ -161,30 +161,43 @@ def test_a_failing_compile_leaves_the_plain_path(monkeypatch):
     assert failed == "torch.compile failed (RuntimeError: the compiler crashed)"
 
 
+@in_kernel
+def without_a_compiler(nb: KernelGlobals, path: str) -> None:
+    """In the fused run's kernel, after its last cell: the setup's decisions made again
+    (`run_settings.decide`, as the setup cell makes them) where no C++ compiler is found, and
+    the model's next token through the weights that reader hands out. Saves the setup's
+    account of the machine (`settings.details()`, what the `machine-code` cell prints) and
+    that token."""
+    import os
+
+    from plumbing import run_settings
+
+    os.environ["CXX"] = "/nowhere/c++"
+    try:
+        settings = run_settings.decide(
+            nb["checkpoint_dir"], nb["config"], nb["tokenizer"], nb["model"]
+        )
+    finally:
+        del os.environ["CXX"]
+    nb["weight"] = settings.weight_reader(nb["model"])
+    next_token = int(nb["forward"](nb["prompt_tokens"]).argmax())
+    with open(path, "w") as file:
+        json.dump({"details": settings.details(), "next_token": next_token}, file)
+
+
 @shared_runs.declared
-def notebook_runs():
-    """The whole notebook (demos off) fused, and fused with no compiler; the two at once,
-    started with the suite's other shared runs."""
+def notebook_run():
+    """The whole notebook (demos off) fused, then in its kernel the setup again with no C++
+    compiler (`without_a_compiler`; last: it replaces the kernel's weight reader); started
+    with the suite's other shared runs."""
     fused = {**TENSORS_ONLY, "LLAMA3_ONE_ROW": "fused", "OMP_NUM_THREADS": "1"}
-    scratch = Path(shared_runs.SHARED.scratch.name)
-    folders = {name: scratch / f"one-row-{name}" for name in ("fused", "no-compiler")}
-    # a compiler that is not there, and a cache of compiled code of its own, so that nothing
-    # compiled earlier is found: the plain path (the fused run may use what is compiled)
-    nowhere = {"CXX": "/nowhere/c++", "TORCHINDUCTOR_CACHE_DIR": str(folders["no-compiler"])}
-    cases = {"fused": (fused, [(generations,)]), "no compiler": ({**fused, **nowhere}, [])}
-
-    def run(name):
-        settings, also = cases[name]
-        return run_and_read(folders[name.replace(" ", "-")] / "run", settings, also=also)
-
-    with ThreadPoolExecutor(len(cases)) as pool:
-        futures = {name: pool.submit(run, name) for name in cases}
-        return {name: future.result() for name, future in futures.items()}
+    work = Path(shared_runs.SHARED.scratch.name) / "one-row-fused"
+    return run_and_read(work, fused, also=[(generations,), (without_a_compiler,)])
 
 
 @pytest.mark.slow
-def test_the_notebook_fused_writes_the_same_tokens(notebook_runs, embedded_run):
-    run = notebook_runs["fused"]
+def test_the_notebook_fused_writes_the_same_tokens(notebook_run, embedded_run):
+    run = notebook_run
     assert run["next_token_id"] == ANSWER
     decided = cell_text(run["notebook"], "machine-code")
     assert "one row:    fused: one-row products read the file's bfloat16" in decided
@@ -195,8 +208,7 @@ def test_the_notebook_fused_writes_the_same_tokens(notebook_runs, embedded_run):
 
 
 @pytest.mark.slow
-def test_without_a_compiler_the_notebook_runs_plain(notebook_runs):
-    run = notebook_runs["no compiler"]
-    assert run["next_token_id"] == ANSWER
-    decided = cell_text(run["notebook"], "machine-code")
-    assert "one row:    plain (no C++ compiler (/nowhere/c++) found" in decided
+def test_without_a_compiler_the_notebook_runs_plain(notebook_run):
+    plain = json.loads(notebook_run["files"]["without_a_compiler"].read_text())
+    assert plain["next_token"] == ANSWER
+    assert "one row:    plain (no C++ compiler (/nowhere/c++) found" in plain["details"]
