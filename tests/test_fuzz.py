@@ -30,7 +30,9 @@ MEMORY_LIMIT = 3 * 2**30
 
 
 def limited() -> None:  # in the child, before it runs: allocations past 3 GB fail
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    # RLIMIT_DATA (the heap and anonymous maps), not RLIMIT_AS: a CUDA build of torch maps more
+    # than 3 GB of libraries when imported, so under RLIMIT_AS the child could not even start
+    resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,9 @@ MEMORY_LIMIT = 3 * 2**30
 
 
 def limited() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    # the heap and anonymous maps (RLIMIT_DATA): a CUDA build of torch maps more than 3 GB of
+    # libraries when imported, which RLIMIT_AS would count
+    resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
 def main() -> int:
