@@ -172,13 +172,15 @@ def without_a_compiler(nb: KernelGlobals, path: str) -> None:
 
     from plumbing import run_settings
 
-    os.environ["CXX"] = "/nowhere/c++"
+    compiler, os.environ["CXX"] = os.environ.get("CXX"), "/nowhere/c++"
     try:
         settings = run_settings.decide(
             nb["checkpoint_dir"], nb["config"], nb["tokenizer"], nb["model"]
         )
     finally:
-        del os.environ["CXX"]
+        os.environ.pop("CXX")
+        if compiler is not None:  # the kernel's own, as it was
+            os.environ["CXX"] = compiler
     nb["weight"] = settings.weight_reader(nb["model"])
     next_token = int(nb["forward"](nb["prompt_tokens"]).argmax())
     with open(path, "w") as file:
