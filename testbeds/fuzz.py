@@ -23,6 +23,7 @@ import io
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import struct
@@ -39,6 +40,16 @@ from plumbing.friendly_errors import SetupError
 from testbeds.gguf_writer import vocabulary_text, write_gguf
 
 CASE_SECONDS = 20
+MEMORY_LIMIT = 3 * 2**30  # what a fuzzing process may hold: an allocation past it fails
+
+
+def limited() -> None:
+    """In a fuzzing child, before it runs (`preexec_fn`): allocations past MEMORY_LIMIT fail.
+    RLIMIT_DATA (the heap and anonymous maps), not RLIMIT_AS: a CUDA build of torch maps more
+    than 3 GB of libraries when imported, so under RLIMIT_AS the child could not even start."""
+    resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
 SMALL_VOCABULARY = 300
 FORMATS = [
     "gguf",

@@ -12,7 +12,6 @@ tokenizer.model's too (docs/testing.md gives its figures).
 from __future__ import annotations
 
 import json
-import resource
 import struct
 import subprocess
 import sys
@@ -26,14 +25,6 @@ from plumbing.friendly_errors import CheckpointError, SetupError
 from testbeds import fuzz
 from tokenizer_setup import TokenizerFileError
 
-MEMORY_LIMIT = 3 * 2**30
-
-
-def limited() -> None:  # in the child, before it runs: allocations past 3 GB fail
-    # RLIMIT_DATA (the heap and anonymous maps), not RLIMIT_AS: a CUDA build of torch maps more
-    # than 3 GB of libraries when imported, so under RLIMIT_AS the child could not even start
-    resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_LIMIT, MEMORY_LIMIT))
-
 
 @pytest.fixture(scope="module")
 def reports():
@@ -42,7 +33,7 @@ def reports():
     command = [sys.executable, "-m", "testbeds.fuzz", "--seed", "0", "--cases"]
     command += [str(fuzz.SUITE_CASES), "--format", *fuzz.SUITE_FORMATS]
     result = subprocess.run(
-        command, cwd=REPO_DIR, capture_output=True, text=True, timeout=300, preexec_fn=limited
+        command, cwd=REPO_DIR, capture_output=True, text=True, timeout=300, preexec_fn=fuzz.limited
     )
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert lines, result.stderr[-3000:]

@@ -13,21 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 
 from plumbing import REPO_DIR
-from testbeds.fuzz import FORMATS
-
-MEMORY_LIMIT = 3 * 2**30
-
-
-def limited() -> None:
-    # the heap and anonymous maps (RLIMIT_DATA): a CUDA build of torch maps more than 3 GB of
-    # libraries when imported, which RLIMIT_AS would count
-    resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_LIMIT, MEMORY_LIMIT))
+from testbeds.fuzz import FORMATS, limited
 
 
 def main() -> int:
