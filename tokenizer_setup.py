@@ -8,6 +8,10 @@ the copy inside Meta's `llama-models` package. A Hugging Face folder's
 `tokenizer.json` and a GGUF file's metadata hold the same vocabulary in other
 spellings; each is checked to be Llama 3's.
 
+Llama 4's tokenizer.model is the same kind of file with 200,000 lines; Meta's code gives it
+2,048 special tokens and the split pattern of OpenAI's o200k, which tells capitals from
+lower-case letters and keeps combining marks in words. The number of lines says which.
+
 Qwen3's vocabulary is a byte-level BPE too (151,643 ranked tokens, then its special tokens),
 with a split pattern of its own, Unicode NFC before splitting, no token that begins a text,
 and ChatML's turns. A tokenizer.json or GGUF vocabulary that is not Llama 3's is read as such
@@ -40,6 +44,15 @@ from plumbing.friendly_errors import SetupError
 SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# Meta's for Llama 4 (fact, from Meta's llama4 tokenizer: OpenAI's o200k pattern). A word is
+# capitals then lower-case letters, marks among either, an English contraction at its end.
+LLAMA4_SPLIT_PATTERN = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 # Qwen's (Qwen2 to Qwen3; fact, from its tokenizer.json): each digit a piece of its own.
 QWEN_SPLIT_PATTERN = SPLIT_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
@@ -95,6 +108,14 @@ LLAMA3_AROUND = dict(
     chat="<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{question}<|eot_id|>"
     "<|start_header_id|>assistant<|end_header_id|>\n\n",
 )
+LLAMA4_AROUND = dict(
+    nfc=False,
+    begin="<|begin_of_text|>",
+    end="<|end_of_text|>",
+    turn_end="<|eot|>",
+    chat="<|begin_of_text|><|header_start|>user<|header_end|>\n\n{question}<|eot|>"
+    "<|header_start|>assistant<|header_end|>\n\n",
+)
 CHATML_AROUND = dict(
     nfc=True,
     begin=None,
@@ -115,25 +136,27 @@ class Vocabulary(NamedTuple):
 
 
 def split_regex(tokenizer: tiktoken.Encoding) -> regex.Pattern:
-    """The tokenizer's split pattern (SPLIT_PATTERN, or Qwen's) compiled with the `regex`
-    package, its letters and numbers those of the tokenizer's own Unicode tables, so that it
-    cuts any text into the pieces tiktoken cuts.
+    """The tokenizer's split pattern (SPLIT_PATTERN, LLAMA4_SPLIT_PATTERN or Qwen's) compiled
+    with the `regex` package, its classes of characters (letters, numbers, marks) those of the
+    tokenizer's own Unicode tables, so that it cuts any text into the pieces tiktoken cuts.
 
     The two packages carry Unicode tables of different ages (in December 2026 tiktoken's are
-    Unicode 16.0's, `regex`'s 17.0's and newer): a character assigned since is a letter or a
-    number to `regex` and neither to tiktoken, and text around it splits differently. Such
-    characters are among those `regex` calls letters or numbers while Python's own
+    older than `regex`'s): a character assigned since is a letter, a number or a mark to
+    `regex` and unassigned to tiktoken, and text around it splits differently. Such characters
+    are among those `regex` puts in one of the pattern's classes while Python's own
     `unicodedata` (Unicode 14 to 16) has them unassigned; the tokenizer is asked about each
-    (c + "/A" splits before "/A" only where c is a letter or a number), and those it does not
-    take as one are left out of both classes.
+    (c + "/A" splits before "/A" only where c is in one of those classes, under all three
+    patterns), and those it does not take as one are left out of every class.
     """
     pattern = tokenizer._pat_str
     if b"/A" not in tokenizer._mergeable_ranks:  # a vocabulary without it cannot be asked
         return regex.compile(pattern)
     slash_a = tokenizer.encode_single_token("/A")
+    classes = sorted(set(regex.findall(r"\\p\{(\w+)\}", pattern)))  # L, N; Lu, M …
+    any_class = "[" + "".join(rf"\p{{{name}}}" for name in classes) + "]"
     every_character = "".join(map(chr, [*range(0xD800), *range(0xE000, 0x110000)]))
-    letters_and_numbers = regex.findall(r"[\p{L}\p{N}]", every_character)
-    newer = [char for char in letters_and_numbers if unicodedata.category(char) == "Cn"]
+    in_a_class = regex.findall(any_class, every_character)
+    newer = [char for char in in_a_class if unicodedata.category(char) == "Cn"]
     unknown = [c for c in newer if tokenizer.encode(c + "/A", disallowed_special=())[-1] != slash_a]
     if not unknown:
         return regex.compile(pattern)
@@ -144,13 +167,15 @@ def split_regex(tokenizer: tiktoken.Encoding) -> regex.Pattern:
         else:
             ranges.append([char, char])
     left_out = "".join(f"{regex.escape(first)}-{regex.escape(last)}" for first, last in ranges)
-    pattern = pattern.replace(r"\p{L}", rf"[\p{{L}}--[{left_out}]]")
-    pattern = pattern.replace(r"\p{N}", rf"[\p{{N}}--[{left_out}]]")
+    for name in classes:
+        pattern = pattern.replace(rf"\p{{{name}}}", rf"[\p{{{name}}}--[{left_out}]]")
     return regex.compile(pattern, regex.VERSION1)
 
 
 N_MERGEABLE_RANKS = 128_000
 N_SPECIAL_TOKENS = 256
+LLAMA4_MERGEABLE_RANKS = 200_000
+LLAMA4_SPECIAL_TOKENS = 2_048
 
 # SHA-256 of Llama 3's 128,000 ranked tokens (see ranks_digest), computed from Meta's
 # tokenizer.model: a tokenizer.json must hold exactly this vocabulary.
@@ -183,13 +208,33 @@ def special_token_names() -> list[str]:
     return names
 
 
-def packaged_tokenizer_model() -> Path | None:
-    """The tokenizer.model inside Meta's `llama-models` package, if installed."""
+def llama4_special_token_names() -> list[str]:
+    """Llama 4's 2,048 special token strings, index i is id LLAMA4_MERGEABLE_RANKS + i (fact,
+    from Meta's llama4 tokenizer: named tokens and numbered reserved ones, in its order)."""
+
+    def reserved(kind: str, first: int, last: int) -> list[str]:
+        return [f"<|{kind}_reserved_special_token_{i}|>" for i in range(first, last + 1)]
+
+    names = ["<|begin_of_text|>", "<|end_of_text|>", "<|fim_prefix|>", "<|fim_middle|>"]
+    names += ["<|fim_suffix|>", "<|header_start|>", "<|header_end|>", "<|eom|>", "<|eot|>"]
+    names += ["<|step|>", *reserved("text_post_train", 0, 5), "<|python_start|>"]
+    names += ["<|python_end|>", "<|finetune_right_pad|>", *reserved("text_post_train", 8, 68)]
+    names += ["<|image_start|>", "<|image_end|>", *reserved("vision", 0, 1)]
+    names += ["<|tile_x_separator|>", "<|tile_y_separator|>", *reserved("vision", 2, 5)]
+    names += ["<|image|>", *reserved("vision", 6, 6), "<|patch|>", *reserved("vision", 7, 1047)]
+    names += [*reserved("reasoning", 0, 7), "<|reasoning_thinking_start|>"]
+    names += ["<|reasoning_thinking_end|>"]
+    return names + [f"<|reserved_special_token_{i}|>" for i in range(2048 - len(names))]
+
+
+def packaged_tokenizer_model(family: str = "llama3") -> Path | None:
+    """The tokenizer.model inside Meta's `llama-models` package, if installed: Llama 3's, or
+    with family="llama4" Llama 4's."""
     spec = importlib.util.find_spec("llama_models")
     if spec is None or not spec.submodule_search_locations:
         return None
     for folder in spec.submodule_search_locations:
-        candidate = Path(folder) / "llama3" / "tokenizer.model"
+        candidate = Path(folder) / family / "tokenizer.model"
         if candidate.is_file():
             return candidate
     return None
@@ -242,13 +287,24 @@ def read_mergeable_ranks(path: str | Path) -> dict[bytes, int]:
                 f"{path} line {line_number} is not `<base64> <rank>`: this is not Llama 3's "
                 "tokenizer.model (use the one from the same download as the weights)."
             ) from None
-    if len(ranks) != N_MERGEABLE_RANKS or sorted(ranks.values()) != list(range(N_MERGEABLE_RANKS)):
+    known = (N_MERGEABLE_RANKS, LLAMA4_MERGEABLE_RANKS)
+    if len(ranks) not in known or sorted(ranks.values()) != list(range(len(ranks))):
         raise TokenizerFileError(
-            f"{path} has {len(ranks):,} BPE ranks, Llama 3's has {N_MERGEABLE_RANKS:,} numbered 0…"
-            f"{N_MERGEABLE_RANKS - 1}: the file is truncated or from another model; download it "
-            "again."
+            f"{path} has {len(ranks):,} BPE ranks; Llama 3's has {N_MERGEABLE_RANKS:,} and "
+            f"Llama 4's {LLAMA4_MERGEABLE_RANKS:,}, numbered from 0: the file is truncated or "
+            "from another model; download it again."
         )
     return ranks
+
+
+def read_tokenizer_model(path: str | Path) -> Vocabulary:
+    """Meta's tokenizer.model: Llama 3's (128,000 ranks) or Llama 4's (200,000), with the
+    special tokens, split pattern and chat format Meta's code gives each."""
+    ranks = read_mergeable_ranks(path)
+    if len(ranks) == N_MERGEABLE_RANKS:
+        return Vocabulary(ranks, special_tokens())
+    special = {name: len(ranks) + i for i, name in enumerate(llama4_special_token_names())}
+    return Vocabulary(ranks, special, LLAMA4_SPLIT_PATTERN, LLAMA4_AROUND)
 
 
 def vocabulary_lines(source: TokenizerSource, tokenizer: Tokenizer) -> list[bytes]:
@@ -505,7 +561,7 @@ def special_tokens() -> dict[str, int]:
 
 # How each kind of vocabulary a checkpoint hands over is read.
 READERS = {
-    "tokenizer.model": lambda path: Vocabulary(read_mergeable_ranks(path), special_tokens()),
+    "tokenizer.model": read_tokenizer_model,
     "tokenizer.json": read_tokenizer_json,
     "gguf": read_gguf_tokenizer,
 }

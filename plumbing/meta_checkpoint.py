@@ -21,6 +21,14 @@ from plumbing.tensor_names import NamedWeights
 
 LAYOUT = "Meta's layout (consolidated.*.pth + params.json)"
 SPELLING: dict[str, str] = {}  # params.json's keys are the notebook's own
+# params.json keys of Meta's Llama 4 release (fact: llama_models/llama4/args.py), each with what
+# it adds that the notebook does not teach (issue #45).
+LLAMA4_KEYS = {
+    "moe_args": "a mixture of experts in place of the feed-forward network",
+    "nope_layer_interval": "layers without RoPE",
+    "attention_chunk_size": "attention within chunks of positions",
+    "use_qk_norm": "an L2 norm on queries and keys",
+}
 
 
 def looks_like(path: Path) -> bool:
@@ -39,6 +47,12 @@ def read_params(folder: Path) -> dict:
     params = checkpoint_checks.read_json_object(
         path, "copy params.json from the same download as the weights"
     )
+    adds = [what for key, what in LLAMA4_KEYS.items() if params.get(key) not in (None, False)]
+    if adds:
+        raise CheckpointError(
+            f"{path} is a Llama 4 model's: it adds {', '.join(adds)}, which this notebook does "
+            "not teach; point LLAMA3_CKPT at a Llama 3 or Qwen3 model."
+        )
     return checkpoint_checks.check_params_json(params, path)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from plumbing import checkpoint_checks, checkpoint_files, checkpoints, run_settings
+from plumbing import checkpoint_checks, checkpoint_files, checkpoints, meta_checkpoint, run_settings
 from plumbing.checkpoint_files import CheckpointError
 from plumbing.run_settings import SettingError
 from tests.support.notebook_values import (
@@ -141,6 +141,30 @@ def test_params_bad_values(good_copy, key, value, message):
     write_params(good_copy, params_of(good_copy) | {key: value})
     with pytest.raises(CheckpointError, match=message):
         checkpoints.read_params(good_copy)
+
+
+# Llama 4 Scout's params.json keys beyond Llama 3's (fact, Meta's release; sizes cut down).
+LLAMA4_PARAMS = {
+    "vocab_size": 202048,
+    "use_qk_norm": True,
+    "nope_layer_interval": 4,
+    "attention_chunk_size": 8192,
+    "moe_args": {"num_experts": 16, "capacity_factor": 1.0, "top_k": 1},
+}
+
+
+@pytest.mark.parametrize("keys", [list(LLAMA4_PARAMS), ["moe_args"], ["use_qk_norm"]])
+def test_a_llama4_params_json_is_one_sentence_naming_what_it_adds(good_copy, keys):
+    write_params(good_copy, params_of(good_copy) | {key: LLAMA4_PARAMS[key] for key in keys})
+    with pytest.raises(CheckpointError, match="is a Llama 4 model's: it adds ") as raised:
+        checkpoints.open_checkpoint(good_copy)
+    named = [what for key, what in meta_checkpoint.LLAMA4_KEYS.items() if key in keys]
+    assert f"adds {', '.join(named)}, which this notebook does not teach" in str(raised.value)
+
+
+def test_llama4_keys_switched_off_are_llama3s(good_copy):
+    write_params(good_copy, params_of(good_copy) | {"use_qk_norm": False, "moe_args": None})
+    assert checkpoints.open_checkpoint(good_copy).params.n_layers == 4
 
 
 # ---- the tensors ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ merges alone, as the notebook had it before): it must fail there, or it proves n
 from __future__ import annotations
 
 import json
+import unicodedata
 from types import SimpleNamespace
 
 import nbformat
@@ -94,13 +95,15 @@ def test_the_diagram_shows_the_notebooks_merges(kernel_results, tokenizer):
     assert ranks == drawn.BPE_MERGE_RANKS
 
 
-def run_section(tokenizer, replacements=()):
-    """The section's cells, run here on what the setup cell would give them, each (old, new)
-    of `replacements` swapped into their source first."""
+def run_section(tokenizer, replacements=(), source=None):
+    """The section's cells, run here on what the setup cell would give them (the vocabulary
+    read from `source`, by default Llama 3's tokenizer.model), each (old, new) of
+    `replacements` swapped into their source first."""
     cells = {cell.get("id"): cell for cell in nbformat.read(NOTEBOOK, as_version=4).cells}
     prompt = DEFAULT_PROMPT
     begin = tokenizer.begin_of_text
-    source = TokenizerSource("tokenizer.model", tokenizer_setup.find_tokenizer_model(None))
+    if source is None:
+        source = TokenizerSource("tokenizer.model", tokenizer_setup.find_tokenizer_model(None))
     namespace = {
         "checkpoint": SimpleNamespace(tokenizer_source=source),
         "tokenizer": tokenizer,
@@ -138,7 +141,7 @@ def test_the_whole_piece_diagram_shows_the_notebooks_functions(section, merges_o
     assert merges_only["bpe_piece"](drawn.BPE_WHOLE_WORD) == drawn.BPE_WHOLE_MERGED_RANKS
 
 
-def whole_piece_tokens(ranks):
+def whole_piece_tokens(ranks, pattern=tokenizer_setup.SPLIT_PATTERN):
     """(text, rank) of every ranked token whose bytes are text that the split regex leaves
     as one piece: every token that text can be looked up as whole."""
     tokens = []
@@ -147,7 +150,7 @@ def whole_piece_tokens(ranks):
             text = token.decode("utf-8")
         except UnicodeDecodeError:
             continue  # part of a character: never a piece of text
-        if regex.findall(tokenizer_setup.SPLIT_PATTERN, text) == [text]:
+        if regex.findall(pattern, text) == [text]:
             tokens.append((text, rank))
     return tokens
 
@@ -250,6 +253,33 @@ def test_generated_strings_encode_like_meta_and_tiktoken(section, tokenizer, met
     assert ours == meta.encode(text, bos=True, eos=False)
     assert ours[1:] == tokenizer.encode(text, disallowed_special=())
     assert section["bpe_decode"](ours[1:]) == text
+
+
+def newer_characters(tokenizer) -> list[str]:
+    """Every character that `regex` puts in a class of the tokenizer's split pattern (letters,
+    numbers; Llama 4's: capitals, lower case, marks) while Python's `unicodedata` has it
+    unassigned: where the two packages' Unicode tables can disagree (split_regex)."""
+    classes = sorted(set(regex.findall(r"\\p\{(\w+)\}", tokenizer._pat_str)))
+    any_class = "[" + "".join(rf"\p{{{name}}}" for name in classes) + "]"
+    every_character = "".join(map(chr, [*range(0xD800), *range(0xE000, 0x110000)]))
+    return [c for c in regex.findall(any_class, every_character) if unicodedata.category(c) == "Cn"]
+
+
+def newer_character_misses(namespace, meta) -> list[str]:
+    """The newer characters (above) that, in the places each class matters (alone before a
+    word, inside and after a lower-case word, after a capital, between digits, before a
+    contraction), `bpe_encode` splits otherwise than Meta's tokenizer (tiktoken's tables)."""
+    misses = []
+    for c in newer_characters(namespace["tokenizer"]):
+        text = f"{c}/A a{c}b A{c} 1{c}2 x{c}'s"
+        if namespace["bpe_encode"](text) != meta.encode(text, bos=True, eos=False):
+            misses.append(c)
+    return misses
+
+
+def test_every_character_newer_than_pythons_tables_splits_as_tiktoken_does(section, meta):
+    misses = newer_character_misses(section, meta)
+    assert not misses, f"{len(misses)} characters, e.g. {[hex(ord(c)) for c in misses[:5]]}"
 
 
 token_ids = st.one_of(st.integers(0, 99_999), st.integers(100_000, 127_999))
