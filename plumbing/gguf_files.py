@@ -345,10 +345,12 @@ def read_params(path: Path) -> dict:
     reader = open_gguf(path)
     architecture = field(reader, "general.architecture")
     if architecture not in ARCHITECTURES:
+        adds = release_facts.NOT_TAUGHT.get(architecture) if isinstance(architecture, str) else None
+        why = f" ({architecture} adds {adds}, which it does not teach)" if adds else ""
         raise CheckpointError(
             f"{path} holds a {architecture or 'unnamed'} model (general.architecture), not "
-            "llama or qwen3: this notebook runs Llama 3 and Qwen3 models only; use a Llama 3 "
-            "GGUF file."
+            f"llama or qwen3: this notebook runs Llama 3 and Qwen3 models only{why}; use a "
+            "Llama 3 or Qwen3 GGUF file."
         )
     prefix = f"{architecture}."
     params = {}

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from plumbing import checkpoint_checks, model_sizes, tensor_names
+from plumbing import checkpoint_checks, model_sizes, release_facts, tensor_names
 from plumbing.checkpoint_files import TokenizerSource
 from plumbing.friendly_errors import CheckpointError
 from plumbing.tensor_names import NamedWeights
@@ -29,14 +29,6 @@ LAYOUT = "Hugging Face's layout (config.json + safetensors)"
 # The architectures the notebook runs, by config.json's model_type: Llama 3, and Qwen3, which
 # adds an RMSNorm on each query and key head (`qk_norm`) and states its head width.
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen3": "Qwen3ForCausalLM"}
-# Others met on the hub, each with what it adds that the notebook does not teach.
-NOT_TAUGHT = {
-    "qwen2": "biases on the query, key and value projections",
-    "qwen3_moe": "a mixture of experts in place of the feed-forward network",
-    "mistral": "attention over a sliding window",
-    "gemma3": "norms after attention and the feed-forward too, and a scaled embedding",
-    "llama4": "a mixture of experts, chunked attention and layers without RoPE",
-}
 
 
 def looks_like(path: Path) -> bool:
@@ -93,7 +85,7 @@ def read_params(folder: Path) -> dict:
     model_type = config.get("model_type", "llama")
     if not isinstance(model_type, str) or ARCHITECTURES.get(model_type) not in architectures:
         found = ", ".join(architectures) or config.get("model_type") or "an unnamed architecture"
-        adds = NOT_TAUGHT.get(model_type) if isinstance(model_type, str) else None
+        adds = release_facts.NOT_TAUGHT.get(model_type) if isinstance(model_type, str) else None
         why = f" ({model_type} adds {adds}, which it does not teach)" if adds else ""
         raise CheckpointError(
             f"{path} describes {found}, not LlamaForCausalLM or Qwen3ForCausalLM: this notebook "

@@ -1,7 +1,8 @@
 """What params.json does not say about Meta's Llama 3 releases — facts, no math.
 
 params.json gives every size, but not the context length a release was trained for,
-nor the factor of Llama 3.1+'s scaled RoPE (it only says *whether* RoPE is scaled).
+nor the factor of Llama 3.1+'s scaled RoPE (it only says *whether* RoPE is scaled). Also
+the architectures met beside Llama 3 that the notebook does not teach, and what each adds.
 """
 
 from __future__ import annotations
@@ -53,3 +54,18 @@ def rope_scale_factor(params: dict) -> tuple[float | None, str]:
     if params["dim"] <= 3072:
         return ROPE_SCALE_FACTOR_3_2, f"dim {params['dim']} ≤ 3072: a Llama 3.2 model"
     return ROPE_SCALE_FACTOR_3_1, f"dim {params['dim']} > 3072: a Llama 3.1/3.3 model"
+
+
+# Architectures met on the hub, in Ollama and in GGUF files that the notebook does not teach,
+# each with what it adds to Llama 3 (facts, from their releases). By the name config.json's
+# model_type and GGUF's general.architecture give it.
+NOT_TAUGHT = {
+    "qwen2": "biases on the query, key and value projections",
+    "qwen3_moe": "a mixture of experts in place of the feed-forward network",
+    "mistral": "attention over a sliding window",
+    "gemma3": "norms after attention and the feed-forward too, and a scaled embedding",
+    "llama4": "a mixture of experts, chunked attention and layers without RoPE",
+}
+# the same architectures under their other names: GGUF's, and the text models' model_type
+NOT_TAUGHT |= {"qwen3moe": NOT_TAUGHT["qwen3_moe"], "llama4_text": NOT_TAUGHT["llama4"]}
+NOT_TAUGHT |= {"gemma3_text": NOT_TAUGHT["gemma3"]}

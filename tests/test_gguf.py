@@ -309,15 +309,29 @@ def setup_error(path_or_name, **env) -> str:
     return lines[0]
 
 
-def test_another_architecture(tmp_path):
-    path = tmp_path / "qwen.gguf"
-    writer = gguf.GGUFWriter(str(path), "qwen2")
+@pytest.mark.parametrize(
+    ("architecture", "adds"),
+    [
+        ("qwen2", "biases on the query, key and value projections"),
+        ("llama4", "a mixture of experts, chunked attention and layers without RoPE"),
+        ("qwen3moe", "a mixture of experts in place of the feed-forward network"),
+        ("phi3", None),  # nothing said of what it adds: the sentence without it
+    ],
+)
+def test_another_architecture(tmp_path, architecture, adds):
+    path = tmp_path / f"{architecture}.gguf"
+    writer = gguf.GGUFWriter(str(path), architecture)
     writer.add_block_count(2)
     for step in (writer.write_header_to_file, writer.write_kv_data_to_file):
         step()
     writer.write_tensors_to_file()
     writer.close()
-    assert "holds a qwen2 model (general.architecture), not llama or qwen3" in setup_error(path)
+    said = setup_error(path)
+    assert f"holds a {architecture} model (general.architecture), not llama or qwen3" in said
+    if adds:
+        assert f"({architecture} adds {adds}, which it does not teach)" in said
+    else:
+        assert "adds" not in said
 
 
 def test_llama2s_vocabulary(tmp_path, small_vocabulary_file):
