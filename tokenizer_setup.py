@@ -572,7 +572,8 @@ def load_tokenizer(source: TokenizerSource | None = None) -> Tokenizer:
     the checkpoint hands over (`checkpoints.open_checkpoint(path).tokenizer_source`): a GGUF
     file's metadata, a tokenizer.json, or a tokenizer.model — the one in `llama-models`
     when there is none beside the weights, or with no source at all. A tokenizer.json or GGUF
-    file with a vocabulary like Qwen3's gives that one, with its own pattern and specials."""
+    file with a vocabulary like Qwen3's gives that one, with its own pattern and specials; a
+    tokenizer.model of 200,000 ranks, Llama 4's, gives Llama 4's."""
     if source is None or (source.kind == "tokenizer.model" and not source.path.exists()):
         folder = None if source is None else source.path.parent
         source = TokenizerSource("tokenizer.model", find_tokenizer_model(folder))
