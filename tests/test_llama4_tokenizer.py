@@ -30,6 +30,7 @@ from tests.test_bpe import (
     newer_character_misses,
     newer_characters,
     run_section,
+    sentence_differences,
     whole_piece_tokens,
 )
 
@@ -100,15 +101,6 @@ def test_every_whole_piece_token_encodes_to_itself(section, tokenizer):
     assert len(section["ranks"]) == tokenizer_setup.LLAMA4_MERGEABLE_RANKS
     misses = vocabulary_misses(section, tokenizer)
     assert not misses, f"{len(misses)} tokens of the vocabulary encode otherwise: {misses[:5]}"
-
-
-def sentence_differences(namespace, meta):
-    return [
-        (language, sentence)
-        for language, group in SENTENCES.items()
-        for sentence in group
-        if namespace["bpe_encode"](sentence) != meta.encode(sentence, bos=True, eos=False)
-    ]
 
 
 def test_with_llama3s_split_pattern_the_sentences_encode_otherwise(tokenizer, source, meta):
