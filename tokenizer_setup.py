@@ -224,7 +224,8 @@ def llama4_special_token_names() -> list[str]:
     names += ["<|image|>", *reserved("vision", 6, 6), "<|patch|>", *reserved("vision", 7, 1047)]
     names += [*reserved("reasoning", 0, 7), "<|reasoning_thinking_start|>"]
     names += ["<|reasoning_thinking_end|>"]
-    return names + [f"<|reserved_special_token_{i}|>" for i in range(2048 - len(names))]
+    count = LLAMA4_SPECIAL_TOKENS - len(names)
+    return names + [f"<|reserved_special_token_{i}|>" for i in range(count)]
 
 
 def packaged_tokenizer_model(family: str = "llama3") -> Path | None:
