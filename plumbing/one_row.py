@@ -114,9 +114,11 @@ def decide(
 
 def one_row_seconds(shape: tuple[int, int], repeats: int = 3) -> dict[str, float]:
     """One bf16 row times a bf16 `shape` matrix, through oneDNN and through ATen: the best of
-    `repeats` seconds each (random values; the matrix as large as the model's largest)."""
-    w = torch.empty(shape, dtype=torch.bfloat16).normal_()
-    x = torch.empty(1, shape[1], dtype=torch.bfloat16).normal_()
+    `repeats` seconds each (the matrix as large as the model's largest). The values do not
+    change the time, so they are a constant: filling the 8B's [14336 × 4096] with random
+    numbers took 0.32 s, with one number 0.03 s, and the timing itself about 0.05 s."""
+    w = torch.full(shape, 1 / 64, dtype=torch.bfloat16)
+    x = torch.full((1, shape[1]), 1 / 2, dtype=torch.bfloat16)
     seconds = {}
     for kernel, enabled in (("oneDNN", True), ("ATen", False)):
         with torch.backends.mkldnn.flags(enabled=enabled):
