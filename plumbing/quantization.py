@@ -20,9 +20,12 @@ than the CPU the product is dequantize-then-multiply: the fused CUDA kernels are
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
+import os
+import threading
 import time
 from collections.abc import Iterator
 
@@ -481,6 +484,42 @@ def return_freed_memory() -> bool:
     except (OSError, AttributeError, TypeError):  # no glibc: its allocator decides alone
         return False
     return True
+
+
+# How often a demo's freed memory goes back to the system while it runs (freed_memory_returned).
+TRIM_PERIOD = 0.25
+
+
+@contextlib.contextmanager
+def freed_memory_returned(period: float = TRIM_PERIOD) -> Iterator[None]:
+    """Inside the `with`, what is freed goes back to the system every `period` seconds, and
+    all of it at the end.
+
+    glibc keeps what a demo frees in its heap, as holes between live buffers of other sizes,
+    and the heap grows around them: the quality table's `[positions × vocab]` logits, a
+    different size each sentence, took the kernel from 0.57 GB to 1.03–1.11 GB while holding
+    about 0.1 GB at a time. A second thread trims the heap every `period` seconds (ctypes lets
+    go of Python's lock while the C library works): 0.65 GB, 2.85 s instead of 2.6 s
+    (docs/performance.md#the-whole-notebook). Where MALLOC_TRIM_THRESHOLD_ is set (the test
+    suite keeps freed buffers, for speed), that choice stands: only the final trim is made.
+    """
+    stop = threading.Event()
+
+    def trim_until_stopped() -> None:
+        while not stop.wait(period):
+            return_freed_memory()
+
+    trimmer = None
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        trimmer = threading.Thread(target=trim_until_stopped, daemon=True)
+        trimmer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if trimmer is not None:
+            trimmer.join()
+        return_freed_memory()
 
 
 class QuantizedReader:

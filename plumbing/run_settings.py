@@ -477,11 +477,9 @@ class Settings:
 
         A skipped demo says why the first time, and "skipped, as above" after that.
         """
-        if self.run_examples:
-            try:
+        if self.run_examples:  # what the demo frees goes back to the system as it runs
+            with quantization.freed_memory_returned():
                 return demo()
-            finally:  # what the demo freed, back to the system: a later demo starts low
-                quantization.return_freed_memory()
         print("skipped, as above" if self.said_why else f"skipped: {self.examples_reason}")
         self.said_why = True
         return None

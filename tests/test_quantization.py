@@ -16,6 +16,8 @@ import json
 import platform
 import re
 import sys
+import threading
+import time
 
 import pytest
 import torch
@@ -228,6 +230,26 @@ def test_the_kernels_refuse_what_they_cannot_take():
 def test_quantizing_gives_freed_memory_back_on_glibc():
     # glibc keeps freed heap blocks: 2.1 GB of them after quantizing the 8B (docs/performance.md)
     assert quantization.return_freed_memory()
+
+
+@pytest.mark.parametrize("suite_policy", [False, True])
+def test_a_demo_gives_freed_memory_back_while_it_runs(monkeypatch, suite_policy):
+    # every period while the `with` runs, once more at its end, and no thread left after it;
+    # where MALLOC_TRIM_THRESHOLD_ is set (this suite sets it), only the final trim
+    trims = []
+    monkeypatch.setattr(quantization, "return_freed_memory", lambda: trims.append(1) or True)
+    if suite_policy:
+        monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", str(2**30))
+    else:
+        monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    threads = threading.active_count()
+    with quantization.freed_memory_returned(period=0.05):
+        time.sleep(0.5)
+    assert threading.active_count() == threads
+    if suite_policy:
+        assert len(trims) == 1
+    else:
+        assert 5 <= len(trims) <= 12  # about ten periods, and the last trim
 
 
 # In the notebook's kernel, after its last cell (sent there as source:
