@@ -34,6 +34,9 @@ from tests.test_bpe import (
     whole_piece_tokens,
 )
 
+# The whole vocabulary and every newer character: `make test`, not the edit loop (`make quick`).
+pytestmark = pytest.mark.slow
+
 # Measured over Meta's Llama 4 tokenizer.model: the ranked tokens that are text and one
 # whole piece under the split pattern (tiktoken's Unicode tables).
 WHOLE_PIECES = 198_165
