@@ -14,21 +14,13 @@ from pathlib import Path
 
 import torch
 
-from plumbing import checkpoint_checks, tensor_names
+from plumbing import checkpoint_checks, release_facts, tensor_names
 from plumbing.checkpoint_files import TokenizerSource
 from plumbing.friendly_errors import CheckpointError
 from plumbing.tensor_names import NamedWeights
 
 LAYOUT = "Meta's layout (consolidated.*.pth + params.json)"
 SPELLING: dict[str, str] = {}  # params.json's keys are the notebook's own
-# params.json keys of Meta's Llama 4 release (fact: llama_models/llama4/args.py), each with what
-# it adds that the notebook does not teach (issue #45).
-LLAMA4_KEYS = {
-    "moe_args": "a mixture of experts in place of the feed-forward network",
-    "nope_layer_interval": "layers without RoPE",
-    "attention_chunk_size": "attention within chunks of positions",
-    "use_qk_norm": "an L2 norm on queries and keys",
-}
 
 
 def looks_like(path: Path) -> bool:
@@ -47,7 +39,8 @@ def read_params(folder: Path) -> dict:
     params = checkpoint_checks.read_json_object(
         path, "copy params.json from the same download as the weights"
     )
-    adds = [what for key, what in LLAMA4_KEYS.items() if params.get(key) not in (None, False)]
+    llama4 = release_facts.LLAMA4_PARAMS
+    adds = [what for key, what in llama4.items() if params.get(key) not in (None, False)]
     if adds:
         raise CheckpointError(
             f"{path} is a Llama 4 model's: it adds {', '.join(adds)}, which this notebook does "

@@ -69,3 +69,11 @@ NOT_TAUGHT = {
 # the same architectures under their other names: GGUF's, and the text models' model_type
 NOT_TAUGHT |= {"qwen3moe": NOT_TAUGHT["qwen3_moe"], "llama4_text": NOT_TAUGHT["llama4"]}
 NOT_TAUGHT |= {"gemma3_text": NOT_TAUGHT["gemma3"]}
+# Meta's own layout says the same through params.json: the keys of its Llama 4 release (fact:
+# llama_models/llama4/args.py), each with what it adds.
+LLAMA4_PARAMS = {
+    "moe_args": "a mixture of experts in place of the feed-forward network",
+    "nope_layer_interval": "layers without RoPE",
+    "attention_chunk_size": "attention within chunks of positions",
+    "use_qk_norm": "an L2 norm on queries and keys",
+}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from plumbing import checkpoint_checks, checkpoint_files, checkpoints, meta_checkpoint, run_settings
+from plumbing import checkpoint_checks, checkpoint_files, checkpoints, release_facts, run_settings
 from plumbing.checkpoint_files import CheckpointError
 from plumbing.run_settings import SettingError
 from tests.support.notebook_values import (
@@ -158,7 +158,7 @@ def test_a_llama4_params_json_is_one_sentence_naming_what_it_adds(good_copy, key
     write_params(good_copy, params_of(good_copy) | {key: LLAMA4_PARAMS[key] for key in keys})
     with pytest.raises(CheckpointError, match="is a Llama 4 model's: it adds ") as raised:
         checkpoints.open_checkpoint(good_copy)
-    named = [what for key, what in meta_checkpoint.LLAMA4_KEYS.items() if key in keys]
+    named = [what for key, what in release_facts.LLAMA4_PARAMS.items() if key in keys]
     assert f"adds {', '.join(named)}, which this notebook does not teach" in str(raised.value)
 
 
