@@ -12,7 +12,7 @@ Q4_K_M; Q8_0, `llama3.2:1b`'s format): setup and the notebook.
 2. Setup, in this process, step by step as the setup cell takes them: open the file
    (`open_checkpoint`), the tokenizer from its vocabulary, the settings, and `weight`, whose
    Q4_0 and Q4_K matrices go to PyTorch's int4 kernel as the file holds them, Q8_0's in two
-   halves (`from_file_blocks`).
+   halves (`from_file_blocks`), rearranged in the background; then how long that took.
 3. The notebook, in a fresh process (`make run`'s runner, demos skipped at this size), its
    peak anonymous memory sampled: the whole run, and its slowest cells.
 4. With --llama-cpp: the notebook's prefill and decode step on the file, then llama.cpp's on
@@ -124,9 +124,14 @@ def setup_steps(file) -> dict[str, float]:
     settings = run_settings.decide(file, checkpoint.params, tokenizer, checkpoint.weights)
     times["the settings"] = time.perf_counter() - started
     started = time.perf_counter()
-    settings.weight_reader(checkpoint.weights)
-    times["weight: blocks to the int4 kernel"] = time.perf_counter() - started
+    weight = settings.weight_reader(checkpoint.weights)
+    times["weight (blocks go on in the background)"] = time.perf_counter() - started
     print("   ", settings.summary().splitlines()[-2])  # quantized: what the route took
+    matrices = getattr(weight, "matrices", {})
+    if hasattr(matrices, "finish"):  # not part of setup: the notebook goes on meanwhile
+        print(
+            f"  the blocks, rearranged for the kernel in the background: {matrices.finish():.2f} s"
+        )
     return times
 
 

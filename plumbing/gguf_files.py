@@ -6,10 +6,10 @@ vocabulary, and every tensor, memory-mapped by the `gguf` package (ggml's own re
 `read_params` turns the metadata into params.json's keys; `GGUFWeights` hands out the
 tensors under Meta's names, one at a time. llama.cpp's converter already put the q and k
 rows back in Meta's order (its `permute()` undoes Hugging Face's), so no row moves here.
-Q4_0's and Q4_K's blocks go to PyTorch's int4 kernel as they are (`quantization.from_file_blocks`
-builds the matrices: Q4_K's minimum per group becomes the kernel's zero point); Q8_0's and
-Q6_K's are dequantized with torch when a tensor is read; llama.cpp's other block formats by
-`gguf.quants`, in numpy.
+Q4_0's and Q4_K's blocks go to PyTorch's int4 kernel as they are, Q8_0's in two halves
+(`quantization.from_file_blocks` builds the matrices in a background thread: Q4_K's minimum per
+group becomes the kernel's zero point); Q6_K's are dequantized with torch when a tensor is
+first read; llama.cpp's other block formats by `gguf.quants`, in numpy.
 
 (An Ollama model name, `llama3.2:1b`, is found by model_ids: the GGUF blob it names is read
 here, where it lies.)
@@ -122,17 +122,22 @@ K_BLOCK = 256
 KERNEL_FORMATS = ("Q4_0", "Q4_K", "Q8_0")  # Q8_0 in two halves: quantization.Int4Halves
 
 
-def _q4_k_parts(raw: torch.Tensor):
-    """[blocks × 144] bytes → d, dmin [blocks × 1], sc, m [blocks × 8] as float32, and q
-    [blocks × 8 × 32] as uint8."""
+def _q4_k_scales(raw: torch.Tensor):
+    """[blocks × 144] bytes → d, dmin [blocks × 1] and sc, m [blocks × 8], as float32."""
     d = raw[:, 0:2].contiguous().view(torch.float16).float()
     dmin = raw[:, 2:4].contiguous().view(torch.float16).float()
     low, high, mixed = raw[:, 4:16].reshape(-1, 3, 4).unbind(1)  # [blocks × 4] each
     sc = torch.cat([low & 63, (mixed & 15) | ((low >> 2) & 48)], dim=1).float()
     m = torch.cat([high & 63, (mixed >> 4) | ((high >> 2) & 48)], dim=1).float()
+    return d, dmin, sc, m
+
+
+def _q4_k_parts(raw: torch.Tensor):
+    """[blocks × 144] bytes → d, dmin [blocks × 1], sc, m [blocks × 8] as float32, and q
+    [blocks × 8 × 32] as uint8."""
     chunks = raw[:, 16:].reshape(-1, 4, 1, 32)
     q = torch.cat([chunks & 15, chunks >> 4], dim=2).reshape(-1, 8, 32)
-    return d, dmin, sc, m, q
+    return *_q4_k_scales(raw), q
 
 
 def _q4_k(raw: torch.Tensor) -> torch.Tensor:
@@ -141,31 +146,43 @@ def _q4_k(raw: torch.Tensor) -> torch.Tensor:
     return ((d * sc)[..., None] * q.float() - (dmin * m)[..., None]).reshape(-1, K_BLOCK)
 
 
-def q4_k_groups(blocks: torch.Tensor):
-    """Q4_K blocks as a file holds them, bytes [rows × K/256 × 144] → what the int4 kernel
-    takes: the integers q (0 … 15) as uint8 [rows × K], and per group of 32 a scale d·sc and
-    a zero point [rows × K/32] (float32), the kernel's weight being (q − 8)·scale + zero,
-    which is Q4_K's d·sc·q − dmin·m when zero = 8·scale − dmin·m."""
-    d, dmin, sc, m, q = _q4_k_parts(blocks.reshape(-1, K_BLOCKS["Q4_K"]))
+def q4_k_scales_and_zeros(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q4_K blocks as a file holds them, bytes [rows × K/256 × 144] → per group of 32 the int4
+    kernel's scale d·sc and zero point [rows × K/32] (float32): the kernel's weight is
+    (q − 8)·scale + zero, which is Q4_K's d·sc·q − dmin·m when zero = 8·scale − dmin·m."""
+    d, dmin, sc, m = _q4_k_scales(blocks.reshape(-1, K_BLOCKS["Q4_K"]))
     scales, minimums = d * sc, dmin * m  # [blocks × 8]
     n_rows = blocks.shape[0]
-    return (
-        q.reshape(n_rows, -1),
-        scales.reshape(n_rows, -1),
-        (8 * scales - minimums).reshape(n_rows, -1),
-    )
+    return scales.reshape(n_rows, -1), (8 * scales - minimums).reshape(n_rows, -1)
 
 
-def _q6_k(raw: torch.Tensor) -> torch.Tensor:
-    """[blocks × 210] bytes → [blocks × 256] float32, in gguf.quants' order of operations."""
-    low = raw[:, :128].reshape(-1, 2, 1, 64)
-    high = raw[:, 128:192].reshape(-1, 2, 1, 32)
+def q4_k_groups(blocks: torch.Tensor):
+    """Q4_K blocks as a file holds them, bytes [rows × K/256 × 144] → what the int4 kernel
+    takes: the integers q (0 … 15) as uint8 [rows × K], and per group of 32 a scale and a zero
+    point (`q4_k_scales_and_zeros`). In the file, each 32-byte chunk holds 64 weights: the
+    first 32 in its bytes' low four bits, the next 32 in their high four."""
+    chunks = blocks.reshape(-1, K_BLOCKS["Q4_K"])[:, 16:].reshape(-1, 4, 1, 32)
+    q = torch.cat([chunks & 15, chunks >> 4], dim=2)
+    return q.reshape(blocks.shape[0], -1), *q4_k_scales_and_zeros(blocks)
+
+
+def _q6_k(raw: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """[blocks × 210] bytes → [blocks × 256] float32, in gguf.quants' order of operations;
+    `out`: a float32 tensor to write them in."""
+    n_blocks = raw.shape[0]
+    low = raw[:, :128].reshape(n_blocks, 2, 1, 64)
+    high = raw[:, 128:192].reshape(n_blocks, 2, 1, 32)
     scales = raw[:, 192:208].contiguous().view(torch.int8).float()  # [blocks × 16]
     d = raw[:, 208:210].contiguous().view(torch.float16).float()  # [blocks × 1]
-    low = torch.cat([low & 15, low >> 4], dim=2).reshape(-1, 8, 32)
-    high = torch.cat([(high >> shift) & 3 for shift in (0, 2, 4, 6)], dim=2).reshape(-1, 8, 32)
-    q = ((low | (high << 4)).to(torch.int8) - 32).reshape(-1, 16, 16).float()
-    return ((d * scales)[..., None] * q).reshape(-1, K_BLOCK)
+    q = torch.empty((n_blocks, 2, 4, 32), dtype=torch.uint8)  # 6 bits: 4 low, then 2 high
+    torch.bitwise_and(low, 15, out=q.view(n_blocks, 2, 2, 64)[:, :, :1])
+    torch.bitwise_right_shift(low, 4, out=q.view(n_blocks, 2, 2, 64)[:, :, 1:])
+    for i, shift in enumerate((0, 2, 4, 6)):
+        q[:, :, i : i + 1] |= ((high >> shift) & 3) << 4
+    out = torch.empty((n_blocks, K_BLOCK)) if out is None else out
+    out.copy_(q.view(torch.int8).sub_(32).view(n_blocks, K_BLOCK))  # exact in float32
+    out.view(n_blocks, 16, 16).mul_((d * scales)[..., None])
+    return out
 
 
 def dequantize(kind: str, data) -> torch.Tensor:
@@ -201,9 +218,10 @@ class BlockMatrix:
         self.kind, self.tensor, self.shape = kind, tensor, torch.Size(shape)
         self.blocks = np.asarray(tensor.data).reshape(shape[0], -1)  # memory-mapped bytes
 
-    # Rows dequantized at a time into another dtype (`dequantized`): a float32 copy of one
-    # block of rows, never of the whole matrix (the 8B's output matrix: 2.1 GB).
-    ROWS_AT_A_TIME = 4096
+    # Weights dequantized at a time into another dtype (`dequantized`): a float32 copy of a
+    # block of rows, never of the whole matrix (the 8B's output matrix: 2.1 GB). 8 MB, which the
+    # heap reuses: 4,096 rows' (240 MB) took fresh pages at every block, twice as slow.
+    WEIGHTS_AT_A_TIME = 2**21
 
     def full(self) -> torch.Tensor:
         return dequantize_rows(self.kind, self.tensor, self.blocks).reshape(self.shape)
@@ -211,9 +229,17 @@ class BlockMatrix:
     def dequantized(self, dtype: torch.dtype, device="cpu") -> torch.Tensor:
         """The whole matrix in `dtype` on `device`, dequantized a block of rows at a time."""
         out = torch.empty(self.shape, dtype=dtype, device=device)
-        for start in range(0, self.shape[0], self.ROWS_AT_A_TIME):
-            rows = self.blocks[start : start + self.ROWS_AT_A_TIME]
-            out[start : start + len(rows)] = dequantize_rows(self.kind, self.tensor, rows)
+        at_a_time = max(1, self.WEIGHTS_AT_A_TIME // self.shape[1])
+        scratch = torch.empty(at_a_time * self.shape[1]) if self.kind == "Q6_K" else None
+        for start in range(0, self.shape[0], at_a_time):
+            rows = self.blocks[start : start + at_a_time]
+            if scratch is None:
+                out[start : start + len(rows)] = dequantize_rows(self.kind, self.tensor, rows)
+                continue
+            # Q6_K: float32 in the same buffer at every block, then into the dtype
+            values = scratch[: len(rows) * self.shape[1]].view(-1, K_BLOCK)
+            _q6_k(torch.as_tensor(rows).reshape(-1, K_BLOCKS["Q6_K"]), values)
+            out[start : start + len(rows)] = values.view(len(rows), -1)
         return out
 
     def __getitem__(self, index):

@@ -20,6 +20,7 @@ than the CPU the product is dequantize-then-multiply: the fused CUDA kernels are
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import functools
@@ -27,7 +28,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 
@@ -73,6 +74,9 @@ def dequantized(ints: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
 # of float32 temporaries at once. Every scale is within one row, so
 # blocks of rows give the very same integers and scales.
 ROWS_AT_A_TIME = 4096
+# A file's rows rearranged at a time (from_file_blocks): a few MB of temporaries, which the heap
+# reuses; 4,096 rows' took fresh pages every time and twice as long on the 8B
+FILE_ROWS_AT_A_TIME = 512
 # from_file_blocks gives the heap's freed temporaries back after this many bytes it made
 TRIM_EVERY = 256 * 2**20
 
@@ -117,29 +121,54 @@ NIBBLES = 0x0F0F_0F0F_0F0F_0F0F  # the low four bits of each of a 64-bit word's 
 HIGH_NIBBLES = (NIBBLES << 4) - 2**64  # the high four, as a signed 64-bit number
 
 
-def pack_q4_0(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def pack_nibble_pairs(nibbles: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A file's 4-bit integers as its blocks hold them, bytes [N × runs … × R] (N a multiple of
+    TILE_ROWS), byte i of run g holding column 2Rg + i in its low four bits and column
+    2Rg + R + i in its high four (Q4_0: R = 16, one run a block; Q4_K: R = 32) → the CPU int4
+    kernel's bytes [N × K/2].
+
+    The kernel's byte for column k of a tile's row r joins rows r and r + 32, whose nibbles of k
+    sit at the same place in their runs. So the bytes are first turned to have a tile's 64 rows
+    side by side (one transposing copy), and then eight bytes at a time, rows r … r + 7 of the
+    tile's first half and r + 32 … r + 39 of its second, make eight of the kernel's bytes.
+    `out`: where to write them ([N × K/2] uint8, contiguous), else a new tensor."""
+    n_rows, *runs_shape, run = nibbles.shape  # Q4_K's runs: [blocks × 4], as the file has them
+    runs = math.prod(runs_shape)
+    tiles = nibbles.reshape(n_rows // TILE_ROWS, TILE_ROWS, *runs_shape, run)  # a view
+    # [tiles × runs × R × 64 rows]: the 64 rows of each byte of a run side by side, in one copy
+    layout = torch.channels_last if tiles.dim() == 4 else torch.channels_last_3d
+    side_by_side = tiles.contiguous(memory_format=layout).movedim(1, -1)
+    words = side_by_side.view(torch.int64).view(n_rows // TILE_ROWS, runs, run, 8)  # 8 rows a word
+    upper, lower = words[..., :4], words[..., 4:]  # rows r of a tile's first half, r + 32
+    if out is None:
+        out = torch.empty((n_rows, runs * run), dtype=torch.uint8)  # two columns a byte
+    packed = out.view(torch.int64).view(n_rows // TILE_ROWS, runs, 2, run, 4)
+    low, high = packed[:, :, 0], packed[:, :, 1]  # columns 2Rg + i, and 2Rg + R + i
+    torch.bitwise_and(lower, NIBBLES, out=low)
+    low <<= 4
+    low |= upper & NIBBLES
+    torch.bitwise_right_shift(upper, 4, out=high)
+    high &= NIBBLES
+    high |= lower & HIGH_NIBBLES
+    return out
+
+
+def pack_q4_0(
+    blocks: torch.Tensor, out: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Q4_0 blocks as a file holds them, bytes [N × K/32 × 18] (a float16 scale, then byte j
     holding weight j in its low four bits and weight j + 16 in its high four) → the CPU int4
     kernel's bytes [N × K/2] and the scales [N × K/32] in float32.
 
-    Byte operations only, eight bytes at a time: the kernel's byte for column k of rows r and
-    r + 32 of a tile joins the two rows' nibbles of k, which sit at the same place in their
-    blocks. Rows past the last whole tile, or a kernel whose layout `_tiles_pack` no longer
-    matches, go through the integers and `pack_int4`."""
-    n_rows, n_blocks, _ = blocks.shape
+    Byte operations only (`pack_nibble_pairs`). Rows past the last whole tile, or a kernel
+    whose layout `_tiles_pack` no longer matches, go through the integers and `pack_int4`.
+    `out`: where to write the bytes, if every row is in a whole tile."""
+    n_rows = blocks.shape[0]
     scales = blocks[..., :2].contiguous().view(torch.float16)[..., 0].float()
-    nibbles = blocks[..., 2:]
     whole = n_rows // TILE_ROWS * TILE_ROWS if _tiles_pack_agrees() else 0
-    parts = []
-    if whole:
-        words = nibbles[:whole].contiguous().view(torch.int64)  # [whole × K/32 × 2]
-        tiles = words.view(whole // TILE_ROWS, 2, TILE_ROWS // 2, n_blocks, 2)
-        upper, lower = tiles[:, 0], tiles[:, 1]  # rows r and r + 32 of each tile
-        first = (upper & NIBBLES) | ((lower & NIBBLES) << 4)  # weights j = 0 … 15 of a block
-        second = ((upper >> 4) & NIBBLES) | (lower & HIGH_NIBBLES)  # weights j = 16 … 31
-        joined = torch.stack([first, second], dim=3).view(torch.uint8)  # k = 32b + 16h + j
-        pairs = joined.reshape(whole // TILE_ROWS, TILE_ROWS // 2, -1, 2)  # [… × K/2 × 2]
-        parts.append(pairs.permute(0, 2, 3, 1).reshape(whole, -1).contiguous())
+    if whole == n_rows and out is not None:
+        return pack_nibble_pairs(blocks[..., 2:], out), scales
+    parts = [pack_nibble_pairs(blocks[:whole, :, 2:])] if whole else []
     if whole < n_rows:
         parts.append(pack_int4(gguf_files.ints_and_scales("Q4_0", blocks[whole:].flatten(1))[0]))
     return (torch.cat(parts) if len(parts) > 1 else parts[0]), scales
@@ -351,18 +380,22 @@ def assembled(
     device,
     dtype: torch.dtype = torch.float32,
     packed: bool = False,
+    joined: torch.Tensor | None = None,
 ) -> QuantizedMatrix:
     """One matrix from its (integers, scales) a block of rows at a time: quantized here, or a
     file's own blocks (a GGUF file's Q4_0, as they are). `packed`: the blocks are the CPU int4
-    kernel's bytes already (pack_q4_0's), not integers."""
+    kernel's bytes already (pack_q4_0's), not integers; `joined`: where the blocks' bytes go,
+    which those made in place there already are."""
     packing = scheme == "int4" and int4_kernel_takes(n_rows, device)
-    joined, block_scales, block_zeros, filled = None, [], [], 0
+    block_scales, block_zeros, filled = [], [], 0
     for ints, scales, *zeros in row_blocks:  # a zero point per group too, for Q4_K
         block_zeros += zeros
         stored = pack_int4(ints) if packing and not packed else ints
         if joined is None:  # the whole matrix's integers, written block by block (no second copy)
             joined = torch.empty((n_rows, *stored.shape[1:]), dtype=stored.dtype)
-        joined[filled : filled + stored.shape[0]] = stored
+        target = joined[filled : filled + stored.shape[0]]
+        if stored.data_ptr() != target.data_ptr():  # else written in place already
+            target.copy_(stored)
         filled += stored.shape[0]
         block_scales.append(scales)
     scales = torch.cat(block_scales)
@@ -411,11 +444,14 @@ def quantize_checkpoint(
     )
 
 
-def _file_groups(kind: str, rows: torch.Tensor, cpu: bool) -> tuple:
+def _file_groups(
+    kind: str, rows: torch.Tensor, cpu: bool, out: torch.Tensor | None = None
+) -> tuple:
     """One block of a file's rows → (the kernel's bytes on the CPU, else the integers q − 8),
-    the scales, and for Q4_K and Q8_0 the zero points (Q8_0: as Int4Halves holds it)."""
+    the scales, and for Q4_K and Q8_0 the zero points (Q8_0: as Int4Halves holds it).
+    `out`: where Q4_0's and Q4_K's bytes may be written, [rows × K/2]."""
     if kind == "Q4_0":
-        return pack_q4_0(rows) if cpu else gguf_files.ints_and_scales("Q4_0", rows.flatten(1))
+        return pack_q4_0(rows, out) if cpu else gguf_files.ints_and_scales("Q4_0", rows.flatten(1))
     if kind == "Q8_0":  # q = 16·h + l: a row of [h | l − 8], 2K integers of -8 … 7, offset by 8
         n_rows, n_blocks, _ = rows.shape
         scales = rows[..., :2].contiguous().view(torch.float16)[..., 0].float()
@@ -426,50 +462,177 @@ def _file_groups(kind: str, rows: torch.Tensor, cpu: bool) -> tuple:
         zeros = torch.cat([torch.zeros_like(scales), 8 * scales], dim=1)  # low: (l − 8)·d + 8d
         # only where the CPU's kernel takes the matrix (from_file_blocks): the kernel's bytes
         return pack_int4(halves.view(n_rows, -1)), torch.cat([16 * scales, scales], dim=1), zeros
+    if cpu and rows.shape[0] % TILE_ROWS == 0 and _tiles_pack_agrees():
+        # a 144-byte block's last 128 bytes: four runs of 32 bytes, as pack_nibble_pairs reads
+        nibbles = rows[..., 16:].unflatten(-1, (4, 32))  # [rows × blocks × 4 × 32], a view
+        return pack_nibble_pairs(nibbles, out), *gguf_files.q4_k_scales_and_zeros(rows)
     unsigned, scales, zeros = gguf_files.q4_k_groups(rows)
     ints = pack_int4(unsigned) if cpu else unsigned.to(torch.int8) - 8
     return ints, scales, zeros
 
 
-def from_file_blocks(weights, device, dtype: torch.dtype = torch.float32):
+def from_file_blocks(weights, device, dtype: torch.dtype = torch.float32, others: bool = True):
     """The matrices whose blocks the int4 kernel takes as the file holds them (a GGUF file's
     Q4_0 and Q4_K: `weights.kernel_ready`), made with torch, never through float32 copies;
-    and a line that says what it took (None: none)."""
+    with `others`, the block-format matrices no kernel takes (Q6_K …) dequantized into `dtype`
+    and kept; all in a background thread (MadeInTheBackground); and a line that says what it
+    takes (None: nothing)."""
+    tied = "output.weight" not in weights.shapes
     names = [
         name
         for name in getattr(weights, "kernel_ready", [])
-        if quantizable(name, weights.shapes[name], "int4", "output.weight" not in weights.shapes)
+        if quantizable(name, weights.shapes[name], "int4", tied)
         # Q8_0's two halves only where the kernel runs them; elsewhere (a GPU) dequantized
         and (weights.formats[name] != "Q8_0" or int4_kernel_takes(weights.shapes[name][0], device))
     ]
-    if not names:
+    # the rest a step reads whole, dequantized once as the weight reader would at first use
+    dequantized = [
+        name
+        for name, kind in getattr(weights, "formats", {}).items()
+        if others
+        and kind in gguf_files.BLOCK_FORMATS
+        and name not in names
+        and name not in getattr(weights, "heads", {})  # Qwen3's q, k: reordered when read
+        and quantizable(name, weights.shapes[name], "int8", tied)
+    ]
+    if not names and not dequantized:
         return {}, None
-    started, matrices, since_trim = time.perf_counter(), {}, 0
-    for name in names:
-        kind, n_rows = weights.formats[name], weights.shapes[name][0]
+
+    def made(name: str) -> Matrix:
+        kind, (n_rows, k) = weights.formats[name], weights.shapes[name]
         packs = int4_kernel_takes(n_rows, device)  # else the integers, dequantized per use
+        # Q4_0's and Q4_K's bytes written where they stay, block by block: each block's own
+        # buffers would be fresh pages at every block, which cost more than the work
+        in_place = packs and kind != "Q8_0"  # Q8_0's halves: twice the columns, made per block
+        joined = torch.empty((n_rows, k // 2), dtype=torch.uint8) if in_place else None
         blocks = (
-            _file_groups(kind, rows, packs) for rows in weights.block_rows(name, ROWS_AT_A_TIME)
+            _file_groups(kind, rows, packs, joined[start : start + len(rows)] if in_place else None)
+            for start, rows in zip(
+                range(0, n_rows, FILE_ROWS_AT_A_TIME),
+                weights.block_rows(name, FILE_ROWS_AT_A_TIME),
+                strict=True,
+            )
         )
-        matrices[name] = assembled(blocks, n_rows, "int4", device, dtype, packs)
-        if kind == "Q8_0":
-            matrices[name] = Int4Halves(matrices[name], weights, name)
-        # the freed temporaries, back to the system every TRIM_EVERY bytes made: at the end
-        # alone they pile up in the heap (1 GB on the 8B), after every matrix it costs 3 s more
-        since_trim += matrices[name].nbytes
-        if since_trim >= TRIM_EVERY:
-            since_trim = 0
-            return_freed_memory()
-    return_freed_memory()
-    kept_bytes = sum(matrix.nbytes for matrix in matrices.values())
-    other = sum(not matrix.fused for matrix in matrices.values())  # dequantized per use
-    kernel = "fused int4 kernel" if other == 0 else f"{other} dequantized when used"
-    kinds = "/".join(sorted({weights.formats[name] for name in names}))
-    kinds = kinds.replace("Q8_0", "Q8_0 (as two int4 halves)")
+        matrix = assembled(blocks, n_rows, "int4", device, dtype, packs, joined)
+        return Int4Halves(matrix, weights, name) if kind == "Q8_0" else matrix
+
+    def dequantized_copy(name: str) -> torch.Tensor:
+        return weights[name].dequantized(dtype, device)
+
+    makers = {name: functools.partial(made, name) for name in names}
+    makers |= {name: functools.partial(dequantized_copy, name) for name in dequantized}
+    matrices = MadeInTheBackground({name: makers[name] for name in in_use_order(list(makers))})
+    parts = []
+    if names:
+        other = sum(not int4_kernel_takes(weights.shapes[name][0], device) for name in names)
+        kernel = "fused int4 kernel" if other == 0 else f"{other} dequantized when used"
+        kinds = "/".join(sorted({weights.formats[name] for name in names}))
+        kinds = kinds.replace("Q8_0", "Q8_0 (as two int4 halves)")
+        stored = sum(weights.tensors[name].n_bytes for name in names)
+        parts.append(
+            f"{SCHEMES['int4']}: {len(names)} matrices' {kinds} blocks as the file holds them "
+            f"({stored / 1e6:,.1f} MB), rearranged for the {kernel}"
+        )
+    if dequantized:
+        kinds = "/".join(sorted({weights.formats[name] for name in dequantized}))
+        into = str(dtype).removeprefix("torch.")
+        parts.append(f"{len(dequantized)} {kinds} matrices dequantized to {into}")
     return matrices, (
-        f"{SCHEMES['int4']}: {len(matrices)} matrices' {kinds} blocks as the file holds them, "
-        f"{kept_bytes / 1e6:,.1f} MB in {time.perf_counter() - started:.1f} s ({kernel})"
+        "; ".join(parts) + ": in the background while the notebook goes on, each matrix "
+        "waited for at its first use"
     )
+
+
+def in_use_order(names: list[str]) -> list[str]:
+    """The matrices in the order a forward pass reads them: layer by layer, then the rest."""
+
+    def place(name: str) -> float:
+        parts = name.split(".")
+        return int(parts[1]) if parts[0] == "layers" else math.inf
+
+    return sorted(names, key=place)  # sorted() keeps each layer's own order
+
+
+class MadeInTheBackground(Mapping):
+    """Matrices made one by one by a thread of their own, in the order given, while the notebook
+    goes on: reading one waits for it alone (and for those before it), never for the rest.
+
+    A GGUF file's blocks take seconds to rearrange for the int4 kernel (the 8B's Q4_0, 4.2 GB of
+    bytes); the first cells read layer 0 alone, so setup need not wait for the other 31 layers.
+    Torch's operations let go of Python's lock, so the thread runs beside the cells. A failure
+    is raised where the failed matrix is read. `finish()` waits for all of them: the seconds
+    from the start to the last."""
+
+    def __init__(self, makers: dict[str, Callable[[], Matrix]]):
+        self._makers, self._made, self._failed = makers, {}, None
+        self._changed, self._stop = threading.Condition(), threading.Event()
+        self._started, self.seconds = time.perf_counter(), None
+        self._thread = threading.Thread(target=self._make_all, name="gguf blocks", daemon=True)
+        _running.append(self)
+        self._thread.start()
+
+    def _make_all(self) -> None:
+        since_trim = 0
+        try:
+            for name, make in self._makers.items():
+                if self._stop.is_set():
+                    raise RuntimeError("the process is ending: no more matrices are made")
+                matrix = make()
+                with self._changed:
+                    self._made[name] = matrix
+                    self._changed.notify_all()
+                # the freed temporaries, back to the system every TRIM_EVERY bytes made: at the
+                # end alone they pile up in the heap (1 GB on the 8B); after every matrix, 3 s more
+                since_trim += matrix.nbytes
+                if since_trim >= TRIM_EVERY:
+                    since_trim = 0
+                    return_freed_memory()
+            return_freed_memory()
+            self.seconds = time.perf_counter() - self._started
+        except BaseException as error:  # raised again where the notebook reads it
+            with self._changed:
+                self._failed = error
+                self._changed.notify_all()
+        finally:
+            with contextlib.suppress(ValueError):
+                _running.remove(self)
+
+    def __getitem__(self, name: str) -> Matrix:
+        made = self._made.get(name)  # made already: no lock (a decode step reads 200 of them)
+        if made is not None:
+            return made
+        if name not in self._makers:
+            raise KeyError(name)
+        with self._changed:
+            self._changed.wait_for(lambda: name in self._made or self._failed is not None)
+            if name in self._made:
+                return self._made[name]
+            raise self._failed
+
+    def __contains__(self, name) -> bool:  # known at once: nothing waits
+        return name in self._makers
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._makers)
+
+    def __len__(self) -> int:
+        return len(self._makers)
+
+    def finish(self) -> float:
+        """Wait for every matrix; the seconds the thread took from the start to the last."""
+        self._thread.join()
+        if self._failed is not None:
+            raise self._failed
+        return self.seconds
+
+    def stop(self) -> None:
+        """Make no more (at the interpreter's exit: a thread still inside torch then crashes)."""
+        self._stop.set()
+        self._thread.join()
+
+
+_running: list[MadeInTheBackground] = []
+atexit.register(lambda: [made.stop() for made in list(_running)])
 
 
 def return_freed_memory() -> bool:

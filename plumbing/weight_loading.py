@@ -9,6 +9,7 @@ them as the settings chose (the one-row route timed or compiled, the matrices qu
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 from collections.abc import Callable, Iterator, Mapping
@@ -287,10 +288,13 @@ def reader_for(
         route, route_note = one_row.choose_aten(weights, route, route_note)
     plain = WeightReader(weights, device, dtype, streaming, route)
     # a file's blocks that PyTorch's int4 kernel takes as they are (GGUF's Q4_0), by default
-    matrices, note = quantization.from_file_blocks(weights, device, dtype)
+    # and, unless a scheme quantizes them, the other block formats' matrices dequantized
+    matrices, note = quantization.from_file_blocks(weights, device, dtype, scheme == "none")
     if scheme != "none":
         more, quantized = quantization.quantize_checkpoint(weights, scheme, device, dtype, matrices)
-        matrices, note = matrices | more, "; ".join(filter(None, [note, quantized]))
+        # a ChainMap: the file's own blocks may still be in the making (MadeInTheBackground)
+        matrices = collections.ChainMap(more, matrices) if matrices else more
+        note = "; ".join(filter(None, [note, quantized]))
     if not matrices:
         return Built(Weights(plain), plain, route, route_note, note)
     return Built(

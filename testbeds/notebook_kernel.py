@@ -152,7 +152,9 @@ def calls_cell(calls: list[tuple], workdir: Path, module: str | None = None) -> 
         lines.append(f"_sent = run_sent({sent_sources(sent)!r})")
     if module is not None:
         package, _, name = module.rpartition(".")
-        lines.append(f"from {package} import {name} as _module" if package else f"import {name}")
+        lines.append(
+            f"from {package} import {name} as _module" if package else f"import {name} as _module"
+        )
     for function, *arguments in calls:
         name = function.__name__ if callable(function) else function
         where = f"_sent[{name!r}]" if callable(function) else f"_module.{name}"

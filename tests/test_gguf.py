@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 
 import gguf
 import numpy as np
@@ -177,6 +178,21 @@ def test_q4_0_bytes_become_the_kernels_bytes_as_its_integers_would(rows):
     ints, expected_scales = gguf_files.ints_and_scales("Q4_0", blocks.flatten(1).numpy())
     assert torch.equal(packed, quantization.pack_int4(ints)) and packed.is_contiguous()
     torch.testing.assert_close(scales, expected_scales, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("rows", [64, 96, 320])
+def test_q4_k_bytes_become_the_kernels_bytes_as_its_integers_would(rows):
+    """Q4_K's integers go to the kernel's bytes by byte operations too (its 32-byte runs),
+    the very bytes pack_int4 makes from the integers, scales and zero points as q4_k_groups
+    gives them. Byte p of row r is (r + 7p) mod 256: in 256 rows every value at every place;
+    96 rows, a tile and a tail of 32 (through the integers)."""
+    places = torch.arange(2 * 144)
+    blocks = ((torch.arange(rows)[:, None] + 7 * places) % 256).to(torch.uint8).view(rows, 2, 144)
+    blocks[..., 0:4] = torch.tensor([0.01, 0.02]).half().view(torch.uint8)  # d, dmin: finite
+    packed, scales, zeros = quantization._file_groups("Q4_K", blocks, cpu=True)
+    unsigned, expected_scales, expected_zeros = gguf_files.q4_k_groups(blocks)
+    assert torch.equal(packed, quantization.pack_int4(unsigned)) and packed.is_contiguous()
+    assert torch.equal(scales, expected_scales) and torch.equal(zeros, expected_zeros)
 
 
 def test_q4_0_blocks_go_to_the_int4_kernel_as_they_are(files):
@@ -523,8 +539,66 @@ def test_q8_0_blocks_go_to_the_int4_kernel_in_two_halves(tmp_path):
     kernel = matrix.times_transposed(x)
     reference = x.bfloat16().float() @ expected.T
     assert (kernel - reference).abs().max() <= 1e-2 * reference.abs().max()
-    on_gpu = quantization.from_file_blocks(weights, "cuda")[0]  # no int4 kernel there
-    assert on_gpu == {}  # so it is dequantized when used, as below
+    on_gpu = quantization.from_file_blocks(weights, "cuda", others=False)[0]  # no int4 kernel
+    assert on_gpu == {}  # so it is dequantized, as below
+
+
+def test_a_files_blocks_are_made_in_the_background_and_waited_for_one_by_one():
+    """Setup does not wait for a file's blocks: a thread makes the matrices in the order a
+    forward pass reads them (layer by layer, the output matrix last), what is asked for is
+    known at once, reading one waits for it alone, and a failure is raised where its matrix
+    is read, not in the thread."""
+    names = [
+        "output.weight",
+        "layers.10.attention.wq.weight",
+        "layers.2.attention.wk.weight",
+        "layers.2.attention.wq.weight",
+    ]
+    order = quantization.in_use_order(names)
+    assert order == names[2:] + names[1:2] + names[:1]
+    released, made = threading.Event(), []
+
+    def maker(name):
+        def make():
+            if name == "layers.10.attention.wq.weight":
+                released.wait(timeout=60)
+                raise MemoryError("out of memory: made in the thread")
+            made.append(name)
+            return torch.zeros(1)
+
+        return make
+
+    matrices = quantization.MadeInTheBackground({name: maker(name) for name in order})
+    assert "output.weight" in matrices and "layers.3.attention.wq.weight" not in matrices
+    assert len(matrices) == 4 and list(matrices) == order
+    assert torch.equal(matrices["layers.2.attention.wq.weight"], torch.zeros(1))
+    assert "output.weight" not in made  # still waiting behind layer 10's
+    released.set()
+    with pytest.raises(MemoryError, match="made in the thread"):
+        matrices["layers.10.attention.wq.weight"]
+    with pytest.raises(MemoryError):
+        matrices.finish()
+    assert made == order[:2]
+    with pytest.raises(KeyError):
+        matrices["layers.3.attention.wq.weight"]
+
+
+def test_a_block_matrix_no_kernel_takes_is_dequantized_in_the_background_too(tmp_path, monkeypatch):
+    """Q6_K (a Q4_K_M file's output matrix and half its w2 and wv) is dequantized into the
+    compute dtype in the same background thread as the kernel's blocks, in the order a
+    forward pass reads them, unless LLAMA3_QUANTIZE quantizes it again (`others=False`). Here
+    3 rows at a time: 21 blocks of rows through one float32 buffer, the last one partial."""
+    monkeypatch.setattr(gguf_files.BlockMatrix, "WEIGHTS_AT_A_TIME", 3 * 512)
+    data = block_bytes("Q6_K", rows=64, columns=512)
+    data.reshape(64, 2, 210)[..., 208:210] = np.array([1e-3], dtype=np.float16).view(np.uint8)
+    path = one_tensor_file(tmp_path / "q6_k.gguf", data, gguf.GGMLQuantizationType.Q6_K)
+    weights = gguf_files.GGUFWeights(path, {})
+    name = "layers.0.feed_forward.w2.weight"
+    matrices, note = quantization.from_file_blocks(weights, "cpu", torch.bfloat16)
+    assert note.startswith("1 Q6_K matrices dequantized to bfloat16: in the background")
+    expected = torch.from_numpy(gguf.quants.dequantize(data, gguf.GGMLQuantizationType.Q6_K))
+    assert torch.equal(matrices[name], expected.bfloat16())
+    assert quantization.from_file_blocks(weights, "cpu", torch.bfloat16, others=False) == ({}, None)
 
 
 def test_a_block_matrix_no_kernel_takes_is_dequantized_once_and_kept(files):
@@ -539,9 +613,9 @@ def test_a_block_matrix_no_kernel_takes_is_dequantized_once_and_kept(files):
     expected = weights[name].full().bfloat16()
     assert first.dtype == torch.bfloat16 and torch.equal(first, expected)
     assert reader(name) is first and list(reader.in_row_blocks(name))[0] is first
-    rows = weights[name].ROWS_AT_A_TIME
-    weights[name].__class__.ROWS_AT_A_TIME = 7  # many blocks of rows: the same values
+    budget = weights[name].WEIGHTS_AT_A_TIME
+    weights[name].__class__.WEIGHTS_AT_A_TIME = 7 * weights[name].shape[1]  # many blocks of rows
     try:
-        assert torch.equal(weights[name].dequantized(torch.bfloat16), expected)
+        assert torch.equal(weights[name].dequantized(torch.bfloat16), expected)  # the same values
     finally:
-        weights[name].__class__.ROWS_AT_A_TIME = rows
+        weights[name].__class__.WEIGHTS_AT_A_TIME = budget
