@@ -71,7 +71,10 @@ def decode_timing(
     results["quantized"] = nb["settings"].quantization_note
     results["one_row"] = nb["settings"].one_row_note
     matrices = getattr(weight, "matrices", {})  # a QuantizedReader's, under LLAMA3_QUANTIZE
-    results["held"] = sum(matrix.held_nbytes for matrix in matrices.values())
+    results["held"] = sum(  # a GGUF file's Q6_K matrices: plain tensors, dequantized
+        getattr(matrix, "held_nbytes", None) or matrix.untyped_storage().nbytes()
+        for matrix in matrices.values()
+    )
     generate(tokens, max_new_tokens=2, stop_at_end=False)  # warm-up
     floor_step()
     results["floor"] = min(clock(nb, floor_step) for _ in range(repeats))
