@@ -653,6 +653,9 @@ def return_freed_memory() -> bool:
 TRIM_PERIOD = 0.25
 
 
+TRIMMER = "freed memory returned"  # its thread's name
+
+
 @contextlib.contextmanager
 def freed_memory_returned(period: float = TRIM_PERIOD) -> Iterator[None]:
     """Inside the `with`, what is freed goes back to the system every `period` seconds, and
@@ -674,7 +677,7 @@ def freed_memory_returned(period: float = TRIM_PERIOD) -> Iterator[None]:
 
     trimmer = None
     if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
-        trimmer = threading.Thread(target=trim_until_stopped, daemon=True)
+        trimmer = threading.Thread(target=trim_until_stopped, name=TRIMMER, daemon=True)
         trimmer.start()
     try:
         yield
