@@ -288,7 +288,8 @@ class PlainSlices(gguf.GGUFReader):
     """gguf's reader, each read a slice of a plain array over its memory map. gguf slices the
     `numpy.memmap` itself, and each slice of a memmap runs numpy's bookkeeping for one: an
     Ollama file's 128,256 tokens and 280,147 merges took 8.9 s to open on 2 cores, 6 s of it
-    that bookkeeping (2026-12-06). The bytes, and what is read from them, are the same."""
+    that bookkeeping (2026-12-06). The bytes, and what is read from them, are the same; arrays
+    of strings are read in one loop (`_string_array`)."""
 
     def _get(self, offset, dtype, count=1, override_order=None):
         if self.__dict__.get("_mapped") is not self.data:  # the map gguf made, seen once
@@ -298,6 +299,30 @@ class PlainSlices(gguf.GGUFReader):
         values = self._plain[offset:end].view(dtype=dtype)[:count]
         order = self.byte_order if override_order is None else override_order
         return values.view(values.dtype.newbyteorder(order))
+
+    def _get_field_parts(self, orig_offs, raw_type):
+        if raw_type == gguf.GGUFValueType.ARRAY:
+            item_type = self._get(orig_offs, np.uint32)
+            if int(item_type[0]) == gguf.GGUFValueType.STRING:
+                return self._string_array(orig_offs, item_type)
+        return super()._get_field_parts(orig_offs, raw_type)
+
+    def _string_array(self, offset: int, item_type: np.ndarray):
+        """An array of strings (the vocabulary, its merges), in one loop: the same parts, data
+        and types as gguf's own reader makes, which calls itself for each string. 2.0–2.3 s →
+        0.4–0.5 s for an Ollama file's 128,256 tokens and 280,147 merges (2026-12-06). A length
+        past the file's end makes the next read fail, as in gguf's reader."""
+        count = self._get(offset + 4, np.uint64)
+        parts, data = [item_type, count], []
+        plain, at = self._plain, offset + 12
+        length_type = np.dtype(np.uint64).newbyteorder(self.byte_order)
+        for _ in range(int(count[0])):
+            length = plain[at : at + 8].view(length_type)  # fewer than 8 bytes left: ValueError
+            size = int(length[0])
+            parts += [length, plain[at + 8 : at + 8 + size]]
+            data.append(len(parts) - 1)
+            at += 8 + size
+        return at - offset, parts, data, [gguf.GGUFValueType.ARRAY, gguf.GGUFValueType.STRING]
 
 
 def open_gguf(path: Path) -> gguf.GGUFReader:

@@ -218,6 +218,37 @@ def test_q4_0_blocks_go_to_the_int4_kernel_as_they_are(files):
     assert quantization.quantize_checkpoint(weights, "int4", "cpu", held=matrices)[0] == {}
 
 
+def test_string_arrays_read_in_one_loop_are_what_ggufs_reader_reads(files, tmp_path):
+    """The vocabulary's 128,256 strings are read in one loop (PlainSlices._string_array): every
+    field, its types, parts and values, equals gguf's own reader's. A string whose length
+    runs past the file's end is one sentence."""
+
+    class OneStringAtATime(gguf_files.PlainSlices):  # gguf's own way through the fields
+        _get_field_parts = gguf.GGUFReader._get_field_parts
+
+    path = files["Q4_0"]
+    ours, theirs = gguf_files.PlainSlices(path, "c"), OneStringAtATime(path, "c")
+    assert list(ours.fields) == list(theirs.fields)
+    for key, field in theirs.fields.items():
+        mine = ours.fields[key]
+        assert (mine.types, mine.data, mine.offset) == (field.types, field.data, field.offset)
+        assert len(mine.parts) == len(field.parts) and mine.contents() == field.contents()
+        assert [a.dtype for a in mine.parts] == [b.dtype for b in field.parts]
+        assert b"".join(a.tobytes() for a in mine.parts) == b"".join(
+            b.tobytes() for b in field.parts
+        )
+    tokens = theirs.fields["tokenizer.ggml.tokens"].contents()
+    assert len(tokens) == 128_256
+    last = tokens[-1].encode()
+    data = bytearray(path.read_bytes())
+    at = data.rfind(len(last).to_bytes(8, "little") + last)
+    data[at : at + 8] = (2**40).to_bytes(8, "little")  # the last token: past the end
+    damaged = tmp_path / "damaged.gguf"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(checkpoint_files.CheckpointError, match="is not a readable GGUF file"):
+        gguf_files.open_gguf(damaged)
+
+
 def test_the_tokenizer_is_llama3s(files):
     from_gguf = tokenizer_setup.load_tokenizer(
         checkpoints.open_checkpoint(files["F32"]).tokenizer_source
