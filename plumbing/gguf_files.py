@@ -8,8 +8,8 @@ tensors under Meta's names, one at a time. llama.cpp's converter already put the
 rows back in Meta's order (its `permute()` undoes Hugging Face's), so no row moves here.
 Q4_0's and Q4_K's blocks go to PyTorch's int4 kernel as they are, Q8_0's in two halves
 (`quantization.from_file_blocks` builds the matrices in a background thread: Q4_K's minimum per
-group becomes the kernel's zero point); Q6_K's are dequantized with torch when a tensor is
-first read; llama.cpp's other block formats by `gguf.quants`, in numpy.
+group becomes the kernel's zero point; Q6_K's are dequantized there too, with torch, and kept);
+llama.cpp's other block formats by `gguf.quants`, in numpy.
 
 (An Ollama model name, `llama3.2:1b`, is found by model_ids: the GGUF blob it names is read
 here, where it lies.)
@@ -132,12 +132,17 @@ def _q4_k_scales(raw: torch.Tensor):
     return d, dmin, sc, m
 
 
+def _q4_k_ints(raw: torch.Tensor) -> torch.Tensor:
+    """[blocks × 144] bytes → q [blocks × 8 × 32] as uint8 (0 … 15): each 32-byte chunk holds
+    64 weights, the first 32 in its bytes' low four bits, the next 32 in their high four."""
+    chunks = raw[:, 16:].reshape(-1, 4, 1, 32)
+    return torch.cat([chunks & 15, chunks >> 4], dim=2).reshape(-1, 8, 32)
+
+
 def _q4_k_parts(raw: torch.Tensor):
     """[blocks × 144] bytes → d, dmin [blocks × 1], sc, m [blocks × 8] as float32, and q
     [blocks × 8 × 32] as uint8."""
-    chunks = raw[:, 16:].reshape(-1, 4, 1, 32)
-    q = torch.cat([chunks & 15, chunks >> 4], dim=2).reshape(-1, 8, 32)
-    return *_q4_k_scales(raw), q
+    return *_q4_k_scales(raw), _q4_k_ints(raw)
 
 
 def _q4_k(raw: torch.Tensor) -> torch.Tensor:
@@ -159,16 +164,14 @@ def q4_k_scales_and_zeros(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 def q4_k_groups(blocks: torch.Tensor):
     """Q4_K blocks as a file holds them, bytes [rows × K/256 × 144] → what the int4 kernel
     takes: the integers q (0 … 15) as uint8 [rows × K], and per group of 32 a scale and a zero
-    point (`q4_k_scales_and_zeros`). In the file, each 32-byte chunk holds 64 weights: the
-    first 32 in its bytes' low four bits, the next 32 in their high four."""
-    chunks = blocks.reshape(-1, K_BLOCKS["Q4_K"])[:, 16:].reshape(-1, 4, 1, 32)
-    q = torch.cat([chunks & 15, chunks >> 4], dim=2)
+    point (`q4_k_scales_and_zeros`)."""
+    q = _q4_k_ints(blocks.reshape(-1, K_BLOCKS["Q4_K"]))
     return q.reshape(blocks.shape[0], -1), *q4_k_scales_and_zeros(blocks)
 
 
-def _q6_k(raw: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """[blocks × 210] bytes → [blocks × 256] float32, in gguf.quants' order of operations;
-    `out`: a float32 tensor to write them in."""
+def _q6_k(raw: torch.Tensor) -> torch.Tensor:
+    """[blocks × 210] bytes → [blocks × 256] float32, in gguf.quants' order of operations (the
+    integers copied into float32 exactly, then scaled in place: no mixed-dtype product)."""
     n_blocks = raw.shape[0]
     low = raw[:, :128].reshape(n_blocks, 2, 1, 64)
     high = raw[:, 128:192].reshape(n_blocks, 2, 1, 32)
@@ -179,7 +182,7 @@ def _q6_k(raw: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     torch.bitwise_right_shift(low, 4, out=q.view(n_blocks, 2, 2, 64)[:, :, 1:])
     for i, shift in enumerate((0, 2, 4, 6)):
         q[:, :, i : i + 1] |= ((high >> shift) & 3) << 4
-    out = torch.empty((n_blocks, K_BLOCK)) if out is None else out
+    out = torch.empty((n_blocks, K_BLOCK))
     out.copy_(q.view(torch.int8).sub_(32).view(n_blocks, K_BLOCK))  # exact in float32
     out.view(n_blocks, 16, 16).mul_((d * scales)[..., None])
     return out
@@ -220,7 +223,7 @@ class BlockMatrix:
 
     # Weights dequantized at a time into another dtype (`dequantized`): a float32 copy of a
     # block of rows, never of the whole matrix (the 8B's output matrix: 2.1 GB). 8 MB, which the
-    # heap reuses: 4,096 rows' (240 MB) took fresh pages at every block, twice as slow.
+    # heap reuses: 4,096 rows' (up to 240 MB) took fresh pages at every block, twice as slow.
     WEIGHTS_AT_A_TIME = 2**21
 
     def full(self) -> torch.Tensor:
@@ -230,16 +233,9 @@ class BlockMatrix:
         """The whole matrix in `dtype` on `device`, dequantized a block of rows at a time."""
         out = torch.empty(self.shape, dtype=dtype, device=device)
         at_a_time = max(1, self.WEIGHTS_AT_A_TIME // self.shape[1])
-        scratch = torch.empty(at_a_time * self.shape[1]) if self.kind == "Q6_K" else None
         for start in range(0, self.shape[0], at_a_time):
             rows = self.blocks[start : start + at_a_time]
-            if scratch is None:
-                out[start : start + len(rows)] = dequantize_rows(self.kind, self.tensor, rows)
-                continue
-            # Q6_K: float32 in the same buffer at every block, then into the dtype
-            values = scratch[: len(rows) * self.shape[1]].view(-1, K_BLOCK)
-            _q6_k(torch.as_tensor(rows).reshape(-1, K_BLOCKS["Q6_K"]), values)
-            out[start : start + len(rows)] = values.view(len(rows), -1)
+            out[start : start + len(rows)] = dequantize_rows(self.kind, self.tensor, rows)
         return out
 
     def __getitem__(self, index):

@@ -618,7 +618,7 @@ def test_a_block_matrix_no_kernel_takes_is_dequantized_in_the_background_too(tmp
     """Q6_K (a Q4_K_M file's output matrix and half its w2 and wv) is dequantized into the
     compute dtype in the same background thread as the kernel's blocks, in the order a
     forward pass reads them, unless LLAMA3_QUANTIZE quantizes it again (`others=False`). Here
-    3 rows at a time: 21 blocks of rows through one float32 buffer, the last one partial."""
+    3 rows at a time: 22 blocks of rows, the last one partial."""
     monkeypatch.setattr(gguf_files.BlockMatrix, "WEIGHTS_AT_A_TIME", 3 * 512)
     data = block_bytes("Q6_K", rows=64, columns=512)
     data.reshape(64, 2, 210)[..., 208:210] = np.array([1e-3], dtype=np.float16).view(np.uint8)
