@@ -50,7 +50,7 @@ PROMPTS = {
 }
 # What the embedded checkpoint's shared kernel (tests/conftest.py) also runs through `forward`.
 THROUGH_FORWARD = [
-    (other_prompts, {"long": PROMPTS["long"]}),
+    (other_prompts, {"1-token": PROMPTS["1-token"], "long": PROMPTS["long"]}),
     (in_dtype, "bfloat16", {"canonical-17": PROMPTS["canonical-17"]}),
 ]
 
@@ -72,8 +72,8 @@ class Runs:
     own `forward` on the other prompts and in bfloat16 (tests/support/notebook_values.py:
     other_prompts, in_dtype), and what the test files ask of that checkpoint's kernel
     (`notebook_values.read_in_shared_run`). The embedded checkpoint's kernel is the one most
-    tests share; it also runs the whole lesson on the 1-token prompt, so the lesson's cells
-    meet 1 and 17 tokens (nbval's capability runs give them bfloat16).
+    tests share (`SharedRuns.embedded_run`). The whole lesson meets a 1-token prompt in the
+    empty prompt's run (tests/test_any_prompt.py), in bfloat16.
     """
 
     def __init__(self, checkpoints, workdir, shared):
@@ -83,28 +83,24 @@ class Runs:
 
     def start(self) -> None:
         """Every run the parity tests read, started in the shared pool (tests/conftest.py)."""
-        self.kernel("embedded", "1-token", "float32")
+        self.shared.embedded_run()
         for checkpoint in RANDOM_CHECKPOINTS:
-            self.kernel(checkpoint, "canonical-17", "float32")
+            self.kernel(checkpoint)
 
-    def kernel(self, checkpoint: str, prompt: str, dtype: str):
-        """The shared execution that answers (checkpoint, prompt, dtype): a Future."""
-        if checkpoint == "embedded" and prompt != "1-token":
+    def kernel(self, checkpoint: str):
+        """The shared execution of `checkpoint`, which answers each of its prompts and dtypes:
+        a Future."""
+        if checkpoint == "embedded":
             return self.shared.embedded_run()
-        if checkpoint != "embedded":
-            prompt, dtype = "canonical-17", "float32"  # the others: read through `forward`
-        key = (checkpoint, prompt, dtype)
+        key = (checkpoint, "canonical-17", "float32")  # the others: read through `forward`
         return self.shared.start("parity " + "-".join(key), self._execute, key)
 
     def _execute(self, key) -> dict:
-        checkpoint, prompt, dtype = key
+        checkpoint = key[0]
         folder = self.workdir / "-".join(key)
         folder.mkdir(parents=True)
         env = {"LLAMA3_CKPT": str(self.checkpoints[checkpoint]), "LLAMA3_DEVICE": "cpu"}
         env |= {"OMP_NUM_THREADS": "1"}
-        if checkpoint == "embedded":  # the 1-token prompt: the whole lesson on it
-            env |= {"LLAMA3_PROMPT": PROMPTS[prompt], "LLAMA3_DTYPE": dtype, "LLAMA3_EXTRAS": "0"}
-            return run_and_read(folder, env)
         # the canonical prompt with the demos; the rest through `forward`, one kernel
         others = {name: text for name, text in PROMPTS.items() if name != "canonical-17"}
         canonical = {"canonical-17": PROMPTS["canonical-17"]}
@@ -124,11 +120,8 @@ class Runs:
     def notebook(self, checkpoint: str, prompt: str, dtype: str = "float32") -> dict:
         """The tensors of `checkpoint` on `prompt` in `dtype`: the kernel's own run of the whole
         notebook, or what the kernel read through its `forward`."""
-        run = self.kernel(checkpoint, prompt, dtype).result()
-        whole = (checkpoint, "canonical-17", "float32")  # the run of the whole notebook
-        if checkpoint == "embedded" and prompt == "1-token":
-            whole = (checkpoint, prompt, dtype)
-        if (checkpoint, prompt, dtype) == whole:
+        run = self.kernel(checkpoint).result()
+        if (prompt, dtype) == ("canonical-17", "float32"):  # the run of the whole notebook
             return run
         with self.lock:
             self.read_through_forward(checkpoint, run)
