@@ -21,6 +21,7 @@ import torch._dynamo as dynamo
 from torch.nn.attention.bias import causal_lower_right
 
 from plumbing import quantization
+from testbeds.memory import tree_anon_bytes
 from testbeds.notebook_kernel import KernelGlobals
 
 LAYER_MATRICES = [
@@ -327,32 +328,6 @@ def available_gb() -> float:
         if line.startswith("MemAvailable:"):
             return int(line.split()[1]) * 1024 / 1e9
     return 0.0
-
-
-def tree_anon_bytes(root: int) -> int:
-    """Sum of RssAnon over `root` and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    total, stack = 0, [root]
-    while stack:
-        pid = stack.pop()
-        stack.extend(children.get(pid, []))
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("RssAnon:"):
-                        total += int(line.split()[1]) * 1024
-                        break
-        except OSError:
-            pass
-    return total
 
 
 class AnonymousPeak:

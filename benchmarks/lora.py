@@ -14,7 +14,7 @@ folder), in float32 on the CPU with the demos skipped, then in the same kernel
    next (forward, loss, backward, Adam's update);
 3. the kernel's CPU time (all its threads) beside each wall time: on cores shared with other
    work, their ratio moves less than the wall times' (spinning threads still count);
-4. the peak RssAnon of the kernel's process tree (kernel_figures.tree_anon_bytes), sampled
+4. the peak RssAnon of the kernel's process tree (testbeds.memory.tree_anon_bytes), sampled
    every 20 ms during each, freed heap memory given back to the system (malloc_trim) first.
 Targets (issue #38), for a model of 1B parameters or more: a step ≤ 4× the forward pass, peak
 anonymous memory ≤ 3 GB; on any model the loss must fall. The last line sums the run up.

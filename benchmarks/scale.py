@@ -45,9 +45,9 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import DATA, checkpoint_for, header
-from benchmarks.kernel_figures import tree_anon_bytes
 from plumbing import REPO_DIR, checkpoints, model_sizes, run_settings, tensor_names
 from testbeds.hf_folder import save_streaming
+from testbeds.memory import tree_anon_bytes
 from testbeds.presets import PRESETS, TIED_PRESETS
 from testbeds.random_checkpoint import write_checkpoint
 

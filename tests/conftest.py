@@ -20,7 +20,14 @@ run_notebook.execute = shared_runs.counting(run_notebook.execute)
 SHARED = shared_runs.SHARED
 # The fixtures that read shared executions, each started (SHARED's method of the same name) as
 # soon as the tests are known.
-STARTERS = ("own_nbval_pass", "embedded_run", "reexecutions", "any_prompt_runs", "runs")
+STARTERS = (
+    "own_nbval_pass",
+    "own_pass_memory",
+    "embedded_run",
+    "reexecutions",
+    "any_prompt_runs",
+    "runs",
+)
 
 
 def pytest_configure(config):
@@ -124,6 +131,13 @@ def own_nbval_pass():
     """nbval on the notebook with this machine's own kernels and `auto` dtype: each cell's
     outcome (shared_runs.SharedRuns.own_nbval_pass)."""
     return SHARED.own_nbval_pass().result()
+
+
+@pytest.fixture(scope="session")
+def own_pass_memory():
+    """The peak RssAnon of the own pass's kernel, in bytes, under glibc's malloc as a reader
+    has it (shared_runs.SharedRuns.own_pass_memory)."""
+    return SHARED.own_pass_memory().result()
 
 
 @pytest.fixture(scope="session")

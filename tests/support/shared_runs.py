@@ -33,6 +33,7 @@ float32 is the run most tests read (`embedded_configuration`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -42,16 +43,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from subprocess import PIPE
 from xml.etree import ElementTree
 
 import nbformat
 import pytest
 import torch
 
-from plumbing import REPO_DIR, run_notebook, run_settings
+from plumbing import REPO_DIR, run_notebook
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from plumbing.run_notebook import NOTEBOOK
-from testbeds import notebook_kernel
+from testbeds import memory, notebook_kernel
 from testbeds.notebook_kernel import NOTEBOOK_UNDER_TEST
 from tests.support import parity_runs
 from tests.support.notebook_values import SHARED_RUN_READERS, read_back
@@ -153,21 +155,6 @@ def embedded_configuration() -> tuple[str, str]:
     return best_kernels(), "float32"
 
 
-def own_pass_is_embedded() -> bool:
-    """Whether nbval's own pass (no setting: `auto` device and dtype, the CPU's own kernels)
-    would run exactly what the embedded run runs, so that one execution serves both. So on an
-    x86 CPU with no GPU whose `auto` dtype is float32 (no AVX-512 BF16 or AMX: most machines
-    this suite runs on): its own ATen family is the best one there, and oneDNN held to AVX2 or
-    AVX512_CORE computes float32 as it would unheld (the ISAs above those add int8, bf16 and
-    fp16 instructions). The stand-in scalar family (MKL's "compatible" path) is never the same."""
-    if NOTEBOOK_UNDER_TEST != NOTEBOOK or torch.cuda.is_available():
-        return False
-    if torch.backends.mps.is_available() or run_settings.cpu_has_native_bf16():
-        return False
-    native = torch.backends.cpu.get_cpu_capability().lower()  # "avx2", "avx512", "default", …
-    return native == best_kernels() and native in ("avx2", "avx512")
-
-
 def environment(configuration: tuple[str, str]) -> dict[str, str]:
     kernels, dtype = configuration
     return {**KERNELS[kernels], **ONE_THREAD, "LLAMA3_DEVICE": "cpu", "LLAMA3_DTYPE": dtype}
@@ -178,14 +165,16 @@ def nbval(
     notebook: Path = NOTEBOOK,
     keep: Path | None = None,
     junit: Path | None = None,
+    as_readers_run: bool = False,
 ) -> subprocess.CompletedProcess:
     """nbval on `notebook` in a child pytest with these variables (LLAMA3_* and kernel families
-    exactly these); with `keep`, the executed notebook is written there (nbval_keep.py)."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("LLAMA3_", "ATEN_CPU", "ONEDNN_", "MKL_CBWR", "NBVAL_KEEP"))
-    }
+    exactly these); with `keep`, the executed notebook is written there (nbval_keep.py). With
+    `as_readers_run`, its kernel's memory is a reader's: glibc's malloc as it comes (not the
+    suite's `keep_freed_buffers`, tests/conftest.py), and the peak RssAnon of the kernel,
+    sampled, is the result's `kernel_anon_peak` (bytes)."""
+    setting_aside = ("LLAMA3_", "ATEN_CPU", "ONEDNN_", "MKL_CBWR", "NBVAL_KEEP")
+    setting_aside += ("MALLOC_",) if as_readers_run else ()
+    env = {name: value for name, value in os.environ.items() if not name.startswith(setting_aside)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_DIR), env.get("PYTHONPATH")]))
     if keep is not None:
         env["NBVAL_KEEP"] = str(keep)
@@ -195,9 +184,18 @@ def nbval(
     command += [f"--junitxml={junit}"] if junit is not None else []
     for _ in range(2):
         started = time.perf_counter()
-        result = subprocess.run(
-            command, cwd=REPO_DIR, env=env | settings, capture_output=True, text=True, timeout=1800
-        )
+        with subprocess.Popen(
+            command, cwd=REPO_DIR, env=env | settings, stdout=PIPE, stderr=PIPE, text=True
+        ) as process:
+            peak = memory.KernelPeak(process.pid) if as_readers_run else contextlib.nullcontext()
+            try:
+                with peak:
+                    stdout, stderr = process.communicate(timeout=1800)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
+        result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+        result.kernel_anon_peak = getattr(peak, "most", None)
         what = " ".join(f"{k}={v}" for k, v in settings.items() if "LLAMA3" in k or "ATEN" in k)
         record(f"nbval {what}", time.perf_counter() - started)
         # Kernels started side by side can race for the same free port, and the loser dies
@@ -251,9 +249,12 @@ PROMPTS = {
 }
 
 
-def own_pass(report: Path) -> dict[str, str | None]:
-    """nbval on the notebook, no setting given: each cell's outcome (`outcomes`)."""
-    return outcomes(nbval({}, junit=report), report)  # as `pytest llama3-from-scratch.ipynb`
+def own_pass(report: Path) -> dict:
+    """nbval on the notebook, no setting given, as `pytest llama3-from-scratch.ipynb` runs it
+    and with a reader's memory (`nbval`'s `as_readers_run`): each cell's outcome
+    ("outcomes", as `outcomes` reads them) and its kernel's peak RssAnon ("kernel_anon_peak")."""
+    result = nbval({}, junit=report, as_readers_run=True)
+    return {"outcomes": outcomes(result, report), "kernel_anon_peak": result.kernel_anon_peak}
 
 
 def outcomes(result: subprocess.CompletedProcess, report: Path) -> dict[str, str | None]:
@@ -330,18 +331,26 @@ class SharedRuns:
 
     # The shared executions, by the fixture that reads them (tests/conftest.py starts those
     # that the session's tests read as soon as it knows them).
+    def own_pass(self) -> Future:
+        """nbval on the notebook as `pytest llama3-from-scratch.ipynb` runs it here (this
+        machine's own kernels, the `auto` dtype), its memory a reader's (`own_pass`). Never the
+        embedded run, even where it computes the same: that one keeps freed buffers and runs
+        the readers' cell."""
+        return self.start("own nbval pass", own_pass, Path(self.scratch.name) / "own.xml")
+
     def own_nbval_pass(self) -> Future:
-        """nbval on the notebook as `pytest llama3-from-scratch.ipynb` runs it here: this
-        machine's own kernels, the `auto` dtype; a Future of {"Cell N": None where it passed,
-        else what nbval said}. Where that is the embedded run (`own_pass_is_embedded`), the
-        embedded run's outcomes."""
-        if not own_pass_is_embedded():
-            return self.start("own nbval pass", own_pass, Path(self.scratch.name) / "own.xml")
-        embedded_run = self.embedded_run()
+        """A Future of the own pass's {"Cell N": None where it passed, else what nbval said}."""
+        return self.derived("own nbval pass: outcomes", self.own_pass(), "outcomes")
+
+    def own_pass_memory(self) -> Future:
+        """A Future of the own pass's kernel's peak RssAnon, in bytes (None: not sampled)."""
+        return self.derived("own nbval pass: memory", self.own_pass(), "kernel_anon_peak")
+
+    def derived(self, name: str, whole: Future, key: str) -> Future:
         with self.lock:
-            if "own nbval pass" not in self.futures:
-                self.futures["own nbval pass"] = mapped(embedded_run, "outcomes")
-            return self.futures["own nbval pass"]
+            if name not in self.futures:
+                self.futures[name] = mapped(whole, key)
+            return self.futures[name]
 
     def embedded_run(self):
         return self.start("embedded", embedded, Path(self.scratch.name))
