@@ -40,7 +40,7 @@ def reports():
     return {report["format"]: report for report in lines} | {"stderr": result.stderr[-3000:]}
 
 
-@pytest.mark.slow  # about 20 s of cases: in `make test`, not in the edit loop (`make quick`)
+@pytest.mark.slow  # about 11 s of cases: in `make test`, not in the edit loop (`make quick`)
 @pytest.mark.parametrize("kind", fuzz.SUITE_FORMATS)
 def test_mutated_files_end_in_the_model_or_one_sentence(reports, kind):
     assert kind in reports, f"the run stopped before {kind}: {reports['stderr']}"
