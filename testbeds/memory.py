@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 # The default run's peak anonymous memory on the embedded checkpoint (issue #44): at most this,
 # checked by benchmarks/notebook_runtime.py and by tests/test_memory.py.
@@ -62,15 +63,16 @@ class KernelPeak:
     """`with KernelPeak(pid) as peak:` samples, every `interval` seconds while the block runs,
     the RssAnon of the Jupyter kernels started below process `pid` (nbval's, nbclient's): the
     largest sum seen, in bytes, is `peak.most`. The process that drives the kernel is left out:
-    its memory is the runner's, not the notebook's."""
+    its memory is the runner's, not the notebook's. With `until`, sampling stops once that
+    file exists (what runs after it is not counted)."""
 
-    def __init__(self, pid: int, interval: float = 0.02):
-        self.pid, self.interval, self.most = pid, interval, 0
+    def __init__(self, pid: int, interval: float = 0.02, until: Path | None = None):
+        self.pid, self.interval, self.until, self.most = pid, interval, until, 0
         self._done = threading.Event()
 
     def _sample(self) -> None:
         kernels: list[int] = []
-        while not self._done.is_set():
+        while not self._done.is_set() and not (self.until and self.until.exists()):
             if not kernels or not all(os.path.exists(f"/proc/{k}") for k in kernels):
                 kernels = [pid for pid in descendants(self.pid) if is_kernel(pid)]
             self.most = max(self.most, sum(anon_bytes(pid) for pid in kernels))

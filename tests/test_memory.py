@@ -5,7 +5,9 @@ more than 1 GB of anonymous memory (`testbeds.memory.DEFAULT_RUN_TARGET_BYTES`),
 RssAnon sampled every 20 ms (the memory-mapped checkpoint and the libraries are file-backed:
 they do not count). It is measured on nbval's own pass (tests/support/shared_runs.py:
 `own_pass`), which runs as `pytest llama3-from-scratch.ipynb` would, with glibc's malloc as a
-reader has it: not the suite's, which keeps freed buffers for reuse (tests/conftest.py). Under
+reader has it: not the suite's, which keeps freed buffers for reuse (tests/conftest.py). Where
+that pass is the embedded run (a CPU whose `auto` dtype is float32), the embedded run runs so,
+and its kernel is sampled until the readers' cell after the notebook's last one starts. Under
 the suite's the same run peaks about 0.15-0.35 GB higher (2026-12-06, AMD EPYC: 0.94 GB against
 1.09 GB in bfloat16, 0.83 against 1.17 GB in float32, `make run`'s process tree).
 benchmarks/notebook_runtime.py measures `make run` against the same target.

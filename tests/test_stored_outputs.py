@@ -75,8 +75,29 @@ def test_which_reexecutions_each_kind_of_cpu_runs(monkeypatch, families, expecte
     assert shared_runs.embedded_configuration() == (families[-1], "float32")
 
 
+@pytest.mark.parametrize(
+    ("native", "families", "native_bf16", "gpu", "expected"),
+    [
+        ("AVX2", ["default", "avx2"], False, False, True),  # most machines: one run for both
+        ("AVX512", ["default", "avx2", "avx512"], False, False, True),
+        ("AVX512", ["default", "avx2", "avx512"], True, False, False),  # auto is bfloat16
+        ("AVX2", ["default", "avx2", "avx512"], False, False, False),  # pytest held to AVX2
+        ("DEFAULT", ["default"], False, False, False),  # MKL's compatible path differs
+        ("AVX2", ["default", "avx2"], False, True, False),  # auto is the GPU
+    ],
+)
+def test_the_own_pass_is_the_embedded_run_only_where_they_are_the_same(
+    monkeypatch, native, families, native_bf16, gpu, expected
+):
+    monkeypatch.setattr(shared_runs, "cpu_has", lambda kernels: kernels in families)
+    monkeypatch.setattr(shared_runs.torch.backends.cpu, "get_cpu_capability", lambda: native)
+    monkeypatch.setattr(shared_runs.run_settings, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(shared_runs.torch.cuda, "is_available", lambda: gpu)
+    assert shared_runs.own_pass_is_embedded() is expected
+
+
 def test_the_embedded_run_reports_every_cell_of_the_notebook(embedded_run):
-    # its nbval result is the float32 re-execution under the CPU's own kernels
+    # what nbval's own pass reads from it where the two are one run
     cells = nbformat.read(shared_runs.NOTEBOOK, as_version=4).cells
     names = [f"Cell {n}" for n, _ in enumerate(c for c in cells if c.cell_type == "code")]
     assert sorted(embedded_run["outcomes"]) == sorted(names)

@@ -50,7 +50,7 @@ import nbformat
 import pytest
 import torch
 
-from plumbing import REPO_DIR, run_notebook
+from plumbing import REPO_DIR, run_notebook, run_settings
 from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT
 from plumbing.run_notebook import NOTEBOOK
 from testbeds import memory, notebook_kernel
@@ -155,6 +155,21 @@ def embedded_configuration() -> tuple[str, str]:
     return best_kernels(), "float32"
 
 
+def own_pass_is_embedded() -> bool:
+    """Whether nbval's own pass (no setting: `auto` device and dtype, the CPU's own kernels)
+    would run exactly what the embedded run runs, so that one execution serves both. So on an
+    x86 CPU with no GPU whose `auto` dtype is float32 (no AVX-512 BF16 or AMX: most machines
+    this suite runs on): its own ATen family is the best one there, and oneDNN held to AVX2 or
+    AVX512_CORE computes float32 as it would unheld (the ISAs above those add int8, bf16 and
+    fp16 instructions). The stand-in scalar family (MKL's "compatible" path) is never the same."""
+    if NOTEBOOK_UNDER_TEST != NOTEBOOK or torch.cuda.is_available():
+        return False
+    if torch.backends.mps.is_available() or run_settings.cpu_has_native_bf16():
+        return False
+    native = torch.backends.cpu.get_cpu_capability().lower()  # "avx2", "avx512", "default", …
+    return native == best_kernels() and native in ("avx2", "avx512")
+
+
 def environment(configuration: tuple[str, str]) -> dict[str, str]:
     kernels, dtype = configuration
     return {**KERNELS[kernels], **ONE_THREAD, "LLAMA3_DEVICE": "cpu", "LLAMA3_DTYPE": dtype}
@@ -166,12 +181,14 @@ def nbval(
     keep: Path | None = None,
     junit: Path | None = None,
     as_readers_run: bool = False,
+    readers_start: Path | None = None,
 ) -> subprocess.CompletedProcess:
     """nbval on `notebook` in a child pytest with these variables (LLAMA3_* and kernel families
     exactly these); with `keep`, the executed notebook is written there (nbval_keep.py). With
     `as_readers_run`, its kernel's memory is a reader's: glibc's malloc as it comes (not the
     suite's `keep_freed_buffers`, tests/conftest.py), and the peak RssAnon of the kernel,
-    sampled, is the result's `kernel_anon_peak` (bytes)."""
+    sampled until the file `readers_start` appears (if given), is the result's
+    `kernel_anon_peak` (bytes)."""
     setting_aside = ("LLAMA3_", "ATEN_CPU", "ONEDNN_", "MKL_CBWR", "NBVAL_KEEP")
     setting_aside += ("MALLOC_",) if as_readers_run else ()
     env = {name: value for name, value in os.environ.items() if not name.startswith(setting_aside)}
@@ -189,7 +206,11 @@ def nbval(
         with subprocess.Popen(
             command, cwd=REPO_DIR, env=env | settings, stdout=PIPE, stderr=PIPE, text=True
         ) as process:
-            peak = memory.KernelPeak(process.pid) if as_readers_run else contextlib.nullcontext()
+            peak = (
+                memory.KernelPeak(process.pid, until=readers_start)
+                if as_readers_run
+                else contextlib.nullcontext()
+            )
             try:
                 with peak:
                     stdout, stderr = process.communicate(timeout=1800)
@@ -208,19 +229,25 @@ def nbval(
     return result
 
 
-def nbval_and_read(workdir: Path, settings: dict[str, str], also: list[tuple]) -> dict:
+def nbval_and_read(
+    workdir: Path, settings: dict[str, str], also: list[tuple], as_readers_run: bool = False
+) -> dict:
     """nbval on the notebook under test with the readers' calls in a cell after its last one
     (`read_back`, then `also`; notebook_kernel.calls_cell). Returns the values `read_back`
     saved, the executed notebook ("notebook"), the readers' files ("files"), nbval's
-    result ("nbval") and each of the notebook's own cells' outcome ("outcomes", as
-    `outcomes` reads them: the readers' cell left out)."""
+    result ("nbval"), each of the notebook's own cells' outcome ("outcomes", as `outcomes`
+    reads them: the readers' cell left out) and, `as_readers_run` (`nbval`), the peak memory
+    of the notebook's own cells ("kernel_anon_peak": sampled until the readers' cell starts)."""
     workdir.mkdir(parents=True, exist_ok=True)
     notebook = nbformat.read(NOTEBOOK_UNDER_TEST, as_version=4)
+    readers_start = workdir / "readers-started"
     calls = notebook_kernel.calls_cell([(read_back,), *also], workdir)
+    calls = f"open({str(readers_start)!r}, 'w').close()\n{calls}"
     notebook.cells.append(nbformat.v4.new_code_cell("# NBVAL_IGNORE_OUTPUT\n" + calls))
     nbformat.write(notebook, workdir / "notebook.ipynb")
     report = workdir / "nbval.xml"
-    result = nbval(settings, workdir / "notebook.ipynb", workdir / "executed.ipynb", report)
+    sent, kept = workdir / "notebook.ipynb", workdir / "executed.ipynb"
+    result = nbval(settings, sent, kept, report, as_readers_run, readers_start)
     if not (workdir / "read_back").exists():
         raise AssertionError(
             f"the shared run's readers did not finish:\n{result.stdout[-5000:]}\n"
@@ -229,7 +256,7 @@ def nbval_and_read(workdir: Path, settings: dict[str, str], also: list[tuple]) -
     values = torch.load(workdir / "read_back", weights_only=True)
     values["notebook"] = nbformat.read(workdir / "executed.ipynb", as_version=4)
     values["files"] = {function.__name__: workdir / function.__name__ for function, *_ in also}
-    values["nbval"] = result
+    values["nbval"], values["kernel_anon_peak"] = result, result.kernel_anon_peak
     readers_cell = f"Cell {sum(cell.cell_type == 'code' for cell in notebook.cells) - 1}"
     values["outcomes"] = outcomes(result, report)
     values["outcomes"].pop(readers_cell)
@@ -295,7 +322,9 @@ def embedded(scratch: Path) -> dict:
     kernels."""
     before = snapshot(EMBEDDED_CHECKPOINT)
     also = [*SHARED_RUN_READERS.get("embedded", []), *parity_runs.THROUGH_FORWARD]
-    run = nbval_and_read(scratch / "embedded", environment(embedded_configuration()), also)
+    settings = environment(embedded_configuration())
+    # where it is also nbval's own pass, with a reader's memory (SharedRuns.own_pass)
+    run = nbval_and_read(scratch / "embedded", settings, also, own_pass_is_embedded())
     run["folder_before"], run["folder_after"] = before, snapshot(EMBEDDED_CHECKPOINT)
     return run
 
@@ -335,9 +364,11 @@ class SharedRuns:
     # that the session's tests read as soon as it knows them).
     def own_pass(self) -> Future:
         """nbval on the notebook as `pytest llama3-from-scratch.ipynb` runs it here (this
-        machine's own kernels, the `auto` dtype), its memory a reader's (`own_pass`). Never the
-        embedded run, even where it computes the same: that one keeps freed buffers and runs
-        the readers' cell."""
+        machine's own kernels, the `auto` dtype), its memory a reader's (`own_pass`). Where
+        that is the embedded run (`own_pass_is_embedded`), the embedded run, which then runs
+        with a reader's memory too, sampled until its readers' cell."""
+        if own_pass_is_embedded():
+            return self.embedded_run()
         return self.start("own nbval pass", own_pass, Path(self.scratch.name) / "own.xml")
 
     def own_nbval_pass(self) -> Future:
