@@ -64,9 +64,10 @@ translation: $(VENV)/.installed-test
 images: $(VENV)/.installed
 	$(BIN)/python -m generators.make_images
 
-## checkpoint: retrain the embedded checkpoint (about 3 minutes on 2 CPU cores)
+## checkpoint: retrain the embedded checkpoints, Llama 3's and the last section's Llama 4 (about 7 minutes on 2 CPU cores)
 checkpoint: $(VENV)/.installed-test
 	$(BIN)/python -m generators.train_embedded_checkpoint
+	$(BIN)/python -m generators.train_llama4_checkpoint
 
 ## benchmark: runtime on the embedded checkpoint, then memory/time at 8B scale (writes ~22 GB of random checkpoints to build/), then generation speed
 benchmark: $(VENV)/.installed-test

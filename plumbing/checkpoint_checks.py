@@ -126,6 +126,64 @@ def check_params_json(params: dict, path: Path) -> dict:
     return params
 
 
+# Llama 4's params.json keys (facts: llama_models/llama4/args.py), each optional, and what
+# its `moe_args` holds; the defaults are Meta's, filled in by model_sizes.
+LLAMA4_OPTIONAL = {
+    "nope_layer_interval": int,
+    "attention_chunk_size": int,
+    "use_qk_norm": bool,
+    "attn_temperature_tuning": bool,
+    "floor_scale": float,
+    "attn_scale": float,
+    "ffn_exp": float,
+}
+MOE_ARGS = {
+    "num_experts": int,
+    "top_k": int,
+    "interleave_moe_layer_step": int,
+    "capacity_factor": float,
+    "auto_scale_F": bool,
+}
+
+
+def check_llama4_params(params: dict, path: Path) -> dict:
+    """A Llama 4 params.json's own keys: each of its kind, the sizes positive, `moe_args` an
+    object whose top_k is at most its num_experts, with `ffn_exp` and `ffn_dim_multiplier` that
+    Meta's rule for an expert's width needs."""
+    fix = "use the params.json from the same download as the weights"
+
+    def check(where: dict, kinds: dict, prefix: str) -> None:
+        for key, kind in kinds.items():
+            value = where.get(key)
+            if value is None:
+                continue
+            if not is_kind(value, kind) or (kind is not bool and value <= 0):
+                noun = KIND_WORDS[kind].split(" ", 1)[1]
+                words = KIND_WORDS[kind] if kind is bool else f"a positive {noun}"
+                raise CheckpointError(
+                    f"{path}: {prefix}{key} is {value!r}, it must be {words}; {fix}."
+                )
+
+    check(params, LLAMA4_OPTIONAL, "")
+    moe = params.get("moe_args")
+    if moe is None:
+        return params
+    if not isinstance(moe, dict):
+        raise CheckpointError(f"{path}: moe_args is {moe!r}, it must be an object; {fix}.")
+    check(moe, MOE_ARGS, "moe_args.")
+    for key, where in (("num_experts", moe), ("ffn_exp", params), ("ffn_dim_multiplier", params)):
+        if where.get(key) is None:
+            raise CheckpointError(
+                f"{path}: a mixture of experts needs {key}, which it does not state; {fix}."
+            )
+    if moe.get("top_k", 1) > moe["num_experts"]:
+        raise CheckpointError(
+            f"{path}: moe_args.top_k is {moe['top_k']}, more than its {moe['num_experts']} "
+            f"experts; {fix}."
+        )
+    return params
+
+
 def check_sizes(params: dict, path: Path, spelled: dict[str, str] | None = None) -> dict:
     """Sizes that are positive and fit together (heads divide the width, pairs for RoPE).
 

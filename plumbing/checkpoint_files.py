@@ -15,6 +15,8 @@ from plumbing import REPO_DIR, model_ids, settings
 from plumbing.friendly_errors import CheckpointError
 
 EMBEDDED_CHECKPOINT = REPO_DIR / "weights" / "llama3-tiny-hitchhiker"
+# the tiny Llama 4 the notebook's last section reads (generators/train_llama4_checkpoint.py)
+EMBEDDED_LLAMA4 = REPO_DIR / "weights" / "llama4-tiny-hitchhiker"
 GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file
 
 

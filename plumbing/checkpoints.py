@@ -67,19 +67,24 @@ class Checkpoint:
         return checkpoint_checks.check_weights(self.weights, self.params)
 
 
-def read_params(path: Path, reader: ModuleType | None = None) -> dict:
+def read_params(path: Path, reader: ModuleType | None = None, llama4: bool = False) -> dict:
     """The sizes as the checkpoint states them, under params.json's keys, checked (no tensor
-    file is opened)."""
+    file is opened). `llama4`: a Llama 4 model in Meta's layout, and only that, is wanted."""
     reader = reader or reader_for(path)
-    stated = reader.read_params(path)
+    if llama4 and reader is not meta_checkpoint:
+        raise CheckpointError(
+            f"{path}: the Llama 4 section reads Meta's layout only ({meta_checkpoint.LAYOUT})."
+        )
+    stated = reader.read_params(path, llama4=True) if llama4 else reader.read_params(path)
     return checkpoint_checks.check_sizes(stated, reader.sizes_path(path), reader.SPELLING)
 
 
-def open_checkpoint(path: Path) -> Checkpoint:
-    """The checkpoint's sizes, read and checked, then its tensors, memory-mapped."""
+def open_checkpoint(path: Path, llama4: bool = False) -> Checkpoint:
+    """The checkpoint's sizes, read and checked, then its tensors, memory-mapped. A Llama 4
+    model only with `llama4=True` (the notebook's last section), and then only one."""
     path = Path(path)
     reader = reader_for(path)
-    stated = read_params(path, reader)
+    stated = read_params(path, reader, llama4)
     weights = reader.weights(path, stated)
     # Unstated, the output matrix is tied when the files hold none (Meta's never say).
     params = model_sizes.filled(stated, tied_output="output.weight" not in weights)

@@ -10,10 +10,12 @@ refused).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
+import tokenizer_setup
 from plumbing import checkpoint_checks, release_facts, tensor_names
 from plumbing.checkpoint_files import TokenizerSource
 from plumbing.friendly_errors import CheckpointError
@@ -33,19 +35,32 @@ def sizes_path(folder: Path) -> Path:
     return Path(folder) / "params.json"
 
 
-def read_params(folder: Path) -> dict:
-    """params.json: every key present, of the right type (sizes are checked by the caller)."""
+def llama4_adds(params: dict) -> list[str]:
+    """What a Llama 4 params.json adds to Llama 3, in words (nothing for Llama 3's)."""
+    llama4 = release_facts.LLAMA4_PARAMS
+    return [what for key, what in llama4.items() if params.get(key) not in (None, False)]
+
+
+def read_params(folder: Path, llama4: bool = False) -> dict:
+    """params.json: every key present, of the right type (sizes are checked by the caller). A
+    Llama 4 model's only where `llama4` says the caller teaches it (the notebook's last
+    section): the cells before it would run Llama 3's layer on it."""
     path = sizes_path(folder)
     params = checkpoint_checks.read_json_object(
         path, "copy params.json from the same download as the weights"
     )
-    llama4 = release_facts.LLAMA4_PARAMS
-    adds = [what for key, what in llama4.items() if params.get(key) not in (None, False)]
-    if adds:
+    adds = llama4_adds(params)
+    if llama4 and not adds:
+        keys = ", ".join(release_facts.LLAMA4_PARAMS)
+        raise CheckpointError(f"{path} is not a Llama 4 model's: it has none of {keys}.")
+    if adds and not llama4:
         raise CheckpointError(
-            f"{path} is a Llama 4 model's: it adds {', '.join(adds)}, which this notebook does "
-            "not teach; point LLAMA3_CKPT at a Llama 3 or Qwen3 model."
+            f"{path} is a Llama 4 model's: it adds {', '.join(adds)}, which only the notebook's "
+            "last section runs, on its own tiny Llama 4; point LLAMA3_CKPT at a Llama 3 or "
+            "Qwen3 model."
         )
+    if llama4:
+        checkpoint_checks.check_llama4_params(params, path)
     return checkpoint_checks.check_params_json(params, path)
 
 
@@ -92,8 +107,14 @@ class MetaWeights(NamedWeights):
 
 
 def tokenizer_source(folder: Path) -> TokenizerSource:
-    """Meta's folder keeps tiktoken's tokenizer.model beside the weights (else `llama-models`'s)."""
-    return TokenizerSource("tokenizer.model", Path(folder) / "tokenizer.model")
+    """Meta's folder keeps tiktoken's tokenizer.model beside the weights, else `llama-models`'s:
+    Llama 4's for a Llama 4 folder, Llama 3's otherwise (tokenizer_setup finds that one)."""
+    beside = Path(folder) / "tokenizer.model"
+    params = Path(folder) / "params.json"
+    if not beside.exists() and params.exists() and llama4_adds(json.loads(params.read_text())):
+        packaged = tokenizer_setup.packaged_tokenizer_model("llama4")
+        return TokenizerSource("tokenizer.model", packaged or beside)
+    return TokenizerSource("tokenizer.model", beside)
 
 
 def shard_axis(name: str) -> int | None:

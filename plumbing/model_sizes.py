@@ -5,9 +5,11 @@ Every layout's reader gives params.json's keys. Some of them a file may leave un
 evenly among the query heads; Qwen3 states its own), `ffn_hidden` (Meta's params.json gives a
 rule instead: `multiple_of` and `ffn_dim_multiplier`), `tied_output` (Meta's files say it by
 holding no output matrix) and `qk_norm` (Qwen3's RMSNorm on each query and key head; Llama 3
-has none). `filled` is the one place those defaults are
-written, into one frozen `ModelArgs`; everything else reads it. The notebook derives the same
-sizes in the open, in its section "Sizes derived from `params.json`".
+has none). A Llama 4 params.json (the notebook's last section) may leave out its own keys too:
+Meta's defaults are `LLAMA4_DEFAULTS`, and `filled` adds an expert's width (`expert_hidden`,
+Meta's rule) and which layers hold experts or have no RoPE. `filled` is the one place those
+defaults are written, into one frozen `ModelArgs`; everything else reads it. The notebook
+derives the same sizes in the open, in its section "Sizes derived from `params.json`".
 """
 
 from __future__ import annotations
@@ -34,6 +36,45 @@ def head_dim(params: dict) -> int:
     if params.get("head_dim") is not None:
         return params["head_dim"]
     return params["dim"] // params["n_heads"]
+
+
+# What Meta's Llama 4 code assumes where its params.json is silent (llama_models/llama4/args.py).
+LLAMA4_DEFAULTS = {
+    "moe_args": None,
+    "nope_layer_interval": None,
+    "attention_chunk_size": None,
+    "use_qk_norm": False,
+    "attn_temperature_tuning": False,
+    "floor_scale": 8192.0,
+    "attn_scale": 0.1,
+}
+MOE_DEFAULTS = {"top_k": 1, "interleave_moe_layer_step": 1, "capacity_factor": 1.0}
+MOE_DEFAULTS |= {"auto_scale_F": True}
+
+
+def expert_hidden_size(params: dict) -> int:
+    """A Llama 4 expert's SwiGLU width, by Meta's rule (llama_models/llama4/moe.py): ffn_exp ·
+    dim, ⅔ of it, times ffn_dim_multiplier, divided by capacity_factor + 1 when auto_scale_F
+    (so that a token's active numbers match a dense layer's), rounded up to multiple_of."""
+    moe = MOE_DEFAULTS | params["moe_args"]
+    hidden = int(2 * int(params["ffn_exp"] * params["dim"]) / 3)
+    hidden = int(params["ffn_dim_multiplier"] * hidden)
+    if moe["auto_scale_F"]:
+        hidden = int(hidden / (moe["capacity_factor"] + 1))
+    return hidden + -hidden % params["multiple_of"]
+
+
+def llama4_layers(params: dict) -> dict:
+    """Which layers Llama 4 changes (facts: llama_models/llama4/model.py): `moe_layers`, every
+    `interleave_moe_layer_step`-th counted from 1, hold a mixture of experts; `nope_layers`,
+    every `nope_layer_interval`-th, have no RoPE (nor the norm, nor the chunks)."""
+    n_layers, moe = params["n_layers"], params.get("moe_args")
+    step = (MOE_DEFAULTS | (moe or {}))["interleave_moe_layer_step"]
+    interval = params.get("nope_layer_interval")
+    return {
+        "moe_layers": tuple(i for i in range(n_layers) if moe and (i + 1) % step == 0),
+        "nope_layers": tuple(i for i in range(n_layers) if interval and (i + 1) % interval == 0),
+    }
 
 
 class ModelArgs(dict):
@@ -73,6 +114,13 @@ def filled(params: dict, tied_output: bool = False) -> ModelArgs:
     if sizes.get("tied_output") is None:
         sizes["tied_output"] = tied_output
     sizes["context_length"] = release_facts.context_length(sizes)
+    if any(key in sizes for key in release_facts.LLAMA4_PARAMS):  # Llama 4's keys
+        for key, default in LLAMA4_DEFAULTS.items():
+            sizes[key] = default if sizes.get(key) is None else sizes[key]
+        if sizes.get("moe_args"):
+            sizes["moe_args"] = MOE_DEFAULTS | sizes["moe_args"]
+            sizes["expert_hidden"] = expert_hidden_size(sizes)
+        sizes |= llama4_layers(sizes)
     return ModelArgs(sizes)
 
 
@@ -90,9 +138,29 @@ def expected_shapes(params: dict, tied_output: bool | None = None) -> dict[str, 
             f"layers.{i}.attention.wk.weight": (kv_features, dim),
             f"layers.{i}.attention.wv.weight": (kv_features, dim),
             f"layers.{i}.attention.wo.weight": (dim, n_heads * head_width),
-            f"layers.{i}.feed_forward.w1.weight": (hidden, dim),
-            f"layers.{i}.feed_forward.w2.weight": (dim, hidden),
-            f"layers.{i}.feed_forward.w3.weight": (hidden, dim),
+        }
+        if i in sizes.get("moe_layers", ()):  # Llama 4: a router, experts and a shared one
+            experts, expert_hidden = sizes["moe_args"]["num_experts"], sizes["expert_hidden"]
+            shapes |= {
+                f"layers.{i}.feed_forward.router_DE": (dim, experts),
+                f"layers.{i}.feed_forward.experts.w1": (experts, dim, expert_hidden),
+                f"layers.{i}.feed_forward.experts.w2": (experts, expert_hidden, dim),
+                f"layers.{i}.feed_forward.experts.w3": (experts, dim, expert_hidden),
+            } | {
+                f"layers.{i}.feed_forward.shared_expert.{name}.weight": shape
+                for name, shape in [
+                    ("w1", (expert_hidden, dim)),
+                    ("w2", (dim, expert_hidden)),
+                    ("w3", (expert_hidden, dim)),
+                ]
+            }
+        else:
+            shapes |= {
+                f"layers.{i}.feed_forward.w1.weight": (hidden, dim),
+                f"layers.{i}.feed_forward.w2.weight": (dim, hidden),
+                f"layers.{i}.feed_forward.w3.weight": (hidden, dim),
+            }
+        shapes |= {
             f"layers.{i}.attention_norm.weight": (dim,),
             f"layers.{i}.ffn_norm.weight": (dim,),
         }

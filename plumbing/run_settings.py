@@ -466,6 +466,12 @@ class Settings:
         self.quantization_note = built.quantization_note or self.quantization_note
         return built.weight
 
+    def plain_weight_reader(self, weights: Mapping[str, torch.Tensor]) -> weight_loading.Weights:
+        """`weight(name)` for another checkpoint (the Llama 4 section's): on the device, in the
+        dtype, with neither the one-row route nor a quantization scheme."""
+        reader = weight_loading.WeightReader(weights, self.device, self.dtype, self.streaming)
+        return weight_loading.Weights(reader)
+
     def float32_reader(self, weights: Mapping[str, torch.Tensor]) -> weight_loading.WeightReader:
         """The checkpoint's tensors in float32, as training reads them (weight_loading)."""
         return weight_loading.float32_reader(

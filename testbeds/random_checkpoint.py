@@ -37,7 +37,9 @@ SIZE_OPTIONS |= {"rope_theta": float}
 def random_tensor(name: str, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
     if name.endswith("norm.weight"):
         return (1 + 0.1 * torch.randn(shape, generator=generator)).to(torch.bfloat16)
-    fan_in = shape[1]
+    fan_in = shape[1]  # [out × in], and a Llama 4 expert's [experts × in × out]
+    if name.endswith("router_DE"):  # Llama 4's router: [dim × experts]
+        fan_in = shape[0]
     if name == "tok_embeddings.weight":
         fan_in = 1  # embeddings: unit-scale rows, like a trained model's first residual stream
     return (torch.randn(shape, generator=generator) * fan_in**-0.5).to(torch.bfloat16)

@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from plumbing import checkpoint_checks, checkpoint_files, checkpoints, release_facts, run_settings
+from plumbing import (
+    checkpoint_checks,
+    checkpoint_files,
+    checkpoints,
+    model_sizes,
+    release_facts,
+    run_settings,
+)
 from plumbing.checkpoint_files import CheckpointError
 from plumbing.run_settings import SettingError
 from tests.support.notebook_values import (
@@ -159,12 +166,56 @@ def test_a_llama4_params_json_is_one_sentence_naming_what_it_adds(good_copy, key
     with pytest.raises(CheckpointError, match="is a Llama 4 model's: it adds ") as raised:
         checkpoints.open_checkpoint(good_copy)
     named = [what for key, what in release_facts.LLAMA4_PARAMS.items() if key in keys]
-    assert f"adds {', '.join(named)}, which this notebook does not teach" in str(raised.value)
+    assert f"adds {', '.join(named)}, which only the notebook's last section runs" in str(
+        raised.value
+    )
+    assert str(raised.value).count(". ") == 0  # one sentence
 
 
 def test_llama4_keys_switched_off_are_llama3s(good_copy):
     write_params(good_copy, params_of(good_copy) | {"use_qk_norm": False, "moe_args": None})
     assert checkpoints.open_checkpoint(good_copy).params.n_layers == 4
+
+
+def llama4_params_copy(folder: Path, **changes) -> Path:
+    """The tiny Llama 4's params.json with `changes` (None: the key removed), beside an empty
+    consolidated.00.pth: enough for its sizes to be read and checked."""
+    folder.mkdir()
+    params = params_of(checkpoint_files.EMBEDDED_LLAMA4)
+    for key, value in changes.items():
+        inside = key.startswith("moe_args_")  # moe_args_top_k: moe_args's top_k
+        where, key = (params["moe_args"], key[9:]) if inside else (params, key)
+        where.pop(key) if value is None else where.__setitem__(key, value)
+    write_params(folder, params)
+    (folder / "consolidated.00.pth").touch()
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"moe_args_top_k": 5}, "moe_args.top_k is 5, more than its 4 experts"),
+        ({"moe_args_num_experts": 0}, "moe_args.num_experts is 0, it must be a positive integer"),
+        ({"moe_args": "16 experts"}, "moe_args is '16 experts', it must be an object"),
+        ({"nope_layer_interval": 0}, "nope_layer_interval is 0, it must be a positive integer"),
+        ({"use_qk_norm": "yes"}, "use_qk_norm is 'yes', it must be true or false"),
+        ({"ffn_exp": None}, "a mixture of experts needs ffn_exp, which it does not state"),
+        ({"attention_chunk_size": 8.5}, "attention_chunk_size is 8.5, it must be a positive"),
+    ],
+)
+def test_bad_llama4_params_are_one_sentence(tmp_path, changes, message):
+    folder = llama4_params_copy(tmp_path / "llama4", **changes)
+    with pytest.raises(CheckpointError, match=message) as raised:
+        checkpoints.read_params(folder, llama4=True)
+    assert str(raised.value).count(". ") == 0  # one sentence
+
+
+def test_llama4_keys_left_out_take_metas_defaults(tmp_path):
+    folder = llama4_params_copy(tmp_path / "llama4", use_qk_norm=None, moe_args_top_k=None)
+    params = model_sizes.filled(checkpoints.read_params(folder, llama4=True))
+    assert params["use_qk_norm"] is False and params["moe_args"]["top_k"] == 1
+    assert params["floor_scale"] == 8192.0 and params["moe_layers"] == (1, 3)
+    assert params["nope_layers"] == (3,) and params["expert_hidden"] == 128
 
 
 # ---- the tensors ------------------------------------------------------------------------

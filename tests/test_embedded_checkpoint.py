@@ -131,3 +131,22 @@ def test_each_path_is_read_by_the_reader_it_looks_like(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(CheckpointError, match=r"is in none of the layouts this notebook reads"):
         checkpoints.reader_for(tmp_path)
+
+
+def test_the_tiny_llama4_is_in_the_layout_metas_code_loads():
+    # generators/train_llama4_checkpoint.py: the names Meta's llama4 Transformer's state_dict
+    # gives (tests/test_llama4.py loads it there, strict), in bf16; Llama 4's vocabulary
+    folder = checkpoint_files.EMBEDDED_LLAMA4
+    assert (folder / "consolidated.00.pth").stat().st_size <= 60_000_000
+    checkpoint = checkpoints.open_checkpoint(folder, llama4=True)
+    params = checkpoint.params
+    assert list(checkpoint.weights.shapes.items()) == list(
+        model_sizes.expected_shapes(params).items()
+    )
+    assert set(checkpoint.weights.dtypes.values()) == {torch.bfloat16}
+    assert params["vocab_size"] == 202048 and params["moe_layers"] == (1, 3)
+    assert params["nope_layers"] == (3,) and params["expert_hidden"] == 128
+    assert model_sizes.filled(params) == params  # filling filled sizes changes nothing
+    # the rows of tokens the corpus never uses are exactly zero: the file compresses in git
+    embedding = checkpoint.weights["tok_embeddings.weight"]
+    assert int((embedding != 0).any(dim=1).sum()) < 2000

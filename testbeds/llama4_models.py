@@ -1,0 +1,162 @@
+"""Llama 4's text model in three places: Meta's names, transformers' and Meta's reference code.
+
+A Llama 4 checkpoint here is in the layout Meta's reference code loads
+(`llama_models/llama4/model.py`, no load hooks needed): params.json with Meta's keys, and the
+tensors under the names its `Transformer.state_dict()` gives. Beside Llama 3's:
+
+    layers.{i}.feed_forward.router_DE                  [dim × experts]      the router
+    layers.{i}.feed_forward.experts.w1 / w3            [experts × dim × expert_hidden]
+    layers.{i}.feed_forward.experts.w2                 [experts × expert_hidden × dim]
+    layers.{i}.feed_forward.shared_expert.w1.weight …  [expert_hidden × dim], as Llama 3's w1
+
+in the mixture-of-experts layers (every `interleave_moe_layer_step`-th); the other layers keep
+Llama 3's `feed_forward.w1/w2/w3`. Transformers' `Llama4ForCausalLM` holds the same numbers:
+its router is `router_DE` transposed, its `gate_up_proj` is w1 and w3 side by side, and its
+query and key rows are in Meta's order (its RoPE, like Meta's, rotates adjacent pairs).
+
+`hf_config`, `meta_from_hf` and `hf_from_meta` convert; `meta_reference` builds Meta's model on
+the CPU. Nothing here computes a part of the model.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import Llama4ForCausalLM, Llama4TextConfig
+
+from plumbing import model_sizes
+
+# The tiny Llama 4 trained by generators/train_llama4_checkpoint.py: Llama 3's tiny shape,
+# Llama 4's vocabulary (200,000 ranks + 2,048 special tokens) and each of its changes: a
+# mixture of four experts in every second layer, no RoPE in every fourth, an L2 norm on queries
+# and keys where there is RoPE, and attention within chunks of 8 positions there (the release:
+# 8,192), so that the Hitchhiker's prompt spans three chunks.
+TINY = {
+    "dim": 64,
+    "n_layers": 4,
+    "n_heads": 4,
+    "n_kv_heads": 2,
+    "vocab_size": 202048,
+    "multiple_of": 32,
+    "ffn_dim_multiplier": 1.3,
+    "ffn_exp": 4.0,
+    "norm_eps": 1e-05,
+    "rope_theta": 500000.0,
+    "use_scaled_rope": False,
+    "nope_layer_interval": 4,
+    "use_qk_norm": True,
+    "attn_temperature_tuning": True,
+    "floor_scale": 8192.0,
+    "attn_scale": 0.1,
+    "attention_chunk_size": 8,
+    "moe_args": {
+        "num_experts": 4,
+        "capacity_factor": 1.0,
+        "auto_scale_F": True,
+        "top_k": 1,
+        "interleave_moe_layer_step": 2,
+    },
+}
+
+
+def hf_config(params: dict, bos: int = 200000, eos: int = 200001) -> Llama4TextConfig:
+    """transformers' config for the model params.json describes."""
+    sizes = model_sizes.filled(params)
+    moe = sizes["moe_args"]
+    return Llama4TextConfig(
+        vocab_size=sizes["vocab_size"],
+        hidden_size=sizes["dim"],
+        intermediate_size=sizes["expert_hidden"],
+        intermediate_size_mlp=sizes["ffn_hidden"],
+        num_hidden_layers=sizes["n_layers"],
+        num_attention_heads=sizes["n_heads"],
+        num_key_value_heads=sizes["n_kv_heads"],
+        head_dim=sizes["head_dim"],
+        rms_norm_eps=sizes["norm_eps"],
+        rope_parameters={"rope_type": "default", "rope_theta": sizes["rope_theta"]},
+        num_local_experts=moe["num_experts"],
+        num_experts_per_tok=moe["top_k"],
+        interleave_moe_layer_step=moe["interleave_moe_layer_step"],
+        no_rope_layer_interval=sizes["nope_layer_interval"],
+        use_qk_norm=sizes["use_qk_norm"],
+        attention_chunk_size=sizes["attention_chunk_size"],
+        attn_temperature_tuning=sizes["attn_temperature_tuning"],
+        floor_scale=int(sizes["floor_scale"]),
+        attn_scale=sizes["attn_scale"],
+        tie_word_embeddings=False,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        max_position_embeddings=1 << 17,
+        attn_implementation="eager",
+    )
+
+
+def hf_model(params: dict) -> Llama4ForCausalLM:
+    """A randomly initialized `Llama4ForCausalLM` of these sizes, in float32."""
+    return Llama4ForCausalLM(hf_config(params)).float().eval()
+
+
+HF_NAMES = {  # Meta's name → transformers', for the tensors one name maps to another
+    "attention.wq.weight": "self_attn.q_proj.weight",
+    "attention.wk.weight": "self_attn.k_proj.weight",
+    "attention.wv.weight": "self_attn.v_proj.weight",
+    "attention.wo.weight": "self_attn.o_proj.weight",
+    "attention_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "feed_forward.w1.weight": "feed_forward.gate_proj.weight",
+    "feed_forward.w3.weight": "feed_forward.up_proj.weight",
+    "feed_forward.w2.weight": "feed_forward.down_proj.weight",
+    "feed_forward.shared_expert.w1.weight": "feed_forward.shared_expert.gate_proj.weight",
+    "feed_forward.shared_expert.w3.weight": "feed_forward.shared_expert.up_proj.weight",
+    "feed_forward.shared_expert.w2.weight": "feed_forward.shared_expert.down_proj.weight",
+    "feed_forward.experts.w2": "feed_forward.experts.down_proj",
+}
+
+
+def meta_from_hf(hf: dict[str, torch.Tensor], params: dict) -> dict[str, torch.Tensor]:
+    """transformers' state dict under Meta's names (every expected tensor, nothing else)."""
+    out = {}
+    for name in model_sizes.expected_shapes(params):
+        if not name.startswith("layers."):
+            top = {
+                "tok_embeddings.weight": "model.embed_tokens.weight",
+                "norm.weight": "model.norm.weight",
+                "output.weight": "lm_head.weight",
+            }[name]
+            out[name] = hf[top]
+            continue
+        _, layer, rest = name.split(".", 2)
+        prefix = f"model.layers.{layer}."
+        if rest == "feed_forward.router_DE":
+            out[name] = hf[prefix + "feed_forward.router.weight"].T
+        elif rest in ("feed_forward.experts.w1", "feed_forward.experts.w3"):
+            gate, up = hf[prefix + "feed_forward.experts.gate_up_proj"].chunk(2, dim=-1)
+            out[name] = gate if rest.endswith("w1") else up
+        else:
+            out[name] = hf[prefix + HF_NAMES[rest]]
+    return {name: tensor.detach().contiguous().clone() for name, tensor in out.items()}
+
+
+def hf_from_meta(meta: dict[str, torch.Tensor], params: dict) -> dict[str, torch.Tensor]:
+    """Meta's state dict under transformers' names, for `Llama4ForCausalLM.load_state_dict`."""
+    back = {meta_name: hf_name for meta_name, hf_name in HF_NAMES.items()}
+    out = {
+        "model.embed_tokens.weight": meta["tok_embeddings.weight"],
+        "model.norm.weight": meta["norm.weight"],
+        "lm_head.weight": meta.get("output.weight", meta["tok_embeddings.weight"]),
+    }
+    for layer in range(params["n_layers"]):
+        prefix, hf_prefix = f"layers.{layer}.", f"model.layers.{layer}."
+        for name, tensor in meta.items():
+            if not name.startswith(prefix):
+                continue
+            rest = name[len(prefix) :]
+            if rest == "feed_forward.router_DE":
+                out[hf_prefix + "feed_forward.router.weight"] = tensor.T
+            elif rest == "feed_forward.experts.w1":
+                up = meta[prefix + "feed_forward.experts.w3"]
+                out[hf_prefix + "feed_forward.experts.gate_up_proj"] = torch.cat(
+                    [tensor, up], dim=-1
+                )
+            elif rest != "feed_forward.experts.w3":
+                out[hf_prefix + back[rest]] = tensor
+    return {name: tensor.contiguous() for name, tensor in out.items()}
