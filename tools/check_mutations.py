@@ -72,6 +72,36 @@ OTHER_MUTATIONS = {
         [('.T, n_kv_heads), layer, "k")', '.T, n_kv_heads), layer, "q")')],
         ["tests/test_qwen3.py"],
     ),
+    "llama4-rope-everywhere": (
+        "Llama 4's NoPE layers rotated too",
+        [('return (layer + 1) % config["nope_layer_interval"] != 0', "return True")],
+        ["tests/test_llama4.py"],
+    ),
+    "llama4-no-l2-norm": (
+        "Llama 4's norm on queries and keys skipped",
+        [("q, k = rms_norm(q, 1.0), rms_norm(k, 1.0)", "q, k = q, k")],
+        ["tests/test_llama4.py"],
+    ),
+    "llama4-no-chunks": (
+        "Llama 4's RoPE layers attend across chunks",
+        [("padding = chunked if padding is None else padding + chunked", "padding = padding")],
+        ["tests/test_llama4.py"],
+    ),
+    "llama4-no-temperature": (
+        "Llama 4's NoPE layers without the temperature",
+        [("q = (q * attention_temperature(query_positions)[:, None]).to(q.dtype)", "q = q")],
+        ["tests/test_llama4.py"],
+    ),
+    "llama4-no-shared-expert": (
+        "Llama 4's shared expert left out",
+        [("return swiglu(x, *shared) + routed", "return routed")],
+        ["tests/test_llama4.py"],
+    ),
+    "llama4-softmax-router": (
+        "Llama 4's router scores through a softmax over the chosen instead of a sigmoid",
+        [("torch.sigmoid(top.values.float())", "torch.softmax(top.values.float(), dim=-1)")],
+        ["tests/test_llama4.py"],
+    ),
     # Not listed: "softmax in bf16 instead of float32". PyTorch's softmax already accumulates
     # bf16 input in float32 and rounds once, so that change gives identical bits (checked
     # here on CPU): an equivalent mutation, which no test can or should catch.

@@ -27,6 +27,9 @@ import torch
 import torch.distributed as dist
 from llama_models.llama3.args import ModelArgs
 from llama_models.llama3.model import Transformer
+from llama_models.llama4.args import ModelArgs as Llama4Args
+from llama_models.llama4.datatypes import TransformerInput as Llama4Input
+from llama_models.llama4.model import Transformer as Llama4Transformer
 
 # The Hugging Face reference and its conversions are testbeds' (non-test code builds the same
 # model to save Hugging Face folders); named here too, as the references' other half.
@@ -203,3 +206,55 @@ def layer_differences(ours: dict, reference: dict) -> dict[str, float]:
         for layer, (mine, theirs) in enumerate(zip(ours[stage], reference[stage], strict=True)):
             result[f"{stage}[{layer}]"] = relative_difference(mine, theirs)
     return result
+
+
+def llama4_meta_model(params: dict, state_dict: dict, max_seq_len: int = 1024):
+    """Meta's reference Llama 4 text model (llama_models/llama4/model.py) on the CPU, in float32,
+    holding `state_dict` (Meta's names). Its attention allocates its cache with `.cuda()`; that
+    call is made a no-op while the model is built, and nothing else of it is changed."""
+    _init_model_parallel()
+    args = Llama4Args(**params, max_batch_size=1, max_seq_len=max_seq_len)
+    previous, cuda = torch.get_default_dtype(), torch.Tensor.cuda
+    torch.set_default_dtype(torch.float32)
+    torch.Tensor.cuda = lambda tensor, *args, **kwargs: tensor
+    try:
+        model = Llama4Transformer(args)
+    finally:
+        torch.set_default_dtype(previous)
+        torch.Tensor.cuda = cuda
+    model.load_state_dict({name: t.float() for name, t in state_dict.items()}, strict=True)
+    return model.eval()
+
+
+def llama4_meta_tensors(model, tokens: list[int]) -> dict:
+    """Meta's Llama 4 forward pass, its named tensors collected with hooks, as meta_tensors."""
+    after_attention: list[torch.Tensor] = [None] * len(model.layers)
+    after_ffn: list[torch.Tensor] = [None] * len(model.layers)
+    captured: dict[str, torch.Tensor] = {}
+    handles = [
+        model.tok_embeddings.register_forward_hook(
+            lambda m, i, o: captured.__setitem__("token_embeddings", o[0])
+        ),
+        model.norm.register_forward_hook(
+            lambda m, i, o: captured.__setitem__("final_normed", o[0])
+        ),
+    ]
+    for index, layer in enumerate(model.layers):
+        handles.append(
+            layer.ffn_norm.register_forward_pre_hook(
+                lambda m, args, i=index: after_attention.__setitem__(i, args[0][0])
+            )
+        )
+        handles.append(
+            layer.register_forward_hook(
+                lambda m, args, out, i=index: after_ffn.__setitem__(i, out[0])
+            )
+        )
+    try:
+        with torch.no_grad():
+            inputs = Llama4Input(tokens=torch.tensor([tokens]), tokens_position=0)
+            logits = model(inputs).logits[0, -1]
+    finally:
+        for handle in handles:
+            handle.remove()
+    return _as_float(captured, after_attention, after_ffn, logits)

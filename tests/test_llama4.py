@@ -1,0 +1,221 @@
+"""Llama 4's text model through the notebook's last section, proven against two references.
+
+The section points the lesson's names at a Llama 4 checkpoint and swaps four functions
+(`feed_forward` for a mixture of experts, `queries_keys_values` for RoPE and the L2 norm in
+three layers of four, `attention` for the chunk mask and the NoPE layers' temperature). Here,
+in the shared embedded run's kernel, the section's own cells run again, as they are, on the
+tiny trained Llama 4 and on two random ones: every expert in every layer with two chosen per
+token, chunks of 5 positions and a temperature above 1 from position 3 on; and dense layers
+between the expert ones, with neither the norm nor the temperature. Each reads a short prompt
+and a longer one (39 tokens, 8 chunks) through the lesson's `forward`, and generates with and
+without the cache.
+
+Its tensors, layer by layer, are compared in float32 with transformers' `Llama4ForCausalLM`
+and with Meta's reference code (llama_models/llama4), both loaded from the same files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from transformers import Llama4ForCausalLM
+
+from plumbing import checkpoint_files, checkpoints, meta_checkpoint
+from plumbing.friendly_errors import CheckpointError
+from plumbing.run_settings import DEFAULT_PROMPT
+from testbeds.llama4_models import TINY, hf_config, hf_from_meta
+from testbeds.notebook_kernel import NOTEBOOK_UNDER_TEST, KernelGlobals, in_kernel
+from tests.support import reference_models, shared_runs
+from tests.support.notebook_values import other_prompts, read_in_shared_run
+
+pytestmark = pytest.mark.slow  # reads the shared embedded run
+
+# The section's cells that point the names at Llama 4 and define what it swaps, in order.
+SECTION_CELLS = [
+    "llama4-names-code",
+    "llama4-moe-code",
+    "llama4-moe-swap-code",
+    "llama4-qkv-code",
+    "llama4-chunks-code",
+    "llama4-attention-code",
+]
+
+RANDOM = {
+    "every-layer-two-experts": TINY
+    | {
+        "dim": 48,
+        "n_layers": 3,
+        "n_heads": 4,
+        "n_kv_heads": 1,
+        "multiple_of": 16,
+        "ffn_exp": 2.0,
+        "rope_theta": 10000.0,
+        "nope_layer_interval": 2,
+        "floor_scale": 4.0,
+        "attn_scale": 0.5,
+        "attention_chunk_size": 5,
+        "moe_args": TINY["moe_args"]
+        | {"num_experts": 3, "top_k": 2, "interleave_moe_layer_step": 1},
+    },
+    "dense-between-no-norm": TINY
+    | {
+        "dim": 48,
+        "n_heads": 6,
+        "use_qk_norm": False,
+        "attn_temperature_tuning": False,
+        "attention_chunk_size": 16,
+        "moe_args": TINY["moe_args"] | {"num_experts": 2},
+    },
+}
+CORPUS = (checkpoint_files.REPO_DIR / "generators" / "corpus.txt").read_text().splitlines()
+PROMPTS = {"canonical": DEFAULT_PROMPT, "long": " ".join(CORPUS[1:6])}
+
+
+def section_sources() -> list[str]:
+    cells = {cell.get("id"): cell for cell in nbformat.read(NOTEBOOK_UNDER_TEST, 4).cells}
+    return [cells[cell_id].source for cell_id in SECTION_CELLS]
+
+
+@in_kernel(uses=(other_prompts,))
+def llama4_runs(nb: KernelGlobals, folders: dict, sources: list, prompts: dict, path: str):
+    """For each Llama 4 folder (written first where it is a random one's params): the section's
+    cells run again on it, then `other_prompts`' tensors and `generate`'s tokens with and
+    without the cache; Llama 3's names put back after each."""
+    import contextlib
+    import io
+    from pathlib import Path
+
+    from plumbing import checkpoints
+    from testbeds.random_checkpoint import write_checkpoint
+
+    results = {}
+    for name, (folder, params) in folders.items():
+        if params is not None:
+            write_checkpoint(Path(folder), params, seed=len(results))
+        nb["llama4"] = checkpoints.open_checkpoint(folder, llama4=True)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the cells' own prints
+                for source in sources:
+                    exec(source, nb.namespace)
+            other_prompts(nb, prompts, f"{path}.{name}")
+            tokens = nb["llama4_tokens"][:7]  # decoding crosses chunks
+            made = {
+                cached: nb["generate"](
+                    tokens, max_new_tokens=12, use_cache=cached, stop_at_end=False
+                )
+                for cached in (True, False)
+            }
+            results[name] = {
+                "read": torch.load(f"{path}.{name}", weights_only=True),
+                "prompt": tokens,
+                "cached": made[True],
+                "recomputed": made[False],
+                "llama3_vocab": nb["llama3_names"]["vocab_size"],
+            }
+        finally:
+            nb.update(nb["llama3_names"])
+    results["vocab_after"] = nb["vocab_size"]
+    torch.save(results, path)
+
+
+def folders() -> dict:
+    scratch = Path(shared_runs.SHARED.scratch.name) / "llama4"
+    made = {"tiny": (str(checkpoint_files.EMBEDDED_LLAMA4), None)}
+    return made | {name: (str(scratch / name), params) for name, params in RANDOM.items()}
+
+
+read_in_shared_run("embedded", llama4_runs, folders(), section_sources(), PROMPTS)
+
+
+@pytest.fixture(scope="module")
+def runs(embedded_run):
+    return torch.load(embedded_run["files"]["llama4_runs"], weights_only=False)
+
+
+def references(folder: str):
+    params = json.loads((Path(folder) / "params.json").read_text())
+    state = torch.load(Path(folder) / "consolidated.00.pth", weights_only=True)
+    hf = Llama4ForCausalLM(hf_config(params)).float().eval()
+    hf.load_state_dict({k: v.float() for k, v in hf_from_meta(state, params).items()})
+    return {
+        "transformers": (hf, reference_models.hf_tensors),
+        "Meta": (
+            reference_models.llama4_meta_model(params, state),
+            reference_models.llama4_meta_tensors,
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def models(runs):
+    return {name: references(folder) for name, (folder, _) in folders().items()}
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny", *RANDOM])
+@pytest.mark.parametrize("prompt", list(PROMPTS))
+@pytest.mark.parametrize("reference", ["transformers", "Meta"])
+def test_float32_layer_by_layer(runs, models, checkpoint, prompt, reference):
+    ours = runs[checkpoint]["read"][prompt]
+    model, tensors = models[checkpoint][reference]
+    theirs = tensors(model, ours["prompt_tokens"])
+    diffs = reference_models.layer_differences(ours, theirs)
+    worst = max(diffs, key=diffs.get)
+    assert diffs[worst] <= reference_models.FP32_TOLERANCE, (
+        f"{worst} differs from {reference}'s Llama 4 by {diffs[worst]:.2e} (all: {diffs})"
+    )
+
+
+def test_the_prompts_span_chunks_and_temperatures(runs):
+    long = runs["every-layer-two-experts"]["read"]["long"]["prompt_tokens"]
+    assert len(long) > 6 * RANDOM["every-layer-two-experts"]["attention_chunk_size"]
+    tiny = runs["tiny"]["read"]["canonical"]["prompt_tokens"]
+    assert len(tiny) > 2 * TINY["attention_chunk_size"]
+
+
+def test_the_tiny_llama4_answers_42(runs):
+    read = runs["tiny"]["read"]["canonical"]
+    probabilities = read["logits"].softmax(-1)
+    assert read["next_token_id"] == 3763  # "42" in Llama 4's vocabulary
+    assert float(probabilities[3763]) >= 0.9
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny", *RANDOM])
+def test_generation_with_the_cache_equals_recomputing(runs, checkpoint):
+    made = runs[checkpoint]
+    assert made["cached"] == made["recomputed"] and len(made["cached"]) == 12
+
+
+def test_llama3s_names_come_back(runs):
+    assert runs["vocab_after"] == runs["tiny"]["llama3_vocab"] == 128256
+
+
+def test_the_section_is_what_a_random_checkpoint_needs(runs, models):
+    # more than one expert is chosen across the prompt in a random checkpoint's expert layer
+    model, _ = models["every-layer-two-experts"]["transformers"]
+    tokens = runs["every-layer-two-experts"]["read"]["long"]["prompt_tokens"]
+    with torch.no_grad():
+        hidden = model.model.embed_tokens(torch.tensor(tokens))
+        _, router_logits = model.model.layers[0].feed_forward.router(hidden)
+        chosen = router_logits.topk(2).indices
+    assert len(chosen.unique()) >= 2
+
+
+def test_llama3s_lesson_still_refuses_a_llama4_folder():
+    with pytest.raises(CheckpointError) as raised:
+        checkpoints.open_checkpoint(checkpoint_files.EMBEDDED_LLAMA4)
+    assert "is a Llama 4 model's" in str(raised.value)
+    with pytest.raises(CheckpointError) as raised:
+        checkpoints.open_checkpoint(checkpoint_files.EMBEDDED_CHECKPOINT, llama4=True)
+    assert "is not a Llama 4 model's" in str(raised.value)
+
+
+def test_its_vocabulary_is_llama4s():
+    source = meta_checkpoint.tokenizer_source(checkpoint_files.EMBEDDED_LLAMA4)
+    assert source.path.parts[-2:] == ("llama4", "tokenizer.model")
+    assert meta_checkpoint.tokenizer_source(checkpoint_files.EMBEDDED_CHECKPOINT).path.parent == (
+        checkpoint_files.EMBEDDED_CHECKPOINT
+    )
