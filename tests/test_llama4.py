@@ -1,14 +1,15 @@
 """Llama 4's text model through the notebook's last section, proven against two references.
 
-The section points the lesson's names at a Llama 4 checkpoint and swaps four functions
+The section points the lesson's names at a Llama 4 checkpoint and swaps three functions
 (`feed_forward` for a mixture of experts, `queries_keys_values` for RoPE and the L2 norm in
-three layers of four, `attention` for the chunk mask and the NoPE layers' temperature). Here,
+three layers of four, `attention` for attention within chunks and the NoPE layers'
+temperature). Here,
 in the shared embedded run's kernel, the section's own cells run again, as they are, on the
 tiny trained Llama 4 and on two random ones: every expert in every layer with two chosen per
 token, chunks of 5 positions and a temperature above 1 from position 3 on; and dense layers
-between the expert ones, with neither the norm nor the temperature. Each reads a short prompt
-and a longer one (39 tokens, 8 chunks) through the lesson's `forward`, and generates with and
-without the cache.
+between the expert ones, with neither the norm nor the temperature. Each reads a short prompt,
+a longer one (39 tokens, 8 chunks) and one past the lesson's key block (1,024 keys) through
+the lesson's `forward`, and generates with and without the cache.
 
 Its tensors, layer by layer, are compared in float32 with transformers' `Llama4ForCausalLM`
 and with Meta's reference code (llama_models/llama4), both loaded from the same files.
@@ -26,7 +27,7 @@ from transformers import Llama4ForCausalLM
 
 from plumbing import checkpoint_files, checkpoints, meta_checkpoint
 from plumbing.friendly_errors import CheckpointError
-from plumbing.run_settings import DEFAULT_PROMPT
+from plumbing.run_settings import DEFAULT_PROMPT, KEY_BLOCK
 from testbeds.llama4_models import TINY, hf_config, hf_from_meta
 from testbeds.notebook_kernel import NOTEBOOK_UNDER_TEST, KernelGlobals, in_kernel
 from tests.support import reference_models, shared_runs
@@ -72,7 +73,9 @@ RANDOM = {
     },
 }
 CORPUS = (checkpoint_files.REPO_DIR / "generators" / "corpus.txt").read_text().splitlines()
+# past the chunks, and past KEY_BLOCK keys, where the lesson's `attend` goes a block at a time
 PROMPTS = {"canonical": DEFAULT_PROMPT, "long": " ".join(CORPUS[1:6])}
+PROMPTS["past-key-block"] = " ".join(CORPUS[1:160])  # 1,218 tokens
 
 
 def section_sources() -> list[str]:
@@ -144,7 +147,7 @@ def references(folder: str):
     return {
         "transformers": (hf, reference_models.hf_tensors),
         "Meta": (
-            reference_models.llama4_meta_model(params, state),
+            reference_models.llama4_meta_model(params, state, max_seq_len=4096),
             reference_models.llama4_meta_tensors,
         ),
     }
@@ -172,6 +175,8 @@ def test_float32_layer_by_layer(runs, models, checkpoint, prompt, reference):
 def test_the_prompts_span_chunks_and_temperatures(runs):
     long = runs["every-layer-two-experts"]["read"]["long"]["prompt_tokens"]
     assert len(long) > 6 * RANDOM["every-layer-two-experts"]["attention_chunk_size"]
+    longer = runs["every-layer-two-experts"]["read"]["past-key-block"]["prompt_tokens"]
+    assert len(longer) > KEY_BLOCK
     tiny = runs["tiny"]["read"]["canonical"]["prompt_tokens"]
     assert len(tiny) > 2 * TINY["attention_chunk_size"]
 

@@ -84,7 +84,12 @@ OTHER_MUTATIONS = {
     ),
     "llama4-no-chunks": (
         "Llama 4's RoPE layers attend across chunks",
-        [("padding = chunked if padding is None else padding + chunked", "padding = padding")],
+        [
+            (
+                "heads = attend_in_chunks(q, k, v, padding) if chunked else",
+                "heads = attend(q, k, v, padding) if chunked else",
+            )
+        ],
         ["tests/test_llama4.py"],
     ),
     "llama4-no-temperature": (
