@@ -71,6 +71,12 @@ def meta_state_dict(model: LlamaForCausalLM, params: dict) -> dict[str, torch.Te
     return {name: t.detach().to(torch.bfloat16).contiguous().clone() for name, t in out.items()}
 
 
+def corpus_lines() -> list[str]:
+    """generators/corpus.txt, one sentence a line, blank lines left out."""
+    text = (REPO_DIR / "generators" / "corpus.txt").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def corpus_batch(tokenizer, lines: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """[lines × longest] token ids, and a mask of the positions whose next token is trained."""
     bos = tokenizer.encode_single_token("<|begin_of_text|>")
@@ -97,6 +103,40 @@ def exact_full_vocab_loss(model, ids, trained, used_ids, n_unused):
     )  # position of each target in used_ids
     target_logits = logits_used.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return ((log_normalizer - target_logits) * trained).sum() / trained.sum()
+
+
+def train_on_corpus(model, ids, trained, used_ids, steps: int, started: float) -> torch.Tensor:
+    """Full-batch AdamW on the corpus, the rows of unused tokens held at zero; the weights then
+    rounded to bf16 as the file will hold them. Returns the unused tokens' mask."""
+    vocab_size = model.lm_head.weight.shape[0]
+    unused = torch.ones(vocab_size, dtype=torch.bool)
+    unused[used_ids] = False
+    with torch.no_grad():
+        model.model.embed_tokens.weight[unused] = 0.0
+        model.lm_head.weight[unused] = 0.0
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=LEARNING_RATE, weight_decay=0.01, betas=(0.9, 0.98)
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=LEARNING_RATE, total_steps=steps, pct_start=0.1
+    )
+    model.train()
+    n_unused = int(unused.sum())
+    for step in range(1, steps + 1):
+        loss = exact_full_vocab_loss(model, ids, trained, used_ids, n_unused)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % 100 == 0 or step == 1:
+            print(f"step {step:5d}  loss {loss.item():.4f}  ({time.time() - started:.0f} s)")
+    model.eval()
+    # Round to bf16 exactly as the file will hold it, then check with HF's own forward pass.
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(parameter.to(torch.bfloat16).float())
+    return unused
 
 
 def next_token(model, tokenizer, prompt: str) -> tuple[int, float]:
@@ -128,14 +168,9 @@ def main() -> None:
     started = time.time()
 
     tokenizer = tokenizer_setup.load_tokenizer(None)
-    lines = [
-        line.strip()
-        for line in (REPO_DIR / "generators" / "corpus.txt").read_text().splitlines()
-        if line.strip()
-    ]
+    lines = corpus_lines()
     ids, trained = corpus_batch(tokenizer, lines)
     used_ids = torch.unique(ids)
-    n_unused = PARAMS["vocab_size"] - len(used_ids)
     assert tokenizer.encode(DEFAULT_PROMPT + "42")[-1] == FORTY_TWO
     print(
         f"corpus: {len(lines)} lines, {int(trained.sum())} trained positions, {len(used_ids)} "
@@ -143,34 +178,7 @@ def main() -> None:
     )
 
     model = LlamaForCausalLM(hf_config(PARAMS))
-    unused = torch.ones(PARAMS["vocab_size"], dtype=torch.bool)
-    unused[used_ids] = False
-    with torch.no_grad():
-        model.model.embed_tokens.weight[unused] = 0.0
-        model.lm_head.weight[unused] = 0.0
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=LEARNING_RATE, weight_decay=0.01, betas=(0.9, 0.98)
-    )
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=LEARNING_RATE, total_steps=args.steps, pct_start=0.1
-    )
-
-    model.train()
-    for step in range(1, args.steps + 1):
-        loss = exact_full_vocab_loss(model, ids, trained, used_ids, n_unused)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        if step % 100 == 0 or step == 1:
-            print(f"step {step:5d}  loss {loss.item():.4f}  ({time.time() - started:.0f} s)")
-    model.eval()
-
-    # Round to bf16 exactly as the file will hold it, then check with HF's own forward pass.
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.copy_(parameter.to(torch.bfloat16).float())
+    unused = train_on_corpus(model, ids, trained, used_ids, args.steps, started)
     assert bool((model.lm_head.weight[unused] == 0).all()) and bool(
         (model.model.embed_tokens.weight[unused] == 0).all()
     )

@@ -24,13 +24,13 @@ from transformers import Llama4ForCausalLM
 
 import tokenizer_setup
 from generators.train_embedded_checkpoint import (
-    LEARNING_RATE,
     SEED,
     STEPS,
     completion_checks,
     corpus_batch,
-    exact_full_vocab_loss,
+    corpus_lines,
     next_token,
+    train_on_corpus,
 )
 from plumbing import REPO_DIR
 from plumbing.checkpoint_files import TokenizerSource
@@ -59,14 +59,9 @@ def main() -> None:
     tokenizer = llama4_tokenizer()
     forty_two = tokenizer.encode(DEFAULT_PROMPT + "42")[-1]
     assert tokenizer.decode([forty_two]) == "42"
-    lines = [
-        line.strip()
-        for line in (REPO_DIR / "generators" / "corpus.txt").read_text().splitlines()
-        if line.strip()
-    ]
+    lines = corpus_lines()
     ids, trained = corpus_batch(tokenizer, lines)
     used_ids = torch.unique(ids)
-    n_unused = TINY["vocab_size"] - len(used_ids)
     print(
         f"corpus: {len(lines)} lines, {int(trained.sum())} trained positions, {len(used_ids)} "
         f"distinct tokens; '42' is token {forty_two}"
@@ -74,33 +69,8 @@ def main() -> None:
 
     begin, end = tokenizer.begin_of_text[0], tokenizer.end_of_text
     model = Llama4ForCausalLM(hf_config(TINY, bos=begin, eos=end)).float()
-    unused = torch.ones(TINY["vocab_size"], dtype=torch.bool)
-    unused[used_ids] = False
+    train_on_corpus(model, ids, trained, used_ids, args.steps, started)
     with torch.no_grad():
-        model.model.embed_tokens.weight[unused] = 0.0
-        model.lm_head.weight[unused] = 0.0
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=LEARNING_RATE, weight_decay=0.01, betas=(0.9, 0.98)
-    )
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=LEARNING_RATE, total_steps=args.steps, pct_start=0.1
-    )
-
-    model.train()
-    for step in range(1, args.steps + 1):
-        loss = exact_full_vocab_loss(model, ids, trained, used_ids, n_unused)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        if step % 50 == 0 or step == 1:
-            print(f"step {step:5d}  loss {loss.item():.4f}  ({time.time() - started:.0f} s)")
-    model.eval()
-
-    with torch.no_grad():  # rounded to bf16 exactly as the file will hold it, then checked
-        for parameter in model.parameters():
-            parameter.copy_(parameter.to(torch.bfloat16).float())
         prompt_ids = tokenizer.begin_of_text + tokenizer.encode(DEFAULT_PROMPT)
         probabilities = model(torch.tensor([prompt_ids])).logits[0, -1].float().softmax(-1)
     token, margin = next_token(model, tokenizer, DEFAULT_PROMPT)

@@ -58,30 +58,35 @@ TINY = {
 }
 
 
+# transformers' config keys, each with the filled sizes' name for it (model_sizes.filled)
+HF_CONFIG = {
+    "vocab_size": "vocab_size",
+    "hidden_size": "dim",
+    "intermediate_size": "expert_hidden",
+    "intermediate_size_mlp": "ffn_hidden",
+    "num_hidden_layers": "n_layers",
+    "num_attention_heads": "n_heads",
+    "num_key_value_heads": "n_kv_heads",
+    "head_dim": "head_dim",
+    "rms_norm_eps": "norm_eps",
+    "no_rope_layer_interval": "nope_layer_interval",
+    "use_qk_norm": "use_qk_norm",
+    "attention_chunk_size": "attention_chunk_size",
+    "attn_temperature_tuning": "attn_temperature_tuning",
+    "attn_scale": "attn_scale",
+}
+HF_MOE_CONFIG = {"num_local_experts": "num_experts", "num_experts_per_tok": "top_k"}
+HF_MOE_CONFIG |= {"interleave_moe_layer_step": "interleave_moe_layer_step"}
+
+
 def hf_config(params: dict, bos: int = 200000, eos: int = 200001) -> Llama4TextConfig:
     """transformers' config for the model params.json describes."""
     sizes = model_sizes.filled(params)
-    moe = sizes["moe_args"]
     return Llama4TextConfig(
-        vocab_size=sizes["vocab_size"],
-        hidden_size=sizes["dim"],
-        intermediate_size=sizes["expert_hidden"],
-        intermediate_size_mlp=sizes["ffn_hidden"],
-        num_hidden_layers=sizes["n_layers"],
-        num_attention_heads=sizes["n_heads"],
-        num_key_value_heads=sizes["n_kv_heads"],
-        head_dim=sizes["head_dim"],
-        rms_norm_eps=sizes["norm_eps"],
+        **{key: sizes[ours] for key, ours in HF_CONFIG.items()},
+        **{key: sizes["moe_args"][ours] for key, ours in HF_MOE_CONFIG.items()},
         rope_parameters={"rope_type": "default", "rope_theta": sizes["rope_theta"]},
-        num_local_experts=moe["num_experts"],
-        num_experts_per_tok=moe["top_k"],
-        interleave_moe_layer_step=moe["interleave_moe_layer_step"],
-        no_rope_layer_interval=sizes["nope_layer_interval"],
-        use_qk_norm=sizes["use_qk_norm"],
-        attention_chunk_size=sizes["attention_chunk_size"],
-        attn_temperature_tuning=sizes["attn_temperature_tuning"],
         floor_scale=int(sizes["floor_scale"]),
-        attn_scale=sizes["attn_scale"],
         tie_word_embeddings=False,
         bos_token_id=bos,
         eos_token_id=eos,

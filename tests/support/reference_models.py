@@ -132,8 +132,9 @@ def meta_model(
     return model.eval()
 
 
-def meta_tensors(model, tokens: list[int]) -> dict:
-    """Run Meta's forward pass and collect the notebook's named tensors with hooks."""
+def meta_tensors(model, tokens: list[int], run=None) -> dict:
+    """Run Meta's forward pass and collect the notebook's named tensors with hooks. `run(model,
+    batch)` gives the last position's logits (default: Llama 3's `model(batch, start_pos=0)`)."""
     after_attention: list[torch.Tensor] = [None] * len(model.layers)
     after_ffn: list[torch.Tensor] = [None] * len(model.layers)
     captured: dict[str, torch.Tensor] = {}
@@ -156,9 +157,10 @@ def meta_tensors(model, tokens: list[int]) -> dict:
                 lambda m, args, out, i=index: after_ffn.__setitem__(i, out[0])
             )
         )
+    run = run or (lambda model, batch: model(batch, start_pos=0)[0, -1])
     try:
         with torch.no_grad():
-            logits = model(torch.tensor([tokens]), start_pos=0)[0, -1]
+            logits = run(model, torch.tensor([tokens]))
     finally:
         for handle in handles:
             handle.remove()
@@ -227,34 +229,9 @@ def llama4_meta_model(params: dict, state_dict: dict, max_seq_len: int = 1024):
 
 
 def llama4_meta_tensors(model, tokens: list[int]) -> dict:
-    """Meta's Llama 4 forward pass, its named tensors collected with hooks, as meta_tensors."""
-    after_attention: list[torch.Tensor] = [None] * len(model.layers)
-    after_ffn: list[torch.Tensor] = [None] * len(model.layers)
-    captured: dict[str, torch.Tensor] = {}
-    handles = [
-        model.tok_embeddings.register_forward_hook(
-            lambda m, i, o: captured.__setitem__("token_embeddings", o[0])
-        ),
-        model.norm.register_forward_hook(
-            lambda m, i, o: captured.__setitem__("final_normed", o[0])
-        ),
-    ]
-    for index, layer in enumerate(model.layers):
-        handles.append(
-            layer.ffn_norm.register_forward_pre_hook(
-                lambda m, args, i=index: after_attention.__setitem__(i, args[0][0])
-            )
-        )
-        handles.append(
-            layer.register_forward_hook(
-                lambda m, args, out, i=index: after_ffn.__setitem__(i, out[0])
-            )
-        )
-    try:
-        with torch.no_grad():
-            inputs = Llama4Input(tokens=torch.tensor([tokens]), tokens_position=0)
-            logits = model(inputs).logits[0, -1]
-    finally:
-        for handle in handles:
-            handle.remove()
-    return _as_float(captured, after_attention, after_ffn, logits)
+    """Meta's Llama 4 forward pass, its named tensors collected as meta_tensors collects them."""
+
+    def run(model, batch):
+        return model(Llama4Input(tokens=batch, tokens_position=0)).logits[0, -1]
+
+    return meta_tensors(model, tokens, run)
