@@ -8,8 +8,8 @@ in the shared embedded run's kernel, the section's own cells run again, as they 
 tiny trained Llama 4 and on two random ones: every expert in every layer with two chosen per
 token, chunks of 5 positions and a temperature above 1 from position 3 on; and dense layers
 between the expert ones, with neither the norm nor the temperature. Each reads a short prompt,
-a longer one (39 tokens, 8 chunks) and one past the lesson's key block (1,024 keys) through
-the lesson's `forward`, and generates with and without the cache.
+a longer one (39 tokens, 8 chunks) and, the first random one, one past the lesson's key block
+(1,024 keys) through the lesson's `forward`, and generates with and without the cache.
 
 Its tensors, layer by layer, are compared in float32 with transformers' `Llama4ForCausalLM`
 and with Meta's reference code (llama_models/llama4), both loaded from the same files.
@@ -73,9 +73,13 @@ RANDOM = {
     },
 }
 CORPUS = (checkpoint_files.REPO_DIR / "generators" / "corpus.txt").read_text().splitlines()
-# past the chunks, and past KEY_BLOCK keys, where the lesson's `attend` goes a block at a time
+# past the chunks; and, on the checkpoint with every change at its smallest (chunks of 5, the
+# temperature from position 3), past KEY_BLOCK keys, where the lesson's `attend` goes a block
+# at a time
 PROMPTS = {"canonical": DEFAULT_PROMPT, "long": " ".join(CORPUS[1:6])}
-PROMPTS["past-key-block"] = " ".join(CORPUS[1:160])  # 1,218 tokens
+PAST_KEY_BLOCK = {"past-key-block": " ".join(CORPUS[1:160])}  # 1,218 tokens
+CASES = [(checkpoint, prompt) for checkpoint in ["tiny", *RANDOM] for prompt in PROMPTS]
+CASES += [("every-layer-two-experts", "past-key-block")]
 
 
 def section_sources() -> list[str]:
@@ -84,7 +88,7 @@ def section_sources() -> list[str]:
 
 
 @in_kernel(uses=(other_prompts,))
-def llama4_runs(nb: KernelGlobals, folders: dict, sources: list, prompts: dict, path: str):
+def llama4_runs(nb: KernelGlobals, folders: dict, sources: list, path: str):
     """For each Llama 4 folder (written first where it is a random one's params): the section's
     cells run again on it, then `other_prompts`' tensors and `generate`'s tokens with and
     without the cache; Llama 3's names put back after each."""
@@ -96,7 +100,7 @@ def llama4_runs(nb: KernelGlobals, folders: dict, sources: list, prompts: dict, 
     from testbeds.random_checkpoint import write_checkpoint
 
     results = {}
-    for name, (folder, params) in folders.items():
+    for name, (folder, params, prompts) in folders.items():
         if params is not None:
             write_checkpoint(Path(folder), params, seed=len(results))
         nb["llama4"] = checkpoints.open_checkpoint(folder, llama4=True)
@@ -127,11 +131,14 @@ def llama4_runs(nb: KernelGlobals, folders: dict, sources: list, prompts: dict, 
 
 def folders() -> dict:
     scratch = Path(shared_runs.SHARED.scratch.name) / "llama4"
-    made = {"tiny": (str(checkpoint_files.EMBEDDED_LLAMA4), None)}
-    return made | {name: (str(scratch / name), params) for name, params in RANDOM.items()}
+    made = {"tiny": (str(checkpoint_files.EMBEDDED_LLAMA4), None, PROMPTS)}
+    for name, params in RANDOM.items():
+        prompts = PROMPTS | (PAST_KEY_BLOCK if name == "every-layer-two-experts" else {})
+        made[name] = (str(scratch / name), params, prompts)
+    return made
 
 
-read_in_shared_run("embedded", llama4_runs, folders(), section_sources(), PROMPTS)
+read_in_shared_run("embedded", llama4_runs, folders(), section_sources())
 
 
 @pytest.fixture(scope="module")
@@ -155,11 +162,10 @@ def references(folder: str):
 
 @pytest.fixture(scope="module")
 def models(runs):
-    return {name: references(folder) for name, (folder, _) in folders().items()}
+    return {name: references(folder) for name, (folder, *_) in folders().items()}
 
 
-@pytest.mark.parametrize("checkpoint", ["tiny", *RANDOM])
-@pytest.mark.parametrize("prompt", list(PROMPTS))
+@pytest.mark.parametrize(("checkpoint", "prompt"), CASES)
 @pytest.mark.parametrize("reference", ["transformers", "Meta"])
 def test_float32_layer_by_layer(runs, models, checkpoint, prompt, reference):
     ours = runs[checkpoint]["read"][prompt]
