@@ -1,9 +1,9 @@
 """One-row products straight from the file's bf16 (plumbing/one_row.py, LLAMA3_ONE_ROW).
 
 - The fused product equals today's float32 path (the weight converted, then `x @ W.T`)
-  within 1e-5 relative, on every matrix shape of the embedded checkpoint and of the random
-  test checkpoints (GQA, one kv head, tied output, head_dim 16 to 128), the output matrix in
-  the row blocks the reader hands out.
+  within 1e-5 relative, on every matrix shape of the embedded checkpoint and of Llama 3 8B,
+  the output matrix in the row blocks the reader hands out, and on shapes that leave
+  remainders (13 × 72, 1 × 200, 4,099 × 24).
 - Only one-row products are routed; more rows, and any other use, see the converted values.
 - The rule: which runs fuse and which say why not.
 - The notebook with LLAMA3_ONE_ROW=fused writes the same tokens as without, with the cache
@@ -27,23 +27,27 @@ from plumbing import (
     weight_loading,
 )
 from plumbing.one_row import AtenOneRowMatrix, FileDtypeMatrix
+from testbeds import presets
 from testbeds.notebook_kernel import KernelGlobals, in_kernel
 from tests.support import shared_runs
 from tests.support.notebook_values import TENSORS_ONLY, cell_text, run_and_read
-from tests.support.parity_runs import RANDOM_CHECKPOINTS
 from tests.test_generation import generations  # the plain run's, in the shared embedded run
 
 ANSWER = 2983  # "42"
 BLOCK = weight_loading.WeightReader.BLOCK_ROWS
 
 
+# shapes whose rows and columns leave remainders for any vector width and any split of rows
+ODD_SHAPES = {(13, 72), (1, 200), (4099, 24)}
+
+
 def matrix_shapes() -> set[tuple[int, int]]:
-    """Every matrix shape a decode step multiplies, over the checkpoints the tests run."""
+    """Every matrix shape a decode step multiplies on the embedded checkpoint and on Llama 3
+    8B, the output matrix as the reader hands it out (row blocks and the last, shorter one),
+    and ODD_SHAPES."""
     embedded = checkpoints.read_params(checkpoint_files.EMBEDDED_CHECKPOINT)
-    every = [embedded, *RANDOM_CHECKPOINTS.values()]
-    shapes = set()
-    for params in every:
-        params = {key: value for key, value in params.items() if value is not None}
+    shapes = set(ODD_SHAPES)
+    for params in (embedded, presets.RELEASES["8b"]):
         for name, shape in model_sizes.expected_shapes(params).items():
             if len(shape) == 2 and name != "tok_embeddings.weight":
                 shapes |= {shape} if name != "output.weight" else {(BLOCK, shape[1])}
@@ -56,11 +60,12 @@ def converted(w: torch.Tensor) -> torch.Tensor:
     return w.to(torch.float32)
 
 
-@pytest.mark.slow  # compiles about twenty shapes: 10-20 s
+@pytest.mark.slow  # compiles a dozen shapes: 5-15 s
 def test_the_fused_product_equals_the_float32_path_on_every_shape():
     generator = torch.Generator().manual_seed(0)
     shapes = matrix_shapes()
     assert {(4096, 64), (1280, 64), (224, 64), (32, 64)} <= shapes  # the embedded model's
+    assert {(14336, 4096), (4096, 14336), (1280, 4096)} <= shapes  # the 8B's
     worst = {}
     for shape in sorted(shapes):
         w = (torch.randn(shape, generator=generator) * shape[1] ** -0.5).to(torch.bfloat16)
