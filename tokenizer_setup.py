@@ -181,6 +181,8 @@ LLAMA4_SPECIAL_TOKENS = 2_048
 # SHA-256 of Llama 3's 128,000 ranked tokens (see ranks_digest), computed from Meta's
 # tokenizer.model: a tokenizer.json must hold exactly this vocabulary.
 LLAMA3_RANKS_SHA256 = "647326d6a16cf9386ba723b8726e3d2196e18ec8b82e4338bf5b529c07b34974"
+# … and of Llama 4's 200,000, from the tokenizer.model in llama-models' llama4 folder.
+LLAMA4_RANKS_SHA256 = "d3b1d3406107bb1141fcf4f7c91b3b4db98d3e16d308a23fc067257303ea05a6"
 
 # The named special tokens of Llama 3, in id order from 128000. Every other id
 # up to 128255 is a reserved token, numbered as Meta's Llama 3 release numbers them.
@@ -306,6 +308,12 @@ def read_tokenizer_model(path: str | Path) -> Vocabulary:
     ranks = read_mergeable_ranks(path)
     if len(ranks) == N_MERGEABLE_RANKS:
         return Vocabulary(ranks, special_tokens())
+    return llama4_vocabulary(ranks)
+
+
+def llama4_vocabulary(ranks: dict[bytes, int]) -> Vocabulary:
+    """Llama 4's ranks with the special tokens, split pattern and chat format Meta's code
+    gives them."""
     special = {name: len(ranks) + i for i, name in enumerate(llama4_special_token_names())}
     return Vocabulary(ranks, special, LLAMA4_SPLIT_PATTERN, LLAMA4_AROUND)
 
@@ -346,8 +354,8 @@ def byte_level_alphabet() -> dict[str, int]:
 
 
 def read_tokenizer_json(path: str | Path) -> Vocabulary:
-    """A Hugging Face tokenizer.json as tiktoken ranks and special tokens: Llama 3's, checked
-    to be, or another byte-level BPE with ChatML's special tokens, like Qwen3's."""
+    """A Hugging Face tokenizer.json as tiktoken ranks and special tokens: Llama 3's or Llama
+    4's, checked to be, or another byte-level BPE with ChatML's special tokens, like Qwen3's."""
     path = Path(path)
     fix = "use the tokenizer.json from the same download as the weights"
     if mistake := download_mistake(path):
@@ -381,10 +389,23 @@ def read_tokenizer_json(path: str | Path) -> Vocabulary:
             f"{path}: its added_tokens is not a list of tokens, each a text `content` and an "
             f"integer `id`, as Llama 3's is: {fix}."
         )
-    if ranks_digest(ranks) == LLAMA3_RANKS_SHA256:
+    digest = ranks_digest(ranks)
+    if digest == LLAMA3_RANKS_SHA256:
         special = {t["content"]: t["id"] for t in added if t["id"] >= N_MERGEABLE_RANKS}
         check_special_tokens(special, path, fix)
         return Vocabulary(ranks, special)
+    if digest == LLAMA4_RANKS_SHA256:  # Llama 4's vocabulary: its special tokens as Meta's
+        vocabulary = llama4_vocabulary(ranks)
+        special = {t["content"]: t["id"] for t in added if t["id"] >= LLAMA4_MERGEABLE_RANKS}
+        if (
+            special != vocabulary.special
+            or split_pattern_of(data.get("pre_tokenizer"), path, fix) != LLAMA4_SPLIT_PATTERN
+        ):
+            raise TokenizerFileError(
+                f"{path} holds Llama 4's 200,000 tokens but not its special tokens or split "
+                f"pattern as Meta's tokenizer has them: {fix}."
+            )
+        return vocabulary
     special = {token["content"]: token["id"] for token in added}
     normalizer = data.get("normalizer")
     if normalizer not in (None, {"type": "NFC"}):
@@ -400,8 +421,9 @@ def read_tokenizer_json(path: str | Path) -> Vocabulary:
 
 def split_pattern_of(pre_tokenizer, path: Path, fix: str) -> str:
     """A tokenizer.json's pre-tokenizer, as Llama 3's and Qwen3's have it (their split
-    pattern, then the bytes in byte-level BPE's alphabet): the pattern, if it is one of theirs.
-    Only these two are read: a regex from a file is code that can take forever on a text."""
+    pattern, then the bytes in byte-level BPE's alphabet): the pattern, if it is one of theirs
+    or Llama 4's. Only these are read: a regex from a file is code that can take forever on a
+    text."""
     steps = pre_tokenizer.get("pretokenizers") if isinstance(pre_tokenizer, dict) else None
     split, byte_level = steps if isinstance(steps, list) and len(steps) == 2 else (None, None)
     if not isinstance(split, dict) or not isinstance(byte_level, dict):
@@ -409,7 +431,7 @@ def split_pattern_of(pre_tokenizer, path: Path, fix: str) -> str:
     pattern = split.get("pattern")
     if (
         not isinstance(pattern, dict)
-        or pattern.get("Regex") not in (SPLIT_PATTERN, QWEN_SPLIT_PATTERN)
+        or pattern.get("Regex") not in (SPLIT_PATTERN, QWEN_SPLIT_PATTERN, LLAMA4_SPLIT_PATTERN)
         or (split.get("type"), split.get("behavior"), split.get("invert"))
         != ("Split", "Isolated", False)
         or byte_level.get("type") != "ByteLevel"

@@ -12,6 +12,7 @@ Imports run one way, each module using only those above it:
     model_sizes       the sizes with their defaults filled in once, and the shapes they imply
     checkpoint_checks what is wrong with a checkpoint's sizes or tensors, in one sentence
     meta_checkpoint   Meta's layout: params.json and consolidated.*.pth, memory-mapped
+    hf_llama4         Hugging Face's Llama 4: its config's keys, its tensors' names and layouts
     hf_checkpoint     Hugging Face's layout: config.json and safetensors, under Meta's names
     gguf_files        a GGUF file (llama.cpp, Ollama, LM Studio) read under Meta's names
     checkpoints       open_checkpoint(path): the layout decided once, its params and weights

@@ -136,6 +136,8 @@ LLAMA4_OPTIONAL = {
     "floor_scale": float,
     "attn_scale": float,
     "ffn_exp": float,
+    "rope_scaling_factor": float,
+    "rope_high_freq_factor": float,
 }
 MOE_ARGS = {
     "num_experts": int,

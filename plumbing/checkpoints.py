@@ -12,8 +12,10 @@
 Each layout is read by its own module (meta_checkpoint, hf_checkpoint, gguf_files), which
 answers the same questions: `looks_like(path)`, `read_params`, `weights` and
 `tokenizer_source`, and names itself (`LAYOUT`). The layout is decided once, here, by
-`reader_for`: the first reader in READERS that the path looks like. Finding the checkpoint is
-checkpoint_files' job; judging it, checkpoint_checks'; filling the defaults, model_sizes'.
+`reader_for`: the first reader in READERS that the path looks like. A Llama 4 is the notebook's
+last section's to run (`lesson_and_llama4`); each reader tells one (`is_llama4`). Finding the
+checkpoint is checkpoint_files' job; judging it, checkpoint_checks'; filling the defaults,
+model_sizes'.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from types import ModuleType
 
 from plumbing import (
     checkpoint_checks,
+    checkpoint_files,
     gguf_files,
     hf_checkpoint,
     meta_checkpoint,
     model_sizes,
 )
-from plumbing.checkpoint_files import TokenizerSource
+from plumbing.checkpoint_files import EMBEDDED_CHECKPOINT, EMBEDDED_LLAMA4, TokenizerSource
 from plumbing.friendly_errors import CheckpointError
 from plumbing.tensor_names import NamedWeights
 
@@ -69,14 +72,29 @@ class Checkpoint:
 
 def read_params(path: Path, reader: ModuleType | None = None, llama4: bool = False) -> dict:
     """The sizes as the checkpoint states them, under params.json's keys, checked (no tensor
-    file is opened). `llama4`: a Llama 4 model in Meta's layout, and only that, is wanted."""
+    file is opened). `llama4`: a Llama 4 model (Meta's or Hugging Face's layout), and only
+    that, is wanted."""
     reader = reader or reader_for(path)
-    if llama4 and reader is not meta_checkpoint:
+    if llama4 and reader is gguf_files:
         raise CheckpointError(
-            f"{path}: the Llama 4 section reads Meta's layout only ({meta_checkpoint.LAYOUT})."
+            f"{path}: the Llama 4 section reads Meta's and Hugging Face's layouts, not yet GGUF "
+            "files; point LLAMA3_CKPT at the model's Hugging Face folder."
         )
     stated = reader.read_params(path, llama4=True) if llama4 else reader.read_params(path)
     return checkpoint_checks.check_sizes(stated, reader.sizes_path(path), reader.SPELLING)
+
+
+def lesson_and_llama4(path: Path | None = None) -> tuple[Path, Path]:
+    """The checkpoint the lesson reads and the one its last section, "After Llama 3: Llama 4",
+    reads: `path` (LLAMA3_CKPT's, found by checkpoint_files, where None) and the embedded
+    Llama 4 — unless `path` is a Llama 4, which only that section runs: then the embedded
+    Llama 3 and `path`, its sizes checked now, before the lesson runs."""
+    path = Path(path) if path is not None else checkpoint_files.find_checkpoint_dir()
+    reader = reader_for(path)
+    if not reader.is_llama4(path):
+        return path, EMBEDDED_LLAMA4
+    read_params(path, reader, llama4=True)
+    return EMBEDDED_CHECKPOINT, path
 
 
 def open_checkpoint(path: Path, llama4: bool = False) -> Checkpoint:

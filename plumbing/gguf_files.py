@@ -385,6 +385,15 @@ def sizes_path(path: Path) -> Path:
     return Path(path)
 
 
+def is_llama4(path: Path) -> bool:
+    """Whether the file holds a Llama 4 (general.architecture); a damaged file is read_params'
+    to name."""
+    try:
+        return field(open_gguf(path), "general.architecture") == "llama4"
+    except CheckpointError:
+        return False
+
+
 def read_params(path: Path) -> dict:
     """The metadata as params.json's keys, as hf_checkpoint does for config.json: sizes and
     `ffn_hidden`, `tied_output`, and Llama 3.1's RoPE scaling as the rope_freqs tensor states

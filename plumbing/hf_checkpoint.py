@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from plumbing import checkpoint_checks, model_sizes, release_facts, tensor_names
+from plumbing import checkpoint_checks, hf_llama4, model_sizes, release_facts, tensor_names
 from plumbing.checkpoint_files import TokenizerSource
 from plumbing.friendly_errors import CheckpointError
 from plumbing.tensor_names import NamedWeights
@@ -64,13 +64,24 @@ def sizes_path(folder: Path) -> Path:
     return Path(folder) / "config.json"
 
 
-def read_params(folder: Path) -> dict:
+def is_llama4(folder: Path) -> bool:
+    """Whether config.json describes a Llama 4 (one that cannot be read is read_params' to
+    name)."""
+    try:
+        return json.loads(sizes_path(folder).read_text()).get("model_type") in hf_llama4.MODEL_TYPES
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
+
+
+def read_params(folder: Path, llama4: bool = False) -> dict:
     """config.json as params.json's keys, checked; plus what params.json leaves to rules.
 
     `ffn_hidden` (config.json states the feed-forward width), `tied_output`, and, for
     scaled RoPE, `rope_scaling` with the file's own factor, frequency factors and original
     context. Both spellings transformers has written are read: top-level `rope_theta` and
-    `rope_scaling` (4.x, the hub's files), or `rope_parameters` (5.x).
+    `rope_scaling` (4.x, the hub's files), or `rope_parameters` (5.x). A Llama 4's config
+    only where `llama4` says the caller teaches it (the notebook's last section): hf_llama4
+    reads its own keys.
     """
     path = sizes_path(folder)
     config = checkpoint_checks.read_json_object(
@@ -83,7 +94,16 @@ def read_params(folder: Path) -> dict:
             "config.json again from the same model."
         )
     model_type = config.get("model_type", "llama")
-    if not isinstance(model_type, str) or ARCHITECTURES.get(model_type) not in architectures:
+    if model_type in hf_llama4.MODEL_TYPES and not llama4:
+        raise CheckpointError(
+            f"{path} describes a Llama 4 ({', '.join(architectures) or model_type}): it adds "
+            f"{release_facts.NOT_TAUGHT['llama4']}, which only the notebook's last section runs."
+        )
+    if llama4 and model_type not in hf_llama4.MODEL_TYPES:
+        raise CheckpointError(f"{path} is not a Llama 4 model's: its model_type is {model_type!r}.")
+    if llama4:
+        config = hf_llama4.text_config(config, path)
+    elif not isinstance(model_type, str) or ARCHITECTURES.get(model_type) not in architectures:
         found = ", ".join(architectures) or config.get("model_type") or "an unnamed architecture"
         adds = release_facts.NOT_TAUGHT.get(model_type) if isinstance(model_type, str) else None
         why = f" ({model_type} adds {adds}, which it does not teach)" if adds else ""
@@ -157,6 +177,11 @@ def read_params(folder: Path) -> dict:
                     "positive number; download config.json again from the same model."
                 )
         params["rope_scaling"] = {key: scaling[key] for key in keys}
+    if llama4:
+        rope = {
+            k: params[k] for k in ("rope_theta", "use_scaled_rope", "rope_scaling") if k in params
+        }
+        return hf_llama4.read_params(config, path, rope)
     params["tied_output"] = bool(config.get("tie_word_embeddings", False))
     stated_context = config.get("max_position_embeddings")
     if checkpoint_checks.is_kind(stated_context, int) and stated_context > 0:
@@ -278,8 +303,10 @@ class HuggingFaceWeights(NamedWeights):
     """A Hugging Face folder's tensors under Meta's names, read when looked up.
 
     `safe_open` memory-maps each file: looking a tensor up reads only that tensor, straight
-    from the page cache, with no copy — except q and k, whose rows are put back in Meta's
-    order (a copy of one matrix at a time).
+    from the page cache, with no copy — except Llama 3's q and k, whose rows are put back in
+    Meta's order (a copy of one matrix at a time). A Llama 4's names and layouts are
+    hf_llama4's: its router is read transposed, its experts' gate and up as halves of one
+    tensor.
     """
 
     source = "config.json"
@@ -289,14 +316,23 @@ class HuggingFaceWeights(NamedWeights):
         self.folder = Path(folder)
         files = safetensors_files(self.folder)
         self.handles = {path: _open(path) for path in sorted(set(files.values()))}
-        found = {tensor_names.HUGGING_FACE.to_meta(name): (name, files[name]) for name in files}
+        llama4 = hf_llama4.is_llama4(params)
+        found = {  # Meta's name → (the file's name, the file, how Meta lays it out)
+            meta: (name, files[name], how)
+            for name in files
+            for meta, how in (
+                hf_llama4.to_meta(name)
+                if llama4
+                else [(tensor_names.HUGGING_FACE.to_meta(name), "")]
+            )
+        }
         # In Meta's order (the files list names alphabetically), then any the model does not have.
         self.file_of = {
             name: found[name] for name in model_sizes.expected_shapes(params) if name in found
         } | found
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.dtypes: dict[str, torch.dtype] = {}
-        for name, (original, path) in self.file_of.items():
+        for name, (original, path, how) in self.file_of.items():
             try:
                 view = self.handles[path].get_slice(original)
             except Exception:
@@ -304,9 +340,10 @@ class HuggingFaceWeights(NamedWeights):
                     f"{path.name} does not hold {original}, which the index says it does: "
                     "download the model's files again."
                 ) from None
-            self.shapes[name] = tuple(view.get_shape())
+            self.shapes[name] = hf_llama4.meta_shape(tuple(view.get_shape()), how)
             self.dtypes[name] = _SAFETENSORS_DTYPES.get(view.get_dtype(), torch.uint8)
-        self.heads = rotate_half_rows(self.shapes, params)  # put back in Meta's order when read
+        # Llama 3's q and k rows, put back in Meta's order when read
+        self.heads = {} if llama4 else rotate_half_rows(self.shapes, params)
 
     def describe(self, name: str) -> str:
         if name in self.file_of:
@@ -320,8 +357,8 @@ class HuggingFaceWeights(NamedWeights):
         return f", Hugging Face layout ({n_files} safetensors file{'s' if n_files > 1 else ''})"
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        original, path = self.file_of[name]
-        tensor = self.handles[path].get_tensor(original)
+        original, path, how = self.file_of[name]
+        tensor = hf_llama4.as_meta(self.handles[path].get_tensor(original), how)
         if name in self.heads:
             tensor = hf_rows_to_meta(tensor, self.heads[name])
         return tensor

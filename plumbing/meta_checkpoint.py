@@ -41,6 +41,15 @@ def llama4_adds(params: dict) -> list[str]:
     return [what for key, what in llama4.items() if params.get(key) not in (None, False)]
 
 
+def is_llama4(folder: Path) -> bool:
+    """Whether params.json states Llama 4's keys (one that cannot be read is read_params' to
+    name)."""
+    try:
+        return bool(llama4_adds(json.loads(sizes_path(folder).read_text())))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
+
+
 def read_params(folder: Path, llama4: bool = False) -> dict:
     """params.json: every key present, of the right type (sizes are checked by the caller). A
     Llama 4 model's only where `llama4` says the caller teaches it (the notebook's last
@@ -56,8 +65,7 @@ def read_params(folder: Path, llama4: bool = False) -> dict:
     if adds and not llama4:
         raise CheckpointError(
             f"{path} is a Llama 4 model's: it adds {', '.join(adds)}, which only the notebook's "
-            "last section runs, on its own tiny Llama 4; point LLAMA3_CKPT at a Llama 3 or "
-            "Qwen3 model."
+            "last section runs (set LLAMA3_CKPT to it and the lesson runs the embedded Llama 3)."
         )
     if llama4:
         checkpoint_checks.check_llama4_params(params, path)

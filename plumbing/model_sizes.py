@@ -64,6 +64,19 @@ def expert_hidden_size(params: dict) -> int:
     return hidden + -hidden % params["multiple_of"]
 
 
+def llama4_rope_scaling(params: dict) -> dict:
+    """Llama 4's scaled RoPE in Hugging Face's keys, as the lesson's scaling reads them (facts:
+    llama_models/llama4/args.py and model.py's apply_scaling): the factor (16 unless stated),
+    the high-frequency factor (1 unless stated), a low-frequency factor of 1 and an original
+    context of 8,192 positions, both fixed in Meta's code."""
+    return {
+        "factor": params.get("rope_scaling_factor") or 16.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": params.get("rope_high_freq_factor") or 1.0,
+        "original_max_position_embeddings": 8192,
+    }
+
+
 def llama4_layers(params: dict) -> dict:
     """Which layers Llama 4 changes (facts: llama_models/llama4/model.py): `moe_layers`, every
     `interleave_moe_layer_step`-th counted from 1, hold a mixture of experts; `nope_layers`,
@@ -119,7 +132,10 @@ def filled(params: dict, tied_output: bool = False) -> ModelArgs:
             sizes[key] = default if sizes.get(key) is None else sizes[key]
         if sizes.get("moe_args"):
             sizes["moe_args"] = MOE_DEFAULTS | sizes["moe_args"]
-            sizes["expert_hidden"] = expert_hidden_size(sizes)
+            if sizes.get("expert_hidden") is None:  # stated by Hugging Face's config
+                sizes["expert_hidden"] = expert_hidden_size(sizes)
+        if sizes.get("use_scaled_rope") and sizes.get("rope_scaling") is None:
+            sizes["rope_scaling"] = llama4_rope_scaling(sizes)
         sizes |= llama4_layers(sizes)
     return ModelArgs(sizes)
 

@@ -413,6 +413,7 @@ class Settings:
     said_why: bool = False  # whether a skipped demo has printed examples_reason yet
     said_why_not_full: bool = False  # … and full_training_reason
     plain_reader: weight_loading.WeightReader | None = None  # weight_reader's, unquantized
+    llama4_dir: Path = checkpoint_files.EMBEDDED_LLAMA4  # the last section's Llama 4
 
     def summary(self) -> str:
         size = (
@@ -425,9 +426,14 @@ class Settings:
             if self.streaming
             else f"copied to {self.device} once, at first use"
         )
+        llama4 = []
+        if self.llama4_dir != checkpoint_files.EMBEDDED_LLAMA4:  # LLAMA3_CKPT named a Llama 4
+            where = checkpoint_files.describe(self.llama4_dir)
+            llama4 = [f"llama 4:    {where}, run by the last section (the lesson: Llama 3)"]
         return "\n".join(
             [
                 f"checkpoint: {checkpoint_files.describe(self.checkpoint_dir)} ({size} parameters)",
+                *llama4,
                 f"prompt:     {tables.elided(self.prompt)}",
                 f"device:     {self.device}, computing in "
                 f"{str(self.dtype).removeprefix('torch.')} ({self.dtype_reason})",
@@ -502,7 +508,11 @@ class Settings:
 
 
 def decide(
-    checkpoint_dir: Path, params: dict, tokenizer, weights: Mapping[str, torch.Tensor]
+    checkpoint_dir: Path,
+    params: dict,
+    tokenizer,
+    weights: Mapping[str, torch.Tensor],
+    llama4_dir: Path = checkpoint_files.EMBEDDED_LLAMA4,
 ) -> Settings:
     """Read and check every LLAMA3_* setting once (the notebook prints the summary).
 
@@ -550,4 +560,5 @@ def decide(
         quantization=quantized,
         one_row=route,
         one_row_note=why if route else f"plain ({why})",
+        llama4_dir=Path(llama4_dir),
     )

@@ -85,7 +85,7 @@ def hf_config(params: dict, bos: int = 200000, eos: int = 200001) -> Llama4TextC
     return Llama4TextConfig(
         **{key: sizes[ours] for key, ours in HF_CONFIG.items()},
         **{key: sizes["moe_args"][ours] for key, ours in HF_MOE_CONFIG.items()},
-        rope_parameters={"rope_type": "default", "rope_theta": sizes["rope_theta"]},
+        rope_parameters=rope_parameters(params),
         floor_scale=int(sizes["floor_scale"]),
         tie_word_embeddings=False,
         bos_token_id=bos,
@@ -93,6 +93,23 @@ def hf_config(params: dict, bos: int = 200000, eos: int = 200001) -> Llama4TextC
         max_position_embeddings=1 << 17,
         attn_implementation="eager",
     )
+
+
+def rope_parameters(params: dict) -> dict:
+    """transformers' RoPE settings for Meta's: Llama 3's scaling where use_scaled_rope is set,
+    with the factor (16 unless stated), the high-frequency factor (1 unless stated), and the
+    low-frequency factor 1 and original context 8,192 that Meta's apply_scaling fixes (facts:
+    llama_models/llama4/args.py, model.py)."""
+    plain = {"rope_type": "default", "rope_theta": params["rope_theta"]}
+    if not params.get("use_scaled_rope"):
+        return plain
+    return plain | {
+        "rope_type": "llama3",
+        "factor": params.get("rope_scaling_factor", 16.0),
+        "high_freq_factor": params.get("rope_high_freq_factor", 1.0),
+        "low_freq_factor": 1.0,
+        "original_max_position_embeddings": 8192,
+    }
 
 
 def hf_model(params: dict) -> Llama4ForCausalLM:

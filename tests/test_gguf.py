@@ -374,6 +374,9 @@ def test_another_architecture(tmp_path, architecture, adds):
     writer.write_tensors_to_file()
     writer.close()
     said = setup_error(path)
+    if architecture == "llama4":  # the last section's to run, which reads no GGUF file yet
+        assert "the Llama 4 section reads Meta's and Hugging Face's layouts, not yet GGUF" in said
+        return
     assert f"holds a {architecture} model (general.architecture), not llama or qwen3" in said
     if adds:
         assert f"({architecture} adds {adds}, which it does not teach)" in said

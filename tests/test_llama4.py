@@ -18,18 +18,31 @@ and with Meta's reference code (llama_models/llama4), both loaded from the same 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import gguf
 import nbformat
 import pytest
+import safetensors.torch
 import torch
 from transformers import Llama4ForCausalLM
+from transformers.convert_slow_tokenizer import TikTokenConverter
 
-from plumbing import checkpoint_files, checkpoints, meta_checkpoint
+import tokenizer_setup
+from plumbing import (
+    checkpoint_files,
+    checkpoints,
+    hf_checkpoint,
+    meta_checkpoint,
+    model_sizes,
+    run_settings,
+)
 from plumbing.friendly_errors import CheckpointError
 from plumbing.run_settings import DEFAULT_PROMPT, KEY_BLOCK
 from testbeds.llama4_models import TINY, hf_config, hf_from_meta
 from testbeds.notebook_kernel import NOTEBOOK_UNDER_TEST, KernelGlobals, in_kernel
+from testbeds.random_checkpoint import write_checkpoint
 from tests.support import reference_models, shared_runs
 from tests.support.notebook_values import other_prompts, read_in_shared_run
 
@@ -70,6 +83,10 @@ RANDOM = {
         "attn_temperature_tuning": False,
         "attention_chunk_size": 16,
         "moe_args": TINY["moe_args"] | {"num_experts": 2},
+        # Scout's scaled RoPE, with a band between the kept and the divided frequencies
+        "use_scaled_rope": True,
+        "rope_scaling_factor": 8.0,
+        "rope_high_freq_factor": 2.0,
     },
 }
 CORPUS = (checkpoint_files.REPO_DIR / "generators" / "corpus.txt").read_text().splitlines()
@@ -230,3 +247,147 @@ def test_its_vocabulary_is_llama4s():
     assert meta_checkpoint.tokenizer_source(checkpoint_files.EMBEDDED_CHECKPOINT).path.parent == (
         checkpoint_files.EMBEDDED_CHECKPOINT
     )
+
+
+# Hugging Face's Llama 4: the same model as transformers saves it, read under Meta's names.
+MODEL_RULE_KEYS = {"multiple_of", "ffn_dim_multiplier", "ffn_exp", "context_length"}
+MODEL_RULE_KEYS |= {"rope_scaling_factor", "rope_high_freq_factor"}  # Meta: rope_scaling by rule
+
+
+def hf_llama4_folder(meta_folder: Path, out: Path, whole_model: bool, tokenizer: Path) -> Path:
+    """`Llama4ForCausalLM.save_pretrained` of the model in `meta_folder`, in bfloat16 as the hub
+    has it, with `tokenizer` as its tokenizer.json; `whole_model`: laid out as the hub's
+    Llama4ForConditionalGeneration (text_config, `language_model.` before every name, and a
+    tensor of the image side, which is not read)."""
+    params = json.loads((meta_folder / "params.json").read_text())
+    state = torch.load(meta_folder / "consolidated.00.pth", weights_only=True)
+    model = Llama4ForCausalLM(hf_config(params)).eval()
+    model.load_state_dict(hf_from_meta(state, params))
+    model.to(torch.bfloat16).save_pretrained(out)
+    shutil.copy(tokenizer, out / "tokenizer.json")
+    if whole_model:
+        text = json.loads((out / "config.json").read_text())
+        whole = {"architectures": ["Llama4ForConditionalGeneration"], "model_type": "llama4"}
+        (out / "config.json").write_text(json.dumps(whole | {"text_config": text}))
+        tensors = safetensors.torch.load_file(out / "model.safetensors")
+        tensors = {f"language_model.{name}": tensor for name, tensor in tensors.items()}
+        tensors["vision_model.patch_embedding.linear.weight"] = torch.zeros(4, 4)
+        safetensors.torch.save_file(tensors, out / "model.safetensors")
+    return out
+
+
+@pytest.fixture(scope="module")
+def hf_llama4(tmp_path_factory):
+    """Meta's folder → Hugging Face's, for the tiny model (both ways the hub lays it out) and
+    the random one with scaled RoPE; the tokenizer.json that transformers' own converter makes
+    of Meta's Llama 4 tokenizer.model."""
+    scratch = tmp_path_factory.mktemp("hf-llama4")
+    converter = TikTokenConverter(
+        vocab_file=str(tokenizer_setup.packaged_tokenizer_model("llama4")),
+        pattern=tokenizer_setup.LLAMA4_SPLIT_PATTERN,
+        extra_special_tokens=tokenizer_setup.llama4_special_token_names(),
+    )
+    tokenizer = scratch / "tokenizer.json"
+    converter.converted().save(str(tokenizer))
+    scaled = write_checkpoint(scratch / "meta-scaled", RANDOM["dense-between-no-norm"], seed=3)
+    made = {}
+    for name, meta, whole in [
+        ("causal-lm", checkpoint_files.EMBEDDED_LLAMA4, False),
+        ("conditional-generation", checkpoint_files.EMBEDDED_LLAMA4, True),
+        ("scaled-rope", scaled, False),
+    ]:
+        made[name] = (meta, hf_llama4_folder(meta, scratch / name, whole, tokenizer))
+    return made
+
+
+@pytest.mark.parametrize("name", ["causal-lm", "conditional-generation", "scaled-rope"])
+def test_a_hugging_face_llama4_reads_as_metas_files(hf_llama4, name):
+    meta_folder, hf_folder = hf_llama4[name]
+    meta = checkpoints.open_checkpoint(meta_folder, llama4=True)
+    hf = checkpoints.open_checkpoint(hf_folder, llama4=True)
+    assert hf.check().startswith("checkpoint ok")
+    assert list(hf.weights) == list(meta.weights)  # the vision tensor left out
+    for tensor in meta.weights:  # every number where Meta's layout has it, bit for bit
+        assert torch.equal(hf.weights[tensor], meta.weights[tensor]), tensor
+    differ = {
+        key
+        for key in meta.params.keys() | hf.params.keys()
+        if meta.params.get(key) != hf.params.get(key)
+    }
+    assert differ <= MODEL_RULE_KEYS, differ  # Meta states its rules' inputs; HF the results
+    assert hf.params["use_scaled_rope"] == (name == "scaled-rope")
+    if name == "scaled-rope":
+        assert hf.params["rope_scaling"]["high_freq_factor"] == 2.0
+
+
+def test_a_hugging_face_llama4_tokenizer_json_is_metas_vocabulary(hf_llama4):
+    meta_folder, hf_folder = hf_llama4["conditional-generation"]
+    ours = tokenizer_setup.load_tokenizer(hf_checkpoint.tokenizer_source(hf_folder))
+    metas = tokenizer_setup.load_tokenizer(meta_checkpoint.tokenizer_source(meta_folder))
+    assert ours._mergeable_ranks == metas._mergeable_ranks  # every token of the vocabulary
+    assert ours._special_tokens == metas._special_tokens and ours._pat_str == metas._pat_str
+    assert (ours.begin_of_text, ours.stop_tokens) == (metas.begin_of_text, metas.stop_tokens)
+
+
+def test_llama3_ckpt_naming_a_llama4_gives_it_to_the_last_section(hf_llama4, tmp_path):
+    embedded3, embedded4 = checkpoint_files.EMBEDDED_CHECKPOINT, checkpoint_files.EMBEDDED_LLAMA4
+    assert checkpoints.lesson_and_llama4(embedded3) == (embedded3, embedded4)
+    for _, folder in [(None, embedded4), hf_llama4["conditional-generation"]]:
+        assert checkpoints.lesson_and_llama4(folder) == (embedded3, folder)
+    summary = run_settings.Settings(
+        embedded3,
+        1,
+        "x",
+        torch.device("cpu"),
+        torch.float32,
+        "",
+        False,
+        False,
+        "",
+        None,
+        "",
+        (1.0, 4.0, 8192),
+        llama4_dir=hf_llama4["causal-lm"][1],
+    ).summary()
+    assert "run by the last section (the lesson: Llama 3)" in summary
+    gguf_file = tmp_path / "llama4.gguf"  # llama.cpp's Llama 4: not read yet, said at once
+    writer = gguf.GGUFWriter(gguf_file, "llama4")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    with pytest.raises(CheckpointError, match="not yet GGUF files; point LLAMA3_CKPT at the"):
+        checkpoints.lesson_and_llama4(gguf_file)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"moe_layers": [0]}, "moe_layers is [0], not every interleave_moe_layer_step-th"),
+        ({"no_rope_layers": [0, 1, 1, 1]}, "no_rope_layers is [0, 1, 1, 1], not RoPE everywhere"),
+        ({"head_dim": 32}, "head_dim 32 × 4 heads ≠ hidden_size 64"),
+        ({"num_local_experts": 0}, "num_local_experts is 0, it must be a positive integer"),
+        ({"attention_chunk_size": "8"}, "attention_chunk_size is '8', it must be a positive"),
+        ({"use_qk_norm": "yes"}, "use_qk_norm is 'yes', it must be"),
+        ({"text_config": None}, "a Llama 4 with no text_config object"),
+    ],
+)
+def test_a_wrong_llama4_config_json_is_one_sentence(hf_llama4, tmp_path, change, message):
+    whole = json.loads((hf_llama4["conditional-generation"][1] / "config.json").read_text())
+    if "text_config" in change:
+        whole |= change
+    else:
+        whole["text_config"] |= change
+    (tmp_path / "config.json").write_text(json.dumps(whole))
+    with pytest.raises(CheckpointError) as raised:
+        checkpoints.read_params(tmp_path, llama4=True)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_lists_that_say_no_experts_or_rope_everywhere_read_as_metas_keys(hf_llama4, tmp_path):
+    whole = json.loads((hf_llama4["conditional-generation"][1] / "config.json").read_text())
+    whole["text_config"] |= {"moe_layers": [], "no_rope_layers": [1, 1, 1, 1]}
+    (tmp_path / "config.json").write_text(json.dumps(whole))
+    stated = checkpoints.read_params(tmp_path, llama4=True)
+    assert stated["moe_args"] is None and "nope_layer_interval" not in stated
+    filled = model_sizes.filled(stated)
+    assert filled["moe_layers"] == filled["nope_layers"] == ()

@@ -115,6 +115,12 @@ LLAMA4_MUTATIONS = [
         "torch.sigmoid(top.values.float())",
         "torch.softmax(top.values.float(), dim=-1)",
     ),
+    (
+        "llama4-unscaled-rope",
+        "Llama 4's scaled RoPE (Scout's) left unscaled",
+        'rope_frequencies = scale_rope_frequencies(rope_frequencies, band["factor"])',
+        "rope_frequencies = rope_frequencies",
+    ),
 ]
 OTHER_MUTATIONS |= {
     name: (description, [(old, new)], ["tests/test_llama4.py"])
