@@ -541,8 +541,9 @@ def check_special_tokens(special: dict[str, int], path: Path, fix: str) -> None:
 def read_gguf_tokenizer(path: str | Path) -> Vocabulary:
     """The vocabulary in a GGUF file's metadata as tiktoken ranks and special tokens:
     byte-level BPE ("gpt2" in llama.cpp's words), either Llama 3's (the same 128,000 ranked
-    tokens and the 256 special tokens after them) or, split by Qwen's pattern ("qwen2"), one
-    like Qwen3's: its normal tokens ranked, the others special."""
+    tokens and the 256 special tokens after them), Llama 4's ("llama4": its 200,000 and 2,048)
+    or, split by Qwen's pattern ("qwen2"), one like Qwen3's: its normal tokens ranked, the
+    others special."""
     path = Path(path)
     fix = "use a Llama 3 or Qwen3 GGUF file"
     kind, tokens, types, merges, pre = gguf_files.vocabulary_details(path)
@@ -552,6 +553,18 @@ def read_gguf_tokenizer(path: str | Path) -> Vocabulary:
             f"{path} holds {what} ({len(tokens):,} tokens), not a byte-level BPE like Llama 3's "
             f"or Qwen3's: {fix}."
         )
+    if pre == "llama4":  # Llama 4's: its 200,000 ranks, its special tokens as Meta's
+        ranks = byte_level_ranks(
+            ((text, rank) for rank, text in enumerate(tokens[:LLAMA4_MERGEABLE_RANKS])), path, fix
+        )
+        vocabulary = llama4_vocabulary(ranks)
+        special = {text: i for i, text in enumerate(tokens) if i >= LLAMA4_MERGEABLE_RANKS}
+        if ranks_digest(ranks) != LLAMA4_RANKS_SHA256 or special != vocabulary.special:
+            raise TokenizerFileError(
+                f"{path} names Llama 4's split pattern but does not hold Llama 4's vocabulary "
+                f"and special tokens as Meta's tokenizer has them: {fix}."
+            )
+        return vocabulary
     if pre != "qwen2":  # Llama 3's ("llama-bpe"), or a file that does not say
         ranks = byte_level_ranks(
             ((text, rank) for rank, text in enumerate(tokens[:N_MERGEABLE_RANKS])), path, fix

@@ -260,12 +260,12 @@ def check_pair_factors(params: dict, stored: list[float], path: Path, name: str)
     expected = []
     for pair in range(head_dim // 2):
         wavelength = 2 * math.pi * params["rope_theta"] ** (2 * pair / head_dim)
-        smooth = (original / wavelength - low) / (high - low)
         if wavelength < original / high:
             expected.append(1.0)
         elif wavelength > original / low:
             expected.append(factor)
-        else:
+        else:  # between (none where the two factors are equal, as Llama 4's are)
+            smooth = (original / wavelength - low) / (high - low)
             expected.append(1 / ((1 - smooth) / factor + smooth))
     if len(stored) != len(expected) or not all(
         abs(s - e) <= 1e-8 + 1e-5 * abs(e) for s, e in zip(stored, expected, strict=True)

@@ -72,14 +72,8 @@ class Checkpoint:
 
 def read_params(path: Path, reader: ModuleType | None = None, llama4: bool = False) -> dict:
     """The sizes as the checkpoint states them, under params.json's keys, checked (no tensor
-    file is opened). `llama4`: a Llama 4 model (Meta's or Hugging Face's layout), and only
-    that, is wanted."""
+    file is opened). `llama4`: a Llama 4 model, and only that, is wanted."""
     reader = reader or reader_for(path)
-    if llama4 and reader is gguf_files:
-        raise CheckpointError(
-            f"{path}: the Llama 4 section reads Meta's and Hugging Face's layouts, not yet GGUF "
-            "files; point LLAMA3_CKPT at the model's Hugging Face folder."
-        )
     stated = reader.read_params(path, llama4=True) if llama4 else reader.read_params(path)
     return checkpoint_checks.check_sizes(stated, reader.sizes_path(path), reader.SPELLING)
 

@@ -29,6 +29,7 @@ from plumbing import (
     checkpoint_checks,
     checkpoint_files,
     hf_checkpoint,
+    model_sizes,
     release_facts,
     tensor_names,
 )
@@ -394,13 +395,21 @@ def is_llama4(path: Path) -> bool:
         return False
 
 
-def read_params(path: Path) -> dict:
+def read_params(path: Path, llama4: bool = False) -> dict:
     """The metadata as params.json's keys, as hf_checkpoint does for config.json: sizes and
     `ffn_hidden`, `tied_output`, and Llama 3.1's RoPE scaling as the rope_freqs tensor states
-    it, checked to be Llama 3.1's rule."""
+    it, checked to be Llama 3.1's rule. A Llama 4's only where `llama4` says the caller
+    teaches it (the notebook's last section): `llama4_params` adds its own keys."""
     reader = open_gguf(path)
     architecture = field(reader, "general.architecture")
-    if architecture not in ARCHITECTURES:
+    if architecture == "llama4" and not llama4:
+        raise CheckpointError(
+            f"{path} holds a Llama 4 (general.architecture llama4): it adds "
+            f"{release_facts.NOT_TAUGHT['llama4']}, which only the notebook's last section runs."
+        )
+    if llama4 and architecture != "llama4":
+        raise CheckpointError(f"{path} is not a Llama 4 model's: it holds {architecture!r}.")
+    if architecture not in (*ARCHITECTURES, "llama4"):
         adds = release_facts.NOT_TAUGHT.get(architecture) if isinstance(architecture, str) else None
         why = f" ({architecture} adds {adds}, which it does not teach)" if adds else ""
         raise CheckpointError(
@@ -415,8 +424,9 @@ def read_params(path: Path) -> dict:
         value = field(reader, name)
         if value is None:
             raise CheckpointError(
-                f"{path} states no {name} in its metadata: it is not a complete Llama 3 GGUF "
-                "file; download it again, or convert it with a recent llama.cpp."
+                f"{path} states no {name} in its metadata: it is not a complete "
+                f"{'Llama 4' if architecture == 'llama4' else 'Llama 3'} GGUF file; download it "
+                "again, or convert it with a recent llama.cpp."
             )
         params[key] = value
     for key in ("rope_theta", "norm_eps"):  # stored as float32: 1e-05, not 9.99999974e-06
@@ -443,11 +453,61 @@ def read_params(path: Path) -> dict:
     names = {t.name for t in reader.tensors}
     params["tied_output"] = "output.weight" not in names
     params["use_scaled_rope"] = ROPE_FACTORS in names
+    if architecture == "llama4":
+        params |= llama4_params(reader, path)
     if ROPE_FACTORS in names:
         stored = np.array(tensor_by_name(reader)[ROPE_FACTORS].data, dtype=np.float32).ravel()
         params["rope_scaling"] = rope_scaling(stored)
+        if architecture == "llama4":  # Llama 4's band: the factors 1 and 1 (model_sizes)
+            band = model_sizes.llama4_rope_scaling({"rope_scaling_factor": float(stored.max())})
+            params["rope_scaling"] |= band
         checkpoint_checks.check_pair_factors(params, stored.tolist(), path, ROPE_FACTORS)
     return params
+
+
+# A Llama 4 file's own keys: params.json's name for each, and its moe_args'.
+LLAMA4_KEYS = {"expert_hidden": "llama4.expert_feed_forward_length"}
+LLAMA4_MOE_KEYS = {
+    "num_experts": "llama4.expert_count",
+    "top_k": "llama4.expert_used_count",
+    "interleave_moe_layer_step": "llama4.interleave_moe_layer_step",
+}
+
+
+def llama4_params(reader: gguf.GGUFReader, path: Path) -> dict:
+    """What a Llama 4 GGUF file states beyond Llama 3's keys (an expert's width, the experts,
+    how many each token goes to, which layers hold them), and what llama.cpp assumes of every
+    such file (release_facts.LLAMA_CPP_LLAMA4): the chunks, the layers without RoPE, their
+    temperature and the norm on queries and keys."""
+    stated = {}
+    for key, name in (LLAMA4_KEYS | LLAMA4_MOE_KEYS).items():
+        value = field(reader, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise CheckpointError(
+                f"{path} states {value!r} as {name}, where every Llama 4 GGUF file states a "
+                "positive integer: download it again, or convert it with a recent llama.cpp."
+            )
+        stated[key] = value
+    facts = release_facts.LLAMA_CPP_LLAMA4
+    window = field(reader, "llama4.attention.sliding_window")
+    step = field(reader, "llama4.attention.sliding_window_pattern")
+    if step is not None and (not isinstance(step, int) or isinstance(step, bool) or step <= 0):
+        raise CheckpointError(
+            f"{path} states {step!r} as llama4.attention.sliding_window_pattern, not a step of "
+            "layers (every n-th without RoPE), the only pattern Meta's Llama 4 has."
+        )
+    chunked = window != 0  # 0: llama.cpp's Llama 4 without chunks, with RoPE everywhere
+    moe_args = {key: stated[key] for key in LLAMA4_MOE_KEYS}
+    return {
+        "expert_hidden": stated["expert_hidden"],
+        "moe_args": moe_args,
+        "attention_chunk_size": facts["attention_chunk_size"] if chunked else None,
+        "nope_layer_interval": (step or facts["nope_layer_interval"]) if chunked else None,
+        "use_qk_norm": moe_args["num_experts"] != facts["experts_without_qk_norm"],
+        "attn_temperature_tuning": facts["attn_temperature_tuning"] and chunked,
+        "floor_scale": facts["floor_scale"],
+        "attn_scale": facts["attn_scale"],
+    }
 
 
 def rope_scaling(stored: np.ndarray) -> dict:
@@ -476,6 +536,29 @@ def format_name(tensor) -> str:
     return gguf.GGMLQuantizationType(tensor.tensor_type).name
 
 
+# A Llama 4 file's tensors that Llama 3's table does not name: llama.cpp's name → Meta's, and
+# whether the last two axes are swapped ("T": the router is stored [experts × dim], an expert
+# matrix [experts × out × in], where Meta's are [dim × experts] and [experts × in × out]).
+LLAMA4_TENSORS = {
+    "ffn_gate_inp.weight": ("feed_forward.router_DE", "T"),
+    "ffn_gate_exps.weight": ("feed_forward.experts.w1", "T"),
+    "ffn_up_exps.weight": ("feed_forward.experts.w3", "T"),
+    "ffn_down_exps.weight": ("feed_forward.experts.w2", "T"),
+    "ffn_gate_shexp.weight": ("feed_forward.shared_expert.w1.weight", ""),
+    "ffn_up_shexp.weight": ("feed_forward.shared_expert.w3.weight", ""),
+    "ffn_down_shexp.weight": ("feed_forward.shared_expert.w2.weight", ""),
+}
+
+
+def meta_name(name: str) -> tuple[str, str]:
+    """A GGUF tensor's name → (Meta's name, "T" where its last two axes are swapped, else "")."""
+    parts = name.split(".", 2)
+    if parts[0] == "blk" and len(parts) == 3 and parts[2] in LLAMA4_TENSORS:
+        meta, how = LLAMA4_TENSORS[parts[2]]
+        return f"layers.{parts[1]}.{meta}", how
+    return tensor_names.GGUF.to_meta(name), ""
+
+
 class GGUFWeights(NamedWeights):
     """A GGUF file's tensors under Meta's names, read when looked up.
 
@@ -492,12 +575,16 @@ class GGUFWeights(NamedWeights):
     def __init__(self, path: Path, params: dict):
         self.path = Path(path)
         reader = open_gguf(self.path)
-        self.tensors = {
-            tensor_names.GGUF.to_meta(t.name): t for t in reader.tensors if t.name != ROPE_FACTORS
-        }
-        self.shapes = {
+        named = {t.name: meta_name(t.name) for t in reader.tensors if t.name != ROPE_FACTORS}
+        self.tensors = {named[t.name][0]: t for t in reader.tensors if t.name in named}
+        self.swapped = {meta for meta, how in named.values() if how == "T"}  # Llama 4's
+        self.stored_shapes = {  # numpy's order: the reverse of ggml's
             name: tuple(int(n) for n in reversed(t.shape.tolist()))
             for name, t in self.tensors.items()
+        }
+        self.shapes = {
+            name: (*shape[:-2], shape[-1], shape[-2]) if name in self.swapped else shape
+            for name, shape in self.stored_shapes.items()
         }
         self.formats = {name: format_name(t) for name, t in self.tensors.items()}
         unread = sorted({f for f in self.formats.values() if f not in FORMATS})
@@ -530,6 +617,10 @@ class GGUFWeights(NamedWeights):
         return note + "".join(f"; {route}" for route in routes)
 
     def __getitem__(self, name: str) -> torch.Tensor:
+        if name in self.swapped:  # Llama 4's router and experts: Meta's order of axes
+            tensor = self._as_stored(name)
+            tensor = tensor.full() if isinstance(tensor, BlockMatrix) else tensor
+            return tensor.transpose(-1, -2)
         if name in self.heads:  # Qwen3's rows in Hugging Face's order: put back as Meta's
             tensor = self._as_stored(name)
             if isinstance(tensor, BlockMatrix):
@@ -542,12 +633,13 @@ class GGUFWeights(NamedWeights):
         kind = self.formats[name]
         if kind in ("F32", "F16"):
             return torch.from_numpy(tensor.data)
+        shape = self.stored_shapes[name]
         if kind == "BF16":  # gguf hands it out as bytes
-            return torch.from_numpy(tensor.data).view(torch.bfloat16).reshape(self.shapes[name])
-        if len(self.shapes[name]) == 2:
-            return BlockMatrix(kind, tensor, self.shapes[name])
+            return torch.from_numpy(tensor.data).view(torch.bfloat16).reshape(shape)
+        if len(shape) == 2:
+            return BlockMatrix(kind, tensor, shape)
         values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
-        return torch.from_numpy(values).reshape(self.shapes[name])
+        return torch.from_numpy(values).reshape(shape)
 
     def block_rows(self, name: str, rows: int) -> Iterator[torch.Tensor]:
         """A Q4_0 or Q4_K matrix's blocks as the file holds them, `rows` rows at a time: bytes
@@ -567,7 +659,8 @@ class GGUFWeights(NamedWeights):
         return [
             name
             for name, kind in self.formats.items()
-            if kind in KERNEL_FORMATS and name not in self.heads  # Qwen3's q, k: reordered
+            # not Qwen3's q, k (reordered) nor Llama 4's router and experts (axes swapped)
+            if kind in KERNEL_FORMATS and name not in self.heads and name not in self.swapped
         ]
 
 

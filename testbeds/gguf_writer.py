@@ -11,6 +11,7 @@ notebook does not read).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import tempfile
@@ -20,7 +21,7 @@ import gguf
 import numpy as np
 
 import tokenizer_setup
-from plumbing import checkpoints, gguf_files, hf_checkpoint, model_sizes
+from plumbing import checkpoints, gguf_files, hf_checkpoint, model_ids, model_sizes
 
 GGML = gguf.GGMLQuantizationType
 
@@ -210,3 +211,87 @@ def llama31_rope_factors(head_dim: int, theta: float, factor: float) -> list[flo
             smooth = (original / wavelength - low) / (high - low)
             factors.append(1 / ((1 - smooth) / factor + smooth))
     return factors
+
+
+def llama4_rope_factors(head_dim: int, theta: float, factor: float) -> list[float]:
+    """The per-pair factors llama.cpp's converter stores for Llama 4's scaled RoPE (its band:
+    frequency factors 1 and 1 over 8,192 positions): the factor past that wavelength, else 1."""
+    return [
+        factor if 2 * math.pi * theta ** (2 * pair / head_dim) > 8192 else 1.0
+        for pair in range(head_dim // 2)
+    ]
+
+
+# Llama 4's tensors beyond Llama 3's, as llama.cpp's converter writes them (its
+# conversion/llama.py, Llama4Model): name, and whether Meta's last two axes are swapped.
+LLAMA4_EXTRA = {
+    "feed_forward.router_DE": (MT.FFN_GATE_INP, True),
+    "feed_forward.experts.w1": (MT.FFN_GATE_EXP, True),
+    "feed_forward.experts.w3": (MT.FFN_UP_EXP, True),
+    "feed_forward.experts.w2": (MT.FFN_DOWN_EXP, True),
+    "feed_forward.shared_expert.w1.weight": (MT.FFN_GATE_SHEXP, False),
+    "feed_forward.shared_expert.w3.weight": (MT.FFN_UP_SHEXP, False),
+    "feed_forward.shared_expert.w2.weight": (MT.FFN_DOWN_SHEXP, False),
+}
+
+
+def write_llama4_gguf(checkpoint: Path, path: Path, kind: str = "F32") -> Path:
+    """A Meta-layout Llama 4 as llama.cpp's converter writes it: architecture `llama4`, the
+    experts' keys, Llama 4's vocabulary ("llama4" split pattern), the router stored
+    [experts × dim] and each expert matrix [experts × out × in], q and k rows in Meta's order
+    (its converter leaves them: transformers' Llama 4 rotates adjacent pairs too), a
+    rope_freqs tensor where RoPE is scaled. `kind`: the 2-D matrices' format (F32, BF16 …)."""
+    opened = checkpoints.open_checkpoint(checkpoint, llama4=True)
+    params, weights = opened.params, opened.weights
+    tokenizer = tokenizer_setup.load_tokenizer(opened.tokenizer_source)
+    vocabulary = ("gpt2", vocabulary_text(tokenizer))
+    writer = metadata_writer(path, params, vocabulary, "llama4", pre="llama4")
+    moe = params["moe_args"]
+    writer.add_expert_count(moe["num_experts"])
+    writer.add_expert_used_count(moe["top_k"])
+    writer.add_interleave_moe_layer_step(moe["interleave_moe_layer_step"])
+    writer.add_expert_feed_forward_length(params["expert_hidden"])
+    for name in weights:
+        values = weights[name].float()
+        layer, rest = name.split(".", 2)[1:] if name.startswith("layers.") else (None, name)
+        if rest in LLAMA4_EXTRA:
+            tensor, swapped = LLAMA4_EXTRA[rest]
+            values = values.transpose(-1, -2).contiguous() if swapped else values
+            gguf_tensor = gguf.TENSOR_NAMES[tensor].format(bid=layer) + ".weight"
+        else:
+            gguf_tensor = gguf_name(name)
+        values = values.numpy()
+        if values.ndim == 1 or kind == "F32":
+            writer.add_tensor(gguf_tensor, values)
+        elif kind == "BF16":
+            raw = gguf.quants.quantize(values, GGML.BF16)
+            writer.add_tensor(gguf_tensor, raw, raw_dtype=GGML.BF16)
+        else:
+            writer.add_tensor(
+                gguf_tensor, gguf.quants.quantize(values, GGML[kind]), raw_dtype=GGML[kind]
+            )
+    if params.get("use_scaled_rope"):
+        factors = llama4_rope_factors(
+            params["head_dim"], params["rope_theta"], params["rope_scaling"]["factor"]
+        )
+        writer.add_tensor(gguf_files.ROPE_FACTORS, np.array(factors, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def ollama_folder(root, name, blob):
+    """Ollama's models folder with `name` pulled: a manifest naming `blob`'s digest."""
+    digest = hashlib.sha256(blob.read_bytes()).hexdigest()
+    (root / "blobs").mkdir(parents=True, exist_ok=True)
+    (root / "blobs" / f"sha256-{digest}").symlink_to(blob)  # Ollama's own blob, read in place
+    manifest = model_ids.ollama_manifest(root, name)
+    manifest.parent.mkdir(parents=True)
+    layers = [
+        {"mediaType": "application/vnd.ollama.image.template", "digest": "sha256:" + "0" * 64},
+        {"mediaType": model_ids.OLLAMA_MODEL_LAYER, "digest": f"sha256:{digest}"},
+    ]
+    manifest.write_text(json.dumps({"schemaVersion": 2, "layers": layers}))
+    return root

@@ -18,10 +18,10 @@ and with Meta's reference code (llama_models/llama4), both loaded from the same 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
-import gguf
 import nbformat
 import pytest
 import safetensors.torch
@@ -40,6 +40,8 @@ from plumbing import (
 )
 from plumbing.friendly_errors import CheckpointError
 from plumbing.run_settings import DEFAULT_PROMPT, KEY_BLOCK
+from testbeds import gguf_writer
+from testbeds.gguf_writer import ollama_folder
 from testbeds.llama4_models import TINY, hf_config, hf_from_meta
 from testbeds.notebook_kernel import NOTEBOOK_UNDER_TEST, KernelGlobals, in_kernel
 from testbeds.random_checkpoint import write_checkpoint
@@ -329,11 +331,79 @@ def test_a_hugging_face_llama4_tokenizer_json_is_metas_vocabulary(hf_llama4):
     assert (ours.begin_of_text, ours.stop_tokens) == (metas.begin_of_text, metas.stop_tokens)
 
 
-def test_llama3_ckpt_naming_a_llama4_gives_it_to_the_last_section(hf_llama4, tmp_path):
+# A Llama 4 as llama.cpp keeps it: chunks of 8,192 positions, RoPE scaled by 16 (its file
+# states neither the chunk nor the band: llama.cpp assumes the release's, as the reader does).
+RELEASE_LIKE = TINY | {
+    "attention_chunk_size": 8192,
+    "use_scaled_rope": True,
+    "rope_scaling_factor": 16.0,
+}
+
+
+@pytest.fixture(scope="module")
+def gguf_llama4(tmp_path_factory):
+    """Meta's folders (the tiny Llama 4 and a random one with the release's chunk and RoPE
+    scaling) → GGUF files as llama.cpp's converter writes them (testbeds/gguf_writer.py)."""
+    scratch = tmp_path_factory.mktemp("gguf-llama4")
+    release = write_checkpoint(scratch / "release-like", RELEASE_LIKE, seed=5)
+    made = {}
+    for name, meta, kind in [
+        ("tiny-bf16", checkpoint_files.EMBEDDED_LLAMA4, "BF16"),
+        ("release-like-f32", release, "F32"),
+    ]:
+        made[name] = (meta, gguf_writer.write_llama4_gguf(meta, scratch / f"{name}.gguf", kind))
+    return made
+
+
+@pytest.mark.parametrize("name", ["tiny-bf16", "release-like-f32"])
+def test_a_llama4_gguf_file_reads_as_metas_files(gguf_llama4, name):
+    meta_folder, gguf_file = gguf_llama4[name]
+    meta = checkpoints.open_checkpoint(meta_folder, llama4=True)
+    ours = checkpoints.open_checkpoint(gguf_file, llama4=True)
+    assert ours.check().startswith("checkpoint ok")
+    assert set(ours.weights) == set(meta.weights)
+    for tensor in meta.weights:  # every number where Meta's layout has it, bit for bit
+        assert torch.equal(
+            ours.weights[tensor].to(meta.weights[tensor].dtype), meta.weights[tensor]
+        ), tensor
+    differ = {
+        key
+        for key in meta.params.keys() | ours.params.keys()
+        if meta.params.get(key) != ours.params.get(key)
+    }
+    # llama.cpp assumes chunks of 8,192 positions: the tiny one's 8 are not in its file
+    chunk = {"attention_chunk_size"} if name == "tiny-bf16" else set()
+    assert differ <= MODEL_RULE_KEYS | {"rope_scaling"} | chunk, differ
+    if name == "release-like-f32":
+        stated = dict(ours.params["rope_scaling"])
+        assert stated.pop("stated_in") and stated == meta.params["rope_scaling"]
+    tokenizer = tokenizer_setup.load_tokenizer(ours.tokenizer_source)
+    assert tokenizer._mergeable_ranks == tokenizer_setup.read_mergeable_ranks(
+        tokenizer_setup.packaged_tokenizer_model("llama4")
+    )  # every token of Llama 4's vocabulary
+    assert tokenizer._pat_str == tokenizer_setup.LLAMA4_SPLIT_PATTERN
+
+
+def test_llama3_ckpt_naming_a_llama4_gives_it_to_the_last_section(hf_llama4, gguf_llama4, tmp_path):
     embedded3, embedded4 = checkpoint_files.EMBEDDED_CHECKPOINT, checkpoint_files.EMBEDDED_LLAMA4
     assert checkpoints.lesson_and_llama4(embedded3) == (embedded3, embedded4)
-    for _, folder in [(None, embedded4), hf_llama4["conditional-generation"]]:
-        assert checkpoints.lesson_and_llama4(folder) == (embedded3, folder)
+    for _, found in [
+        (None, embedded4),
+        hf_llama4["conditional-generation"],
+        gguf_llama4["tiny-bf16"],
+    ]:
+        assert checkpoints.lesson_and_llama4(found) == (embedded3, found)
+    blob = gguf_llama4["tiny-bf16"][1]  # an Ollama name: the GGUF blob its manifest names
+    models = ollama_folder(tmp_path / "ollama", "llama4-tiny:bf16", blob)
+    saved = os.environ.get("OLLAMA_MODELS")
+    os.environ["OLLAMA_MODELS"] = str(models)
+    try:
+        found = checkpoint_files.find_checkpoint_dir("llama4-tiny:bf16")
+    finally:
+        os.environ.pop("OLLAMA_MODELS")
+        if saved is not None:
+            os.environ["OLLAMA_MODELS"] = saved
+    assert checkpoints.lesson_and_llama4(found)[1].read_bytes() == blob.read_bytes()
     summary = run_settings.Settings(
         embedded3,
         1,
@@ -350,13 +420,6 @@ def test_llama3_ckpt_naming_a_llama4_gives_it_to_the_last_section(hf_llama4, tmp
         llama4_dir=hf_llama4["causal-lm"][1],
     ).summary()
     assert "run by the last section (the lesson: Llama 3)" in summary
-    gguf_file = tmp_path / "llama4.gguf"  # llama.cpp's Llama 4: not read yet, said at once
-    writer = gguf.GGUFWriter(gguf_file, "llama4")
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.close()
-    with pytest.raises(CheckpointError, match="not yet GGUF files; point LLAMA3_CKPT at the"):
-        checkpoints.lesson_and_llama4(gguf_file)
 
 
 @pytest.mark.parametrize(
@@ -391,3 +454,42 @@ def test_lists_that_say_no_experts_or_rope_everywhere_read_as_metas_keys(hf_llam
     assert stated["moe_args"] is None and "nope_layer_interval" not in stated
     filled = model_sizes.filled(stated)
     assert filled["moe_layers"] == filled["nope_layers"] == ()
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({}, "states None as llama4.expert_feed_forward_length, where every Llama 4 GGUF"),
+        ({"sliding_window_pattern": "4"}, "states '4' as llama4.attention.sliding_window_pattern"),
+        ({"sliding_window": 0}, {"attention_chunk_size": None, "nope_layer_interval": None}),
+        ({"sliding_window_pattern": 2}, {"attention_chunk_size": 8192, "nope_layer_interval": 2}),
+    ],
+)
+def test_what_a_llama4_gguf_file_states_and_what_llama_cpp_assumes(tmp_path, extra, expected):
+    params = checkpoints.open_checkpoint(checkpoint_files.EMBEDDED_LLAMA4, llama4=True).params
+    path = tmp_path / "llama4.gguf"
+    writer = gguf_writer.metadata_writer(path, params, ("gpt2", ["a"]), "llama4", pre="llama4")
+    if extra:  # an otherwise complete file: the experts' keys too
+        writer.add_expert_count(4)
+        writer.add_expert_used_count(1)
+        writer.add_interleave_moe_layer_step(2)
+        writer.add_expert_feed_forward_length(params["expert_hidden"])
+    if "sliding_window" in extra:
+        writer.add_sliding_window(extra["sliding_window"])
+    step = extra.get("sliding_window_pattern")
+    key = "llama4.attention.sliding_window_pattern"
+    if isinstance(step, str):
+        writer.add_string(key, step)
+    elif step is not None:
+        writer.add_uint32(key, step)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    if isinstance(expected, str):
+        with pytest.raises(CheckpointError) as raised:
+            checkpoints.read_params(path, llama4=True)
+        assert expected in str(raised.value) and "\n" not in str(raised.value)
+    else:
+        stated = checkpoints.read_params(path, llama4=True)
+        assert {key: stated[key] for key in expected} == expected
