@@ -49,7 +49,6 @@ MOE_KEYS = {
     "num_experts_per_tok": "top_k",
     "interleave_moe_layer_step": "interleave_moe_layer_step",
 }
-SPELLING = {meta: key for key, (meta, _) in CONFIG_KEYS.items()}
 
 
 def text_config(config: dict, path: Path) -> dict:
@@ -105,7 +104,7 @@ def read_params(config: dict, path: Path, rope: dict) -> dict:
         moe[meta] = text[key]
     params["moe_args"] = moe
     interval = params.get("nope_layer_interval")
-    params |= {key: value for key, value in rope.items()}
+    params |= rope
     params["tied_output"] = bool(text.get("tie_word_embeddings", False))
     if checkpoint_checks.is_kind(text.get("max_position_embeddings"), int):
         params["context_length"] = text["max_position_embeddings"]
