@@ -536,26 +536,28 @@ def format_name(tensor) -> str:
     return gguf.GGMLQuantizationType(tensor.tensor_type).name
 
 
-# A Llama 4 file's tensors that Llama 3's table does not name: llama.cpp's name → Meta's, and
-# whether the last two axes are swapped ("T": the router is stored [experts × dim], an expert
-# matrix [experts × out × in], where Meta's are [dim × experts] and [experts × in × out]).
+# A Llama 4 file's tensors that Llama 3's table does not name: llama.cpp's name → Meta's. Those
+# in SWAPPED are stored with their last two axes swapped: the router [experts × dim], an expert
+# matrix [experts × out × in], where Meta's are [dim × experts] and [experts × in × out].
 LLAMA4_TENSORS = {
-    "ffn_gate_inp.weight": ("feed_forward.router_DE", "T"),
-    "ffn_gate_exps.weight": ("feed_forward.experts.w1", "T"),
-    "ffn_up_exps.weight": ("feed_forward.experts.w3", "T"),
-    "ffn_down_exps.weight": ("feed_forward.experts.w2", "T"),
-    "ffn_gate_shexp.weight": ("feed_forward.shared_expert.w1.weight", ""),
-    "ffn_up_shexp.weight": ("feed_forward.shared_expert.w3.weight", ""),
-    "ffn_down_shexp.weight": ("feed_forward.shared_expert.w2.weight", ""),
+    "ffn_gate_inp.weight": "feed_forward.router_DE",
+    "ffn_gate_exps.weight": "feed_forward.experts.w1",
+    "ffn_up_exps.weight": "feed_forward.experts.w3",
+    "ffn_down_exps.weight": "feed_forward.experts.w2",
+    "ffn_gate_shexp.weight": "feed_forward.shared_expert.w1.weight",
+    "ffn_up_shexp.weight": "feed_forward.shared_expert.w3.weight",
+    "ffn_down_shexp.weight": "feed_forward.shared_expert.w2.weight",
 }
+SWAPPED = {"ffn_gate_inp.weight", "ffn_gate_exps.weight", "ffn_up_exps.weight"}
+SWAPPED |= {"ffn_down_exps.weight"}
 
 
 def meta_name(name: str) -> tuple[str, str]:
     """A GGUF tensor's name → (Meta's name, "T" where its last two axes are swapped, else "")."""
     parts = name.split(".", 2)
     if parts[0] == "blk" and len(parts) == 3 and parts[2] in LLAMA4_TENSORS:
-        meta, how = LLAMA4_TENSORS[parts[2]]
-        return f"layers.{parts[1]}.{meta}", how
+        swapped = "T" if parts[2] in SWAPPED else ""
+        return f"layers.{parts[1]}.{LLAMA4_TENSORS[parts[2]]}", swapped
     return tensor_names.GGUF.to_meta(name), ""
 
 

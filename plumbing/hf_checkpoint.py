@@ -177,11 +177,6 @@ def read_params(folder: Path, llama4: bool = False) -> dict:
                     "positive number; download config.json again from the same model."
                 )
         params["rope_scaling"] = {key: scaling[key] for key in keys}
-    if llama4:
-        rope = {
-            k: params[k] for k in ("rope_theta", "use_scaled_rope", "rope_scaling") if k in params
-        }
-        return hf_llama4.read_params(config, path, rope)
     params["tied_output"] = bool(config.get("tie_word_embeddings", False))
     stated_context = config.get("max_position_embeddings")
     if checkpoint_checks.is_kind(stated_context, int) and stated_context > 0:
@@ -201,7 +196,7 @@ def read_params(folder: Path, llama4: bool = False) -> dict:
             f"{path}: head_dim {head_dim} × {params['n_heads']} heads ≠ hidden_size "
             f"{params['dim']}; Llama 3 splits the width evenly among heads."
         )
-    return params
+    return hf_llama4.read_params(config, path, params) if llama4 else params
 
 
 # The tensors a Hugging Face folder (and llama.cpp's Qwen3 file) keeps in rotate-half order:

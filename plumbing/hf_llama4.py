@@ -26,17 +26,10 @@ from plumbing.friendly_errors import CheckpointError
 
 MODEL_TYPES = ("llama4", "llama4_text")  # the whole model (text and vision), the text model
 
-# config.json's text keys, each with params.json's name for it (Meta's llama4/args.py), and
-# the kind it must be; intermediate_size is an expert's width, intermediate_size_mlp a dense
-# layer's.
+# config.json's text keys beyond Llama 3's (hf_checkpoint reads those: its `intermediate_size`
+# is an expert's width here), each with params.json's name for it (Meta's llama4/args.py) and
+# the kind it must be; `intermediate_size_mlp` is a dense layer's width.
 CONFIG_KEYS = {
-    "hidden_size": ("dim", int),
-    "num_hidden_layers": ("n_layers", int),
-    "num_attention_heads": ("n_heads", int),
-    "num_key_value_heads": ("n_kv_heads", int),
-    "vocab_size": ("vocab_size", int),
-    "rms_norm_eps": ("norm_eps", float),
-    "intermediate_size": ("expert_hidden", int),
     "intermediate_size_mlp": ("ffn_hidden", int),
     "no_rope_layer_interval": ("nope_layer_interval", int),
     "use_qk_norm": ("use_qk_norm", bool),
@@ -64,17 +57,17 @@ def text_config(config: dict, path: Path) -> dict:
     return text
 
 
-def read_params(config: dict, path: Path, rope: dict) -> dict:
-    """config.json (its text model's part) as params.json's keys, checked: the sizes, Llama 4's
-    own keys and `moe_args`, with which layers hold experts and which skip RoPE checked
-    against Meta's rules (every n-th layer). `rope` is what hf_checkpoint read of RoPE:
-    rope_theta, and the file's llama3 scaling where it states one."""
-    text = text_config(config, path)
+def read_params(text: dict, path: Path, read: dict) -> dict:
+    """config.json's text model as params.json's keys, checked: `read`, what hf_checkpoint read
+    as for Llama 3 (the sizes, RoPE; its `ffn_hidden` is an expert's width), then Llama 4's own
+    keys and `moe_args`, with which layers hold experts and which skip RoPE checked against
+    Meta's rules (every n-th layer)."""
     fix = "download config.json again from the same model"
-    params = {}
+    params = {key: value for key, value in read.items() if key != "ffn_hidden"}
+    params["expert_hidden"] = read["ffn_hidden"]
     for key, (meta, kind) in CONFIG_KEYS.items():
         value = text.get(key)
-        if value is None and key in ("num_key_value_heads", "no_rope_layer_interval"):
+        if value is None and key == "no_rope_layer_interval":
             continue
         if key == "attn_temperature_tuning" and checkpoint_checks.is_kind(value, int):
             value = bool(value)  # some releases' files write 4 for true
@@ -89,12 +82,6 @@ def read_params(config: dict, path: Path, rope: dict) -> dict:
             f"{fix}."
         )
     params["attention_chunk_size"] = chunk
-    head_dim = text.get("head_dim")
-    if head_dim is not None and head_dim * params["n_heads"] != params["dim"]:
-        raise CheckpointError(
-            f"{path}: head_dim {head_dim!r} × {params['n_heads']} heads ≠ hidden_size "
-            f"{params['dim']}; Meta's Llama 4 splits the width evenly among heads: {fix}."
-        )
     moe = {}
     for key, meta in MOE_KEYS.items():
         if not checkpoint_checks.is_kind(text.get(key), int) or text[key] <= 0:
@@ -103,12 +90,7 @@ def read_params(config: dict, path: Path, rope: dict) -> dict:
             )
         moe[meta] = text[key]
     params["moe_args"] = moe
-    interval = params.get("nope_layer_interval")
-    params |= rope
-    params["tied_output"] = bool(text.get("tie_word_embeddings", False))
-    if checkpoint_checks.is_kind(text.get("max_position_embeddings"), int):
-        params["context_length"] = text["max_position_embeddings"]
-    check_layer_lists(text, params, interval, path)
+    check_layer_lists(text, params, params.get("nope_layer_interval"), path)
     return params
 
 

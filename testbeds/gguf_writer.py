@@ -186,6 +186,11 @@ def write_gguf(
         else:
             qtype = GGML[its_kind]
             writer.add_tensor(gguf_name(name), gguf.quants.quantize(values, qtype), raw_dtype=qtype)
+    return finish(writer, path, rope_factors)
+
+
+def finish(writer: gguf.GGUFWriter, path: Path, rope_factors: list[float] | None) -> Path:
+    """The rope_freqs tensor where there is one, then the file written and closed."""
     if rope_factors is not None:
         writer.add_tensor(gguf_files.ROPE_FACTORS, np.array(rope_factors, dtype=np.float32))
     writer.write_header_to_file()
@@ -270,16 +275,12 @@ def write_llama4_gguf(checkpoint: Path, path: Path, kind: str = "F32") -> Path:
             writer.add_tensor(
                 gguf_tensor, gguf.quants.quantize(values, GGML[kind]), raw_dtype=GGML[kind]
             )
+    factors = None
     if params.get("use_scaled_rope"):
         factors = llama4_rope_factors(
             params["head_dim"], params["rope_theta"], params["rope_scaling"]["factor"]
         )
-        writer.add_tensor(gguf_files.ROPE_FACTORS, np.array(factors, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return finish(writer, path, factors)
 
 
 def ollama_folder(root, name, blob):

@@ -427,7 +427,7 @@ def test_llama3_ckpt_naming_a_llama4_gives_it_to_the_last_section(hf_llama4, ggu
     [
         ({"moe_layers": [0]}, "moe_layers is [0], not every interleave_moe_layer_step-th"),
         ({"no_rope_layers": [0, 1, 1, 1]}, "no_rope_layers is [0, 1, 1, 1], not RoPE everywhere"),
-        ({"head_dim": 32}, "head_dim 32 × 4 heads ≠ hidden_size 64"),
+        ({"head_dim": 32}, "head_dim 32 × 4 heads ≠ hidden_size 64; Llama 3 splits"),
         ({"num_local_experts": 0}, "num_local_experts is 0, it must be a positive integer"),
         ({"attention_chunk_size": "8"}, "attention_chunk_size is '8', it must be a positive"),
         ({"use_qk_norm": "yes"}, "use_qk_norm is 'yes', it must be"),
