@@ -7,7 +7,8 @@ params.json's keys; `HuggingFaceWeights` hands out the tensors under Meta's
 names, one at a time from the memory-mapped files, with the query and key rows put back in
 Meta's order.
 The notebook then runs unchanged; its section "Meta's files and Hugging Face's" shows
-what differs and why.
+what differs and why. A Llama 4 folder (the notebook's last section) is read by the same
+reader, with its own config keys and tensor layouts from hf_llama4.
 """
 
 from __future__ import annotations
