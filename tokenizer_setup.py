@@ -553,7 +553,8 @@ def read_gguf_tokenizer(path: str | Path) -> Vocabulary:
             f"{path} holds {what} ({len(tokens):,} tokens), not a byte-level BPE like Llama 3's "
             f"or Qwen3's: {fix}."
         )
-    if pre == "llama4":  # Llama 4's: its 200,000 ranks, its special tokens as Meta's
+    if pre == "llama4" or len(tokens) == LLAMA4_MERGEABLE_RANKS + LLAMA4_SPECIAL_TOKENS:
+        # Llama 4's (llama.cpp names its pattern, Ollama may not): 200,000 ranks, Meta's specials
         ranks = byte_level_ranks(
             ((text, rank) for rank, text in enumerate(tokens[:LLAMA4_MERGEABLE_RANKS])), path, fix
         )
@@ -561,8 +562,8 @@ def read_gguf_tokenizer(path: str | Path) -> Vocabulary:
         special = {text: i for i, text in enumerate(tokens) if i >= LLAMA4_MERGEABLE_RANKS}
         if ranks_digest(ranks) != LLAMA4_RANKS_SHA256 or special != vocabulary.special:
             raise TokenizerFileError(
-                f"{path} names Llama 4's split pattern but does not hold Llama 4's vocabulary "
-                f"and special tokens as Meta's tokenizer has them: {fix}."
+                f"{path} names Llama 4's split pattern or holds as many tokens, but not Llama 4's "
+                f"vocabulary and special tokens as Meta's tokenizer has them: {fix}."
             )
         return vocabulary
     if pre != "qwen2":  # Llama 3's ("llama-bpe"), or a file that does not say

@@ -465,8 +465,15 @@ def read_params(path: Path, llama4: bool = False) -> dict:
     return params
 
 
-# A Llama 4 file's own keys: params.json's name for each, and its moe_args'.
+# A Llama 4 file's own keys: params.json's name for each, and its moe_args'. Ollama's converter
+# writes an expert's width as intermediate_size_moe, a dense layer's as intermediate_size (its
+# feed_forward_length is then an expert's), and states use_qk_norm (facts: its
+# convert/convert_llama4.go); llama.cpp's, expert_feed_forward_length and feed_forward_length.
 LLAMA4_KEYS = {"expert_hidden": "llama4.expert_feed_forward_length"}
+OLLAMA_LLAMA4_KEYS = {
+    "expert_hidden": "llama4.intermediate_size_moe",
+    "ffn_hidden": "llama4.intermediate_size",
+}
 LLAMA4_MOE_KEYS = {
     "num_experts": "llama4.expert_count",
     "top_k": "llama4.expert_used_count",
@@ -478,9 +485,11 @@ def llama4_params(reader: gguf.GGUFReader, path: Path) -> dict:
     """What a Llama 4 GGUF file states beyond Llama 3's keys (an expert's width, the experts,
     how many each token goes to, which layers hold them), and what llama.cpp assumes of every
     such file (release_facts.LLAMA_CPP_LLAMA4): the chunks, the layers without RoPE, their
-    temperature and the norm on queries and keys."""
+    temperature and the norm on queries and keys (unless the file states it, as Ollama's
+    does). An Ollama file's widths are read under its own names."""
     stated = {}
-    for key, name in (LLAMA4_KEYS | LLAMA4_MOE_KEYS).items():
+    ollama = field(reader, OLLAMA_LLAMA4_KEYS["expert_hidden"]) is not None
+    for key, name in ((OLLAMA_LLAMA4_KEYS if ollama else LLAMA4_KEYS) | LLAMA4_MOE_KEYS).items():
         value = field(reader, name)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise CheckpointError(
@@ -497,13 +506,15 @@ def llama4_params(reader: gguf.GGUFReader, path: Path) -> dict:
             "layers (every n-th without RoPE), the only pattern Meta's Llama 4 has."
         )
     chunked = window != 0  # 0: llama.cpp's Llama 4 without chunks, with RoPE everywhere
-    moe_args = {key: stated[key] for key in LLAMA4_MOE_KEYS}
-    return {
-        "expert_hidden": stated["expert_hidden"],
+    moe_args = {key: stated.pop(key) for key in LLAMA4_MOE_KEYS}
+    qk_norm = field(reader, "llama4.use_qk_norm")
+    if not isinstance(qk_norm, bool):  # llama.cpp's rule where the file does not say
+        qk_norm = moe_args["num_experts"] != facts["experts_without_qk_norm"]
+    return stated | {
         "moe_args": moe_args,
         "attention_chunk_size": facts["attention_chunk_size"] if chunked else None,
         "nope_layer_interval": (step or facts["nope_layer_interval"]) if chunked else None,
-        "use_qk_norm": moe_args["num_experts"] != facts["experts_without_qk_norm"],
+        "use_qk_norm": qk_norm,
         "attn_temperature_tuning": facts["attn_temperature_tuning"] and chunked,
         "floor_scale": facts["floor_scale"],
         "attn_scale": facts["attn_scale"],
@@ -577,7 +588,11 @@ class GGUFWeights(NamedWeights):
     def __init__(self, path: Path, params: dict):
         self.path = Path(path)
         reader = open_gguf(self.path)
-        named = {t.name: meta_name(t.name) for t in reader.tensors if t.name != ROPE_FACTORS}
+        named = {  # not Ollama's Llama 4 image side (v.…, mm.…), which the file holds too
+            t.name: meta_name(t.name)
+            for t in reader.tensors
+            if t.name != ROPE_FACTORS and not t.name.startswith(("v.", "mm."))
+        }
         self.tensors = {named[t.name][0]: t for t in reader.tensors if t.name in named}
         self.swapped = {meta for meta, how in named.values() if how == "T"}  # Llama 4's
         self.stored_shapes = {  # numpy's order: the reverse of ggml's

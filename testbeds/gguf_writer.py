@@ -240,22 +240,34 @@ LLAMA4_EXTRA = {
 }
 
 
-def write_llama4_gguf(checkpoint: Path, path: Path, kind: str = "F32") -> Path:
+def write_llama4_gguf(checkpoint: Path, path: Path, kind: str = "F32", ollama=False) -> Path:
     """A Meta-layout Llama 4 as llama.cpp's converter writes it: architecture `llama4`, the
     experts' keys, Llama 4's vocabulary ("llama4" split pattern), the router stored
     [experts × dim] and each expert matrix [experts × out × in], q and k rows in Meta's order
     (its converter leaves them: transformers' Llama 4 rotates adjacent pairs too), a
-    rope_freqs tensor where RoPE is scaled. `kind`: the 2-D matrices' format (F32, BF16 …)."""
+    rope_freqs tensor where RoPE is scaled. `kind`: the 2-D matrices' format (F32, BF16 …).
+    `ollama`: as Ollama's converter writes it instead (its convert/convert_llama4.go): the
+    widths as intermediate_size_moe and intermediate_size (feed_forward_length an expert's),
+    use_qk_norm stated, the pattern not named, and the image side's tensors in the same file."""
     opened = checkpoints.open_checkpoint(checkpoint, llama4=True)
     params, weights = opened.params, opened.weights
     tokenizer = tokenizer_setup.load_tokenizer(opened.tokenizer_source)
     vocabulary = ("gpt2", vocabulary_text(tokenizer))
-    writer = metadata_writer(path, params, vocabulary, "llama4", pre="llama4")
     moe = params["moe_args"]
+    if ollama:
+        sizes = params | {"ffn_hidden": params["expert_hidden"]}
+        writer = metadata_writer(path, sizes, vocabulary, "llama4", pre="default")
+        writer.add_uint32("llama4.intermediate_size", params["ffn_hidden"])
+        writer.add_uint32("llama4.intermediate_size_moe", params["expert_hidden"])
+        writer.add_bool("llama4.use_qk_norm", params["use_qk_norm"])
+        for name in ("v.patch_embedding.weight", "mm.linear_1.weight"):
+            writer.add_tensor(name, np.zeros((4, 4), dtype=np.float32))
+    else:
+        writer = metadata_writer(path, params, vocabulary, "llama4", pre="llama4")
+        writer.add_expert_feed_forward_length(params["expert_hidden"])
     writer.add_expert_count(moe["num_experts"])
     writer.add_expert_used_count(moe["top_k"])
     writer.add_interleave_moe_layer_step(moe["interleave_moe_layer_step"])
-    writer.add_expert_feed_forward_length(params["expert_hidden"])
     for name in weights:
         values = weights[name].float()
         layer, rest = name.split(".", 2)[1:] if name.startswith("layers.") else (None, name)

@@ -343,19 +343,22 @@ RELEASE_LIKE = TINY | {
 @pytest.fixture(scope="module")
 def gguf_llama4(tmp_path_factory):
     """Meta's folders (the tiny Llama 4 and a random one with the release's chunk and RoPE
-    scaling) → GGUF files as llama.cpp's converter writes them (testbeds/gguf_writer.py)."""
+    scaling) → GGUF files as llama.cpp's converter writes them, and the tiny one as Ollama's
+    does (testbeds/gguf_writer.py)."""
     scratch = tmp_path_factory.mktemp("gguf-llama4")
     release = write_checkpoint(scratch / "release-like", RELEASE_LIKE, seed=5)
     made = {}
     for name, meta, kind in [
         ("tiny-bf16", checkpoint_files.EMBEDDED_LLAMA4, "BF16"),
         ("release-like-f32", release, "F32"),
+        ("tiny-ollama", checkpoint_files.EMBEDDED_LLAMA4, "BF16"),
     ]:
-        made[name] = (meta, gguf_writer.write_llama4_gguf(meta, scratch / f"{name}.gguf", kind))
+        path, ollama = scratch / f"{name}.gguf", name.endswith("ollama")
+        made[name] = (meta, gguf_writer.write_llama4_gguf(meta, path, kind, ollama))
     return made
 
 
-@pytest.mark.parametrize("name", ["tiny-bf16", "release-like-f32"])
+@pytest.mark.parametrize("name", ["tiny-bf16", "release-like-f32", "tiny-ollama"])
 def test_a_llama4_gguf_file_reads_as_metas_files(gguf_llama4, name):
     meta_folder, gguf_file = gguf_llama4[name]
     meta = checkpoints.open_checkpoint(meta_folder, llama4=True)
@@ -372,7 +375,7 @@ def test_a_llama4_gguf_file_reads_as_metas_files(gguf_llama4, name):
         if meta.params.get(key) != ours.params.get(key)
     }
     # llama.cpp assumes chunks of 8,192 positions: the tiny one's 8 are not in its file
-    chunk = {"attention_chunk_size"} if name == "tiny-bf16" else set()
+    chunk = {"attention_chunk_size"} if name.startswith("tiny") else set()
     assert differ <= MODEL_RULE_KEYS | {"rope_scaling"} | chunk, differ
     if name == "release-like-f32":
         stated = dict(ours.params["rope_scaling"])
@@ -393,7 +396,7 @@ def test_llama3_ckpt_naming_a_llama4_gives_it_to_the_last_section(hf_llama4, ggu
         gguf_llama4["tiny-bf16"],
     ]:
         assert checkpoints.lesson_and_llama4(found) == (embedded3, found)
-    blob = gguf_llama4["tiny-bf16"][1]  # an Ollama name: the GGUF blob its manifest names
+    blob = gguf_llama4["tiny-ollama"][1]  # an Ollama name: the GGUF blob its manifest names
     models = ollama_folder(tmp_path / "ollama", "llama4-tiny:bf16", blob)
     saved = os.environ.get("OLLAMA_MODELS")
     os.environ["OLLAMA_MODELS"] = str(models)
