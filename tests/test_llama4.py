@@ -302,20 +302,25 @@ def hf_llama4(tmp_path_factory):
     return made
 
 
+def read_beside_metas(meta_folder: Path, other: Path) -> tuple:
+    """Meta's folder and another layout of the same model, opened; every tensor of Meta's
+    layout checked to be in the other, bit for bit, and the other's summary "ok". Returns both
+    and the sizes' keys whose values differ."""
+    meta = checkpoints.open_checkpoint(meta_folder, llama4=True)
+    ours = checkpoints.open_checkpoint(other, llama4=True)
+    assert ours.check().startswith("checkpoint ok")
+    assert sorted(ours.weights) == sorted(meta.weights)  # the image side left out
+    for tensor in meta.weights:  # every number where Meta's layout has it
+        read = ours.weights[tensor]
+        assert torch.equal(read.to(meta.weights[tensor].dtype), meta.weights[tensor]), tensor
+    keys = meta.params.keys() | ours.params.keys()
+    return meta, ours, {key for key in keys if meta.params.get(key) != ours.params.get(key)}
+
+
 @pytest.mark.parametrize("name", ["causal-lm", "conditional-generation", "scaled-rope"])
 def test_a_hugging_face_llama4_reads_as_metas_files(hf_llama4, name):
-    meta_folder, hf_folder = hf_llama4[name]
-    meta = checkpoints.open_checkpoint(meta_folder, llama4=True)
-    hf = checkpoints.open_checkpoint(hf_folder, llama4=True)
-    assert hf.check().startswith("checkpoint ok")
-    assert list(hf.weights) == list(meta.weights)  # the vision tensor left out
-    for tensor in meta.weights:  # every number where Meta's layout has it, bit for bit
-        assert torch.equal(hf.weights[tensor], meta.weights[tensor]), tensor
-    differ = {
-        key
-        for key in meta.params.keys() | hf.params.keys()
-        if meta.params.get(key) != hf.params.get(key)
-    }
+    meta, hf, differ = read_beside_metas(*hf_llama4[name])
+    assert list(hf.weights) == list(meta.weights)  # in Meta's order
     assert differ <= MODEL_RULE_KEYS, differ  # Meta states its rules' inputs; HF the results
     assert hf.params["use_scaled_rope"] == (name == "scaled-rope")
     if name == "scaled-rope":
@@ -360,20 +365,7 @@ def gguf_llama4(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["tiny-bf16", "release-like-f32", "tiny-ollama"])
 def test_a_llama4_gguf_file_reads_as_metas_files(gguf_llama4, name):
-    meta_folder, gguf_file = gguf_llama4[name]
-    meta = checkpoints.open_checkpoint(meta_folder, llama4=True)
-    ours = checkpoints.open_checkpoint(gguf_file, llama4=True)
-    assert ours.check().startswith("checkpoint ok")
-    assert set(ours.weights) == set(meta.weights)
-    for tensor in meta.weights:  # every number where Meta's layout has it, bit for bit
-        assert torch.equal(
-            ours.weights[tensor].to(meta.weights[tensor].dtype), meta.weights[tensor]
-        ), tensor
-    differ = {
-        key
-        for key in meta.params.keys() | ours.params.keys()
-        if meta.params.get(key) != ours.params.get(key)
-    }
+    meta, ours, differ = read_beside_metas(*gguf_llama4[name])
     # llama.cpp assumes chunks of 8,192 positions: the tiny one's 8 are not in its file
     chunk = {"attention_chunk_size"} if name.startswith("tiny") else set()
     assert differ <= MODEL_RULE_KEYS | {"rope_scaling"} | chunk, differ
