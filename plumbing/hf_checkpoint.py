@@ -354,7 +354,7 @@ class HuggingFaceWeights(NamedWeights):
 
     def __getitem__(self, name: str) -> torch.Tensor:
         original, path, how = self.file_of[name]
-        tensor = hf_llama4.as_meta(self.handles[path].get_tensor(original), how)
+        tensor = hf_llama4.read_as_meta(self.handles[path], original, how)
         if name in self.heads:
             tensor = hf_rows_to_meta(tensor, self.heads[name])
         return tensor

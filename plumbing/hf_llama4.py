@@ -173,14 +173,15 @@ def meta_shape(shape: tuple[int, ...], how: str) -> tuple[int, ...]:
     return (*shape[:-1], shape[-1] // 2) if how in ("gate", "up") else shape
 
 
-def as_meta(tensor, how: str):
-    """A tensor as Meta lays it out, from the file's (a view: nothing copied)."""
-    if how == "T":
-        return tensor.T
+def read_as_meta(handle, name: str, how: str):
+    """A tensor from the open safetensors file, as Meta lays it out: transposed (a view), or
+    the half of gate_up_proj Meta's w1 or w3 is, read alone (not the whole of it twice)."""
     if how in ("gate", "up"):
-        gate, up = tensor.chunk(2, dim=-1)
-        return gate if how == "gate" else up
-    return tensor
+        stored = handle.get_slice(name)
+        half = stored.get_shape()[-1] // 2
+        return stored[:, :, :half] if how == "gate" else stored[:, :, half:]
+    tensor = handle.get_tensor(name)
+    return tensor.T if how == "T" else tensor
 
 
 def is_llama4(params: dict) -> bool:
