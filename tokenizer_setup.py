@@ -318,6 +318,22 @@ def llama4_vocabulary(ranks: dict[bytes, int]) -> Vocabulary:
     return Vocabulary(ranks, special, LLAMA4_SPLIT_PATTERN, LLAMA4_AROUND)
 
 
+def checked_llama4_vocabulary(ranks, special, pattern: str, path: Path, fix: str) -> Vocabulary:
+    """A file's vocabulary that should be Llama 4's (tokenizer.json's, a GGUF file's): its
+    200,000 ranks, special tokens and split pattern exactly Meta's, else one sentence."""
+    vocabulary = llama4_vocabulary(ranks)
+    if (
+        ranks_digest(ranks) != LLAMA4_RANKS_SHA256
+        or special != vocabulary.special
+        or pattern != LLAMA4_SPLIT_PATTERN
+    ):
+        raise TokenizerFileError(
+            f"{path} looks like Llama 4's vocabulary but does not hold its 200,000 tokens, "
+            f"special tokens and split pattern as Meta's tokenizer has them: {fix}."
+        )
+    return vocabulary
+
+
 def vocabulary_lines(source: TokenizerSource, tokenizer: Tokenizer) -> list[bytes]:
     """The ranked tokens as tokenizer.model's lines, `<base64 token> <rank>`: the file's own
     where the checkpoint reads one (or the copy in `llama-models`), else the vocabulary the
@@ -395,17 +411,9 @@ def read_tokenizer_json(path: str | Path) -> Vocabulary:
         check_special_tokens(special, path, fix)
         return Vocabulary(ranks, special)
     if digest == LLAMA4_RANKS_SHA256:  # Llama 4's vocabulary: its special tokens as Meta's
-        vocabulary = llama4_vocabulary(ranks)
         special = {t["content"]: t["id"] for t in added if t["id"] >= LLAMA4_MERGEABLE_RANKS}
-        if (
-            special != vocabulary.special
-            or split_pattern_of(data.get("pre_tokenizer"), path, fix) != LLAMA4_SPLIT_PATTERN
-        ):
-            raise TokenizerFileError(
-                f"{path} holds Llama 4's 200,000 tokens but not its special tokens or split "
-                f"pattern as Meta's tokenizer has them: {fix}."
-            )
-        return vocabulary
+        pattern = split_pattern_of(data.get("pre_tokenizer"), path, fix)
+        return checked_llama4_vocabulary(ranks, special, pattern, path, fix)
     special = {token["content"]: token["id"] for token in added}
     normalizer = data.get("normalizer")
     if normalizer not in (None, {"type": "NFC"}):
@@ -558,14 +566,8 @@ def read_gguf_tokenizer(path: str | Path) -> Vocabulary:
         ranks = byte_level_ranks(
             ((text, rank) for rank, text in enumerate(tokens[:LLAMA4_MERGEABLE_RANKS])), path, fix
         )
-        vocabulary = llama4_vocabulary(ranks)
         special = {text: i for i, text in enumerate(tokens) if i >= LLAMA4_MERGEABLE_RANKS}
-        if ranks_digest(ranks) != LLAMA4_RANKS_SHA256 or special != vocabulary.special:
-            raise TokenizerFileError(
-                f"{path} names Llama 4's split pattern or holds as many tokens, but not Llama 4's "
-                f"vocabulary and special tokens as Meta's tokenizer has them: {fix}."
-            )
-        return vocabulary
+        return checked_llama4_vocabulary(ranks, special, LLAMA4_SPLIT_PATTERN, path, fix)
     if pre != "qwen2":  # Llama 3's ("llama-bpe"), or a file that does not say
         ranks = byte_level_ranks(
             ((text, rank) for rank, text in enumerate(tokens[:N_MERGEABLE_RANKS])), path, fix

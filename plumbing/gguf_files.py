@@ -563,6 +563,10 @@ SWAPPED = {"ffn_gate_inp.weight", "ffn_gate_exps.weight", "ffn_up_exps.weight"}
 SWAPPED |= {"ffn_down_exps.weight"}
 
 
+def swap_last_axes(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.transpose(-1, -2)
+
+
 def meta_name(name: str) -> tuple[str, str]:
     """A GGUF tensor's name → (Meta's name, "T" where its last two axes are swapped, else "")."""
     parts = name.split(".", 2)
@@ -594,13 +598,13 @@ class GGUFWeights(NamedWeights):
             if t.name != ROPE_FACTORS and not t.name.startswith(("v.", "mm."))
         }
         self.tensors = {named[t.name][0]: t for t in reader.tensors if t.name in named}
-        self.swapped = {meta for meta, how in named.values() if how == "T"}  # Llama 4's
+        swapped = {meta for meta, how in named.values() if how == "T"}  # Llama 4's
         self.stored_shapes = {  # numpy's order: the reverse of ggml's
             name: tuple(int(n) for n in reversed(t.shape.tolist()))
             for name, t in self.tensors.items()
         }
         self.shapes = {
-            name: (*shape[:-2], shape[-1], shape[-2]) if name in self.swapped else shape
+            name: (*shape[:-2], shape[-1], shape[-2]) if name in swapped else shape
             for name, shape in self.stored_shapes.items()
         }
         self.formats = {name: format_name(t) for name, t in self.tensors.items()}
@@ -613,9 +617,15 @@ class GGUFWeights(NamedWeights):
                 "block formats (Q8_0, Q4_0, Q4_K_M …, as Ollama and LM Studio download them)."
             )
         self.dtypes = {name: FORMATS[f] for name, f in self.formats.items()}
-        self.heads = {}  # Qwen3's rows in Hugging Face's order: heads each tensor holds
+        # The tensors stored in another order than Meta's, each with what puts it back:
+        # Qwen3's q/k rows (Hugging Face's order) and Llama 4's router and experts (axes swapped)
+        self.reorder = {name: swap_last_axes for name in swapped}
         if field(reader, "general.architecture") == "qwen3":
-            self.heads = hf_checkpoint.rotate_half_rows(self.shapes, params)
+            heads = hf_checkpoint.rotate_half_rows(self.shapes, params)
+            self.reorder |= {
+                name: lambda tensor, n=n: hf_checkpoint.hf_rows_to_meta(tensor, n)
+                for name, n in heads.items()
+            }
 
     def describe(self, name: str) -> str:
         original = self.tensors[name].name if name in self.tensors else name
@@ -634,16 +644,11 @@ class GGUFWeights(NamedWeights):
         return note + "".join(f"; {route}" for route in routes)
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        if name in self.swapped:  # Llama 4's router and experts: Meta's order of axes
-            tensor = self._as_stored(name)
-            tensor = tensor.full() if isinstance(tensor, BlockMatrix) else tensor
-            return tensor.transpose(-1, -2)
-        if name in self.heads:  # Qwen3's rows in Hugging Face's order: put back as Meta's
-            tensor = self._as_stored(name)
-            if isinstance(tensor, BlockMatrix):
-                tensor = tensor.full()
-            return hf_checkpoint.hf_rows_to_meta(tensor, self.heads[name])
-        return self._as_stored(name)
+        tensor = self._as_stored(name)
+        if name not in self.reorder:
+            return tensor
+        tensor = tensor.full() if isinstance(tensor, BlockMatrix) else tensor
+        return self.reorder[name](tensor)  # in Meta's order
 
     def _as_stored(self, name: str) -> torch.Tensor:
         tensor = self.tensors[name]
@@ -676,8 +681,7 @@ class GGUFWeights(NamedWeights):
         return [
             name
             for name, kind in self.formats.items()
-            # not Qwen3's q, k (reordered) nor Llama 4's router and experts (axes swapped)
-            if kind in KERNEL_FORMATS and name not in self.heads and name not in self.swapped
+            if kind in KERNEL_FORMATS and name not in self.reorder  # stored in Meta's order
         ]
 
 
