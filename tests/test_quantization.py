@@ -185,6 +185,19 @@ def test_int4_packed_by_byte_operations_as_the_converter_packs(rows):
     assert torch.equal(quantization.unpack_int4(packed, 32), ints)
 
 
+@pytest.mark.parametrize("rows", [16, 64, 112, 320])
+def test_int4_read_back_by_byte_operations_as_the_kernel_reads_it(rows):
+    """unpack_int4 reads whole tiles with byte operations (the lesson's `wq.view(…)` on an int4
+    matrix: 20 ms for the 8B's, where the kernel's identity product took 1 s) and the rest
+    with the kernel: the integers the kernel itself multiplies by, at every place."""
+    ints = torch.randint(-8, 8, (rows, 96), generator=torch.Generator().manual_seed(rows))
+    packed = quantization.pack_int4(ints.to(torch.int8))
+    by_kernel = quantization.kernel_unpack_int4(packed, 32)
+    assert torch.equal(by_kernel, ints.to(torch.int8))
+    read = quantization.unpack_int4(packed, 32)
+    assert read.dtype == torch.int8 and torch.equal(read, by_kernel)
+
+
 def test_int8_holds_its_integers_once():
     # The kernel reads the very integers the matrix keeps: the benchmark's memory target
     # (docs/performance.md) counts them once, with one float32 and one bfloat16 scale per row.
