@@ -11,6 +11,7 @@ Imports run one way, each module using only those above it:
     tensor_names      every tensor's name in each layout, one table; how Meta's shards split it
     model_sizes       the sizes with their defaults filled in once, and the shapes they imply
     checkpoint_checks what is wrong with a checkpoint's sizes or tensors, in one sentence
+    meta_llama4       Meta's released Llama 4 files: their fused, split tensors joined
     meta_checkpoint   Meta's layout: params.json and consolidated.*.pth, memory-mapped
     hf_llama4         Hugging Face's Llama 4: its config's keys, its tensors' names and layouts
     hf_checkpoint     Hugging Face's layout: config.json and safetensors, under Meta's names

@@ -10,13 +10,14 @@ refused).
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import torch
 
 import tokenizer_setup
-from plumbing import checkpoint_checks, release_facts, tensor_names
+from plumbing import checkpoint_checks, meta_llama4, release_facts, tensor_names
 from plumbing.checkpoint_files import TokenizerSource
 from plumbing.friendly_errors import CheckpointError
 from plumbing.tensor_names import NamedWeights
@@ -75,7 +76,10 @@ def read_params(folder: Path, llama4: bool = False) -> dict:
 def load_one(path: Path) -> dict[str, torch.Tensor]:
     """`torch.load(path, map_location="cpu", mmap=True, weights_only=True)`, with clear errors."""
     try:
-        state_dict = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        # Meta's Llama 4 files keep kernels' states beside some tensors as io.BytesIO buffers
+        # (`…._extra_state`): allowed as data, and left out below
+        with torch.serialization.safe_globals([io.BytesIO]):
+            state_dict = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     # torch raises RuntimeError, UnpicklingError, ValueError, EOFError … depending on the damage
     except Exception as error:
         text = str(error)
@@ -92,6 +96,12 @@ def load_one(path: Path) -> dict[str, torch.Tensor]:
             f"{text.splitlines()[0][:120] if text else 'no detail'}); it is truncated, "
             "corrupt or another kind of file — download it again."
         ) from None
+    if isinstance(state_dict, dict):
+        state_dict = {
+            name: value
+            for name, value in state_dict.items()
+            if not (name.endswith("._extra_state") and isinstance(value, io.BytesIO))
+        }
     if not isinstance(state_dict, dict) or not all(
         isinstance(v, torch.Tensor) for v in state_dict.values()
     ):
@@ -170,8 +180,12 @@ class ShardedWeights(NamedWeights):
 
 
 def weights(folder: Path, params: dict) -> NamedWeights:
-    """The tensors by Meta's names, memory-mapped: one file as it is, several joined."""
+    """The tensors by Meta's names, memory-mapped: one file as it is, several joined; Meta's
+    released Llama 4 files under the reference code's names (meta_llama4)."""
     paths = sorted(Path(folder).glob("consolidated.*.pth"))
     if len(paths) <= 1:
-        return MetaWeights(load_one(Path(folder) / "consolidated.00.pth"))
-    return ShardedWeights([load_one(path) for path in paths])
+        paths = [Path(folder) / "consolidated.00.pth"]
+    shards = [load_one(path) for path in paths]
+    if meta_llama4.is_released(shards[0]):
+        return meta_llama4.ReleasedWeights(shards, params)
+    return MetaWeights(shards[0]) if len(shards) == 1 else ShardedWeights(shards)

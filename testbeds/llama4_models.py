@@ -14,11 +14,17 @@ Llama 3's `feed_forward.w1/w2/w3`. Transformers' `Llama4ForCausalLM` holds the s
 its router is `router_DE` transposed, its `gate_up_proj` is w1 and w3 side by side, and its
 query and key rows are in Meta's order (its RoPE, like Meta's, rotates adjacent pairs).
 
-`hf_config`, `meta_from_hf` and `hf_from_meta` convert; `meta_reference` builds Meta's model on
-the CPU. Nothing here computes a part of the model.
+`hf_config`, `meta_from_hf` and `hf_from_meta` convert; `write_released` writes such a folder as
+Meta's Llama 4 downloads hold it (plumbing/meta_llama4.py: fused, renamed, split across
+model-parallel files). Nothing here computes a part of the model.
 """
 
 from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
 
 import torch
 from transformers import Llama4ForCausalLM, Llama4TextConfig
@@ -182,3 +188,80 @@ def hf_from_meta(meta: dict[str, torch.Tensor], params: dict) -> dict[str, torch
             elif rest != "feed_forward.experts.w3":
                 out[hf_prefix + back[rest]] = tensor
     return {name: tensor.contiguous() for name, tensor in out.items()}
+
+
+def released_pieces(name: str, tensor: torch.Tensor, meta: dict, n: int) -> dict:
+    """One tensor of the reference code's state dict → {released name: [each file's piece]},
+    split as Meta's release splits it (the rules plumbing/meta_llama4.py reads, written here
+    the other way round); {} where the fused tensor is written with another of its parts."""
+    prefix = ".".join(name.split(".")[:2]) + "." if name.startswith("layers.") else ""
+    rest = name.removeprefix(prefix)
+    moe = prefix + "feed_forward.router_DE" in meta
+    experts = meta[prefix + "feed_forward.router_DE"].shape[1] if moe else 0
+
+    def rows(t):
+        return list(t.chunk(n, dim=0))
+
+    def columns(t):
+        return list(t.chunk(n, dim=-1))
+
+    if rest in ("tok_embeddings.weight", "output.weight"):
+        return {name: rows(tensor)}
+    if rest in ("norm.weight", "feed_forward.router_DE"):
+        return {name: [tensor] * n}
+    if rest == "attention.wq.weight":
+        q, k, v = (rows(meta[prefix + f"attention.w{x}.weight"]) for x in "qkv")
+        return {prefix + "attention.wqkv.weight": [torch.cat(p) for p in zip(q, k, v, strict=True)]}
+    if rest == "attention_norm.weight":
+        return {prefix + "attention.wqkv.layer_norm_weight": [tensor] * n}
+    if rest == "attention.wo.weight":
+        return {name: columns(tensor)}
+    if rest == "ffn_norm.weight":
+        released = "feed_forward.norm.weight" if moe else "feed_forward.mlp.layer_norm_weight"
+        return {prefix + released: [tensor] * n}
+    if rest == "feed_forward.w1.weight":
+        w3 = rows(meta[prefix + "feed_forward.w3.weight"])
+        halves = zip(rows(tensor), w3, strict=True)
+        return {prefix + "feed_forward.mlp.fc1_weight": [torch.cat(p) for p in halves]}
+    if rest == "feed_forward.w2.weight":
+        return {prefix + "feed_forward.mlp.fc2_weight": columns(tensor)}
+    if rest in ("feed_forward.experts.w1", "feed_forward.experts.w3"):
+        released = "moe_w_in_eD_F" if rest.endswith("w1") else "moe_w_swiglu_eD_F"
+        pieces = [piece.reshape(experts * tensor.shape[1], -1) for piece in columns(tensor)]
+        return {prefix + "feed_forward.experts." + released: pieces}
+    if rest == "feed_forward.experts.w2":
+        pieces = [piece.reshape(-1, tensor.shape[-1]) for piece in tensor.chunk(n, dim=1)]
+        return {prefix + "feed_forward.experts.moe_w_out_eF_D": pieces}
+    shared = {
+        "feed_forward.shared_expert.w1.weight": ("w_in_shared_FD.weight", rows),
+        "feed_forward.shared_expert.w3.weight": ("w_swiglu_FD.weight", rows),
+        "feed_forward.shared_expert.w2.weight": ("w_out_shared_DF.weight", columns),
+    }
+    if rest in shared:
+        released, split = shared[rest]
+        return {prefix + "feed_forward." + released: split(tensor)}
+    return {}  # wk, wv (in wqkv), w3 (in fc1_weight)
+
+
+def write_released(meta_folder: Path, out: Path, n: int) -> Path:
+    """A Llama 4 folder in the reference code's layout → the same model as Meta's release holds
+    it, in `n` files `consolidated.00.pth …` (n divides the key/value heads, as in Scout's 8 of
+    8), with what the release keeps beside the weights (a kernel's state as an io.BytesIO, RoPE's
+    frequencies, an image-side tensor, expert statistics), which a reader leaves unread."""
+    meta = torch.load(Path(meta_folder) / "consolidated.00.pth", weights_only=True)
+    files: list[dict] = [{} for _ in range(n)]
+    for name, tensor in meta.items():
+        for released, pieces in released_pieces(name, tensor, meta, n).items():
+            for file, piece in zip(files, pieces, strict=True):
+                file[released] = piece.contiguous().clone()  # its own storage, not the whole
+    params = json.loads((Path(meta_folder) / "params.json").read_text())
+    for j, file in enumerate(files):
+        file["rope.freqs"] = torch.ones(params["dim"] // params["n_heads"] // 2)
+        file["vision_projection.weight"] = torch.zeros(4, 8)
+        file["layers.0.attention.wqkv._extra_state"] = io.BytesIO(b"kernel state")
+        if "layers.1.feed_forward.router_DE" in meta:
+            file["layers.1.feed_forward.global_gate_stats_3E"] = torch.zeros(3, 4)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(file, out / f"consolidated.{j:02d}.pth")
+    shutil.copy(Path(meta_folder) / "params.json", out / "params.json")
+    return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import nbformat
 import pytest
 import safetensors.torch
 import torch
+from llama_models.checkpoint import convert_moe_weights, reshard_mp
 from transformers import Llama4ForCausalLM
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
@@ -35,6 +37,7 @@ from plumbing import (
     checkpoints,
     hf_checkpoint,
     meta_checkpoint,
+    meta_llama4,
     model_sizes,
     run_settings,
 )
@@ -42,7 +45,7 @@ from plumbing.friendly_errors import CheckpointError
 from plumbing.run_settings import DEFAULT_PROMPT, KEY_BLOCK
 from testbeds import gguf_writer
 from testbeds.gguf_writer import ollama_folder
-from testbeds.llama4_models import TINY, hf_config, hf_from_meta
+from testbeds.llama4_models import TINY, hf_config, hf_from_meta, write_released
 from testbeds.notebook_kernel import NOTEBOOK_UNDER_TEST, KernelGlobals, in_kernel
 from testbeds.random_checkpoint import write_checkpoint
 from tests.support import reference_models, shared_runs
@@ -488,3 +491,69 @@ def test_what_a_llama4_gguf_file_states_and_what_llama_cpp_assumes(tmp_path, ext
     else:
         stated = checkpoints.read_params(path, llama4=True)
         assert {key: stated[key] for key in expected} == expected
+
+
+# ---- Meta's released files ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def released_llama4(tmp_path_factory):
+    """The tiny Llama 4 as Meta's release holds Scout and Maverick (fused and renamed, split by
+    rank, with what a release keeps beside the weights), in one file and in two (one key/value
+    head each, as Scout's 8 files hold its 8)."""
+    scratch = tmp_path_factory.mktemp("released-llama4")
+    embedded = checkpoint_files.EMBEDDED_LLAMA4
+    return {n: (embedded, write_released(embedded, scratch / f"{n}-files", n)) for n in (1, 2)}
+
+
+@pytest.mark.parametrize("files", [1, 2])
+def test_metas_released_llama4_files_read_as_metas_own_loader_reads_them(released_llama4, files):
+    meta, ours, differ = read_beside_metas(*released_llama4[files])
+    assert not differ and isinstance(ours.weights, meta_llama4.ReleasedWeights)
+    assert f"{files} file{'s' * (files > 1)} of Meta's Llama 4 release" in ours.check()
+    folder = released_llama4[files][1]  # LLAMA3_CKPT naming it: the last section's to run
+    assert checkpoints.lesson_and_llama4(folder) == (checkpoint_files.EMBEDDED_CHECKPOINT, folder)
+    # Meta's reference code on the same files: joined by llama_models/checkpoint.py as its
+    # Llama4.build does for one process, renamed by the modules' load hooks
+    params = meta.params | {"moe_args": dict(meta.params["moe_args"])}
+    paths = sorted(folder.glob("consolidated.*.pth"))
+    state = [meta_checkpoint.load_one(path) for path in paths]  # kernels' states left out
+    if files > 1:
+        experts = params["moe_args"]["num_experts"]
+        state = [reshard_mp([convert_moe_weights(s, experts) for s in state], size=1, rank=0)]
+    # the image side and the training statistics: not the text model's (Meta's loads them
+    # with strict=False)
+    state = {k: v for k, v in state[0].items() if not re.search("vision_|gate_stats", k)}
+    stated = json.loads((paths[0].parent / "params.json").read_text())
+    loaded = reference_models.llama4_meta_model(stated, state).state_dict()
+    assert sorted(loaded) == sorted(ours.weights)
+    for name, tensor in loaded.items():
+        assert torch.equal(ours.weights[name].float(), tensor), name
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("fp8", "unexpected tensor layers.0.attention.wo.weight_scale in Meta's Llama 4 files"),
+        ("missing", "layers.3.feed_forward.router_DE is missing from consolidated.01.pth"),
+        ("heads", "has 64 rows in a file, which do not divide into n_heads 8 and n_kv_heads 2"),
+    ],
+)
+def test_a_released_llama4_that_cannot_be_read_is_one_sentence(
+    released_llama4, tmp_path, change, message
+):
+    folder = shutil.copytree(released_llama4[2][1], tmp_path / "release")
+    if change == "heads":
+        params = json.loads((folder / "params.json").read_text())
+        (folder / "params.json").write_text(json.dumps(params | {"n_heads": 8}))
+    else:
+        path = folder / "consolidated.01.pth"
+        state = torch.load(path, weights_only=False)
+        if change == "fp8":
+            state["layers.0.attention.wo.weight_scale"] = torch.ones(1)
+        else:
+            del state["layers.3.feed_forward.router_DE"]
+        torch.save(state, path)
+    with pytest.raises(CheckpointError) as raised:
+        checkpoints.open_checkpoint(folder, llama4=True)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
