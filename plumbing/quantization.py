@@ -233,6 +233,13 @@ def kernel_unpack_int4(packed: torch.Tensor, group: int) -> torch.Tensor:
     return torch.cat(blocks).to(torch.int8)
 
 
+def transposed_into(out: torch.Tensor, values: torch.Tensor, rows: int = 2048) -> None:
+    """out[:] = values.T, `rows` of `values` at a time: each block's reads and writes stay in
+    the cache (the whole transposed at once took 4× as long: 17 ms for one of the 8B's w1)."""
+    for start in range(0, values.shape[0], rows):
+        out[:, start : start + rows] = values[start : start + rows].T
+
+
 class QuantizedMatrix(Matrix):
     """A weight `[out_features × in_features]` held as integers and scales.
 
@@ -282,9 +289,9 @@ class QuantizedMatrix(Matrix):
             self.packed = packed if packed is not None else pack_int4(ints)
             # written in place: no float32 stack of the two beside them (0.2 GB on the 8B)
             self.kernel_scales = scales.new_zeros((*scales.T.shape, 2), dtype=KERNEL_DTYPE)
-            self.kernel_scales[..., 0] = scales.T
+            transposed_into(self.kernel_scales[..., 0], scales)
             if zeros is not None:
-                self.kernel_scales[..., 1] = zeros.T
+                transposed_into(self.kernel_scales[..., 1], zeros)
 
     @property
     def ints(self) -> torch.Tensor:
