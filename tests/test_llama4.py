@@ -496,17 +496,30 @@ def test_what_a_llama4_gguf_file_states_and_what_llama_cpp_assumes(tmp_path, ext
 # ---- Meta's released files ---------------------------------------------------------------------
 
 
+# Scout's split at a small size: 8 files of 2 query heads and 1 key/value head each, experts in
+# every layer (Scout's 16 are 3 here), a small vocabulary
+SCOUT_LIKE = TINY | {
+    "n_heads": 16,
+    "n_kv_heads": 8,
+    "vocab_size": 2048,
+    "moe_args": TINY["moe_args"] | {"num_experts": 3, "interleave_moe_layer_step": 1},
+}
+
+
 @pytest.fixture(scope="module")
 def released_llama4(tmp_path_factory):
     """The tiny Llama 4 as Meta's release holds Scout and Maverick (fused and renamed, split by
     rank, with what a release keeps beside the weights), in one file and in two (one key/value
-    head each, as Scout's 8 files hold its 8)."""
+    head each); and a random one split as Scout's 8 files split it."""
     scratch = tmp_path_factory.mktemp("released-llama4")
     embedded = checkpoint_files.EMBEDDED_LLAMA4
-    return {n: (embedded, write_released(embedded, scratch / f"{n}-files", n)) for n in (1, 2)}
+    made = {n: (embedded, write_released(embedded, scratch / f"{n}-files", n)) for n in (1, 2)}
+    scout_like = write_checkpoint(scratch / "scout-like", SCOUT_LIKE, seed=6)
+    made[8] = (scout_like, write_released(scout_like, scratch / "8-files", 8))
+    return made
 
 
-@pytest.mark.parametrize("files", [1, 2])
+@pytest.mark.parametrize("files", [1, 2, 8])
 def test_metas_released_llama4_files_read_as_metas_own_loader_reads_them(released_llama4, files):
     meta, ours, differ = read_beside_metas(*released_llama4[files])
     assert not differ and isinstance(ours.weights, meta_llama4.ReleasedWeights)
