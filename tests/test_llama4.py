@@ -23,6 +23,7 @@ import re
 import shutil
 from pathlib import Path
 
+import gguf
 import nbformat
 import pytest
 import safetensors.torch
@@ -380,6 +381,21 @@ def test_a_llama4_gguf_file_reads_as_metas_files(gguf_llama4, name):
         tokenizer_setup.packaged_tokenizer_model("llama4")
     )  # every token of Llama 4's vocabulary
     assert tokenizer._pat_str == tokenizer_setup.LLAMA4_SPLIT_PATTERN
+
+
+@pytest.mark.parametrize("kind", ["Q8_0", "Q4_0"])
+def test_a_llama4_gguf_files_experts_in_blocks_read_as_gguf_dequantizes_them(tmp_path, kind):
+    # Ollama's Llama 4 files hold the experts [experts × rows × columns] in block formats:
+    # dequantized as one matrix of all their rows, with torch, each equal to gguf's numpy
+    path = gguf_writer.write_llama4_gguf(checkpoint_files.EMBEDDED_LLAMA4, tmp_path / "b", kind)
+    ours = checkpoints.open_checkpoint(path, llama4=True).weights
+    experts = [name for name in ours if len(ours.shapes[name]) == 3]
+    assert len(experts) == 6 and {ours.formats[name] for name in experts} == {kind}
+    for name in experts:
+        stored = ours.tensors[name]
+        values = gguf.quants.dequantize(stored.data, stored.tensor_type)
+        theirs = torch.from_numpy(values).transpose(-1, -2)  # Meta's [experts × in × out]
+        assert torch.equal(ours[name], theirs), name
 
 
 def test_llama3_ckpt_naming_a_llama4_gives_it_to_the_last_section(hf_llama4, gguf_llama4, tmp_path):
