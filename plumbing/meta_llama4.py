@@ -132,11 +132,11 @@ class ReleasedWeights(NamedWeights):
         self.q_share = params["n_heads"] / (params["n_heads"] + 2 * n_kv_heads)
         self.parts: dict[str, tuple[str, str, int]] = {}  # reference name → released, how, part
         self.shapes, self.dtypes = {}, {}
-        names = dict.fromkeys(name for shard in shards for name in shard)  # every file's
-        for released in names:
+        released_names = dict.fromkeys(name for shard in shards for name in shard)  # all files'
+        for released in released_names:
             if UNREAD.search(released):
                 continue
-            prefix, names, how = rule(released)
+            prefix, reference_names, how = rule(released)
             missing = [i for i, shard in enumerate(shards) if released not in shard]
             if missing:
                 raise CheckpointError(
@@ -153,7 +153,7 @@ class ReleasedWeights(NamedWeights):
                     f"into n_heads {params['n_heads']} and n_kv_heads {n_kv_heads} as params.json"
                     " states them: copy params.json from the same download as the weights."
                 )
-            for part, name in enumerate(names):
+            for part, name in enumerate(reference_names):
                 self.parts[prefix + name] = (released, how, part)
                 self.shapes[prefix + name] = tuple(self.join(shapes, how, part).shape)
                 self.dtypes[prefix + name] = shards[0][released].dtype

@@ -220,7 +220,7 @@ def unpack_int4(packed: torch.Tensor, group: int) -> torch.Tensor:
 def kernel_unpack_int4(packed: torch.Tensor, group: int) -> torch.Tensor:
     """The integers back from the kernel's bytes, by the kernel itself: the identity matrix
     times W.T, with every scale 1 and every zero point 0, is W's integers, exact in bfloat16.
-    It costs a product with in_features rows (1.8 s for the 8B's `wq` on 2 cores), so it is
+    It costs a product with in_features rows (1 s for the 8B's `wq` on 2 cores), so it is
     for what byte operations cannot read (`unpack_int4`) and for checks."""
     n_rows, k = packed.shape[0], packed.shape[1] * 2
     identity = torch.eye(k, dtype=KERNEL_DTYPE)
