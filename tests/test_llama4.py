@@ -512,35 +512,39 @@ def test_what_a_llama4_gguf_file_states_and_what_llama_cpp_assumes(tmp_path, ext
 # ---- Meta's released files ---------------------------------------------------------------------
 
 
-# Scout's split at a small size: 8 files of 2 query heads and 1 key/value head each, experts in
-# every layer (Scout's 16 are 3 here), a small vocabulary
+# The releases' splits at a small size: 8 files of 2 query heads and 1 key/value head each, a
+# small vocabulary; as Scout, experts in every layer (its 16 are 3 here); as Maverick, dense
+# layers between the expert ones (its 128 experts are 5 here)
 SCOUT_LIKE = TINY | {
     "n_heads": 16,
     "n_kv_heads": 8,
     "vocab_size": 2048,
     "moe_args": TINY["moe_args"] | {"num_experts": 3, "interleave_moe_layer_step": 1},
 }
+MAVERICK_LIKE = SCOUT_LIKE | {"moe_args": TINY["moe_args"] | {"num_experts": 5}}
 
 
 @pytest.fixture(scope="module")
 def released_llama4(tmp_path_factory):
     """The tiny Llama 4 as Meta's release holds Scout and Maverick (fused and renamed, split by
     rank, with what a release keeps beside the weights), in one file and in two (one key/value
-    head each); and a random one split as Scout's 8 files split it."""
+    head each); and random ones split as Scout's and Maverick's 8 files split them."""
     scratch = tmp_path_factory.mktemp("released-llama4")
     embedded = checkpoint_files.EMBEDDED_LLAMA4
     made = {n: (embedded, write_released(embedded, scratch / f"{n}-files", n)) for n in (1, 2)}
-    scout_like = write_checkpoint(scratch / "scout-like", SCOUT_LIKE, seed=6)
-    made[8] = (scout_like, write_released(scout_like, scratch / "8-files", 8))
+    for seed, (name, params) in enumerate([("scout", SCOUT_LIKE), ("maverick", MAVERICK_LIKE)]):
+        meta = write_checkpoint(scratch / f"{name}-like", params, seed=6 + seed)
+        made[name] = (meta, write_released(meta, scratch / f"{name}-8-files", 8))
     return made
 
 
-@pytest.mark.parametrize("files", [1, 2, 8])
-def test_metas_released_llama4_files_read_as_metas_own_loader_reads_them(released_llama4, files):
-    meta, ours, differ = read_beside_metas(*released_llama4[files])
+@pytest.mark.parametrize("release", [1, 2, "scout", "maverick"])
+def test_metas_released_llama4_files_read_as_metas_own_loader_reads_them(released_llama4, release):
+    meta, ours, differ = read_beside_metas(*released_llama4[release])
     assert not differ and isinstance(ours.weights, meta_llama4.ReleasedWeights)
+    files = release if isinstance(release, int) else 8
     assert f"{files} file{'s' * (files > 1)} of Meta's Llama 4 release" in ours.check()
-    folder = released_llama4[files][1]  # LLAMA3_CKPT naming it: the last section's to run
+    folder = released_llama4[release][1]  # LLAMA3_CKPT naming it: the last section's to run
     assert checkpoints.lesson_and_llama4(folder) == (checkpoint_files.EMBEDDED_CHECKPOINT, folder)
     # Meta's reference code on the same files: joined by llama_models/checkpoint.py as its
     # Llama4.build does for one process, renamed by the modules' load hooks
