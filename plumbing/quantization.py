@@ -153,15 +153,6 @@ def pack_nibble_pairs(nibbles: torch.Tensor, out: torch.Tensor | None = None) ->
     return out
 
 
-def float16_scales(blocks: torch.Tensor) -> torch.Tensor:
-    """Q4_0's or Q8_0's blocks, bytes [N × K/32 × block bytes], each beginning with its float16
-    scale → the scales [N × K/32] in float32. Read as float16 numbers in place where the bytes
-    allow it (one strided read; the two bytes copied out first took twice as long)."""
-    if blocks.is_contiguous() and blocks.storage_offset() % 2 == 0 and blocks.shape[-1] % 2 == 0:
-        return blocks.view(torch.float16)[..., 0].float()
-    return blocks[..., :2].contiguous().view(torch.float16)[..., 0].float()
-
-
 def pack_q4_0(
     blocks: torch.Tensor, out: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,7 +164,7 @@ def pack_q4_0(
     whose layout `_tiles_pack` no longer matches, go through the integers and `pack_int4`.
     `out`: where to write the bytes, if every row is in a whole tile."""
     n_rows = blocks.shape[0]
-    scales = float16_scales(blocks)
+    scales = gguf_files.block_scales(blocks)
     whole = n_rows // TILE_ROWS * TILE_ROWS if _tiles_pack_agrees() else 0
     if whole == n_rows and out is not None:
         return pack_nibble_pairs(blocks[..., 2:], out), scales
@@ -493,7 +484,7 @@ def _file_groups(
         return pack_q4_0(rows, out) if cpu else gguf_files.ints_and_scales("Q4_0", rows.flatten(1))
     if kind == "Q8_0":  # q = 16·h + l: a row of [h | l − 8], 2K integers of -8 … 7, offset by 8
         n_rows, n_blocks, _ = rows.shape
-        scales = float16_scales(rows)
+        scales = gguf_files.block_scales(rows)
         q = rows[..., 2:]  # the int8 q as bytes, two's complement: h + 8 is the high four bits
         halves = torch.empty((n_rows, 2, n_blocks, gguf_files.BLOCK), dtype=torch.uint8)
         torch.bitwise_xor(q >> 4, 8, out=halves[:, 0])  # h + 8: 0 … 15
