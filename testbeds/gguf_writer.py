@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import tempfile
 from pathlib import Path
 
 import gguf
@@ -111,11 +110,9 @@ def metadata_writer(
 def llama3_merges() -> list[str]:
     """Llama 3's BPE merges as a GGUF file lists them ("Ġ t" for ' ' + 't'), from the
     tokenizer.json that transformers' converter writes (testbeds/hf_folder.py; seconds)."""
-    from testbeds.hf_folder import write_tokenizer_json  # it imports transformers
+    from testbeds.hf_folder import llama3_tokenizer_json  # it imports transformers
 
-    with tempfile.TemporaryDirectory() as scratch:
-        write_tokenizer_json(Path(scratch))
-        merges = json.loads((Path(scratch) / "tokenizer.json").read_text())["model"]["merges"]
+    merges = json.loads(llama3_tokenizer_json())["model"]["merges"]
     return [merge if isinstance(merge, str) else " ".join(merge) for merge in merges]
 
 

@@ -19,6 +19,7 @@ the names, row order and config are the same.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -34,14 +35,20 @@ from testbeds import transformers_llama
 SPECIAL_TOKENS = tokenizer_setup.special_token_names()
 
 
-def write_tokenizer_json(out: Path) -> None:
+@functools.cache
+def llama3_tokenizer_json() -> str:
+    """Llama 3's tokenizer.json as transformers' converter writes it (seconds: made once)."""
     model = tokenizer_setup.find_tokenizer_model(None)
     converter = TikTokenConverter(
         vocab_file=str(model),
         pattern=tokenizer_setup.SPLIT_PATTERN,
         extra_special_tokens=SPECIAL_TOKENS,
     )
-    converter.converted().save(str(out / "tokenizer.json"))
+    return converter.converted().to_str(pretty=True)
+
+
+def write_tokenizer_json(out: Path) -> None:
+    (out / "tokenizer.json").write_text(llama3_tokenizer_json(), encoding="utf-8")
 
 
 # Qwen3's special tokens, in its order after its ranked tokens (a fact); the first three are

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.initialization import no_init_weights
 
 from plumbing import checkpoints, model_sizes, release_facts, tensor_names
 from plumbing.hf_checkpoint import meta_rows_to_hf  # Meta's q/k rows in Hugging Face's order
@@ -105,6 +106,8 @@ def hf_model(
             elif meta_key == "attention.wk.weight":
                 tensor = meta_rows_to_hf(tensor, n_kv_heads)
             hf[f"model.layers.{i}.{hf_key}"] = tensor
-    model = LlamaForCausalLM(config)
+    with no_init_weights():  # every parameter is loaded below: no random start first (0.5 s)
+        model = LlamaForCausalLM(config)
+    model.tie_weights()  # which no_init_weights skips with the random start
     model.load_state_dict({k: v.to(torch.float32) for k, v in hf.items()}, strict=True)
     return model.to(dtype).eval()

@@ -31,6 +31,7 @@ import torch
 from llama_models.checkpoint import convert_moe_weights, reshard_mp
 from transformers import Llama4ForCausalLM
 from transformers.convert_slow_tokenizer import TikTokenConverter
+from transformers.initialization import no_init_weights
 
 import tokenizer_setup
 from plumbing import (
@@ -172,7 +173,8 @@ def runs(embedded_run):
 def references(folder: str):
     params = json.loads((Path(folder) / "params.json").read_text())
     state = torch.load(Path(folder) / "consolidated.00.pth", weights_only=True)
-    hf = Llama4ForCausalLM(hf_config(params)).float().eval()
+    with no_init_weights():  # every parameter is loaded next
+        hf = Llama4ForCausalLM(hf_config(params)).float().eval()
     hf.load_state_dict({k: v.float() for k, v in hf_from_meta(state, params).items()})
     return {
         "transformers": (hf, reference_models.hf_tensors),
@@ -267,7 +269,8 @@ def hf_llama4_folder(meta_folder: Path, out: Path, whole_model: bool, tokenizer:
     tensor of the image side, which is not read)."""
     params = json.loads((meta_folder / "params.json").read_text())
     state = torch.load(meta_folder / "consolidated.00.pth", weights_only=True)
-    model = Llama4ForCausalLM(hf_config(params)).eval()
+    with no_init_weights():  # every parameter is loaded next
+        model = Llama4ForCausalLM(hf_config(params)).eval()
     model.load_state_dict(hf_from_meta(state, params))
     model.to(torch.bfloat16).save_pretrained(out)
     shutil.copy(tokenizer, out / "tokenizer.json")
