@@ -171,7 +171,10 @@ def decode_beside_llama_cpp(file, format_name: str) -> None:
         f"notebook: prefill of {ours['prompt']} tokens {ours['prefill']:.2f} s, decode step "
         f"{ours['step']:.3f} s (floor {ours['floor']:.3f} s), peak anonymous {peak / 1e9:.2f} GB"
     )
-    print(f"llama.cpp, same file: prefill {theirs['prefill']:.2f} s, step {theirs['step']:.3f} s")
+    fed = "" if theirs["batched"] else " (the prompt one token at a time)"
+    print(
+        f"llama.cpp, same file: prefill{fed} {theirs['prefill']:.2f} s, step {theirs['step']:.3f} s"
+    )
     print(
         f"decode step {ratio:.2f}× llama.cpp's: target ≤ {target}× "
         f"{'met' if ratio <= target else 'missed'}"

@@ -2,6 +2,7 @@
 environment where it installed llama-cpp-python (not the notebook's).
 
     python benchmarks/llama_cpp_step.py MODEL.gguf TOKENS_JSON [--steps 8] [--threads 2]
+                                        [--batch N]
 
 Evaluates the prompt's tokens (given as ids: the same ones the notebook reads), then one
 token at a time, and prints JSON: the prefill's seconds and each decode step's.
@@ -23,12 +24,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--batch", type=int, help="tokens a batch (default: the whole prompt)")
     args = parser.parse_args()
     tokens = json.loads(args.tokens)
     llm = llama_cpp.Llama(
         args.model,
         n_ctx=len(tokens) + args.steps + 8,
-        n_batch=len(tokens),
+        n_batch=args.batch or len(tokens),
         n_threads=args.threads,
         n_threads_batch=args.threads,
         verbose=False,

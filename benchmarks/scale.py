@@ -102,7 +102,8 @@ def measure(
     done.set()
     sampler.join()
     if process.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{out[-2000:]}\n{err[-2000:]}")
+        said = f"{' '.join(command)} failed (exit status {process.returncode})"
+        raise SystemExit(f"{said}:\n{out[-2000:]}\n{err[-2000:]}")
     return elapsed, peak, out, gpu_peak - gpu_idle
 
 
