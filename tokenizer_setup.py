@@ -270,18 +270,10 @@ def _describe_wrong_file(path: Path, head: bytes) -> str | None:
     return None
 
 
-# Files already parsed in this process, by their bytes' digest: the same tokenizer.model read
-# again (another copy, another checkpoint of the family) costs a digest, not a parse.
-_PARSED_RANKS: dict[bytes, dict[bytes, int]] = {}
-
-
 def read_mergeable_ranks(path: str | Path) -> dict[bytes, int]:
     """Parse `<base64 token> <rank>` lines, with one clear error for a wrong file."""
     path = Path(path)
     data = path.read_bytes()
-    digest = hashlib.blake2b(data, digest_size=16).digest()
-    if digest in _PARSED_RANKS:
-        return dict(_PARSED_RANKS[digest])  # a copy: the caller may change its own
     wrong = _describe_wrong_file(path, data[:512])
     if wrong:
         raise TokenizerFileError(
@@ -307,7 +299,6 @@ def read_mergeable_ranks(path: str | Path) -> dict[bytes, int]:
             f"Llama 4's {LLAMA4_MERGEABLE_RANKS:,}, numbered from 0: the file is truncated or "
             "from another model; download it again."
         )
-    _PARSED_RANKS[digest] = dict(ranks)
     return ranks
 
 

@@ -109,22 +109,6 @@ def test_truncated_real_file(tmp_path):
         )
 
 
-def test_a_file_read_again_gives_the_same_ranks_and_a_changed_one_is_read_anew(tmp_path):
-    # read_mergeable_ranks parses each file's bytes once a process: the same bytes again give
-    # equal ranks the caller may change, and changed bytes are parsed (and refused) anew
-    data = tokenizer_setup.packaged_tokenizer_model().read_bytes()
-    path = tmp_path / "tokenizer.model"
-    path.write_bytes(data)
-    first = tokenizer_setup.read_mergeable_ranks(path)
-    first[b"changed by its caller"] = -1
-    again = tokenizer_setup.read_mergeable_ranks(path)
-    assert b"changed by its caller" not in again and len(again) == len(first) - 1
-    assert again == tokenizer_setup.read_mergeable_ranks(tokenizer_setup.packaged_tokenizer_model())
-    path.write_bytes(data.replace(b" 127999\n", b" 127998\n"))  # two tokens of one rank
-    with pytest.raises(tokenizer_setup.TokenizerFileError, match="numbered from 0"):
-        tokenizer_setup.read_mergeable_ranks(path)
-
-
 @pytest.mark.slow  # 5 s over 1,112,064 code points: in `make test`, not `make quick`
 def test_the_from_scratch_split_cuts_around_every_character_as_tiktoken_does(tokenizer):
     """tokenizer_setup.split_regex, which the notebook's BPE splits with, against tiktoken on
