@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 from transformers import Llama4ForCausalLM, Llama4TextConfig
+from transformers.initialization import no_init_weights
 
 from plumbing import model_sizes
 
@@ -118,9 +119,13 @@ def rope_parameters(params: dict) -> dict:
     }
 
 
-def hf_model(params: dict) -> Llama4ForCausalLM:
-    """A randomly initialized `Llama4ForCausalLM` of these sizes, in float32."""
-    return Llama4ForCausalLM(hf_config(params)).float().eval()
+def hf_model(params: dict, meta: dict[str, torch.Tensor]) -> Llama4ForCausalLM:
+    """transformers' `Llama4ForCausalLM` of these sizes holding Meta's tensors `meta`, in
+    float32."""
+    with no_init_weights():  # every parameter is loaded next: no random start first
+        model = Llama4ForCausalLM(hf_config(params)).float().eval()
+    model.load_state_dict({name: t.float() for name, t in hf_from_meta(meta, params).items()})
+    return model
 
 
 HF_NAMES = {  # Meta's name → transformers', for the tensors one name maps to another

@@ -29,9 +29,7 @@ import pytest
 import safetensors.torch
 import torch
 from llama_models.checkpoint import convert_moe_weights, reshard_mp
-from transformers import Llama4ForCausalLM
 from transformers.convert_slow_tokenizer import TikTokenConverter
-from transformers.initialization import no_init_weights
 
 import tokenizer_setup
 from plumbing import (
@@ -47,7 +45,7 @@ from plumbing.friendly_errors import CheckpointError
 from plumbing.run_settings import DEFAULT_PROMPT, KEY_BLOCK
 from testbeds import gguf_writer
 from testbeds.gguf_writer import ollama_folder
-from testbeds.llama4_models import TINY, hf_config, hf_from_meta, write_released
+from testbeds.llama4_models import TINY, hf_model, write_released
 from testbeds.notebook_kernel import NOTEBOOK_UNDER_TEST, KernelGlobals, in_kernel
 from testbeds.random_checkpoint import write_checkpoint
 from tests.support import reference_models, shared_runs
@@ -173,9 +171,7 @@ def runs(embedded_run):
 def references(folder: str):
     params = json.loads((Path(folder) / "params.json").read_text())
     state = torch.load(Path(folder) / "consolidated.00.pth", weights_only=True)
-    with no_init_weights():  # every parameter is loaded next
-        hf = Llama4ForCausalLM(hf_config(params)).float().eval()
-    hf.load_state_dict({k: v.float() for k, v in hf_from_meta(state, params).items()})
+    hf = hf_model(params, state)
     return {
         "transformers": (hf, reference_models.hf_tensors),
         "Meta": (
@@ -269,10 +265,7 @@ def hf_llama4_folder(meta_folder: Path, out: Path, whole_model: bool, tokenizer:
     tensor of the image side, which is not read)."""
     params = json.loads((meta_folder / "params.json").read_text())
     state = torch.load(meta_folder / "consolidated.00.pth", weights_only=True)
-    with no_init_weights():  # every parameter is loaded next
-        model = Llama4ForCausalLM(hf_config(params)).eval()
-    model.load_state_dict(hf_from_meta(state, params))
-    model.to(torch.bfloat16).save_pretrained(out)
+    hf_model(params, state).to(torch.bfloat16).save_pretrained(out)
     shutil.copy(tokenizer, out / "tokenizer.json")
     if whole_model:
         text = json.loads((out / "config.json").read_text())
