@@ -82,9 +82,9 @@ LLAMA4_PARAMS = {
 # What llama.cpp assumes of a Llama 4 GGUF file, which states none of it (facts: its
 # src/models/llama4.cpp): chunks of 8,192 positions, every fourth layer without RoPE (the file
 # may state another step as attention.sliding_window_pattern), the NoPE layers' temperature
-# from position 8,192 on with scale 0.1, and the norm on queries and keys unless the model has
-# 128 experts (Maverick has none). A file that states attention.sliding_window = 0 has no
-# chunks and RoPE in every layer.
+# from position 8,191 on (counting from 0) with scale 0.1, and the norm on queries and keys
+# unless the model has 128 experts (Maverick has none). A file that states
+# attention.sliding_window = 0 has no chunks and RoPE in every layer.
 LLAMA_CPP_LLAMA4 = {
     "attention_chunk_size": 8192,
     "nope_layer_interval": 4,
