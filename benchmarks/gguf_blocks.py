@@ -1,7 +1,7 @@
 """The 8B shape from a GGUF file as Ollama stores it (`llama3:8b` Q4_0, `llama3.1:8b`
 Q4_K_M; Q8_0, `llama3.2:1b`'s format): setup and the notebook.
 
-    python -m benchmarks.gguf_blocks [--format Q4_0|Q4_K_M|Q8_0] [--repeat 1] [--llama-cpp]
+    python -m benchmarks.gguf_blocks [--format Q4_0|Q4_K_M|Q8_0] [--repeat 1] [--llama-cpp [ROOT]]
 
 1. Weights: an 8B-shaped GGUF file of random blocks (any bytes are a valid block; each
    float16 scale is set so that the weights spread like a trained model's, about ±0.03),
@@ -18,7 +18,11 @@ Q4_K_M; Q8_0, `llama3.2:1b`'s format): setup and the notebook.
 4. With --llama-cpp: the notebook's prefill and decode step on the file, then llama.cpp's on
    the same file (llama-cpp-python in build/llama-cpp, built from source at first use, about
    5 minutes; the file lists Llama 3's BPE merges, without which llama.cpp reads no
-   vocabulary), and their ratio.
+   vocabulary), and their ratio. `--llama-cpp ROOT` takes llama.cpp from ROOT/venv instead:
+   like for like on an AVX2-only CPU's kernels, llama.cpp built for AVX2 alone there (the
+   recipe: docs/performance.md) and this benchmark run with ATEN_CPU_CAPABILITY=avx2
+   ONEDNN_MAX_CPU_ISA=AVX2 in its environment, which every notebook process it starts
+   inherits.
 
 Prints the date and CPU, each figure, and the issue's targets (#47: setup ≤ 15 s, the
 17-token forward pass ≤ 3 s, peak anonymous memory ≤ 6 GB), met or missed.
@@ -31,6 +35,7 @@ import os
 import re
 import sys
 import time
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -39,6 +44,7 @@ import tokenizer_setup
 from benchmarks.common import DATA, header
 from benchmarks.notebook_runtime import run_once
 from benchmarks.quantized_decode import (
+    AVX2,
     decode_figures,
     llama_cpp_environment,
     llama_cpp_step,
@@ -155,15 +161,15 @@ def has_merges(file) -> bool:
     return "tokenizer.ggml.merges" in gguf.GGUFReader(str(file)).fields
 
 
-def decode_beside_llama_cpp(file, format_name: str) -> None:
+def decode_beside_llama_cpp(file, format_name: str, root: Path) -> None:
     """The notebook's prefill and decode step on the file (a fresh process, its memory sampled;
     benchmarks/kernel_figures.decode_timing), then llama.cpp's on the same file, 2 threads
-    (benchmarks/llama_cpp_step.py in build/llama-cpp's environment, made at first use)."""
+    (benchmarks/llama_cpp_step.py in root's environment, made at first use)."""
     warm_file(file)
     settings = {"LLAMA3_CKPT": str(file), "LLAMA3_DEVICE": "cpu", "LLAMA3_EXTRAS": "0"}
     ours = decode_figures(settings, {})
     peak = ours["peak_anon"]
-    python, _ = llama_cpp_environment(REPO_DIR / "build" / "llama-cpp")
+    python, _ = llama_cpp_environment(root)
     theirs = llama_cpp_step(python, file)
     ratio = ours["step"] / theirs["step"]
     target = DECODE_TARGETS[format_name]
@@ -186,7 +192,11 @@ def main() -> int:
     parser.add_argument("--format", choices=sorted(FILES), default="Q4_0")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument(
-        "--llama-cpp", action="store_true", help="also each decode step beside llama.cpp's"
+        "--llama-cpp",
+        nargs="?",
+        type=Path,
+        const=REPO_DIR / "build" / "llama-cpp",
+        help="also each decode step beside llama.cpp's, from ROOT/venv (build/llama-cpp)",
     )
     args = parser.parse_args()
     file = FILES[args.format]
@@ -200,7 +210,8 @@ def main() -> int:
             f"wrote {file} ({file.stat().st_size / 1e9:.1f} GB) in "
             f"{time.perf_counter() - started:.0f} s"
         )
-    print(header(f"{args.format} GGUF of the 8B shape, random blocks"))
+    forced = [f"{name}={os.environ[name]}" for name in AVX2 if name in os.environ]
+    print(header(f"{args.format} GGUF of the 8B shape, random blocks", *forced))
     setup = setup_steps(file)
     for step, seconds in setup.items():
         print(f"  setup: {step:34} {seconds:6.2f} s")
@@ -225,7 +236,7 @@ def main() -> int:
         judged = f"target ≤ {target:.0f} {unit} {verdict}" if args.format != "Q8_0" else "no target"
         print(f"{label} {value:.2f} {unit}: {judged}")
     if args.llama_cpp:
-        decode_beside_llama_cpp(file, args.format)
+        decode_beside_llama_cpp(file, args.format, args.llama_cpp)
     return 0
 
 

@@ -82,12 +82,13 @@ TRIM_EVERY = 256 * 2**20
 
 
 # The CPU int4 kernel's bytes, as torch._convert_weight_to_int4pack_for_cpu lays them out
-# (PyTorch 2.13): rows in tiles of 64; in a tile, for each pair of columns (2j, 2j + 1), 64
-# bytes: column 2j's then column 2j + 1's, each 32 bytes holding row r in the low four bits
-# and row r + 32 in the high four. `_tiles_pack` writes that with byte operations (the
-# converter takes int32 input, 4 bytes per weight, and is slower); `pack_int4` checks it
-# against the converter once per process and uses the converter alone if they differ.
-TILE_ROWS = 64
+# (PyTorch 2.13): rows in tiles of T, 64 rows under the AVX-512 kernels and 32 under AVX2; in a
+# tile, for each pair of columns (2j, 2j + 1), T bytes: column 2j's then column 2j + 1's, each
+# T/2 bytes holding row r in the low four bits and row r + T/2 in the high four. `_tiles_pack`
+# writes that with byte operations (the converter takes int32 input, 4 bytes per weight, and
+# is slower); `tile_rows` finds T once per process, by the converter's own bytes, and where
+# neither height matches (the scalar kernels lay the bytes out otherwise) the converter packs.
+TILE_HEIGHTS = (64, 32)
 # PyTorch's CPU int4 kernel packs rows 16 at a time and refuses a matrix of another height.
 INT4_KERNEL_ROWS = 16
 
@@ -99,11 +100,11 @@ def int4_kernel_takes(n_rows: int, device) -> bool:
     return torch.device(device).type == "cpu" and n_rows % INT4_KERNEL_ROWS == 0
 
 
-def _tiles_pack(unsigned: torch.Tensor) -> torch.Tensor:
-    """Values 0 … 15 as uint8 [N × K], N a multiple of TILE_ROWS → the kernel's [N × K/2]."""
+def _tiles_pack(unsigned: torch.Tensor, tile: int) -> torch.Tensor:
+    """Values 0 … 15 as uint8 [N × K], N a multiple of `tile` → the kernel's [N × K/2]."""
     n_rows, k = unsigned.shape
-    halves = unsigned.view(n_rows // TILE_ROWS, 2, TILE_ROWS // 2, k // 2, 2)
-    packed = halves[:, 0] | (halves[:, 1] << 4)  # [tiles × 32 rows × K/2 pairs × 2]
+    halves = unsigned.view(n_rows // tile, 2, tile // 2, k // 2, 2)
+    packed = halves[:, 0] | (halves[:, 1] << 4)  # [tiles × tile/2 rows × K/2 pairs × 2]
     return packed.permute(0, 2, 3, 1).reshape(n_rows, k // 2).contiguous()
 
 
@@ -112,9 +113,22 @@ def _converter_pack(unsigned: torch.Tensor) -> torch.Tensor:
 
 
 @functools.cache
-def _tiles_pack_agrees() -> bool:
-    sample = torch.randint(0, 16, (2 * TILE_ROWS, 64), generator=torch.Generator().manual_seed(0))
-    return torch.equal(_tiles_pack(sample.to(torch.uint8)), _converter_pack(sample))
+def tile_rows() -> int:
+    """The rows of one tile of the CPU int4 kernel's layout in this process (its kernel family
+    is fixed at start), which the byte operations write; 0: no height matches, the converter
+    packs every row."""
+    sample = torch.randint(0, 16, (128, 64), generator=torch.Generator().manual_seed(0))
+    expected = _converter_pack(sample)
+    for tile in TILE_HEIGHTS:
+        if torch.equal(_tiles_pack(sample.to(torch.uint8), tile), expected):
+            return tile
+    return 0
+
+
+def _whole_tiles(n_rows: int) -> int:
+    """How many of `n_rows` rows the byte operations write: whole tiles of `tile_rows()`."""
+    tile = tile_rows()
+    return n_rows // tile * tile if tile else 0
 
 
 NIBBLES = 0x0F0F_0F0F_0F0F_0F0F  # the low four bits of each of a 64-bit word's bytes
@@ -123,26 +137,27 @@ HIGH_NIBBLES = (NIBBLES << 4) - 2**64  # the high four, as a signed 64-bit numbe
 
 def pack_nibble_pairs(nibbles: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """A file's 4-bit integers as its blocks hold them, bytes [N × runs … × R] (N a multiple of
-    TILE_ROWS), byte i of run g holding column 2Rg + i in its low four bits and column
+    `tile_rows()`, T), byte i of run g holding column 2Rg + i in its low four bits and column
     2Rg + R + i in its high four (Q4_0: R = 16, one run a block; Q4_K: R = 32) → the CPU int4
     kernel's bytes [N × K/2].
 
-    The kernel's byte for column k of a tile's row r joins rows r and r + 32, whose nibbles of k
-    sit at the same place in their runs. So the bytes are first turned to have a tile's 64 rows
+    The kernel's byte for column k of a tile's row r joins rows r and r + T/2, whose nibbles of
+    k sit at the same place in their runs. So the bytes are first turned to have a tile's T rows
     side by side (one transposing copy), and then eight bytes at a time, rows r … r + 7 of the
-    tile's first half and r + 32 … r + 39 of its second, make eight of the kernel's bytes.
+    tile's first half and r + T/2 … r + T/2 + 7 of its second, make eight of the kernel's bytes.
     `out`: where to write them ([N × K/2] uint8, contiguous), else a new tensor."""
     n_rows, *runs_shape, run = nibbles.shape  # Q4_K's runs: [blocks × 4], as the file has them
-    runs = math.prod(runs_shape)
-    tiles = nibbles.reshape(n_rows // TILE_ROWS, TILE_ROWS, *runs_shape, run)  # a view
-    # [tiles × runs × R × 64 rows]: the 64 rows of each byte of a run side by side, in one copy
+    runs, tile = math.prod(runs_shape), tile_rows()
+    tiles = nibbles.reshape(n_rows // tile, tile, *runs_shape, run)  # a view
+    # [tiles × runs × R × T rows]: the T rows of each byte of a run side by side, in one copy
     layout = torch.channels_last if tiles.dim() == 4 else torch.channels_last_3d
     side_by_side = tiles.contiguous(memory_format=layout).movedim(1, -1)
-    words = side_by_side.view(torch.int64).view(n_rows // TILE_ROWS, runs, run, 8)  # 8 rows a word
-    upper, lower = words[..., :4], words[..., 4:]  # rows r of a tile's first half, r + 32
+    words = side_by_side.view(torch.int64).view(n_rows // tile, runs, run, tile // 8)  # 8 rows
+    half = tile // 16  # the words of a tile's first half of rows
+    upper, lower = words[..., :half], words[..., half:]  # rows r of the first half, r + T/2
     if out is None:
         out = torch.empty((n_rows, runs * run), dtype=torch.uint8)  # two columns a byte
-    packed = out.view(torch.int64).view(n_rows // TILE_ROWS, runs, 2, run, 4)
+    packed = out.view(torch.int64).view(n_rows // tile, runs, 2, run, half)
     low, high = packed[:, :, 0], packed[:, :, 1]  # columns 2Rg + i, and 2Rg + R + i
     torch.bitwise_and(lower, NIBBLES, out=low)
     low <<= 4
@@ -161,11 +176,11 @@ def pack_q4_0(
     kernel's bytes [N × K/2] and the scales [N × K/32] in float32.
 
     Byte operations only (`pack_nibble_pairs`). Rows past the last whole tile, or a kernel
-    whose layout `_tiles_pack` no longer matches, go through the integers and `pack_int4`.
+    whose layout `_tiles_pack` does not write, go through the integers and `pack_int4`.
     `out`: where to write the bytes, if every row is in a whole tile."""
     n_rows = blocks.shape[0]
     scales = gguf_files.block_scales(blocks)
-    whole = n_rows // TILE_ROWS * TILE_ROWS if _tiles_pack_agrees() else 0
+    whole = _whole_tiles(n_rows)
     if whole == n_rows and out is not None:
         return pack_nibble_pairs(blocks[..., 2:], out), scales
     parts = [pack_nibble_pairs(blocks[:whole, :, 2:])] if whole else []
@@ -179,21 +194,21 @@ def pack_int4(ints: torch.Tensor) -> torch.Tensor:
     them) → the CPU int4 kernel's bytes [N × K/2] (the kernel packs each tile of rows on its
     own: tests/test_quantization.py checks it)."""
     unsigned = ints if ints.dtype == torch.uint8 else (ints + 8).to(torch.uint8)
-    whole = unsigned.shape[0] // TILE_ROWS * TILE_ROWS if _tiles_pack_agrees() else 0
-    parts = [_tiles_pack(unsigned[:whole])] if whole else []
+    whole = _whole_tiles(unsigned.shape[0])
+    parts = [_tiles_pack(unsigned[:whole], tile_rows())] if whole else []
     if whole < unsigned.shape[0]:
         parts.append(_converter_pack(unsigned[whole:]))
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
 def _tiles_unpack(packed: torch.Tensor) -> torch.Tensor:
-    """The kernel's bytes [N × K/2], N a multiple of TILE_ROWS → values 0 … 15 as uint8
+    """The kernel's bytes [N × K/2], N a multiple of `tile_rows()` → values 0 … 15 as uint8
     [N × K]: `_tiles_pack` undone, in one transposing pass for each half of a tile."""
-    n_rows, k = packed.shape[0], packed.shape[1] * 2
-    pairs = packed.reshape(n_rows // TILE_ROWS, k // 2, 2, TILE_ROWS // 2).permute(0, 3, 1, 2)
-    unsigned = torch.empty((n_rows // TILE_ROWS, 2, TILE_ROWS // 2, k // 2, 2), dtype=torch.uint8)
+    n_rows, k, tile = packed.shape[0], packed.shape[1] * 2, tile_rows()
+    pairs = packed.reshape(n_rows // tile, k // 2, 2, tile // 2).permute(0, 3, 1, 2)
+    unsigned = torch.empty((n_rows // tile, 2, tile // 2, k // 2, 2), dtype=torch.uint8)
     torch.bitwise_and(pairs, 15, out=unsigned[:, 0])  # rows r of each tile
-    torch.bitwise_right_shift(pairs, 4, out=unsigned[:, 1])  # rows r + 32
+    torch.bitwise_right_shift(pairs, 4, out=unsigned[:, 1])  # rows r + T/2
     return unsigned.view(n_rows, k)
 
 
@@ -201,7 +216,7 @@ def unpack_int4(packed: torch.Tensor, group: int) -> torch.Tensor:
     """The integers -8 … 7 back from the kernel's bytes (int8 [N × K]): for whole tiles, where
     `_tiles_pack` writes the kernel's layout, with byte operations (`_tiles_unpack`); for the
     rest, by the kernel itself (`kernel_unpack_int4`)."""
-    whole = packed.shape[0] // TILE_ROWS * TILE_ROWS if _tiles_pack_agrees() else 0
+    whole = _whole_tiles(packed.shape[0])
     parts = [(_tiles_unpack(packed[:whole]).view(torch.int8) - 8)] if whole else []
     if whole < packed.shape[0]:
         parts.append(kernel_unpack_int4(packed[whole:], group))
@@ -492,7 +507,7 @@ def _file_groups(
         zeros = torch.cat([torch.zeros_like(scales), 8 * scales], dim=1)  # low: (l − 8)·d + 8d
         # only where the CPU's kernel takes the matrix (from_file_blocks): the kernel's bytes
         return pack_int4(halves.view(n_rows, -1)), torch.cat([16 * scales, scales], dim=1), zeros
-    if cpu and rows.shape[0] % TILE_ROWS == 0 and _tiles_pack_agrees():
+    if cpu and rows.shape[0] and _whole_tiles(rows.shape[0]) == rows.shape[0]:
         # a 144-byte block's last 128 bytes: four runs of 32 bytes, as pack_nibble_pairs reads
         nibbles = rows[..., 16:].unflatten(-1, (4, 32))  # [rows × blocks × 4 × 32], a view
         return pack_nibble_pairs(nibbles, out), *gguf_files.q4_k_scales_and_zeros(rows)

@@ -12,9 +12,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
 import platform
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -22,8 +25,9 @@ import time
 import pytest
 import torch
 
-from plumbing import quantization
+from plumbing import REPO_DIR, gguf_files, quantization
 from testbeds.notebook_kernel import KernelGlobals, in_kernel
+from tests.support import shared_runs
 from tests.support.notebook_values import cell_text, read_in_shared_run
 from tests.test_perplexity import perplexities
 
@@ -183,6 +187,50 @@ def test_int4_packed_by_byte_operations_as_the_converter_packs(rows):
     assert packed.is_contiguous()
     assert torch.equal(packed, torch._convert_weight_to_int4pack_for_cpu((ints + 8).int(), 1))
     assert torch.equal(quantization.unpack_int4(packed, 32), ints)
+
+
+def packed_as_the_converter_packs() -> int:
+    """In a process of one CPU kernel family: the byte operations' bytes are the converter's
+    (pack_int4, pack_q4_0 and Q4_K's runs, for heights of whole tiles and tails, every integer
+    at every place) and read back (unpack_int4); the family's tile height (0: the converter
+    packs)."""
+    for rows in (16, 32, 48, 64, 96, 112, 320):
+        ints = (torch.arange(rows * 64).reshape(rows, 64) * 7 % 16 - 8).to(torch.int8)
+        packed = quantization.pack_int4(ints)
+        assert torch.equal(packed, torch._convert_weight_to_int4pack_for_cpu((ints + 8).int(), 1))
+        assert torch.equal(quantization.unpack_int4(packed, 32), ints)
+        places = torch.arange(rows * 2 * 144).view(rows, 2, 144)
+        blocks = ((places * 7 + places // 144) % 256).to(torch.uint8)  # every byte at each place
+        q4_0 = blocks[..., :18].contiguous()
+        packed, _ = quantization.pack_q4_0(q4_0)
+        ints, _ = gguf_files.ints_and_scales("Q4_0", q4_0.flatten(1))
+        assert torch.equal(packed, quantization.pack_int4(ints))
+        blocks[..., 0:4] = torch.tensor([0.01, 0.02]).half().view(torch.uint8)  # d, dmin
+        packed, *_ = quantization._file_groups("Q4_K", blocks, cpu=True)
+        assert torch.equal(packed, quantization.pack_int4(gguf_files.q4_k_groups(blocks)[0]))
+    return quantization.tile_rows()
+
+
+# PyTorch's CPU kernel families lay the int4 kernel's bytes out differently (tiles of 64 rows
+# under AVX-512, 32 under AVX2, another order under the scalar kernels), fixed when a process
+# starts: the tests above check this CPU's own; each other family it runs, in its own process.
+TILE_HEIGHT = {"avx512": 64, "avx2": 32, "default": 0}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernels", list(TILE_HEIGHT))
+def test_each_kernel_familys_bytes_are_the_converters(kernels):
+    if not shared_runs.cpu_has(kernels) or kernels == shared_runs.best_kernels():
+        pytest.skip(f"{kernels}: not on this CPU, or its own family (the tests above)")
+    imports = "import torch\nfrom plumbing import gguf_files, quantization\n"
+    code = imports + inspect.getsource(packed_as_the_converter_packs)
+    code += "print(packed_as_the_converter_packs())\n"
+    env = {**os.environ, **shared_runs.KERNELS[kernels], "PYTHONPATH": str(REPO_DIR)}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert int(result.stdout.split()[-1]) == TILE_HEIGHT[kernels]
 
 
 @pytest.mark.parametrize("rows", [16, 64, 112, 320])
