@@ -507,7 +507,7 @@ def _file_groups(
         zeros = torch.cat([torch.zeros_like(scales), 8 * scales], dim=1)  # low: (l − 8)·d + 8d
         # only where the CPU's kernel takes the matrix (from_file_blocks): the kernel's bytes
         return pack_int4(halves.view(n_rows, -1)), torch.cat([16 * scales, scales], dim=1), zeros
-    if cpu and rows.shape[0] and _whole_tiles(rows.shape[0]) == rows.shape[0]:
+    if cpu and tile_rows() and rows.shape[0] % tile_rows() == 0:
         # a 144-byte block's last 128 bytes: four runs of 32 bytes, as pack_nibble_pairs reads
         nibbles = rows[..., 16:].unflatten(-1, (4, 32))  # [rows × blocks × 4 × 32], a view
         return pack_nibble_pairs(nibbles, out), *gguf_files.q4_k_scales_and_zeros(rows)
