@@ -132,7 +132,6 @@ def _whole_tiles(n_rows: int) -> int:
 
 
 NIBBLES = 0x0F0F_0F0F_0F0F_0F0F  # the low four bits of each of a 64-bit word's bytes
-HIGH_NIBBLES = (NIBBLES << 4) - 2**64  # the high four, as a signed 64-bit number
 
 
 def pack_nibble_pairs(nibbles: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -143,8 +142,11 @@ def pack_nibble_pairs(nibbles: torch.Tensor, out: torch.Tensor | None = None) ->
 
     The kernel's byte for column k of a tile's row r joins rows r and r + T/2, whose nibbles of
     k sit at the same place in their runs. So the bytes are first turned to have a tile's T rows
-    side by side (one transposing copy), and then eight bytes at a time, rows r … r + 7 of the
-    tile's first half and r + T/2 … r + T/2 + 7 of its second, make eight of the kernel's bytes.
+    side by side (one transposing copy); then eight bytes at a time, rows r … r + 7 of the
+    tile's first half (u) and r + T/2 … r + T/2 + 7 of its second (l), exchange u's high four
+    bits with l's low four (a delta swap: t = (u >> 4 ^ l) & 0x0F…, then u ^ t << 4 and l ^ t),
+    which makes eight of the kernel's bytes for column 2Rg + i (u's low, l's low) and eight for
+    2Rg + R + i (u's high, l's high): five passes over the words (eight with masks and ors).
     `out`: where to write them ([N × K/2] uint8, contiguous), else a new tensor."""
     n_rows, *runs_shape, run = nibbles.shape  # Q4_K's runs: [blocks × 4], as the file has them
     runs, tile = math.prod(runs_shape), tile_rows()
@@ -159,12 +161,12 @@ def pack_nibble_pairs(nibbles: torch.Tensor, out: torch.Tensor | None = None) ->
         out = torch.empty((n_rows, runs * run), dtype=torch.uint8)  # two columns a byte
     packed = out.view(torch.int64).view(n_rows // tile, runs, 2, run, half)
     low, high = packed[:, :, 0], packed[:, :, 1]  # columns 2Rg + i, and 2Rg + R + i
-    torch.bitwise_and(lower, NIBBLES, out=low)
-    low <<= 4
-    low |= upper & NIBBLES
-    torch.bitwise_right_shift(upper, 4, out=high)
-    high &= NIBBLES
-    high |= lower & HIGH_NIBBLES
+    swapped = torch.bitwise_right_shift(upper, 4)
+    swapped ^= lower
+    swapped &= NIBBLES  # in each byte's low four bits: u's high four XOR l's low four
+    torch.bitwise_xor(lower, swapped, out=high)  # l's high four above u's high four
+    torch.bitwise_left_shift(swapped, 4, out=low)
+    low ^= upper  # l's low four above u's low four
     return out
 
 
