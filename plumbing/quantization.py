@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import dataclasses
 import functools
 import math
 import os
@@ -82,13 +83,35 @@ TRIM_EVERY = 256 * 2**20
 
 
 # The CPU int4 kernel's bytes, as torch._convert_weight_to_int4pack_for_cpu lays them out
-# (PyTorch 2.13): rows in tiles of T, 64 rows under the AVX-512 kernels and 32 under AVX2; in a
-# tile, for each pair of columns (2j, 2j + 1), T bytes: column 2j's then column 2j + 1's, each
-# T/2 bytes holding row r in the low four bits and row r + T/2 in the high four. `_tiles_pack`
-# writes that with byte operations (the converter takes int32 input, 4 bytes per weight, and
-# is slower); `tile_rows` finds T once per process, by the converter's own bytes, and where
-# neither height matches (the scalar kernels lay the bytes out otherwise) the converter packs.
-TILE_HEIGHTS = (64, 32)
+# (PyTorch 2.13): rows in tiles of T, 4 × the floats of one of the kernel family's vectors (64
+# under AVX-512, 32 under AVX2 and the scalar kernels, 16 under ARM's NEON); in a tile, for each
+# column, T/2 bytes, each byte two of the tile's rows: i in the low four bits and i + T/2 in
+# the high four under AVX-512 and AVX2, 2i and 2i + 1 under the others. `_tiles_pack` writes
+# that with byte operations (the converter takes int32 input, 4 bytes per weight, and is
+# slower); `int4_layout` finds the layout once per process, by the converter's own bytes, and
+# where none matches, the converter packs.
+@dataclasses.dataclass(frozen=True)
+class Int4Layout:
+    rows: int  # T, a tile's rows
+    adjacent: bool  # a byte holds rows 2i and 2i + 1 of its tile; else i and i + T/2
+
+    def byte_halves(self, tiles: torch.Tensor, axis: int) -> torch.Tensor:
+        """`tiles`' axis of a tile's T rows, as two (a view): [which of a byte's two rows ×
+        which byte of the column's T/2]."""
+        if self.adjacent:
+            return tiles.unflatten(axis, (self.rows // 2, 2)).transpose(axis, axis + 1)
+        return tiles.unflatten(axis, (2, self.rows // 2))
+
+    def __str__(self) -> str:
+        return f"{self.rows} rows, {'2i and 2i + 1' if self.adjacent else 'i and i + T/2'}"
+
+
+INT4_LAYOUTS = (
+    Int4Layout(64, adjacent=False),
+    Int4Layout(32, adjacent=False),
+    Int4Layout(32, adjacent=True),
+    Int4Layout(16, adjacent=True),
+)
 # PyTorch's CPU int4 kernel packs rows 16 at a time and refuses a matrix of another height.
 INT4_KERNEL_ROWS = 16
 
@@ -100,11 +123,12 @@ def int4_kernel_takes(n_rows: int, device) -> bool:
     return torch.device(device).type == "cpu" and n_rows % INT4_KERNEL_ROWS == 0
 
 
-def _tiles_pack(unsigned: torch.Tensor, tile: int) -> torch.Tensor:
-    """Values 0 … 15 as uint8 [N × K], N a multiple of `tile` → the kernel's [N × K/2]."""
+def _tiles_pack(unsigned: torch.Tensor, layout: Int4Layout) -> torch.Tensor:
+    """Values 0 … 15 as uint8 [N × K], N a multiple of the layout's T → the kernel's [N × K/2]."""
     n_rows, k = unsigned.shape
-    halves = unsigned.view(n_rows // tile, 2, tile // 2, k // 2, 2)
-    packed = halves[:, 0] | (halves[:, 1] << 4)  # [tiles × tile/2 rows × K/2 pairs × 2]
+    tiles = unsigned.view(n_rows // layout.rows, layout.rows, k // 2, 2)
+    halves = layout.byte_halves(tiles, 1)  # [tiles × 2 × T/2 bytes × K/2 pairs × 2]
+    packed = halves[:, 0] | (halves[:, 1] << 4)  # [tiles × T/2 × K/2 pairs × 2]
     return packed.permute(0, 2, 3, 1).reshape(n_rows, k // 2).contiguous()
 
 
@@ -113,22 +137,21 @@ def _converter_pack(unsigned: torch.Tensor) -> torch.Tensor:
 
 
 @functools.cache
-def tile_rows() -> int:
-    """The rows of one tile of the CPU int4 kernel's layout in this process (its kernel family
-    is fixed at start), which the byte operations write; 0: no height matches, the converter
-    packs every row."""
+def int4_layout() -> Int4Layout | None:
+    """The CPU int4 kernel's layout in this process (its kernel family is fixed at start),
+    which the byte operations write; None: no layout matches, the converter packs every row."""
     sample = torch.randint(0, 16, (128, 64), generator=torch.Generator().manual_seed(0))
     expected = _converter_pack(sample)
-    for tile in TILE_HEIGHTS:
-        if torch.equal(_tiles_pack(sample.to(torch.uint8), tile), expected):
-            return tile
-    return 0
+    for layout in INT4_LAYOUTS:
+        if torch.equal(_tiles_pack(sample.to(torch.uint8), layout), expected):
+            return layout
+    return None
 
 
 def _whole_tiles(n_rows: int) -> int:
-    """How many of `n_rows` rows the byte operations write: whole tiles of `tile_rows()`."""
-    tile = tile_rows()
-    return n_rows // tile * tile if tile else 0
+    """How many of `n_rows` rows the byte operations write: whole tiles of `int4_layout()`."""
+    layout = int4_layout()
+    return n_rows // layout.rows * layout.rows if layout else 0
 
 
 NIBBLES = 0x0F0F_0F0F_0F0F_0F0F  # the low four bits of each of a 64-bit word's bytes
@@ -136,30 +159,31 @@ NIBBLES = 0x0F0F_0F0F_0F0F_0F0F  # the low four bits of each of a 64-bit word's 
 
 def pack_nibble_pairs(nibbles: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """A file's 4-bit integers as its blocks hold them, bytes [N × runs … × R] (N a multiple of
-    `tile_rows()`, T), byte i of run g holding column 2Rg + i in its low four bits and column
+    the layout's T), byte i of run g holding column 2Rg + i in its low four bits and column
     2Rg + R + i in its high four (Q4_0: R = 16, one run a block; Q4_K: R = 32) → the CPU int4
     kernel's bytes [N × K/2].
 
-    The kernel's byte for column k of a tile's row r joins rows r and r + T/2, whose nibbles of
-    k sit at the same place in their runs. So the bytes are first turned to have a tile's T rows
-    side by side (one transposing copy); then eight bytes at a time, rows r … r + 7 of the
-    tile's first half (u) and r + T/2 … r + T/2 + 7 of its second (l), exchange u's high four
-    bits with l's low four (a delta swap: t = (u >> 4 ^ l) & 0x0F…, then u ^ t << 4 and l ^ t),
-    which makes eight of the kernel's bytes for column 2Rg + i (u's low, l's low) and eight for
+    The kernel's byte for column k of a tile joins two of its rows (`Int4Layout`), whose
+    nibbles of k sit at the same place in their runs. So the bytes are first turned to have a
+    tile's T rows side by side, the first of each byte's two rows (u) before the second (l),
+    in one transposing copy; then eight bytes at a time, u's high four bits are exchanged with
+    l's low four (a delta swap: t = (u >> 4 ^ l) & 0x0F…, then u ^ t << 4 and l ^ t), which
+    makes eight of the kernel's bytes for column 2Rg + i (u's low, l's low) and eight for
     2Rg + R + i (u's high, l's high): five passes over the words (eight with masks and ors).
     `out`: where to write them ([N × K/2] uint8, contiguous), else a new tensor."""
     n_rows, *runs_shape, run = nibbles.shape  # Q4_K's runs: [blocks × 4], as the file has them
-    runs, tile = math.prod(runs_shape), tile_rows()
-    tiles = nibbles.reshape(n_rows // tile, tile, *runs_shape, run)  # a view
-    # [tiles × runs × R × T rows]: the T rows of each byte of a run side by side, in one copy
-    layout = torch.channels_last if tiles.dim() == 4 else torch.channels_last_3d
-    side_by_side = tiles.contiguous(memory_format=layout).movedim(1, -1)
-    words = side_by_side.view(torch.int64).view(n_rows // tile, runs, run, tile // 8)  # 8 rows
-    half = tile // 16  # the words of a tile's first half of rows
-    upper, lower = words[..., :half], words[..., half:]  # rows r of the first half, r + T/2
+    runs, layout = math.prod(runs_shape), int4_layout()
+    n_tiles, tile = n_rows // layout.rows, layout.rows
+    tiles = nibbles.reshape(n_tiles, tile, *runs_shape, run)  # a view
+    # [tiles × runs × R × 2 × T/2]: each byte's two rows, all T of a tile side by side
+    side_by_side = torch.empty((n_tiles, *runs_shape, run, 2, tile // 2), dtype=torch.uint8)
+    side_by_side.copy_(layout.byte_halves(tiles, 1).movedim((1, 2), (-2, -1)))
+    words = side_by_side.view(torch.int64).view(n_tiles, runs, run, tile // 8)  # 8 rows a word
+    half = tile // 16  # the words of the first rows (u)
+    upper, lower = words[..., :half], words[..., half:]  # u, l
     if out is None:
         out = torch.empty((n_rows, runs * run), dtype=torch.uint8)  # two columns a byte
-    packed = out.view(torch.int64).view(n_rows // tile, runs, 2, run, half)
+    packed = out.view(torch.int64).view(n_tiles, runs, 2, run, half)
     low, high = packed[:, :, 0], packed[:, :, 1]  # columns 2Rg + i, and 2Rg + R + i
     swapped = torch.bitwise_right_shift(upper, 4)
     swapped ^= lower
@@ -197,20 +221,22 @@ def pack_int4(ints: torch.Tensor) -> torch.Tensor:
     own: tests/test_quantization.py checks it)."""
     unsigned = ints if ints.dtype == torch.uint8 else (ints + 8).to(torch.uint8)
     whole = _whole_tiles(unsigned.shape[0])
-    parts = [_tiles_pack(unsigned[:whole], tile_rows())] if whole else []
+    parts = [_tiles_pack(unsigned[:whole], int4_layout())] if whole else []
     if whole < unsigned.shape[0]:
         parts.append(_converter_pack(unsigned[whole:]))
     return torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
 def _tiles_unpack(packed: torch.Tensor) -> torch.Tensor:
-    """The kernel's bytes [N × K/2], N a multiple of `tile_rows()` → values 0 … 15 as uint8
-    [N × K]: `_tiles_pack` undone, in one transposing pass for each half of a tile."""
-    n_rows, k, tile = packed.shape[0], packed.shape[1] * 2, tile_rows()
+    """The kernel's bytes [N × K/2], N a multiple of the layout's T → values 0 … 15 as uint8
+    [N × K]: `_tiles_pack` undone, in one transposing pass for each of a byte's two rows."""
+    n_rows, k, layout = packed.shape[0], packed.shape[1] * 2, int4_layout()
+    tile = layout.rows
     pairs = packed.reshape(n_rows // tile, k // 2, 2, tile // 2).permute(0, 3, 1, 2)
-    unsigned = torch.empty((n_rows // tile, 2, tile // 2, k // 2, 2), dtype=torch.uint8)
-    torch.bitwise_and(pairs, 15, out=unsigned[:, 0])  # rows r of each tile
-    torch.bitwise_right_shift(pairs, 4, out=unsigned[:, 1])  # rows r + T/2
+    unsigned = torch.empty((n_rows // tile, tile, k // 2, 2), dtype=torch.uint8)
+    halves = layout.byte_halves(unsigned, 1)  # [tiles × 2 × T/2 × K/2 × 2], a view
+    torch.bitwise_and(pairs, 15, out=halves[:, 0])  # the first row of each byte
+    torch.bitwise_right_shift(pairs, 4, out=halves[:, 1])  # the second
     return unsigned.view(n_rows, k)
 
 
@@ -509,7 +535,7 @@ def _file_groups(
         zeros = torch.cat([torch.zeros_like(scales), 8 * scales], dim=1)  # low: (l − 8)·d + 8d
         # only where the CPU's kernel takes the matrix (from_file_blocks): the kernel's bytes
         return pack_int4(halves.view(n_rows, -1)), torch.cat([16 * scales, scales], dim=1), zeros
-    if cpu and tile_rows() and rows.shape[0] % tile_rows() == 0:
+    if cpu and int4_layout() and rows.shape[0] % int4_layout().rows == 0:
         # a 144-byte block's last 128 bytes: four runs of 32 bytes, as pack_nibble_pairs reads
         nibbles = rows[..., 16:].unflatten(-1, (4, 32))  # [rows × blocks × 4 × 32], a view
         return pack_nibble_pairs(nibbles, out), *gguf_files.q4_k_scales_and_zeros(rows)
