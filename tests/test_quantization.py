@@ -213,7 +213,7 @@ def packed_as_the_converter_packs() -> quantization.Int4Layout | None:
     at every place) and read back (unpack_int4); the family's layout (None: the converter
     packs)."""
     for rows in (16, 32, 48, 64, 96, 112, 320):
-        ints = ((torch.arange(64) * 7 + torch.arange(rows)[:, None] * 3) % 16 - 8).to(torch.int8)
+        ints = (every_integer_everywhere(rows, 64) - 8).to(torch.int8)
         packed = quantization.pack_int4(ints)
         assert torch.equal(packed, torch._convert_weight_to_int4pack_for_cpu((ints + 8).int(), 1))
         assert torch.equal(quantization.unpack_int4(packed, 32), ints)
@@ -246,7 +246,8 @@ def test_each_kernel_familys_bytes_are_the_converters(kernels):
     if not shared_runs.cpu_has(kernels) or kernels == shared_runs.best_kernels():
         pytest.skip(f"{kernels}: not on this CPU, or its own family (the tests above)")
     imports = "import torch\nfrom plumbing import gguf_files, quantization\n"
-    code = imports + inspect.getsource(packed_as_the_converter_packs)
+    code = imports + inspect.getsource(every_integer_everywhere)
+    code += inspect.getsource(packed_as_the_converter_packs)
     code += "print(packed_as_the_converter_packs())\n"
     env = {**os.environ, **shared_runs.KERNELS[kernels], "PYTHONPATH": str(REPO_DIR)}
     result = subprocess.run(
