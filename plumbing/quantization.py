@@ -155,9 +155,12 @@ def _whole_tiles(n_rows: int) -> int:
 
 
 NIBBLES = 0x0F0F_0F0F_0F0F_0F0F  # the low four bits of each of a 64-bit word's bytes
+EIGHTS = 0x8888_8888_8888_8888 - 2**64  # 8 in both halves of each byte, as a signed number
 
 
-def pack_nibble_pairs(nibbles: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+def pack_nibble_pairs(
+    nibbles: torch.Tensor, out: torch.Tensor | None = None, q8_0: bool = False
+) -> torch.Tensor:
     """A file's 4-bit integers as its blocks hold them, bytes [N × runs … × R] (N a multiple of
     the layout's T), byte i of run g holding column 2Rg + i in its low four bits and column
     2Rg + R + i in its high four (Q4_0: R = 16, one run a block; Q4_K: R = 32) → the CPU int4
@@ -170,7 +173,11 @@ def pack_nibble_pairs(nibbles: torch.Tensor, out: torch.Tensor | None = None) ->
     l's low four (a delta swap: t = (u >> 4 ^ l) & 0x0F…, then u ^ t << 4 and l ^ t), which
     makes eight of the kernel's bytes for column 2Rg + i (u's low, l's low) and eight for
     2Rg + R + i (u's high, l's high): five passes over the words (eight with masks and ors).
-    `out`: where to write them ([N × K/2] uint8, contiguous), else a new tensor."""
+    `out`: where to write them ([N × K/2] uint8, contiguous), else a new tensor.
+
+    `q8_0`: the bytes are Q8_0's 8-bit q (R = 32, one run a block), each 16·h + l with h in
+    -8 … 7 and l in 0 … 15, and the matrix is Int4Halves' [N × 2K]: h + 8 (q's high four bits,
+    their top bit flipped) in the first K columns, l in the last K; its bytes [N × K]."""
     n_rows, *runs_shape, run = nibbles.shape  # Q4_K's runs: [blocks × 4], as the file has them
     runs, layout = math.prod(runs_shape), int4_layout()
     n_tiles, tile = n_rows // layout.rows, layout.rows
@@ -183,14 +190,20 @@ def pack_nibble_pairs(nibbles: torch.Tensor, out: torch.Tensor | None = None) ->
     upper, lower = words[..., :half], words[..., half:]  # u, l
     if out is None:
         out = torch.empty((n_rows, runs * run), dtype=torch.uint8)  # two columns a byte
-    packed = out.view(torch.int64).view(n_tiles, runs, 2, run, half)
-    low, high = packed[:, :, 0], packed[:, :, 1]  # columns 2Rg + i, and 2Rg + R + i
+    if q8_0:  # [h + 8 | l]: every high half's column, then every low half's
+        packed = out.view(torch.int64).view(n_tiles, 2, runs, run, half)
+        high, low = packed[:, 0], packed[:, 1]
+    else:
+        packed = out.view(torch.int64).view(n_tiles, runs, 2, run, half)
+        low, high = packed[:, :, 0], packed[:, :, 1]  # columns 2Rg + i, and 2Rg + R + i
     swapped = torch.bitwise_right_shift(upper, 4)
     swapped ^= lower
     swapped &= NIBBLES  # in each byte's low four bits: u's high four XOR l's low four
     torch.bitwise_xor(lower, swapped, out=high)  # l's high four above u's high four
     torch.bitwise_left_shift(swapped, 4, out=low)
     low ^= upper  # l's low four above u's low four
+    if q8_0:
+        high ^= EIGHTS  # h + 8, for u and for l
     return out
 
 
@@ -290,10 +303,13 @@ class QuantizedMatrix(Matrix):
         packed: torch.Tensor | None = None,
         dtype: torch.dtype = torch.float32,
         zeros: torch.Tensor | None = None,
+        table: torch.Tensor | None = None,
     ):
         """`packed`: int4's bytes for the CPU kernel, made already (then `ints` may be None).
         `zeros`: int4's zero point per group [out × groups] (a GGUF file's Q4_K: the weight is
-        ints·scale + zero); None: 0."""
+        ints·scale + zero); None: 0. `table`: with `packed`, the kernel's table of scales and
+        zero points [groups × out × 2] in bfloat16, written already (`assembled`), whose
+        columns `scales` and `zeros` then are."""
         self.device, self.dtype = torch.device(device), dtype
         self.shape = (
             tuple(ints.shape) if ints is not None else (packed.shape[0], packed.shape[1] * 2)
@@ -321,6 +337,9 @@ class QuantizedMatrix(Matrix):
             # the scales in bfloat16 beside zero points (0 unless given), [groups × out × 2].
             # Keeping the int8 integers and float32 scales too would take 2.25× the memory.
             self.packed = packed if packed is not None else pack_int4(ints)
+            if table is not None:
+                self.kernel_scales = table
+                return
             # written in place: no float32 stack of the two beside them (0.2 GB on the 8B)
             self.kernel_scales = scales.new_zeros((*scales.T.shape, 2), dtype=KERNEL_DTYPE)
             transposed_into(self.kernel_scales[..., 0], scales)
@@ -458,23 +477,34 @@ def assembled(
     """One matrix from its (integers, scales) a block of rows at a time: quantized here, or a
     file's own blocks (a GGUF file's Q4_0, as they are). `packed`: the blocks are the CPU int4
     kernel's bytes already (pack_q4_0's), not integers; `joined`: where the blocks' bytes go,
-    which those made in place there already are."""
+    which those made in place there already are. For the CPU int4 kernel, its table of scales
+    and zero points is written a block at a time too (no float32 copy of the whole matrix's)."""
     packing = scheme == "int4" and int4_kernel_takes(n_rows, device)
-    block_scales, block_zeros, filled = [], [], 0
+    block_scales, block_zeros, filled, table, has_zeros = [], [], 0, None, False
     for ints, scales, *zeros in row_blocks:  # a zero point per group too, for Q4_K
-        block_zeros += zeros
         stored = pack_int4(ints) if packing and not packed else ints
         if joined is None:  # the whole matrix's integers, written block by block (no second copy)
             joined = torch.empty((n_rows, *stored.shape[1:]), dtype=stored.dtype)
         target = joined[filled : filled + stored.shape[0]]
         if stored.data_ptr() != target.data_ptr():  # else written in place already
             target.copy_(stored)
+        if packing:  # the kernel's table, [groups × out × 2] in bfloat16, a block at a time
+            if table is None:
+                table = torch.zeros((scales.shape[1], n_rows, 2), dtype=KERNEL_DTYPE)
+            rows = table[:, filled : filled + stored.shape[0]]
+            rows[..., 0] = scales.T
+            if zeros:
+                rows[..., 1] = zeros[0].T
+                has_zeros = True
+        else:
+            block_scales.append(scales)
+            block_zeros += zeros
         filled += stored.shape[0]
-        block_scales.append(scales)
+    if packing:
+        scales, zeros = table[..., 0].T, table[..., 1].T if has_zeros else None
+        return QuantizedMatrix(None, scales, 4, device, joined, dtype, zeros, table=table)
     scales = torch.cat(block_scales)
     zeros = torch.cat(block_zeros) if block_zeros else None
-    if packing:
-        return QuantizedMatrix(None, scales, 4, device, packed=joined, dtype=dtype, zeros=zeros)
     bits = 8 if scheme == "int8" else 4
     return QuantizedMatrix(joined, scales, bits, device, dtype=dtype, zeros=zeros)
 
@@ -522,19 +552,22 @@ def _file_groups(
 ) -> tuple:
     """One block of a file's rows → (the kernel's bytes on the CPU, else the integers q − 8),
     the scales, and for Q4_K and Q8_0 the zero points (Q8_0: as Int4Halves holds it).
-    `out`: where Q4_0's and Q4_K's bytes may be written, [rows × K/2]."""
+    `out`: where the kernel's bytes may be written, [rows × K/2] (Q8_0's halves: [rows × K])."""
     if kind == "Q4_0":
         return pack_q4_0(rows, out) if cpu else gguf_files.ints_and_scales("Q4_0", rows.flatten(1))
     if kind == "Q8_0":  # q = 16·h + l: a row of [h | l − 8], 2K integers of -8 … 7, offset by 8
         n_rows, n_blocks, _ = rows.shape
         scales = gguf_files.block_scales(rows)
+        zeros = torch.cat([torch.zeros_like(scales), 8 * scales], dim=1)  # low: (l − 8)·d + 8d
+        scales = torch.cat([16 * scales, scales], dim=1)
+        # only where the CPU's kernel takes the matrix (from_file_blocks): the kernel's bytes
         q = rows[..., 2:]  # the int8 q as bytes, two's complement: h + 8 is the high four bits
+        if int4_layout() and n_rows % int4_layout().rows == 0:
+            return pack_nibble_pairs(q, out, q8_0=True), scales, zeros
         halves = torch.empty((n_rows, 2, n_blocks, gguf_files.BLOCK), dtype=torch.uint8)
         torch.bitwise_xor(q >> 4, 8, out=halves[:, 0])  # h + 8: 0 … 15
         torch.bitwise_and(q, 15, out=halves[:, 1])  # l = (l − 8) + 8: 0 … 15
-        zeros = torch.cat([torch.zeros_like(scales), 8 * scales], dim=1)  # low: (l − 8)·d + 8d
-        # only where the CPU's kernel takes the matrix (from_file_blocks): the kernel's bytes
-        return pack_int4(halves.view(n_rows, -1)), torch.cat([16 * scales, scales], dim=1), zeros
+        return pack_int4(halves.view(n_rows, -1)), scales, zeros
     if cpu and int4_layout() and rows.shape[0] % int4_layout().rows == 0:
         # a 144-byte block's last 128 bytes: four runs of 32 bytes, as pack_nibble_pairs reads
         nibbles = rows[..., 16:].unflatten(-1, (4, 32))  # [rows × blocks × 4 × 32], a view
@@ -574,12 +607,12 @@ def from_file_blocks(weights, device, dtype: torch.dtype = torch.float32, others
     def made(name: str) -> Matrix:
         kind, (n_rows, k) = weights.formats[name], weights.shapes[name]
         packs = int4_kernel_takes(n_rows, device)  # else the integers, dequantized per use
-        # Q4_0's and Q4_K's bytes written where they stay, block by block: each block's own
-        # buffers would be fresh pages at every block, which cost more than the work
-        in_place = packs and kind != "Q8_0"  # Q8_0's halves: twice the columns, made per block
-        joined = torch.empty((n_rows, k // 2), dtype=torch.uint8) if in_place else None
+        # the kernel's bytes written where they stay, block by block: each block's own buffers
+        # would be fresh pages at every block, which cost more than the work
+        width = k if kind == "Q8_0" else k // 2  # Q8_0's halves: 2K columns, two a byte
+        joined = torch.empty((n_rows, width), dtype=torch.uint8) if packs else None
         blocks = (
-            _file_groups(kind, rows, packs, joined[start : start + len(rows)] if in_place else None)
+            _file_groups(kind, rows, packs, joined[start : start + len(rows)] if packs else None)
             for start, rows in zip(
                 range(0, n_rows, FILE_ROWS_AT_A_TIME),
                 weights.block_rows(name, FILE_ROWS_AT_A_TIME),

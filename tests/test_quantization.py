@@ -209,9 +209,9 @@ def test_the_layout_of_16_rows_is_the_converters_for_a_matrix_of_16_rows():
 
 def packed_as_the_converter_packs() -> quantization.Int4Layout | None:
     """In a process of one CPU kernel family: the byte operations' bytes are the converter's
-    (pack_int4, pack_q4_0 and Q4_K's runs, for heights of whole tiles and tails, every integer
-    at every place) and read back (unpack_int4); the family's layout (None: the converter
-    packs)."""
+    (pack_int4, pack_q4_0, Q8_0's halves and Q4_K's runs, for heights of whole tiles and tails,
+    every integer at every place) and read back (unpack_int4); the family's layout (None: the
+    converter packs)."""
     for rows in (16, 32, 48, 64, 96, 112, 320):
         ints = (every_integer_everywhere(rows, 64) - 8).to(torch.int8)
         packed = quantization.pack_int4(ints)
@@ -223,15 +223,24 @@ def packed_as_the_converter_packs() -> quantization.Int4Layout | None:
         packed, _ = quantization.pack_q4_0(q4_0)
         ints, _ = gguf_files.ints_and_scales("Q4_0", q4_0.flatten(1))
         assert torch.equal(packed, quantization.pack_int4(ints))
+        q8_0 = blocks[..., :34].contiguous()  # Q8_0: each q = 16·h + l, as [h + 8 | l]
+        packed, *_ = quantization._file_groups("Q8_0", q8_0, cpu=True)
+        q = gguf_files.ints_and_scales("Q8_0", q8_0.flatten(1))[0]
+        halves = torch.cat([(q >> 4) + 8, q & 15], dim=1).to(torch.uint8)
+        assert torch.equal(packed, quantization.pack_int4(halves))
         blocks[..., 0:4] = torch.tensor([0.01, 0.02]).half().view(torch.uint8)  # d, dmin
         packed, *_ = quantization._file_groups("Q4_K", blocks, cpu=True)
         assert torch.equal(packed, quantization.pack_int4(gguf_files.q4_k_groups(blocks)[0]))
     return quantization.int4_layout()
 
 
+def test_the_byte_operations_bytes_are_the_converters_on_this_cpus_kernels():
+    assert packed_as_the_converter_packs() in quantization.INT4_LAYOUTS
+
+
 # PyTorch's CPU kernel families lay the int4 kernel's bytes out differently (tiles of 64 rows
 # under AVX-512, 32 under AVX2 and the scalar kernels, these with rows 2i and 2i + 1 in a
-# byte), fixed when a process starts: the tests above check this CPU's own; each other family
+# byte), fixed when a process starts: the test above checks this CPU's own; each other family
 # it runs, in its own process.
 LAYOUT = {
     "avx512": "64 rows, i and i + T/2",
