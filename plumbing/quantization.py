@@ -492,9 +492,9 @@ def assembled(
             if table is None:
                 table = torch.zeros((scales.shape[1], n_rows, 2), dtype=KERNEL_DTYPE)
             rows = table[:, filled : filled + stored.shape[0]]
-            rows[..., 0] = scales.T
+            transposed_into(rows[..., 0], scales)
             if zeros:
-                rows[..., 1] = zeros[0].T
+                transposed_into(rows[..., 1], zeros[0])
                 has_zeros = True
         else:
             block_scales.append(scales)
